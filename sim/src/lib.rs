@@ -1,0 +1,364 @@
+//! A stateful simulator of the DigitalOcean API v2 subset doproxy uses, so that
+//! doproxy's tests and demos run against something faithful to the official
+//! OpenAPI spec without any network: droplets boot, get loopback addresses and
+//! serve HTTP on them, requests can be faulted, CPU metrics follow what a test
+//! sets. Everything listens on loopback only.
+//!
+//! In-process use (synchronous tests):
+//!
+//! ```no_run
+//! let sim = doproxy_sim::Simulator::spawn(doproxy_sim::SimConfig::default());
+//! let api_base = sim.url(); // point the client here, with token "sim-token"
+//! # drop(api_base);
+//! // dropping `sim` stops the API server and every droplet server
+//! ```
+
+mod admin;
+mod api;
+mod catalog;
+mod create;
+mod droplet_http;
+mod error;
+mod faults;
+mod metadata;
+mod metrics;
+mod server;
+mod state;
+mod time;
+
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::ops::Deref;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use tokio::net::TcpListener;
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+
+pub use faults::Faults;
+pub use state::{DropletStatus, RequestRecord, SimDroplet};
+
+use state::{NewDroplets, State, Subnet};
+
+/// How a simulator starts. Every field can also be changed later through the
+/// `set_*` methods except the token, the droplet port and the proxy's address.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The one bearer token the API accepts.
+    pub token: String,
+    /// A droplet's status goes from `new` to `active` after this.
+    pub boot_delay: Duration,
+    /// Once active, a droplet's HTTP server starts after this extra delay.
+    pub http_delay: Duration,
+    /// Added before answering every /v2 request.
+    pub latency: Duration,
+    /// The port every droplet's HTTP server listens on; 0 picks a free one.
+    pub droplet_port: u16,
+    /// What the metadata service reports as "this droplet's" public IPv4.
+    pub proxy_public_ip: Ipv4Addr,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            token: "sim-token".to_owned(),
+            boot_delay: Duration::from_secs(1),
+            http_delay: Duration::ZERO,
+            latency: Duration::ZERO,
+            droplet_port: 0,
+            proxy_public_ip: Ipv4Addr::LOCALHOST,
+        }
+    }
+}
+
+/// A handle on one simulator; clones share the same state.
+#[derive(Clone)]
+pub struct Simulator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    token: String,
+    /// The proxy droplet's ID in the metadata service; not a listed droplet.
+    proxy_id: u64,
+    proxy_public_ip: Ipv4Addr,
+    subnet: Subnet,
+    droplet_port: u16,
+    state: Mutex<State>,
+    running: OnceLock<Running>,
+}
+
+/// Where the simulator serves; known once `serve` (or `spawn`) has started.
+struct Running {
+    base_url: String,
+    runtime: Handle,
+}
+
+impl Simulator {
+    /// A simulator with its own private loopback subnet, not serving yet.
+    pub fn new(config: SimConfig) -> Simulator {
+        let (subnet, droplet_port) = Subnet::reserve(config.droplet_port);
+        let state = State::new(state::Settings {
+            boot_delay: config.boot_delay,
+            http_delay: config.http_delay,
+            latency: config.latency,
+        });
+        Simulator {
+            inner: Arc::new(Inner {
+                token: config.token,
+                proxy_id: fastrand::u64(10_000_000..100_000_000),
+                proxy_public_ip: config.proxy_public_ip,
+                subnet,
+                droplet_port,
+                state: Mutex::new(state),
+                running: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// Runs in the background on its own tokio runtime thread, on 127.0.0.1
+    /// and a free port; dropping the returned guard stops everything (the API
+    /// server and all droplet servers). Panics if the runtime or the listener
+    /// cannot be set up.
+    pub fn spawn(config: SimConfig) -> SimGuard {
+        let sim = Simulator::new(config);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("doproxy-sim")
+            .enable_all()
+            .build()
+            .expect("doproxy-sim: cannot build a tokio runtime");
+        let listener = runtime
+            .block_on(TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
+            .expect("doproxy-sim: cannot listen on 127.0.0.1");
+        // Known before `spawn` returns, so url() and seed_droplets() work at once.
+        sim.attach(&listener, runtime.handle().clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = sim.clone();
+        let thread = std::thread::Builder::new()
+            .name("doproxy-sim".to_owned())
+            .spawn(move || {
+                runtime.block_on(server.serve(listener, async {
+                    let _ = stopped.await;
+                }))
+            })
+            .expect("doproxy-sim: cannot start its thread");
+        SimGuard {
+            sim,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// Serves the API, metadata and admin routes on `listener`, and runs the
+    /// droplets' HTTP servers, until `shutdown` resolves; then stops them all.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        self.attach(&listener, Handle::current());
+        server::run(&self, listener, shutdown).await;
+        let mut state = self.lock();
+        state.stopped = true;
+        for droplet in state.droplets.values_mut() {
+            droplet.stop_server();
+        }
+    }
+
+    /// The API base URL, `http://127.0.0.1:PORT`; /v2/..., /metadata/v1/...
+    /// and /_sim/... all live under it. Panics before `serve` has started.
+    pub fn url(&self) -> String {
+        self.running().base_url.clone()
+    }
+
+    /// The port every droplet's HTTP server listens on.
+    pub fn droplet_port(&self) -> u16 {
+        self.inner.droplet_port
+    }
+
+    /// Every droplet, ordered by ID.
+    pub fn droplets(&self) -> Vec<SimDroplet> {
+        let now = SystemTime::now();
+        self.lock()
+            .droplets
+            .values()
+            .map(|d| d.summary(now))
+            .collect()
+    }
+
+    /// Every request to /v2 and /metadata so far, in the order they arrived.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.lock().requests.clone()
+    }
+
+    pub fn clear_requests(&self) {
+        self.lock().requests.clear();
+    }
+
+    /// Replaces the faults applied to the next /v2 requests.
+    pub fn set_faults(&self, faults: Faults) {
+        self.lock().faults = faults;
+    }
+
+    /// Sets a droplet's CPU utilization (0 to 100) as its metrics will report
+    /// it from now on. Returns false if there is no such droplet.
+    pub fn set_cpu(&self, droplet_id: u64, utilization_percent: f64) -> bool {
+        let now = SystemTime::now();
+        match self.lock().droplets.get_mut(&droplet_id) {
+            Some(droplet) => {
+                droplet.cpu.set(utilization_percent, now);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// false: that droplet's HTTP server stops (or never starts); true: it
+    /// (re)starts once the droplet is active and its http delay has passed.
+    /// Returns false if there is no such droplet.
+    pub fn set_serving(&self, droplet_id: u64, serving: bool) -> bool {
+        let mut state = self.lock();
+        let Some(droplet) = state.droplets.get_mut(&droplet_id) else {
+            return false;
+        };
+        droplet.serve_http = serving;
+        drop(state);
+        self.sync_servers(&[droplet_id]);
+        true
+    }
+
+    /// Applies to droplets created from now on.
+    pub fn set_boot_delay(&self, delay: Duration) {
+        self.lock().settings.boot_delay = delay;
+    }
+
+    /// Applies to droplets created from now on.
+    pub fn set_http_delay(&self, delay: Duration) {
+        self.lock().settings.http_delay = delay;
+    }
+
+    pub fn set_latency(&self, latency: Duration) {
+        self.lock().settings.latency = latency;
+    }
+
+    /// Creates `count` droplets that are active at once, named
+    /// `<name_prefix>-<n>` (n from 0), in nyc3 with size s-1vcpu-1gb, image
+    /// ubuntu-24-04-x64 and monitoring; for benchmarks.
+    pub fn seed_droplets(
+        &self,
+        count: usize,
+        name_prefix: &str,
+        tags: &[String],
+        serve_http: bool,
+    ) -> Vec<SimDroplet> {
+        let new = NewDroplets {
+            names: (0..count).map(|n| format!("{name_prefix}-{n}")).collect(),
+            tags: tags.to_vec(),
+            serve_http,
+            ..NewDroplets::seeded()
+        };
+        let now = SystemTime::now();
+        let ids = self.lock().create(&self.inner.subnet, &new, now);
+        self.sync_servers(&ids);
+        let state = self.lock();
+        ids.iter()
+            .filter_map(|id| state.droplets.get(id))
+            .map(|d| d.summary(now))
+            .collect()
+    }
+
+    /// Called by a droplet's server task once it listens.
+    fn droplet_listening(&self, droplet_id: u64, generation: u64) {
+        if let Some(droplet) = self.lock().droplets.get_mut(&droplet_id) {
+            droplet.mark_listening(generation);
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the state consistent enough
+        // for a simulator; keep serving rather than cascade.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn running(&self) -> &Running {
+        self.inner
+            .running
+            .get()
+            .expect("doproxy-sim: the simulator is not serving yet")
+    }
+
+    /// Records where the simulator serves and the runtime its droplet servers
+    /// run on, then starts the servers of droplets created before that.
+    fn attach(&self, listener: &TcpListener, runtime: Handle) {
+        let addr: SocketAddr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
+        let _ = self.inner.running.set(Running {
+            base_url: format!("http://{addr}"),
+            runtime,
+        });
+        let ids: Vec<u64> = self.lock().droplets.keys().copied().collect();
+        self.sync_servers(&ids);
+    }
+
+    /// Starts or stops each droplet's HTTP server task to match whether it
+    /// should serve; the task itself waits until the droplet's HTTP start time.
+    fn sync_servers(&self, ids: &[u64]) {
+        let Some(running) = self.inner.running.get() else {
+            return;
+        };
+        let mut state = self.lock();
+        if state.stopped {
+            return;
+        }
+        for id in ids {
+            let Some(droplet) = state.droplets.get_mut(id) else {
+                continue;
+            };
+            if !droplet.serve_http {
+                droplet.stop_server();
+            } else if !droplet.has_server() {
+                let generation = droplet.next_server_generation();
+                let (task, listening) = droplet_http::spawn(
+                    self.clone(),
+                    &running.runtime,
+                    droplet_http::Server {
+                        droplet_id: *id,
+                        generation,
+                        addr: SocketAddr::from((droplet.private_ip, self.inner.droplet_port)),
+                        start_at: droplet.http_at,
+                        page: droplet.page(),
+                    },
+                );
+                droplet.set_server(task, generation, listening);
+            }
+        }
+    }
+}
+
+/// Keeps a spawned simulator running; dropping it stops the simulator and
+/// waits for its thread.
+pub struct SimGuard {
+    sim: Simulator,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Deref for SimGuard {
+    type Target = Simulator;
+
+    fn deref(&self) -> &Simulator {
+        &self.sim
+    }
+}
+
+impl Drop for SimGuard {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! The command line: every command, flag and help text users see.
+//!
+//! Global flags (`--config`, `-o`, `-q`, `-v`) are accepted before or after the
+//! command name, so `doproxy -o json print` and `doproxy print -o json` agree.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Scale a web application tier on DigitalOcean droplets behind HAProxy.
+///
+/// doproxy keeps an inventory of the droplets it created, renders the HAProxy
+/// configuration from it, checks and installs that configuration, and reloads
+/// HAProxy. It is a drop-in successor of the Ruby DOProxy script.
+#[derive(Debug, Parser)]
+#[command(name = "doproxy", version, arg_required_else_help = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Path of doproxy.yml (default: ./doproxy.yml). Relative paths inside it
+    /// resolve against the folder that holds it.
+    #[arg(long, global = true, env = "DOPROXY_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Output format of results on stdout.
+    #[arg(short, long, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+
+    /// Print only results and errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Print more detail about what doproxy does (API requests, waits).
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// The original DOProxy lines, for people.
+    Text,
+    /// Machine-readable JSON, for scripts.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the droplets in the inventory, one per line, as DOProxy did.
+    ///
+    /// Reads only the inventory: no API call unless --refresh.
+    ///
+    /// Example: doproxy print --refresh
+    Print(PrintArgs),
+
+    /// Create droplets, wait until they are active, add them to HAProxy.
+    ///
+    /// Example: doproxy create --count 3
+    Create(CreateArgs),
+
+    /// Remove droplets from HAProxy, then destroy them.
+    ///
+    /// Targets are the line numbers `print` shows, or --id / --name. Every
+    /// target is checked before anything changes.
+    ///
+    /// Example: doproxy delete 0 2
+    Delete(DeleteArgs),
+
+    /// Compare the inventory with DigitalOcean and report the differences.
+    ///
+    /// Finds entries whose droplet is gone, droplets carrying the pool's tag
+    /// that the inventory lacks (orphans), changed status or addresses,
+    /// unfinished deletes and untagged droplets. Changes nothing without
+    /// --apply.
+    ///
+    /// Example: doproxy reconcile --apply
+    Reconcile(ReconcileArgs),
+
+    /// Render the HAProxy configuration into haproxy_cfg_file.
+    ///
+    /// Example: doproxy generate
+    Generate,
+
+    /// Render, check with HAProxy, install into haproxy_cfg_path and reload.
+    ///
+    /// Example: doproxy reload
+    Reload,
+}
+
+#[derive(Debug, Args)]
+pub struct PrintArgs {
+    /// Update status and addresses from the API first (one request per 200
+    /// droplets) and save them in the inventory.
+    #[arg(long)]
+    pub refresh: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// Fix the differences: drop entries whose droplet is gone, adopt
+    /// orphans, update changed entries, finish unfinished deletes, tag
+    /// untagged droplets; then reload HAProxy if its servers changed.
+    #[arg(long)]
+    pub apply: bool,
+
+    /// With --apply: destroy orphans instead of adopting them.
+    #[arg(long, requires = "apply")]
+    pub prune: bool,
+
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// How many droplets to create.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub count: u32,
+
+    /// How long to wait for the droplets to become active, e.g. 90s, 10m.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// Line numbers of droplets as `print` shows them.
+    #[arg(value_name = "LINE_NUMBER", required_unless_present_any = ["id", "name"])]
+    pub lines: Vec<usize>,
+
+    /// Select droplets by DigitalOcean droplet ID.
+    #[arg(long, value_name = "ID", num_args = 1.., conflicts_with_all = ["lines", "name"])]
+    pub id: Vec<u64>,
+
+    /// Select droplets by name.
+    #[arg(long, value_name = "NAME", num_args = 1.., conflicts_with_all = ["lines", "id"])]
+    pub name: Vec<String>,
+
+    /// With haproxy_socket set: how long to let open sessions finish after a
+    /// server stops taking new ones, before it is removed anyway.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// How long to wait for another doproxy run that holds the inventory lock.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub lock_timeout: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_work_after_the_command() {
+        let cli =
+            Cli::try_parse_from(["doproxy", "print", "-o", "json", "--config", "x.yml"]).unwrap();
+        assert_eq!(cli.global.output, OutputFormat::Json);
+        assert_eq!(cli.global.config, Some(PathBuf::from("x.yml")));
+    }
+
+    #[test]
+    fn delete_takes_lines_or_ids_or_names() {
+        let cli = Cli::try_parse_from(["doproxy", "delete", "0", "2"]).unwrap();
+        let Command::Delete(args) = cli.command else {
+            panic!()
+        };
+        assert_eq!(args.lines, vec![0, 2]);
+        assert!(Cli::try_parse_from(["doproxy", "delete"]).is_err());
+        assert!(Cli::try_parse_from(["doproxy", "delete", "x"]).is_err());
+        assert!(Cli::try_parse_from(["doproxy", "delete", "1", "--id", "5"]).is_err());
+        let cli = Cli::try_parse_from(["doproxy", "delete", "--name", "a", "b"]).unwrap();
+        let Command::Delete(args) = cli.command else {
+            panic!()
+        };
+        assert_eq!(args.name, vec!["a", "b"]);
+    }
+}

@@ -1,0 +1,123 @@
+//! The commands, one file each, and what they share: the loaded config, the
+//! API client (built once, on first use), the inventory, and the result each
+//! command hands back for printing as text or JSON.
+
+mod create;
+mod delete;
+mod generate;
+mod print;
+mod reconcile;
+mod reload;
+
+use std::cell::OnceCell;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::cli::Command;
+use crate::config::Config;
+use crate::digitalocean::{ApiError, Client};
+use crate::inventory::{Entry, FileInventory, InventoryLock};
+
+/// Lock wait for commands without --lock-timeout that write the inventory
+/// (filling in legacy lines, print --refresh).
+const LOCK_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Everything a command works with.
+pub struct App {
+    pub config: Config,
+    pub inventory: FileInventory,
+    client: OnceCell<Client>,
+}
+
+/// A command's result: the lines printed for people, the JSON printed with
+/// `-o json`, and, when only part of the work succeeded, the error to report
+/// after them.
+pub struct Report {
+    pub text: Vec<String>,
+    pub json: serde_json::Value,
+    pub failure: Option<anyhow::Error>,
+}
+
+impl Report {
+    fn new(text: Vec<String>, json: impl Serialize) -> Result<Report> {
+        let json = serde_json::to_value(json).context("cannot encode the result as JSON")?;
+        Ok(Report {
+            text,
+            json,
+            failure: None,
+        })
+    }
+
+    /// This report, marked as a partial failure.
+    fn failed(mut self, failure: anyhow::Error) -> Report {
+        self.failure = Some(failure);
+        self
+    }
+}
+
+impl App {
+    pub fn new(config: Config) -> App {
+        let inventory = FileInventory::new(&config.inventory_file);
+        App {
+            config,
+            inventory,
+            client: OnceCell::new(),
+        }
+    }
+
+    /// The API client, built on first use: commands that make no API call
+    /// never need a token or a TLS setup.
+    pub fn api(&self) -> Result<&Client> {
+        if let Some(client) = self.client.get() {
+            return Ok(client);
+        }
+        let client = Client::new(&self.config.api_url, self.config.token()?.clone())?;
+        Ok(self.client.get_or_init(|| client))
+    }
+
+    /// The inventory, with Ruby DOProxy ID-only lines filled in from the API
+    /// and written back. `held` is the caller's lock, if it holds one;
+    /// otherwise the lock is taken only when there is something to fill in.
+    pub async fn entries(&self, held: Option<&InventoryLock>) -> Result<Vec<Entry>> {
+        let entries = self.inventory.load()?;
+        if !entries.iter().any(Entry::needs_details) {
+            return Ok(entries);
+        }
+        let _lock = match held {
+            Some(_) => None,
+            None => Some(self.inventory.lock(LOCK_TIMEOUT)?),
+        };
+        let mut entries = self.inventory.load()?;
+        let api = self.api()?;
+        for entry in entries.iter_mut().filter(|e| e.needs_details()) {
+            let droplet = api.get_droplet(entry.id).await.map_err(|err| match err {
+                ApiError::NotFound => anyhow::anyhow!(
+                    "droplet {} in {} no longer exists at DigitalOcean; remove its line and retry",
+                    entry.id,
+                    self.inventory.path().display()
+                ),
+                err => anyhow::Error::new(err).context(format!(
+                    "cannot look up droplet {} of the inventory",
+                    entry.id
+                )),
+            })?;
+            *entry = Entry::from_droplet(&droplet);
+        }
+        self.inventory.save(&entries)?;
+        tracing::info!("filled in the details of the inventory's ID-only lines");
+        Ok(entries)
+    }
+}
+
+pub async fn run(app: &App, command: &Command) -> Result<Report> {
+    match command {
+        Command::Print(args) => print::run(app, args).await,
+        Command::Reconcile(args) => reconcile::run(app, args).await,
+        Command::Create(args) => create::run(app, args).await,
+        Command::Delete(args) => delete::run(app, args).await,
+        Command::Generate => generate::run(app).await,
+        Command::Reload => reload::run(app).await,
+    }
+}

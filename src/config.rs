@@ -1,0 +1,361 @@
+//! doproxy.yml: the original DOProxy keys, the new ones, and where files live.
+//!
+//! Every relative path resolves against the folder holding the config file, so a
+//! cron job started in `/` finds the same files as a shell in that folder. The
+//! token may come from the environment instead of the file, and is kept in a type
+//! that never prints it.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+/// Where the config file is looked for when neither --config nor
+/// $DOPROXY_CONFIG names one.
+const DEFAULT_CONFIG: &str = "doproxy.yml";
+const TOKEN_ENV: [&str; 2] = ["DIGITALOCEAN_ACCESS_TOKEN", "DIGITALOCEAN_TOKEN"];
+const API_URL_ENV: &str = "DIGITALOCEAN_API_URL";
+
+/// The file as written by the user. Unknown keys are refused so that a typo
+/// (`haproxy_cfg_pth`) is an error instead of a silently ignored setting.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    token: Option<String>,
+    #[serde(default)]
+    ssh_key_ids: Vec<SshKey>,
+    userdata_file: Option<PathBuf>,
+    haproxy_cfg_file: Option<PathBuf>,
+    haproxy_cfg_path: Option<PathBuf>,
+    haproxy_template_file: Option<PathBuf>,
+    inventory_file: Option<PathBuf>,
+    #[serde(default)]
+    droplet_options: DropletOptions,
+    api_url: Option<String>,
+    metadata_url: Option<String>,
+    frontend_bind: Option<String>,
+    backend_port: Option<u16>,
+    haproxy_check_command: Option<String>,
+    haproxy_reload_command: Option<String>,
+    haproxy_socket: Option<PathBuf>,
+}
+
+/// An SSH key as the API accepts it: a numeric ID or a fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(untagged)]
+pub enum SshKey {
+    Id(u64),
+    Fingerprint(String),
+}
+
+/// An image as the API accepts it: a slug or a numeric image ID.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(untagged)]
+pub enum Image {
+    Id(u64),
+    Slug(String),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DropletOptions {
+    pub hostname_prefix: Option<String>,
+    pub region: Option<String>,
+    pub size: Option<String>,
+    pub image: Option<Image>,
+    pub tags: Option<Vec<String>>,
+}
+
+/// The API token. Its Debug and Display never show the secret.
+#[derive(Clone)]
+pub struct Token(String);
+
+impl Token {
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<hidden>)")
+    }
+}
+
+/// The settings every command works from, with defaults filled in and paths
+/// made absolute.
+#[derive(Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    token: Option<Token>,
+    pub ssh_keys: Vec<SshKey>,
+    pub userdata_file: Option<PathBuf>,
+    pub haproxy_cfg_file: PathBuf,
+    pub haproxy_cfg_path: PathBuf,
+    pub haproxy_template_file: Option<PathBuf>,
+    pub inventory_file: PathBuf,
+    pub hostname_prefix: Option<String>,
+    pub region: Option<String>,
+    pub size: Option<String>,
+    pub image: Option<Image>,
+    pub tags: Vec<String>,
+    pub api_url: String,
+    pub metadata_url: String,
+    pub frontend_bind: Option<String>,
+    pub backend_port: u16,
+    pub haproxy_check_command: String,
+    pub haproxy_reload_command: String,
+    pub haproxy_socket: Option<PathBuf>,
+}
+
+/// The values the droplet create request needs; present only when the config
+/// names them all.
+#[derive(Debug)]
+pub struct DropletSpec<'a> {
+    pub hostname_prefix: &'a str,
+    pub region: &'a str,
+    pub size: &'a str,
+    pub image: &'a Image,
+}
+
+impl Config {
+    /// Finds and reads the config file: `explicit` (from --config or
+    /// $DOPROXY_CONFIG, which clap merges), else ./doproxy.yml.
+    pub fn load(explicit: Option<&Path>) -> Result<Config> {
+        let path = explicit.unwrap_or(Path::new(DEFAULT_CONFIG));
+        let text = std::fs::read_to_string(path).map_err(|err| {
+            let hint = if explicit.is_none() {
+                "; run doproxy in the folder that holds doproxy.yml, or pass --config PATH"
+            } else {
+                "; check the path given with --config or $DOPROXY_CONFIG"
+            };
+            anyhow::anyhow!("cannot read config file {}: {err}{hint}", path.display())
+        })?;
+        let absolute = std::path::absolute(path)
+            .with_context(|| format!("cannot resolve the path {}", path.display()))?;
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        Config::parse(&text, &absolute, env)
+    }
+
+    /// Builds the config from the file's text; `env` looks up environment
+    /// variables (a parameter so tests need not touch the process environment).
+    fn parse(text: &str, path: &Path, env: impl Fn(&str) -> Option<String>) -> Result<Config> {
+        let file: ConfigFile = if text.trim().is_empty() {
+            ConfigFile::default()
+        } else {
+            serde_yaml_ng::from_str(text).map_err(|err| {
+                anyhow::anyhow!(
+                    "config file {} is invalid: {err}; fix that key and retry",
+                    path.display()
+                )
+            })?
+        };
+        let folder = path.parent().unwrap_or(Path::new("/"));
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { folder.join(p) };
+
+        let token = TOKEN_ENV
+            .iter()
+            .find_map(|name| env(name))
+            .or(file.token.filter(|t| !t.trim().is_empty()))
+            .map(|t| Token(t.trim().to_string()));
+        let api_url = env(API_URL_ENV)
+            .or(file.api_url)
+            .unwrap_or_else(|| "https://api.digitalocean.com".to_string());
+        let tags = file
+            .droplet_options
+            .tags
+            .unwrap_or_else(|| vec!["doproxy".to_string()]);
+        if tags.is_empty() {
+            bail!(
+                "droplet_options.tags in {} is empty; doproxy finds its droplets by their first tag, so give at least one (default: [doproxy])",
+                path.display()
+            );
+        }
+        let config = Config {
+            path: path.to_path_buf(),
+            token,
+            ssh_keys: file.ssh_key_ids,
+            userdata_file: file.userdata_file.map(resolve),
+            haproxy_cfg_file: resolve(file.haproxy_cfg_file.unwrap_or("haproxy.cfg".into())),
+            haproxy_cfg_path: resolve(
+                file.haproxy_cfg_path
+                    .unwrap_or("/etc/haproxy/haproxy.cfg".into()),
+            ),
+            haproxy_template_file: file.haproxy_template_file.map(resolve),
+            inventory_file: resolve(file.inventory_file.unwrap_or("inventory".into())),
+            hostname_prefix: file.droplet_options.hostname_prefix,
+            region: file.droplet_options.region,
+            size: file.droplet_options.size,
+            image: file.droplet_options.image,
+            tags,
+            api_url: api_url.trim_end_matches('/').to_string(),
+            metadata_url: file
+                .metadata_url
+                .unwrap_or_else(|| "http://169.254.169.254".to_string())
+                .trim_end_matches('/')
+                .to_string(),
+            frontend_bind: file.frontend_bind,
+            backend_port: file.backend_port.unwrap_or(80),
+            haproxy_check_command: file
+                .haproxy_check_command
+                .unwrap_or_else(|| "haproxy -c -f {file}".to_string()),
+            haproxy_reload_command: file.haproxy_reload_command.unwrap_or_else(|| {
+                "systemctl reload haproxy || service haproxy reload".to_string()
+            }),
+            haproxy_socket: file.haproxy_socket.map(resolve),
+        };
+        if let Some(template) = &config.haproxy_template_file
+            && template.extension().is_some_and(|ext| ext == "erb")
+        {
+            bail!(
+                "haproxy_template_file {} is a Ruby ERB template, which doproxy cannot render; remove the key to use the built-in template, or point it at a Tera template (see templates/haproxy.cfg.tera)",
+                template.display()
+            );
+        }
+        Ok(config)
+    }
+
+    /// The token, or an error saying where to put one.
+    pub fn token(&self) -> Result<&Token> {
+        self.token.as_ref().with_context(|| {
+            format!(
+                "no DigitalOcean API token: set DIGITALOCEAN_ACCESS_TOKEN, or the token key in {}",
+                self.path.display()
+            )
+        })
+    }
+
+    /// The droplet settings `create` needs, or an error naming the missing key.
+    pub fn droplet_spec(&self) -> Result<DropletSpec<'_>> {
+        let missing = |key: &str, example: &str| {
+            anyhow::anyhow!(
+                "droplet_options.{key} is missing in {}; add it (for example {key}: {example})",
+                self.path.display()
+            )
+        };
+        Ok(DropletSpec {
+            hostname_prefix: self
+                .hostname_prefix
+                .as_deref()
+                .ok_or_else(|| missing("hostname_prefix", "auto-nginx"))?,
+            region: self
+                .region
+                .as_deref()
+                .ok_or_else(|| missing("region", "nyc3"))?,
+            size: self
+                .size
+                .as_deref()
+                .ok_or_else(|| missing("size", "s-1vcpu-1gb"))?,
+            image: self
+                .image
+                .as_ref()
+                .ok_or_else(|| missing("image", "ubuntu-24-04-x64"))?,
+        })
+    }
+
+    /// The tag that marks the droplets of this pool: the first configured tag.
+    pub fn pool_tag(&self) -> &str {
+        &self.tags[0]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// doproxy.yml as the Ruby DOProxy tutorial shipped it.
+    const ORIGINAL: &str = "\
+token: 878a490235d53e34b44369b8e78
+ssh_key_ids:           # DigitalOcean ID for your SSH Key
+  - 163420
+haproxy_cfg_path: /etc/haproxy/haproxy.cfg
+haproxy_template_file: haproxy.cfg.tera
+inventory_file: inventory
+userdata_file: user-data.yml
+haproxy_cfg_file: haproxy.cfg
+droplet_options:
+  hostname_prefix: auto-nginx
+  region: nyc3
+  size: 1gb
+  image: ubuntu-14-04-x64
+";
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn original_file_loads_with_paths_beside_it() {
+        let config =
+            Config::parse(ORIGINAL, Path::new("/srv/doproxy/doproxy.yml"), no_env).unwrap();
+        assert_eq!(config.inventory_file, Path::new("/srv/doproxy/inventory"));
+        assert_eq!(
+            config.userdata_file.as_deref(),
+            Some(Path::new("/srv/doproxy/user-data.yml"))
+        );
+        assert_eq!(
+            config.haproxy_cfg_path,
+            Path::new("/etc/haproxy/haproxy.cfg")
+        );
+        assert_eq!(config.ssh_keys, vec![SshKey::Id(163420)]);
+        assert_eq!(
+            config.token().unwrap().secret(),
+            "878a490235d53e34b44369b8e78"
+        );
+        let spec = config.droplet_spec().unwrap();
+        assert_eq!((spec.hostname_prefix, spec.size), ("auto-nginx", "1gb"));
+        assert_eq!(spec.image, &Image::Slug("ubuntu-14-04-x64".into()));
+        assert_eq!(config.tags, vec!["doproxy"]);
+        assert_eq!(config.backend_port, 80);
+        assert_eq!(config.api_url, "https://api.digitalocean.com");
+    }
+
+    #[test]
+    fn environment_token_and_api_url_override_the_file() {
+        let env = |name: &str| match name {
+            "DIGITALOCEAN_TOKEN" => Some("from-env".to_string()),
+            "DIGITALOCEAN_API_URL" => Some("http://127.0.0.1:9/".to_string()),
+            _ => None,
+        };
+        let config = Config::parse(ORIGINAL, Path::new("/x/doproxy.yml"), env).unwrap();
+        assert_eq!(config.token().unwrap().secret(), "from-env");
+        assert_eq!(config.api_url, "http://127.0.0.1:9");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = Config::parse(
+            "droplet_options:\n  size: [1]\n",
+            Path::new("/x/d.yml"),
+            no_env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("droplet_options.size"), "{err}");
+        let err = Config::parse("haproxy_cfg_pth: x\n", Path::new("/x/d.yml"), no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("haproxy_cfg_pth"), "{err}");
+        let config = Config::parse("", Path::new("/x/d.yml"), no_env).unwrap();
+        let err = config.droplet_spec().unwrap_err().to_string();
+        assert!(err.contains("droplet_options.hostname_prefix"), "{err}");
+        let err = config.token().unwrap_err().to_string();
+        assert!(err.contains("DIGITALOCEAN_ACCESS_TOKEN"), "{err}");
+    }
+
+    #[test]
+    fn erb_template_is_refused_with_a_way_out() {
+        let text = ORIGINAL.replace("haproxy.cfg.tera", "haproxy.cfg.erb");
+        let err = Config::parse(&text, Path::new("/x/d.yml"), no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("remove the key"), "{err}");
+    }
+
+    #[test]
+    fn token_is_never_printed() {
+        let config = Config::parse(ORIGINAL, Path::new("/x/d.yml"), no_env).unwrap();
+        assert!(!format!("{config:?}").contains("878a490235d53e34b44369b8e78"));
+    }
+}

@@ -1,0 +1,382 @@
+//! The DigitalOcean API v2 client: bearer auth, timeouts, retries for reads and
+//! deletes, pagination, and creates that are never blindly repeated.
+//!
+//! DigitalOcean has no idempotency key, so a create whose answer was lost may
+//! or may not have made a droplet. Such a create is followed by a lookup of
+//! the droplet's unique name among the pool's tagged droplets before anything
+//! is sent again.
+
+use std::future::Future;
+use std::time::{Duration, Instant, SystemTime};
+
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use super::droplet::{CreateRequest, Droplet};
+use super::error::ApiError;
+use super::retry::RetryPolicy;
+use crate::config::Token;
+
+/// The largest page the API serves.
+const PER_PAGE: u32 = 200;
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    api_url: String,
+    token: Token,
+    retry: RetryPolicy,
+}
+
+/// What a delete found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    Now,
+    /// 404: somebody (or an earlier run) destroyed it already.
+    AlreadyGone,
+}
+
+/// The droplets a create made, and whether they were found by lookup after
+/// the API's answer was lost.
+#[derive(Debug)]
+pub struct CreateOutcome {
+    pub droplets: Vec<Droplet>,
+    pub recovered: bool,
+}
+
+#[derive(Deserialize)]
+struct OneDroplet {
+    droplet: Droplet,
+}
+
+#[derive(Deserialize)]
+struct ManyDroplets {
+    droplets: Vec<Droplet>,
+    #[serde(default)]
+    links: Links,
+}
+
+#[derive(Default, Deserialize)]
+struct Links {
+    #[serde(default)]
+    pages: Pages,
+}
+
+#[derive(Default, Deserialize)]
+struct Pages {
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    message: String,
+}
+
+impl Client {
+    pub fn new(api_url: &str, token: Token) -> anyhow::Result<Client> {
+        let http = super::http_builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|err| anyhow::anyhow!("cannot set up the HTTPS client: {err}"))?;
+        Ok(Client {
+            http,
+            api_url: api_url.to_string(),
+            token,
+            retry: RetryPolicy::default(),
+        })
+    }
+
+    pub async fn get_droplet(&self, id: u64) -> Result<Droplet, ApiError> {
+        let path = format!("/v2/droplets/{id}");
+        self.with_retries(&path, || async {
+            let body = self.send(Method::GET, &path, &[], None).await?;
+            Ok(parse::<OneDroplet>(&body)?.droplet)
+        })
+        .await
+    }
+
+    /// Every droplet carrying `tag`, one request per 200 droplets.
+    pub async fn list_droplets(&self, tag: &str) -> Result<Vec<Droplet>, ApiError> {
+        let mut all = Vec::new();
+        for page in 1.. {
+            let query = [
+                ("tag_name", tag.to_string()),
+                ("per_page", PER_PAGE.to_string()),
+                ("page", page.to_string()),
+            ];
+            let listed = self
+                .with_retries("/v2/droplets", || async {
+                    let body = self.send(Method::GET, "/v2/droplets", &query, None).await?;
+                    parse::<ManyDroplets>(&body)
+                })
+                .await?;
+            all.extend(listed.droplets);
+            if listed.links.pages.next.is_none() {
+                break;
+            }
+        }
+        Ok(all)
+    }
+
+    pub async fn delete_droplet(&self, id: u64) -> Result<Deleted, ApiError> {
+        let path = format!("/v2/droplets/{id}");
+        self.with_retries(&path, || async {
+            match self.send(Method::DELETE, &path, &[], None).await {
+                Ok(_) => Ok(Deleted::Now),
+                Err(ApiError::NotFound) => Ok(Deleted::AlreadyGone),
+                Err(err) => Err(err),
+            }
+        })
+        .await
+    }
+
+    /// Deletes droplets `ids` concurrently; each one's outcome, in order.
+    pub async fn delete_droplets(&self, ids: &[u64]) -> Vec<(u64, Result<Deleted, ApiError>)> {
+        let mut deletes = tokio::task::JoinSet::new();
+        for (position, &id) in ids.iter().enumerate() {
+            let client = self.clone();
+            deletes.spawn(async move { (position, id, client.delete_droplet(id).await) });
+        }
+        let mut outcomes = Vec::with_capacity(ids.len());
+        while let Some(joined) = deletes.join_next().await {
+            outcomes.push(joined.expect("a delete task panicked"));
+        }
+        outcomes.sort_by_key(|(position, _, _)| *position);
+        outcomes
+            .into_iter()
+            .map(|(_, id, outcome)| (id, outcome))
+            .collect()
+    }
+
+    /// Puts `tag` on droplets `ids` (creating the tag if needed). Both calls
+    /// are idempotent, so they are retried like reads.
+    pub async fn tag_droplets(&self, tag: &str, ids: &[u64]) -> Result<(), ApiError> {
+        let create = serde_json::to_vec(&serde_json::json!({ "name": tag })).expect("static JSON");
+        self.with_retries("/v2/tags", || async {
+            match self
+                .send(Method::POST, "/v2/tags", &[], Some(&create))
+                .await
+            {
+                // 422 means the tag exists already.
+                Ok(_) | Err(ApiError::Rejected { status: 422, .. }) => Ok(()),
+                Err(err) => Err(err),
+            }
+        })
+        .await?;
+        let resources: Vec<serde_json::Value> = ids
+            .iter()
+            .map(|id| serde_json::json!({ "resource_id": id.to_string(), "resource_type": "droplet" }))
+            .collect();
+        let body = serde_json::to_vec(&serde_json::json!({ "resources": resources }))
+            .expect("static JSON");
+        let path = format!("/v2/tags/{tag}/resources");
+        self.with_retries(&path, || async {
+            self.send(Method::POST, &path, &[], Some(&body))
+                .await
+                .map(drop)
+        })
+        .await
+    }
+
+    /// Creates the droplets of `request`, which must carry `tag` and names no
+    /// other droplet of that tag has. Retried only when the failed attempt
+    /// certainly made nothing, or a lookup by name shows it made nothing.
+    pub async fn create_droplets(
+        &self,
+        request: &CreateRequest<'_>,
+        tag: &str,
+    ) -> Result<CreateOutcome, ApiError> {
+        let body =
+            serde_json::to_vec(request).map_err(|err| ApiError::Malformed(err.to_string()))?;
+        let started = Instant::now();
+        for attempt in 1.. {
+            let err = match self
+                .send(Method::POST, "/v2/droplets", &[], Some(&body))
+                .await
+            {
+                Ok(answer) => {
+                    let droplets = match request.name {
+                        Some(_) => vec![parse::<OneDroplet>(&answer)?.droplet],
+                        None => parse::<ManyDroplets>(&answer)?.droplets,
+                    };
+                    return Ok(CreateOutcome {
+                        droplets,
+                        recovered: false,
+                    });
+                }
+                Err(err) if !err.is_transient() => return Err(err),
+                Err(err) => err,
+            };
+            if !err.had_no_effect() {
+                tracing::warn!(
+                    "the answer to a droplet create was lost ({err}); looking the droplets up by name"
+                );
+                let names = request.droplet_names();
+                let found: Vec<Droplet> = self
+                    .list_droplets(tag)
+                    .await?
+                    .into_iter()
+                    .filter(|d| names.contains(&d.name.as_str()))
+                    .collect();
+                if !found.is_empty() {
+                    return Ok(CreateOutcome {
+                        droplets: found,
+                        recovered: true,
+                    });
+                }
+            }
+            self.wait_before_retry("POST /v2/droplets", err, attempt, started)
+                .await?;
+        }
+        unreachable!("the retry loop only ends by returning")
+    }
+
+    /// Runs `op` until it succeeds, fails for good, or the retry budget ends.
+    async fn with_retries<T, F, Fut>(&self, what: &str, op: F) -> Result<T, ApiError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, ApiError>>,
+    {
+        let started = Instant::now();
+        for attempt in 1.. {
+            match op().await {
+                Err(err) if err.is_transient() => {
+                    self.wait_before_retry(what, err, attempt, started).await?
+                }
+                result => return result,
+            }
+        }
+        unreachable!("the retry loop only ends by returning")
+    }
+
+    /// Sleeps before the next attempt, saying so on stderr, or hands `err`
+    /// back when the retry budget is spent.
+    async fn wait_before_retry(
+        &self,
+        what: &str,
+        err: ApiError,
+        attempt: u32,
+        started: Instant,
+    ) -> Result<(), ApiError> {
+        let Some(delay) = self.retry.next_delay(
+            attempt,
+            started.elapsed(),
+            err.retry_after(),
+            fastrand::f64(),
+        ) else {
+            return Err(err);
+        };
+        tracing::warn!(
+            "{what}: {err}; retrying in {:.1}s (attempt {})",
+            delay.as_secs_f64(),
+            attempt + 1
+        );
+        tokio::time::sleep(delay).await;
+        Ok(())
+    }
+
+    /// One HTTP exchange; the body of a 2xx answer, or the error it means.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&[u8]>,
+    ) -> Result<Vec<u8>, ApiError> {
+        let url = format!("{}{path}", self.api_url);
+        tracing::debug!("{method} {url}");
+        let mut request = self
+            .http
+            .request(method, &url)
+            .bearer_auth(self.token.secret())
+            .query(query);
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_vec());
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|err| ApiError::from_transport(&url, &err))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|err| ApiError::from_transport(&url, &err))?;
+        if status.is_success() {
+            return Ok(bytes.to_vec());
+        }
+        let message = serde_json::from_slice::<ErrorBody>(&bytes)
+            .map(|b| b.message)
+            .unwrap_or_else(|_| {
+                status
+                    .canonical_reason()
+                    .unwrap_or("no message")
+                    .to_string()
+            });
+        Err(match status {
+            StatusCode::UNAUTHORIZED => ApiError::Unauthorized,
+            StatusCode::NOT_FOUND => ApiError::NotFound,
+            StatusCode::TOO_MANY_REQUESTS => ApiError::RateLimited {
+                retry_after: rate_limit_wait(&headers, SystemTime::now()),
+            },
+            s if s.is_server_error() => ApiError::Server {
+                status: s.as_u16(),
+                message,
+            },
+            s => ApiError::Rejected {
+                status: s.as_u16(),
+                message,
+            },
+        })
+    }
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|err| ApiError::Malformed(err.to_string()))
+}
+
+/// How long a 429 asks us to wait: `Retry-After` seconds, else the time until
+/// `RateLimit-Reset` (epoch seconds) when no requests remain.
+fn rate_limit_wait(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let number = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<u64>().ok();
+    if let Some(seconds) = number("retry-after") {
+        return Some(Duration::from_secs(seconds));
+    }
+    if number("ratelimit-remaining") != Some(0) {
+        return None;
+    }
+    let reset = SystemTime::UNIX_EPOCH + Duration::from_secs(number("ratelimit-reset")?);
+    Some(reset.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, value.parse().unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn retry_after_and_rate_limit_reset_are_honoured() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        assert_eq!(
+            rate_limit_wait(&headers(&[("retry-after", "3")]), now),
+            Some(Duration::from_secs(3))
+        );
+        let reset = headers(&[("ratelimit-remaining", "0"), ("ratelimit-reset", "1005")]);
+        assert_eq!(rate_limit_wait(&reset, now), Some(Duration::from_secs(5)));
+        let plenty = headers(&[("ratelimit-remaining", "10"), ("ratelimit-reset", "1005")]);
+        assert_eq!(rate_limit_wait(&plenty, now), None);
+    }
+}

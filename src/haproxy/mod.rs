@@ -1,0 +1,292 @@
+//! HAProxy: render the config from the inventory, check it with HAProxy
+//! itself, install it atomically, reload — and leave the live config alone
+//! when any step fails.
+
+mod render;
+mod runtime;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use crate::atomic_file;
+use crate::config::Config;
+use crate::digitalocean::metadata;
+use crate::inventory::Entry;
+pub use render::{BUILTIN_TEMPLATE, TemplateContext, render, server_name};
+use runtime::{AdminState, Runtime};
+
+/// How often a drain checks whether sessions have ended.
+const DRAIN_POLL: Duration = Duration::from_millis(200);
+
+/// Whether to reload when the rendered config equals the installed one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reload {
+    /// `doproxy reload`: the user asked for it.
+    Always,
+    /// After create and delete: an identical config needs no reload.
+    IfChanged,
+}
+
+/// What `apply` did.
+#[derive(Debug, Serialize)]
+pub struct Applied {
+    pub staged: PathBuf,
+    pub installed: PathBuf,
+    pub servers: usize,
+    pub changed: bool,
+    pub reloaded: bool,
+}
+
+/// Renders the config for `entries` and writes it to haproxy_cfg_file.
+/// Returns the number of servers in it.
+pub async fn generate(config: &Config, entries: &[Entry]) -> Result<usize> {
+    let context = TemplateContext::new(
+        entries,
+        frontend_bind(config).await,
+        config.backend_port,
+        config.haproxy_socket.as_deref(),
+    );
+    let text = match &config.haproxy_template_file {
+        Some(path) => {
+            let template = fs::read_to_string(path).with_context(|| {
+                format!(
+                    "cannot read haproxy_template_file {}; fix the path, or remove the key to use the built-in template",
+                    path.display()
+                )
+            })?;
+            render(&path.display().to_string(), &template, &context)?
+        }
+        None => render("the built-in template", BUILTIN_TEMPLATE, &context)?,
+    };
+    atomic_file::write(&config.haproxy_cfg_file, text.as_bytes())?;
+    Ok(context.servers.len())
+}
+
+/// generate, check with haproxy_check_command, install into haproxy_cfg_path
+/// (keeping the previous one as `.bak`) and run haproxy_reload_command. A
+/// failed check or reload leaves the live config as it was.
+pub async fn apply(config: &Config, entries: &[Entry], reload: Reload) -> Result<Applied> {
+    let servers = generate(config, entries).await?;
+    let staged = &config.haproxy_cfg_file;
+    let live = &config.haproxy_cfg_path;
+    check(config, staged)?;
+    let new = fs::read(staged).with_context(|| format!("cannot read back {}", staged.display()))?;
+    let previous = fs::read(live).ok();
+    let changed = previous.as_deref() != Some(new.as_slice());
+    let mut applied = Applied {
+        staged: staged.clone(),
+        installed: live.clone(),
+        servers,
+        changed,
+        reloaded: false,
+    };
+    if !changed && reload == Reload::IfChanged {
+        tracing::info!(
+            "HAProxy config {} is unchanged; no reload needed",
+            live.display()
+        );
+        return Ok(applied);
+    }
+    if changed {
+        if let Some(previous) = &previous {
+            atomic_file::write(&backup_path(live), previous)?;
+        }
+        atomic_file::write(live, &new)?;
+    }
+    if let Err(err) = run("haproxy_reload_command", &config.haproxy_reload_command) {
+        if changed {
+            restore(live, previous.as_deref())?;
+        }
+        return Err(err.context(format!(
+            "HAProxy did not reload, so {} was put back as it was; fix the cause and run doproxy reload",
+            live.display()
+        )));
+    }
+    tracing::info!(
+        "HAProxy reloaded with {servers} servers from {}",
+        live.display()
+    );
+    applied.reloaded = true;
+    Ok(applied)
+}
+
+/// Takes the servers of droplets `ids` out of rotation in the running HAProxy
+/// before they leave the config: `drain` (no new sessions), wait until their
+/// sessions end (at most `timeout`), then `maint`. Does nothing without
+/// haproxy_socket; servers HAProxy does not know are skipped.
+pub async fn drain(config: &Config, ids: &[u64], timeout: Duration) -> Result<()> {
+    let Some(socket) = &config.haproxy_socket else {
+        return Ok(());
+    };
+    let runtime = Runtime::new(socket);
+    let targets = set_state(&runtime, ids, AdminState::Drain)?;
+    let started = Instant::now();
+    loop {
+        let open: u64 = runtime
+            .servers()?
+            .iter()
+            .filter(|s| {
+                targets
+                    .iter()
+                    .any(|(b, n)| *b == s.backend && *n == s.server)
+            })
+            .map(|s| s.sessions)
+            .sum();
+        if open == 0 {
+            break;
+        }
+        if started.elapsed() >= timeout {
+            tracing::warn!(
+                "{open} session(s) still open after draining for {}; removing the servers anyway",
+                humantime::format_duration(timeout)
+            );
+            break;
+        }
+        tracing::info!("draining: {open} session(s) still open");
+        tokio::time::sleep(DRAIN_POLL).await;
+    }
+    set_state(&runtime, ids, AdminState::Maint)?;
+    Ok(())
+}
+
+/// Puts drained servers back into rotation, after a delete that did not go
+/// ahead. Best effort: failing here changes nothing the user can act on.
+pub fn undrain(config: &Config, ids: &[u64]) {
+    if let Some(socket) = &config.haproxy_socket
+        && let Err(err) = set_state(&Runtime::new(socket), ids, AdminState::Ready)
+    {
+        tracing::warn!("could not put the servers back into rotation: {err:#}");
+    }
+}
+
+/// Sets the running servers of droplets `ids` to `state`; returns their
+/// (backend, server) names.
+fn set_state(runtime: &Runtime, ids: &[u64], state: AdminState) -> Result<Vec<(String, String)>> {
+    let names: Vec<String> = ids.iter().map(|&id| server_name(id)).collect();
+    let targets: Vec<(String, String)> = runtime
+        .servers()?
+        .into_iter()
+        .filter(|s| names.contains(&s.server))
+        .map(|s| (s.backend, s.server))
+        .collect();
+    for (backend, server) in &targets {
+        runtime.set_state(backend, server, state)?;
+    }
+    Ok(targets)
+}
+
+/// Runs haproxy_check_command on the staged file.
+fn check(config: &Config, staged: &Path) -> Result<()> {
+    let command = config
+        .haproxy_check_command
+        .replace("{file}", &shell_quote(staged));
+    run("haproxy_check_command", &command).with_context(|| {
+        format!(
+            "HAProxy rejected the generated config {}, so the live config {} was not touched; fix the template and retry",
+            staged.display(),
+            config.haproxy_cfg_path.display()
+        )
+    })
+}
+
+/// Runs `command` through `sh -c`; an error carries its exit status and output.
+fn run(key: &str, command: &str) -> Result<()> {
+    tracing::debug!("running {key}: {command}");
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .output()
+        .with_context(|| format!("cannot run {key} ({command})"))?;
+    let text = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    // HAProxy's [NOTICE] lines (version, executable path) only hide the alert.
+    let text: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with("[NOTICE]"))
+        .collect();
+    let text = text.join("\n");
+    if output.status.success() {
+        if !text.trim().is_empty() {
+            tracing::debug!("{key} said: {}", text.trim());
+        }
+        return Ok(());
+    }
+    bail!(
+        "{key} `{command}` failed ({}): {}",
+        output.status,
+        text.trim()
+    )
+}
+
+fn restore(live: &Path, previous: Option<&[u8]>) -> Result<()> {
+    match previous {
+        Some(previous) => atomic_file::write(live, previous),
+        None => fs::remove_file(live).with_context(|| format!("cannot remove {}", live.display())),
+    }
+}
+
+fn backup_path(live: &Path) -> PathBuf {
+    let mut name = live.file_name().unwrap_or_default().to_os_string();
+    name.push(".bak");
+    live.with_file_name(name)
+}
+
+/// The frontend's bind address: frontend_bind, else this droplet's public
+/// IPv4 from the metadata service on port 80, else every address.
+async fn frontend_bind(config: &Config) -> String {
+    if let Some(bind) = &config.frontend_bind {
+        return bind.clone();
+    }
+    match metadata::public_ipv4(&config.metadata_url).await {
+        Some(ip) => format!("{ip}:80"),
+        None => {
+            tracing::warn!(
+                "no public IPv4 from the metadata service at {}; binding HAProxy to every address (set frontend_bind to choose)",
+                config.metadata_url
+            );
+            "*:80".to_string()
+        }
+    }
+}
+
+/// `path` as one word for `sh -c`.
+fn shell_quote(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_quoted_for_the_shell() {
+        assert_eq!(
+            shell_quote(Path::new("/a b/it's.cfg")),
+            r"'/a b/it'\''s.cfg'"
+        );
+        assert_eq!(
+            backup_path(Path::new("/etc/haproxy/haproxy.cfg")),
+            Path::new("/etc/haproxy/haproxy.cfg.bak")
+        );
+    }
+
+    #[test]
+    fn failed_commands_carry_their_output() {
+        let err = run(
+            "haproxy_check_command",
+            "echo '[ALERT] bad line' >&2; exit 3",
+        )
+        .unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("[ALERT] bad line") && text.contains("exit status: 3"),
+            "{text}"
+        );
+        run("haproxy_reload_command", "true").unwrap();
+    }
+}

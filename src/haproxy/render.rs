@@ -1,0 +1,163 @@
+//! Turning the inventory into haproxy.cfg text: the template context (pure)
+//! and the Tera rendering.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::inventory::Entry;
+
+/// The template shipped in the binary, used when haproxy_template_file is unset.
+pub const BUILTIN_TEMPLATE: &str = include_str!("../../templates/haproxy.cfg.tera");
+
+/// What a template can use.
+#[derive(Debug, Serialize)]
+pub struct TemplateContext {
+    /// HAProxy bind address of the frontend, e.g. `203.0.113.7:80`.
+    pub frontend_bind: String,
+    pub backend_port: u16,
+    /// Path of the admin socket, when the runtime API is configured.
+    pub admin_socket: Option<String>,
+    pub servers: Vec<Server>,
+}
+
+/// One `server` line of the backend.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct Server {
+    /// `www-<droplet id>`: stable across deletes, so the runtime API can
+    /// address a server by name.
+    pub name: String,
+    pub id: u64,
+    pub hostname: String,
+    pub address: String,
+    pub port: u16,
+}
+
+impl TemplateContext {
+    /// The context for `entries`: only droplets that are active and have a
+    /// private address become servers.
+    pub fn new(
+        entries: &[Entry],
+        frontend_bind: String,
+        backend_port: u16,
+        admin_socket: Option<&Path>,
+    ) -> TemplateContext {
+        let servers = entries
+            .iter()
+            .filter(|e| e.is_serving())
+            .filter_map(|e| {
+                Some(Server {
+                    name: server_name(e.id),
+                    id: e.id,
+                    hostname: e.name.clone(),
+                    address: e.private_ip?.to_string(),
+                    port: backend_port,
+                })
+            })
+            .collect();
+        TemplateContext {
+            frontend_bind,
+            backend_port,
+            admin_socket: admin_socket.map(|p| p.display().to_string()),
+            servers,
+        }
+    }
+}
+
+/// The HAProxy server name of a droplet.
+pub fn server_name(droplet_id: u64) -> String {
+    format!("www-{droplet_id}")
+}
+
+/// Renders `template` (named `template_name` in errors) with `context`.
+pub fn render(template_name: &str, template: &str, context: &TemplateContext) -> Result<String> {
+    let mut tera = tera::Tera::new();
+    tera.autoescape_on(Vec::<&str>::new());
+    let fix = || format!("fix the template {template_name} and retry");
+    tera.add_raw_template(template_name, template)
+        .map_err(|err| anyhow::anyhow!("{err}"))
+        .with_context(|| {
+            format!(
+                "the HAProxy template {template_name} has a syntax error; {}",
+                fix()
+            )
+        })?;
+    let context =
+        tera::Context::from_serialize(context).context("cannot build the template context")?;
+    tera.render(template_name, &context)
+        .map_err(|err| anyhow::anyhow!("{err}"))
+        .with_context(|| {
+            format!(
+                "the HAProxy template {template_name} failed to render; {}",
+                fix()
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::inventory::Status;
+
+    fn entry(id: u64, status: Status, ip: Option<Ipv4Addr>) -> Entry {
+        Entry {
+            id,
+            name: format!("auto-nginx-{id}"),
+            private_ip: ip,
+            public_ip: None,
+            status,
+            created_at: None,
+        }
+    }
+
+    fn context(entries: &[Entry]) -> TemplateContext {
+        TemplateContext::new(entries, "203.0.113.7:80".into(), 8080, None)
+    }
+
+    #[test]
+    fn only_serving_droplets_become_servers() {
+        let ip = Some(Ipv4Addr::new(10, 0, 0, 1));
+        let entries = [
+            entry(1, Status::Active, ip),
+            entry(2, Status::New, None),
+            entry(3, Status::Destroying, ip),
+            entry(4, Status::Active, None),
+        ];
+        let servers = context(&entries).servers;
+        assert_eq!(servers.len(), 1);
+        assert_eq!(servers[0].name, "www-1");
+        assert_eq!(servers[0].port, 8080);
+    }
+
+    #[test]
+    fn builtin_template_renders_the_original_server_lines() {
+        let entries = [entry(
+            4202645,
+            Status::Active,
+            Some(Ipv4Addr::new(192, 0, 2, 175)),
+        )];
+        let text = render("builtin", BUILTIN_TEMPLATE, &context(&entries)).unwrap();
+        assert!(text.contains(
+            "    server www-4202645 192.0.2.175:8080 check # id:4202645, hostname:auto-nginx-4202645\n"
+        ));
+        assert!(text.contains("bind 203.0.113.7:80\n"));
+        assert!(text.contains("http-request set-header X-Forwarded-Proto http"));
+        assert!(!text.contains("reqadd"));
+        assert!(!text.contains("stats socket"));
+        let with_socket = TemplateContext {
+            admin_socket: Some("/run/haproxy/admin.sock".into()),
+            ..context(&entries)
+        };
+        let text = render("builtin", BUILTIN_TEMPLATE, &with_socket).unwrap();
+        assert!(text.contains("stats socket /run/haproxy/admin.sock mode 660 level admin"));
+    }
+
+    #[test]
+    fn template_errors_name_the_template() {
+        let err = render("mine.tera", "{% for %}", &context(&[])).unwrap_err();
+        assert!(format!("{err:#}").contains("mine.tera"));
+    }
+}

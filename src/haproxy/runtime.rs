@@ -1,0 +1,161 @@
+//! HAProxy's runtime API on its admin socket (`stats socket ... level admin`):
+//! take a server out of rotation before its droplet dies, and read what
+//! HAProxy sees (state, sessions, queue, request rate).
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+const SOCKET_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One server row of `show stat`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerStat {
+    pub backend: String,
+    pub server: String,
+    /// UP, DOWN, DRAIN, MAINT, NOLB, "no check", possibly with a suffix
+    /// such as "UP 1/2" while a check is in transition.
+    pub status: String,
+    /// Current sessions.
+    pub sessions: u64,
+    /// Requests waiting in this server's queue.
+    pub queued: u64,
+    /// Sessions per second over the last second.
+    pub rate: u64,
+}
+
+/// The states `set server ... state` accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminState {
+    /// Normal service.
+    Ready,
+    /// No new sessions; existing ones finish.
+    Drain,
+    /// No traffic at all, health checks stopped.
+    Maint,
+}
+
+/// A connection point to HAProxy's admin socket.
+pub struct Runtime<'a> {
+    socket: &'a Path,
+}
+
+impl<'a> Runtime<'a> {
+    pub fn new(socket: &'a Path) -> Runtime<'a> {
+        Runtime { socket }
+    }
+
+    /// Every server row of `show stat`.
+    pub fn servers(&self) -> Result<Vec<ServerStat>> {
+        parse_show_stat(&self.command("show stat")?)
+    }
+
+    pub fn set_state(&self, backend: &str, server: &str, state: AdminState) -> Result<()> {
+        let state = match state {
+            AdminState::Ready => "ready",
+            AdminState::Drain => "drain",
+            AdminState::Maint => "maint",
+        };
+        let answer = self.command(&format!("set server {backend}/{server} state {state}"))?;
+        if !answer.trim().is_empty() {
+            bail!(
+                "HAProxy refused to set {backend}/{server} to {state}: {}",
+                answer.trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// Sends one command and reads the whole answer (the socket closes after
+    /// one command when not in interactive mode).
+    fn command(&self, command: &str) -> Result<String> {
+        let reach = || {
+            format!(
+                "cannot talk to HAProxy's admin socket {}; check that HAProxy runs with `stats socket {} level admin`, or unset haproxy_socket",
+                self.socket.display(),
+                self.socket.display()
+            )
+        };
+        let mut stream = UnixStream::connect(self.socket).with_context(reach)?;
+        stream
+            .set_read_timeout(Some(SOCKET_TIMEOUT))
+            .with_context(reach)?;
+        stream
+            .set_write_timeout(Some(SOCKET_TIMEOUT))
+            .with_context(reach)?;
+        stream
+            .write_all(format!("{command}\n").as_bytes())
+            .with_context(reach)?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).with_context(reach)?;
+        Ok(answer)
+    }
+}
+
+/// Server rows of `show stat` CSV output (frontends and backends skipped).
+fn parse_show_stat(csv: &str) -> Result<Vec<ServerStat>> {
+    let mut lines = csv.lines();
+    let header = lines
+        .next()
+        .and_then(|h| h.strip_prefix("# "))
+        .context("HAProxy's `show stat` answer has no header line")?;
+    let columns: Vec<&str> = header.split(',').collect();
+    let column = |name: &str| {
+        columns
+            .iter()
+            .position(|c| *c == name)
+            .with_context(|| format!("HAProxy's `show stat` answer has no {name} column"))
+    };
+    let (pxname, svname, status) = (column("pxname")?, column("svname")?, column("status")?);
+    let (scur, qcur, rate) = (column("scur")?, column("qcur")?, column("rate")?);
+    let mut servers = Vec::new();
+    for line in lines.filter(|l| !l.trim().is_empty()) {
+        let fields: Vec<&str> = line.split(',').collect();
+        let field = |i: usize| fields.get(i).copied().unwrap_or("");
+        let number = |i: usize| field(i).parse::<u64>().unwrap_or(0);
+        if matches!(field(svname), "FRONTEND" | "BACKEND") {
+            continue;
+        }
+        servers.push(ServerStat {
+            backend: field(pxname).to_string(),
+            server: field(svname).to_string(),
+            status: field(status).to_string(),
+            sessions: number(scur),
+            queued: number(qcur),
+            rate: number(rate),
+        });
+    }
+    Ok(servers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn show_stat_server_rows_are_read_by_column_name() {
+        let csv = "# pxname,svname,qcur,qmax,scur,smax,status,rate,\n\
+                   www-http,FRONTEND,,,3,5,OPEN,7,\n\
+                   www-backend,www-17,2,0,4,9,DRAIN,6,\n\
+                   www-backend,www-18,0,0,0,1,UP 1/2,0,\n\
+                   www-backend,BACKEND,0,0,4,9,UP,6,\n\n";
+        let servers = parse_show_stat(csv).unwrap();
+        assert_eq!(servers.len(), 2);
+        assert_eq!(
+            servers[0],
+            ServerStat {
+                backend: "www-backend".into(),
+                server: "www-17".into(),
+                status: "DRAIN".into(),
+                sessions: 4,
+                queued: 2,
+                rate: 6,
+            }
+        );
+        assert_eq!(servers[1].status, "UP 1/2");
+        assert!(parse_show_stat("Unknown command\n").is_err());
+    }
+}

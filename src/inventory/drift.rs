@@ -1,0 +1,197 @@
+//! How the inventory and DigitalOcean disagree, worked out without I/O so
+//! `reconcile` can report it, and fix it with `--apply`, from one comparison.
+
+use serde::Serialize;
+
+use super::entry::{Entry, Status};
+use crate::digitalocean::Droplet;
+
+/// Every disagreement between the inventory and the droplets that exist.
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Drift {
+    /// In the inventory, no longer at DigitalOcean.
+    pub gone: Vec<Entry>,
+    /// Carrying the pool's tag, missing from the inventory (a run killed
+    /// between the API's answer and the inventory write).
+    pub orphans: Vec<Entry>,
+    /// In both, but the inventory's status or addresses are out of date.
+    pub changed: Vec<Change>,
+    /// Marked `destroying`, still existing: a delete that did not finish.
+    pub unfinished_destroys: Vec<Entry>,
+    /// In both, but without the pool's tag (droplets made by the Ruby
+    /// DOProxy), so a list by tag cannot see them.
+    pub untagged: Vec<Entry>,
+}
+
+/// One entry the API sees differently.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct Change {
+    pub before: Entry,
+    pub after: Entry,
+}
+
+impl Drift {
+    pub fn is_empty(&self) -> bool {
+        *self == Drift::default()
+    }
+
+    /// One line per disagreement, for people.
+    pub fn lines(&self) -> Vec<String> {
+        let describe = |e: &Entry| format!("{} {}", e.id, e.name);
+        let mut lines = Vec::new();
+        lines.extend(self.gone.iter().map(|e| {
+            format!(
+                "gone: {} is in the inventory but no longer exists",
+                describe(e)
+            )
+        }));
+        lines.extend(self.orphans.iter().map(|e| {
+            format!(
+                "orphan: {} carries the pool's tag but is not in the inventory",
+                describe(e)
+            )
+        }));
+        lines.extend(self.changed.iter().map(|c| {
+            format!(
+                "changed: {} {}",
+                describe(&c.before),
+                differences(&c.before, &c.after).join(", ")
+            )
+        }));
+        lines.extend(self.unfinished_destroys.iter().map(|e| {
+            format!(
+                "unfinished delete: {} is marked destroying but still exists",
+                describe(e)
+            )
+        }));
+        lines.extend(
+            self.untagged
+                .iter()
+                .map(|e| format!("untagged: {} lacks the pool's tag", describe(e))),
+        );
+        lines
+    }
+}
+
+/// Which fields differ, as `status new -> active`.
+fn differences(before: &Entry, after: &Entry) -> Vec<String> {
+    let ip = |ip: Option<std::net::Ipv4Addr>| ip.map_or("-".to_string(), |ip| ip.to_string());
+    let mut out = Vec::new();
+    if before.status != after.status {
+        out.push(format!("status {} -> {}", before.status, after.status));
+    }
+    if before.private_ip != after.private_ip {
+        out.push(format!(
+            "private ip {} -> {}",
+            ip(before.private_ip),
+            ip(after.private_ip)
+        ));
+    }
+    if before.public_ip != after.public_ip {
+        out.push(format!(
+            "public ip {} -> {}",
+            ip(before.public_ip),
+            ip(after.public_ip)
+        ));
+    }
+    if before.name != after.name {
+        out.push(format!("name {} -> {}", before.name, after.name));
+    }
+    if out.is_empty() {
+        out.push("created_at".to_string());
+    }
+    out
+}
+
+/// Compares `entries` with `existing`: every droplet that exists among the
+/// pool's tagged droplets and the inventory's own (looked up by ID).
+pub fn drift(entries: &[Entry], existing: &[Droplet], tag: &str) -> Drift {
+    let mut drift = Drift::default();
+    for entry in entries {
+        let Some(droplet) = existing.iter().find(|d| d.id == entry.id) else {
+            drift.gone.push(entry.clone());
+            continue;
+        };
+        if entry.status == Status::Destroying {
+            drift.unfinished_destroys.push(entry.clone());
+            continue;
+        }
+        let mut after = entry.clone();
+        if after.update_from(droplet) {
+            drift.changed.push(Change {
+                before: entry.clone(),
+                after: after.clone(),
+            });
+        }
+        if !droplet.tags.iter().any(|t| t == tag) {
+            drift.untagged.push(after);
+        }
+    }
+    drift.orphans = existing
+        .iter()
+        .filter(|d| d.tags.iter().any(|t| t == tag))
+        .filter(|d| !entries.iter().any(|e| e.id == d.id))
+        .map(Entry::from_droplet)
+        .collect();
+    drift
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn droplet(id: u64, status: &str, ip: Option<&str>, tags: &[&str]) -> Droplet {
+        let networks = match ip {
+            Some(ip) => serde_json::json!({"v4": [{"ip_address": ip, "type": "private"}]}),
+            None => serde_json::json!({"v4": []}),
+        };
+        serde_json::from_value(serde_json::json!({
+            "id": id, "name": format!("web-{id}"), "status": status,
+            "created_at": "2026-11-28T00:00:00Z", "networks": networks, "tags": tags
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn every_kind_of_drift_is_found() {
+        let api = [
+            droplet(1, "active", Some("10.0.0.1"), &["pool"]),
+            droplet(2, "active", Some("10.0.0.2"), &["pool"]),
+            droplet(4, "active", Some("10.0.0.4"), &["pool"]),
+            droplet(5, "new", None, &["pool"]),
+            droplet(6, "active", Some("10.0.0.6"), &[]),
+        ];
+        let gone = droplet(3, "active", Some("10.0.0.3"), &["pool"]);
+        let mut entries: Vec<Entry> = [&api[0], &api[1], &gone, &api[2], &api[4]]
+            .into_iter()
+            .map(Entry::from_droplet)
+            .collect();
+        // 2 has booted since it was recorded; 4's delete was cut short.
+        entries[1].status = Status::New;
+        entries[1].private_ip = None;
+        entries[3].status = Status::Destroying;
+
+        let drift = drift(&entries, &api, "pool");
+        let ids = |v: &[Entry]| v.iter().map(|e| e.id).collect::<Vec<_>>();
+        assert_eq!(ids(&drift.gone), [3]);
+        assert_eq!(ids(&drift.orphans), [5]);
+        assert_eq!(drift.changed.len(), 1);
+        assert_eq!(drift.changed[0].after.status, Status::Active);
+        assert_eq!(ids(&drift.unfinished_destroys), [4]);
+        assert_eq!(ids(&drift.untagged), [6]);
+        let lines = drift.lines();
+        assert!(
+            lines.contains(
+                &"changed: 2 web-2 status new -> active, private ip - -> 10.0.0.2".to_string()
+            ),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn matching_inventory_has_no_drift() {
+        let api = [droplet(1, "active", Some("10.0.0.1"), &["pool"])];
+        let entries = vec![Entry::from_droplet(&api[0])];
+        assert!(drift(&entries, &api, "pool").is_empty());
+    }
+}

@@ -1,0 +1,274 @@
+//! One droplet as the inventory remembers it, and the line format of the
+//! inventory file: one droplet per line, the ID first, readable by people.
+//!
+//! ```text
+//! # doproxy inventory: id name private_ip public_ip status created_at
+//! 4202645 auto-nginx-0 10.132.0.5 203.0.113.7 active 2026-11-28T20:41:06Z
+//! ```
+//!
+//! A line holding only an ID is the Ruby DOProxy format; it loads as an entry
+//! whose details must be fetched from the API once.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+use crate::digitalocean::Droplet;
+
+const HEADER: &str = "# doproxy inventory: id name private_ip public_ip status created_at";
+/// Written in place of a value not known yet.
+const NONE: &str = "-";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Entry {
+    pub id: u64,
+    pub name: String,
+    pub private_ip: Option<Ipv4Addr>,
+    pub public_ip: Option<Ipv4Addr>,
+    pub status: Status,
+    pub created_at: Option<String>,
+}
+
+/// The droplet's state as doproxy knows it. The first four are the API's
+/// own; `Destroying` marks a droplet taken out of HAProxy whose destroy has
+/// not been confirmed; `Unknown` is a legacy ID-only line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    New,
+    Active,
+    Off,
+    Archive,
+    Destroying,
+    Unknown,
+}
+
+impl Status {
+    const ALL: [Status; 6] = [
+        Status::New,
+        Status::Active,
+        Status::Off,
+        Status::Archive,
+        Status::Destroying,
+        Status::Unknown,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::New => "new",
+            Status::Active => "active",
+            Status::Off => "off",
+            Status::Archive => "archive",
+            Status::Destroying => "destroying",
+            Status::Unknown => "unknown",
+        }
+    }
+
+    /// The API's status string; anything new to doproxy counts as unknown.
+    pub fn from_api(status: &str) -> Status {
+        status.parse().unwrap_or(Status::Unknown)
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Status {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Status, String> {
+        Status::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| format!("unknown status {s:?}"))
+    }
+}
+
+impl Entry {
+    /// A droplet the API just described.
+    pub fn from_droplet(droplet: &Droplet) -> Entry {
+        Entry {
+            id: droplet.id,
+            name: droplet.name.clone(),
+            private_ip: droplet.private_ipv4(),
+            public_ip: droplet.public_ipv4(),
+            status: Status::from_api(&droplet.status),
+            created_at: Some(droplet.created_at.clone()),
+        }
+    }
+
+    /// Takes the API's current view of this droplet; true if anything
+    /// changed. An entry being destroyed stays `destroying`.
+    pub fn update_from(&mut self, droplet: &Droplet) -> bool {
+        let mut updated = Entry::from_droplet(droplet);
+        if self.status == Status::Destroying {
+            updated.status = Status::Destroying;
+        }
+        let changed = *self != updated;
+        *self = updated;
+        changed
+    }
+
+    /// A Ruby DOProxy line: only the ID is known.
+    fn legacy(id: u64) -> Entry {
+        Entry {
+            id,
+            name: String::new(),
+            private_ip: None,
+            public_ip: None,
+            status: Status::Unknown,
+            created_at: None,
+        }
+    }
+
+    /// True for a legacy line whose details have not been fetched yet.
+    pub fn needs_details(&self) -> bool {
+        self.name.is_empty()
+    }
+
+    /// Whether HAProxy should send traffic to this droplet.
+    pub fn is_serving(&self) -> bool {
+        self.status == Status::Active && self.private_ip.is_some()
+    }
+}
+
+/// A line of the inventory file that cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("line {line}: {reason}")]
+pub struct ParseError {
+    pub line: usize,
+    pub reason: String,
+}
+
+/// Reads the inventory file's text. Blank lines and `#` comments are skipped;
+/// anything else must be a full line or a bare ID.
+pub fn parse(text: &str) -> Result<Vec<Entry>, ParseError> {
+    let mut entries: Vec<Entry> = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let fail = |reason: String| ParseError {
+            line: index + 1,
+            reason,
+        };
+        let entry = parse_line(line).map_err(fail)?;
+        if entries.iter().any(|e| e.id == entry.id) {
+            return Err(fail(format!("droplet {} is listed twice", entry.id)));
+        }
+        entries.push(entry);
+    }
+    Ok(entries)
+}
+
+fn parse_line(line: &str) -> Result<Entry, String> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let id = fields[0]
+        .parse::<u64>()
+        .map_err(|_| format!("{:?} is not a droplet ID", fields[0]))?;
+    match fields[..] {
+        [_] => Ok(Entry::legacy(id)),
+        [_, name, private_ip, public_ip, status, created_at] => Ok(Entry {
+            id,
+            name: name.to_string(),
+            private_ip: optional(private_ip).map(parse_ip).transpose()?,
+            public_ip: optional(public_ip).map(parse_ip).transpose()?,
+            status: status.parse()?,
+            created_at: optional(created_at).map(str::to_string),
+        }),
+        _ => Err(format!(
+            "expected 6 fields (id name private_ip public_ip status created_at) or a bare ID, found {}",
+            fields.len()
+        )),
+    }
+}
+
+fn optional(field: &str) -> Option<&str> {
+    (field != NONE).then_some(field)
+}
+
+fn parse_ip(field: &str) -> Result<Ipv4Addr, String> {
+    field
+        .parse()
+        .map_err(|_| format!("{field:?} is not an IPv4 address"))
+}
+
+/// The inventory file's text for `entries`, in order.
+pub fn render(entries: &[Entry]) -> String {
+    let mut text = format!("{HEADER}\n");
+    for e in entries {
+        let ip = |ip: Option<Ipv4Addr>| ip.map_or(NONE.to_string(), |ip| ip.to_string());
+        text.push_str(&format!(
+            "{} {} {} {} {} {}\n",
+            e.id,
+            if e.name.is_empty() { NONE } else { &e.name },
+            ip(e.private_ip),
+            ip(e.public_ip),
+            e.status,
+            e.created_at.as_deref().unwrap_or(NONE),
+        ));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: u64, name: &str, status: Status) -> Entry {
+        Entry {
+            id,
+            name: name.into(),
+            private_ip: Some(Ipv4Addr::new(10, 0, 0, 5)),
+            public_ip: None,
+            status,
+            created_at: Some("2026-11-28T20:41:06Z".into()),
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let entries = vec![
+            entry(1, "web-0", Status::Active),
+            entry(2, "web-1", Status::New),
+        ];
+        let text = render(&entries);
+        assert!(text.contains("1 web-0 10.0.0.5 - active 2026-11-28T20:41:06Z\n"));
+        assert_eq!(parse(&text).unwrap(), entries);
+    }
+
+    #[test]
+    fn ruby_doproxy_id_lines_load() {
+        let entries = parse("4202645\n4202646\n\n").unwrap();
+        assert_eq!(entries.len(), 2);
+        assert!(entries.iter().all(Entry::needs_details));
+        assert!(!entries[0].is_serving());
+    }
+
+    #[test]
+    fn corrupt_lines_are_named() {
+        let err = parse("# header\n1 web-0 10.0.0.5 - active -\n2 web-1 10.0.0\n").unwrap_err();
+        assert_eq!(err.line, 3);
+        let err = parse("x1\n").unwrap_err();
+        assert!(err.to_string().contains("line 1"), "{err}");
+        let err = parse("1 a - - running -\n").unwrap_err();
+        assert!(err.reason.contains("running"), "{err}");
+        let err = parse("1 a 10.0.0.999 - active -\n").unwrap_err();
+        assert!(err.reason.contains("IPv4"), "{err}");
+        let err = parse("1\n1\n").unwrap_err();
+        assert_eq!(err.line, 2);
+    }
+
+    #[test]
+    fn only_active_droplets_with_an_address_serve() {
+        assert!(entry(1, "a", Status::Active).is_serving());
+        assert!(!entry(1, "a", Status::New).is_serving());
+        assert!(!entry(1, "a", Status::Destroying).is_serving());
+    }
+}

@@ -1,0 +1,115 @@
+//! Which inventory entries a `delete` means. Every target is checked before
+//! anything is deleted, so a typo in the third argument deletes nothing.
+
+use anyhow::{Result, bail};
+
+use crate::inventory::Entry;
+
+/// How the user named the droplets to delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// Line numbers as `print` shows them (0-based).
+    Lines(Vec<usize>),
+    Ids(Vec<u64>),
+    Names(Vec<String>),
+}
+
+/// Positions in `entries` of the selected droplets, in the order given,
+/// without repeats; an error names the first target that matches nothing.
+pub fn select(entries: &[Entry], selector: &Selector) -> Result<Vec<usize>> {
+    let positions: Vec<usize> = match selector {
+        Selector::Lines(lines) => lines
+            .iter()
+            .map(|&line| {
+                if line < entries.len() {
+                    Ok(line)
+                } else if entries.is_empty() {
+                    bail!("there is no line {line}: the inventory is empty")
+                } else {
+                    bail!(
+                        "there is no line {line}: the inventory has lines 0 to {}; run doproxy print to see them",
+                        entries.len() - 1
+                    )
+                }
+            })
+            .collect::<Result<_>>()?,
+        Selector::Ids(ids) => ids
+            .iter()
+            .map(|&id| match entries.iter().position(|e| e.id == id) {
+                Some(position) => Ok(position),
+                None => bail!("no droplet with ID {id} is in the inventory; run doproxy print to see them"),
+            })
+            .collect::<Result<_>>()?,
+        Selector::Names(names) => names
+            .iter()
+            .map(|name| match entries.iter().position(|e| &e.name == name) {
+                Some(position) => Ok(position),
+                None => bail!("no droplet named {name:?} is in the inventory; run doproxy print to see them"),
+            })
+            .collect::<Result<_>>()?,
+    };
+    let mut unique = Vec::with_capacity(positions.len());
+    for position in positions {
+        if !unique.contains(&position) {
+            unique.push(position);
+        }
+    }
+    Ok(unique)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::Status;
+
+    fn entries() -> Vec<Entry> {
+        (0..3)
+            .map(|i| Entry {
+                id: 100 + i,
+                name: format!("web-{i}"),
+                private_ip: None,
+                public_ip: None,
+                status: Status::Active,
+                created_at: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lines_ids_and_names_select_the_same_droplets() {
+        let entries = entries();
+        assert_eq!(
+            select(&entries, &Selector::Lines(vec![2, 0, 2])).unwrap(),
+            vec![2, 0]
+        );
+        assert_eq!(
+            select(&entries, &Selector::Ids(vec![101])).unwrap(),
+            vec![1]
+        );
+        assert_eq!(
+            select(&entries, &Selector::Names(vec!["web-2".into()])).unwrap(),
+            vec![2]
+        );
+    }
+
+    #[test]
+    fn one_bad_target_fails_the_whole_selection() {
+        let entries = entries();
+        let err = select(&entries, &Selector::Lines(vec![0, 3]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no line 3") && err.contains("0 to 2"), "{err}");
+        let err = select(&entries, &Selector::Ids(vec![100, 7]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ID 7"), "{err}");
+        let err = select(&entries, &Selector::Names(vec!["nope".into()]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"nope\""), "{err}");
+        let err = select(&[], &Selector::Lines(vec![0]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("empty"), "{err}");
+    }
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests: the real doproxy binary against the project's
+//! DigitalOcean simulator, Debian's HAProxy and (for the etcd inventory) etcd,
+//! all on loopback. One test binary, so the build links once.
+
+mod bad_input;
+mod core;
+mod support;

@@ -1,0 +1,339 @@
+//! What every end-to-end test needs: a scratch folder with a doproxy.yml
+//! pointing at an in-process simulator, the real doproxy binary run with the
+//! user's own configuration stripped from its environment, a real HAProxy on
+//! loopback, and a tiny HTTP client to send traffic through it.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use doproxy_sim::{SimConfig, SimGuard, Simulator};
+
+pub const TOKEN: &str = "sim-token";
+
+/// A folder under the system temp dir, removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let path =
+            std::env::temp_dir().join(format!("doproxy-e2e-{}-{label}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The result of one doproxy run.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Runs `command` to completion.
+    pub fn from_output(command: &mut Command) -> Run {
+        let output: Output = command.output().unwrap();
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Panics with both streams unless the run exited 0.
+    #[track_caller]
+    pub fn success(self) -> Run {
+        assert_eq!(
+            self.code, 0,
+            "doproxy failed:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// Asserts exit `code` and that stderr's error is one line naming `needle`.
+    #[track_caller]
+    pub fn fails(self, code: i32, needle: &str) -> Run {
+        assert_eq!(
+            self.code, code,
+            "wrong exit code:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}:\n{}",
+            self.stderr
+        );
+        if code == 1 {
+            let errors: Vec<&str> = self
+                .stderr
+                .lines()
+                .filter(|l| l.starts_with("doproxy: error:"))
+                .collect();
+            assert_eq!(errors.len(), 1, "expected one error line:\n{}", self.stderr);
+        }
+        assert!(
+            !self.stderr.contains(TOKEN) && !self.stdout.contains(TOKEN),
+            "the token leaked"
+        );
+        self
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+    }
+}
+
+/// A `doproxy` command with the user's configuration removed from the
+/// environment, so a developer's own token or config never leaks into a test.
+pub fn doproxy() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_doproxy"));
+    for name in [
+        "DIGITALOCEAN_ACCESS_TOKEN",
+        "DIGITALOCEAN_TOKEN",
+        "DIGITALOCEAN_API_URL",
+        "DOPROXY_CONFIG",
+        "RUST_LOG",
+    ] {
+        command.env_remove(name);
+    }
+    command.stdin(Stdio::null());
+    command
+}
+
+/// One proxy's folder: doproxy.yml, inventory, templates and HAProxy files,
+/// in front of a simulator.
+pub struct Project {
+    pub dir: TempDir,
+    pub sim: SimGuard,
+    /// Keys of doproxy.yml besides the fixed ones; `set` rewrites the file.
+    settings: HashMap<String, String>,
+    pub frontend: SocketAddr,
+}
+
+impl Project {
+    /// A project whose droplets boot in 300 ms.
+    pub fn new(label: &str) -> Project {
+        let sim = Simulator::spawn(SimConfig {
+            boot_delay: Duration::from_millis(300),
+            ..SimConfig::default()
+        });
+        Project::with_sim(label, sim)
+    }
+
+    pub fn with_sim(label: &str, sim: SimGuard) -> Project {
+        let dir = TempDir::new(label);
+        fs::copy(repo_file("user-data.yml"), dir.path().join("user-data.yml")).unwrap();
+        let project = Project {
+            dir,
+            sim,
+            settings: HashMap::new(),
+            frontend: free_port(),
+        };
+        project.write_config();
+        project
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Sets (or with `None` removes) a top-level key of doproxy.yml.
+    pub fn set(&mut self, key: &str, value: Option<&str>) {
+        match value {
+            Some(value) => self.settings.insert(key.to_string(), value.to_string()),
+            None => self.settings.remove(key),
+        };
+        self.write_config();
+    }
+
+    fn write_config(&self) {
+        let mut settings: Vec<(String, String)> = [
+            ("api_url", self.sim.url()),
+            ("metadata_url", self.sim.url()),
+            ("ssh_key_ids", "[163420]".to_string()),
+            ("userdata_file", "user-data.yml".to_string()),
+            ("haproxy_cfg_file", "haproxy.cfg".to_string()),
+            ("haproxy_cfg_path", "live/haproxy.cfg".to_string()),
+            ("inventory_file", "inventory".to_string()),
+            ("frontend_bind", self.frontend.to_string()),
+            ("backend_port", self.sim.droplet_port().to_string()),
+            ("haproxy_reload_command", "'true'".to_string()),
+            (
+                "droplet_options",
+                "{hostname_prefix: auto-nginx, region: nyc3, size: s-1vcpu-1gb, image: ubuntu-24-04-x64}".to_string(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .filter(|(k, _)| !self.settings.contains_key(k))
+        .collect();
+        settings.extend(self.settings.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let text: String = settings
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\n"))
+            .collect();
+        fs::create_dir_all(self.path("live")).unwrap();
+        fs::write(self.path("doproxy.yml"), text).unwrap();
+    }
+
+    /// Runs doproxy with this project's config and the simulator's token.
+    pub fn run(&self, args: &[&str]) -> Run {
+        let mut command = doproxy();
+        command
+            .env("DIGITALOCEAN_ACCESS_TOKEN", TOKEN)
+            .arg("--config")
+            .arg(self.path("doproxy.yml"))
+            .args(args);
+        Run::from_output(&mut command)
+    }
+
+    pub fn inventory(&self) -> String {
+        fs::read_to_string(self.path("inventory")).unwrap_or_default()
+    }
+
+    pub fn live_config(&self) -> String {
+        fs::read_to_string(self.path("live/haproxy.cfg")).unwrap_or_default()
+    }
+
+    /// API requests that change something (POST, PUT, DELETE) so far.
+    pub fn changing_requests(&self) -> Vec<String> {
+        self.sim
+            .requests()
+            .into_iter()
+            .filter(|r| r.method != "GET")
+            .map(|r| format!("{} {}", r.method, r.path_and_query))
+            .collect()
+    }
+
+    /// Starts a real HAProxy (master-worker) on this project's live config,
+    /// and points haproxy_reload_command and haproxy_socket at it.
+    pub fn start_haproxy(&mut self) -> Haproxy {
+        self.set("haproxy_socket", Some("admin.sock"));
+        self.run(&["generate"]).success();
+        fs::copy(self.path("haproxy.cfg"), self.path("live/haproxy.cfg")).unwrap();
+        let child = Command::new("haproxy")
+            .arg("-W")
+            .arg("-f")
+            .arg(self.path("live/haproxy.cfg"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("haproxy must be installed (apt-get install haproxy)");
+        let haproxy = Haproxy {
+            child,
+            frontend: self.frontend,
+            socket: self.path("admin.sock"),
+        };
+        wait_until("HAProxy to listen", Duration::from_secs(10), || {
+            TcpStream::connect(self.frontend).is_ok() && haproxy.socket.exists()
+        });
+        self.set(
+            "haproxy_reload_command",
+            Some(&format!("kill -USR2 {}", haproxy.child.id())),
+        );
+        haproxy
+    }
+}
+
+/// A HAProxy master process, stopped when dropped.
+pub struct Haproxy {
+    child: Child,
+    pub frontend: SocketAddr,
+    pub socket: PathBuf,
+}
+
+impl Haproxy {
+    /// Sends `count` requests through the frontend; the body of each answer
+    /// (or the error, for a failed request).
+    pub fn get_many(&self, count: usize) -> Vec<Result<String, String>> {
+        (0..count).map(|_| http_get(self.frontend, "/")).collect()
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        // SIGTERM stops the master and its workers at once.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// GET `path` over HTTP/1.1; the body of a 200 answer, else an error naming
+/// what came back.
+pub fn http_get(addr: SocketAddr, path: &str) -> Result<String, String> {
+    let mut stream =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .map_err(|e| e.to_string())?;
+    let status = answer.split(' ').nth(1).unwrap_or("none");
+    if status != "200" {
+        return Err(format!(
+            "status {status}: {}",
+            answer.lines().next().unwrap_or("")
+        ));
+    }
+    Ok(answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default())
+}
+
+/// Polls `condition` until it holds, failing the test after `timeout`.
+#[track_caller]
+pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(
+            started.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A file shipped at the top of the repository.
+pub fn repo_file(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(name)
+}
