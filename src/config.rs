@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
@@ -39,6 +40,7 @@ struct ConfigFile {
     haproxy_check_command: Option<String>,
     haproxy_reload_command: Option<String>,
     haproxy_socket: Option<PathBuf>,
+    api_retry_budget: Option<String>,
 }
 
 /// An SSH key as the API accepts it: a numeric ID or a fingerprint.
@@ -107,6 +109,8 @@ pub struct Config {
     pub haproxy_check_command: String,
     pub haproxy_reload_command: String,
     pub haproxy_socket: Option<PathBuf>,
+    /// How long one API request may keep being retried.
+    pub api_retry_budget: Duration,
 }
 
 /// The values the droplet create request needs; present only when the config
@@ -204,6 +208,15 @@ impl Config {
                 "systemctl reload haproxy || service haproxy reload".to_string()
             }),
             haproxy_socket: file.haproxy_socket.map(resolve),
+            api_retry_budget: match file.api_retry_budget {
+                None => Duration::from_secs(120),
+                Some(text) => humantime::parse_duration(&text).map_err(|err| {
+                    anyhow::anyhow!(
+                        "api_retry_budget {text:?} in {} is not a duration ({err}); write it like 90s or 2m",
+                        path.display()
+                    )
+                })?,
+            },
         };
         if let Some(template) = &config.haproxy_template_file
             && template.extension().is_some_and(|ext| ext == "erb")
@@ -309,6 +322,7 @@ droplet_options:
         assert_eq!(config.tags, vec!["doproxy"]);
         assert_eq!(config.backend_port, 80);
         assert_eq!(config.api_url, "https://api.digitalocean.com");
+        assert_eq!(config.api_retry_budget, Duration::from_secs(120));
     }
 
     #[test]
@@ -333,6 +347,10 @@ droplet_options:
         .unwrap_err()
         .to_string();
         assert!(err.contains("droplet_options.size"), "{err}");
+        let err = Config::parse("api_retry_budget: soon\n", Path::new("/x/d.yml"), no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("api_retry_budget"), "{err}");
         let err = Config::parse("haproxy_cfg_pth: x\n", Path::new("/x/d.yml"), no_env)
             .unwrap_err()
             .to_string();

@@ -45,6 +45,75 @@ pub(crate) fn routes() -> Router<Simulator> {
         .route("/v2/regions", get(regions))
         .route("/v2/sizes", get(sizes))
         .route("/v2/monitoring/metrics/droplet/cpu", get(cpu_metrics))
+        .route("/v2/tags", axum::routing::post(create_tag))
+        .route(
+            "/v2/tags/{tag}/resources",
+            axum::routing::post(tag_resources),
+        )
+}
+
+/// 201 with the tag, whether or not it existed (tag creation is idempotent).
+async fn create_tag(State(sim): State<Simulator>, body: Bytes) -> Result<Response, ApiError> {
+    let body: Value = serde_json::from_slice(&body)
+        .map_err(|_| ApiError::bad_request("The request body is not valid JSON."))?;
+    let Some(name) = body.get("name").and_then(Value::as_str) else {
+        return Err(ApiError::unprocessable("name is required"));
+    };
+    if !create::is_valid_tag(name) {
+        return Err(ApiError::unprocessable(format!(
+            "tag name {name:?} is invalid"
+        )));
+    }
+    let mut state = sim.lock();
+    state.tags.insert(name.to_string());
+    let count = state
+        .droplets
+        .values()
+        .filter(|d| d.tags.iter().any(|t| t == name))
+        .count();
+    let tag =
+        json!({"tag": {"name": name, "resources": {"count": count, "droplets": {"count": count}}}});
+    Ok((StatusCode::CREATED, Json(tag)).into_response())
+}
+
+/// Tags droplets; 404 for an unknown tag or droplet, 204 otherwise.
+async fn tag_resources(
+    State(sim): State<Simulator>,
+    Path(tag): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let body: Value = serde_json::from_slice(&body)
+        .map_err(|_| ApiError::bad_request("The request body is not valid JSON."))?;
+    let resources = body
+        .get("resources")
+        .and_then(Value::as_array)
+        .ok_or_else(|| {
+            ApiError::unprocessable("resources must be an array of resource_id and resource_type")
+        })?;
+    let mut state = sim.lock();
+    let known = state.tags.contains(&tag) || state.droplets.values().any(|d| d.tags.contains(&tag));
+    if !known {
+        return Err(ApiError::not_found());
+    }
+    let mut ids = Vec::new();
+    for resource in resources {
+        let id = resource
+            .get("resource_id")
+            .and_then(Value::as_str)
+            .and_then(|id| id.parse::<u64>().ok());
+        match (id, resource.get("resource_type").and_then(Value::as_str)) {
+            (Some(id), Some("droplet")) if state.droplets.contains_key(&id) => ids.push(id),
+            (_, Some("droplet")) => return Err(ApiError::not_found()),
+            _ => return Err(ApiError::unprocessable("only droplets can be tagged here")),
+        }
+    }
+    for id in ids {
+        let droplet = state.droplets.get_mut(&id).expect("checked above");
+        if !droplet.tags.contains(&tag) {
+            droplet.tags.push(tag.clone());
+        }
+    }
+    Ok(no_content())
 }
 
 async fn account() -> Json<Value> {

@@ -128,7 +128,7 @@ fn is_valid_name(name: &str) -> bool {
 }
 
 /// The spec's tag name pattern `^[a-zA-Z0-9_\-\:]+$`, max 255.
-fn is_valid_tag(tag: &str) -> bool {
+pub(crate) fn is_valid_tag(tag: &str) -> bool {
     let tag_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ':');
     (1..=MAX_NAME_LEN).contains(&tag.len()) && tag.chars().all(tag_char)
 }

@@ -27,6 +27,8 @@ pub(crate) struct State {
     pub(crate) faults: Faults,
     pub(crate) droplets: BTreeMap<u64, Droplet>,
     pub(crate) actions: BTreeMap<u64, Action>,
+    /// Tags created with POST /v2/tags (droplets' own tags exist too).
+    pub(crate) tags: std::collections::BTreeSet<String>,
     pub(crate) requests: Vec<RequestRecord>,
     pub(crate) rate_limit: RateLimit,
     /// Set once `serve` has returned: no droplet server starts again.
@@ -190,6 +192,7 @@ impl State {
             faults: Faults::default(),
             droplets: BTreeMap::new(),
             actions: BTreeMap::new(),
+            tags: std::collections::BTreeSet::new(),
             requests: Vec::new(),
             rate_limit: RateLimit {
                 used: 0,

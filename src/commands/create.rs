@@ -85,7 +85,9 @@ pub async fn run(app: &App, args: &CreateArgs) -> Result<Report> {
     // too), then one reload for the whole batch.
     let lock = app.inventory.lock(args.lock.lock_timeout)?;
     let mut entries = app.entries(Some(&lock)).await?;
-    for entry in entries.iter_mut() {
+    // Only `new` entries: the listing is older than what concurrent runs may
+    // have recorded since, and must not turn their active droplets back.
+    for entry in entries.iter_mut().filter(|e| e.status == Status::New) {
         if let Some(droplet) = listed.iter().find(|d| d.id == entry.id) {
             entry.update_from(droplet);
         }

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::cli::Command;
 use crate::config::Config;
-use crate::digitalocean::{ApiError, Client};
+use crate::digitalocean::{ApiError, Client, RetryPolicy};
 use crate::inventory::{Entry, FileInventory, InventoryLock};
 
 /// Lock wait for commands without --lock-timeout that write the inventory
@@ -73,7 +73,10 @@ impl App {
         if let Some(client) = self.client.get() {
             return Ok(client);
         }
-        let client = Client::new(&self.config.api_url, self.config.token()?.clone())?;
+        let retry = RetryPolicy {
+            budget: self.config.api_retry_budget,
+        };
+        let client = Client::new(&self.config.api_url, self.config.token()?.clone(), retry)?;
         Ok(self.client.get_or_init(|| client))
     }
 

@@ -75,7 +75,7 @@ struct ErrorBody {
 }
 
 impl Client {
-    pub fn new(api_url: &str, token: Token) -> anyhow::Result<Client> {
+    pub fn new(api_url: &str, token: Token, retry: RetryPolicy) -> anyhow::Result<Client> {
         let http = super::http_builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(60))
@@ -85,7 +85,7 @@ impl Client {
             http,
             api_url: api_url.to_string(),
             token,
-            retry: RetryPolicy::default(),
+            retry,
         })
     }
 

@@ -10,6 +10,7 @@ mod retry;
 pub use client::{Client, Deleted};
 pub use droplet::{CreateRequest, Droplet};
 pub use error::ApiError;
+pub use retry::RetryPolicy;
 
 /// A reqwest builder with doproxy's User-Agent and TLS set up. reqwest is built
 /// without a default crypto provider (see Cargo.toml), so ring is installed

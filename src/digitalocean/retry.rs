@@ -55,7 +55,9 @@ mod tests {
 
     #[test]
     fn delays_grow_but_stay_capped() {
-        let policy = RetryPolicy::default();
+        let policy = RetryPolicy {
+            budget: Duration::from_secs(120),
+        };
         let top = |attempt| {
             policy
                 .next_delay(attempt, Duration::ZERO, None, 0.999)
@@ -70,7 +72,9 @@ mod tests {
 
     #[test]
     fn server_hint_wins() {
-        let policy = RetryPolicy::default();
+        let policy = RetryPolicy {
+            budget: Duration::from_secs(120),
+        };
         let delay = policy.next_delay(1, Duration::ZERO, Some(Duration::from_secs(3)), 0.0);
         assert_eq!(delay, Some(Duration::from_secs(3)));
     }

@@ -20,6 +20,9 @@ use crate::inventory::Entry;
 pub use render::{BUILTIN_TEMPLATE, TemplateContext, render, server_name};
 use runtime::{AdminState, Runtime};
 
+/// How long a reload may take to hand over to a new worker.
+const RELOAD_WAIT: Duration = Duration::from_secs(15);
+
 /// How often a drain checks whether sessions have ended.
 const DRAIN_POLL: Duration = Duration::from_millis(200);
 
@@ -98,6 +101,8 @@ pub async fn apply(config: &Config, entries: &[Entry], reload: Reload) -> Result
         }
         atomic_file::write(live, &new)?;
     }
+    let runtime = config.haproxy_socket.as_deref().map(Runtime::new);
+    let old_worker = runtime.as_ref().and_then(|r| r.worker_pid().ok());
     if let Err(err) = run("haproxy_reload_command", &config.haproxy_reload_command) {
         if changed {
             restore(live, previous.as_deref())?;
@@ -107,12 +112,32 @@ pub async fn apply(config: &Config, entries: &[Entry], reload: Reload) -> Result
             live.display()
         )));
     }
+    if let (Some(runtime), Some(old_worker)) = (&runtime, old_worker) {
+        wait_for_new_worker(runtime, old_worker).await;
+    }
     tracing::info!(
         "HAProxy reloaded with {servers} servers from {}",
         live.display()
     );
     applied.reloaded = true;
     Ok(applied)
+}
+
+/// Waits until a new HAProxy worker answers on the admin socket, so the new
+/// config serves before doproxy goes on (reload commands such as `kill
+/// -USR2` return before HAProxy has switched). Gives up with a warning.
+async fn wait_for_new_worker(runtime: &Runtime<'_>, old_worker: u32) {
+    let started = Instant::now();
+    while started.elapsed() < RELOAD_WAIT {
+        if runtime.worker_pid().is_ok_and(|pid| pid != old_worker) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::warn!(
+        "HAProxy's worker {old_worker} still answers {} after the reload; the new config may not be live yet",
+        humantime::format_duration(RELOAD_WAIT)
+    );
 }
 
 /// Takes the servers of droplets `ids` out of rotation in the running HAProxy

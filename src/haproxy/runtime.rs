@@ -53,6 +53,16 @@ impl<'a> Runtime<'a> {
         parse_show_stat(&self.command("show stat")?)
     }
 
+    /// The PID of the worker answering on the socket; it changes once a
+    /// reload has handed the socket to a new worker.
+    pub fn worker_pid(&self) -> Result<u32> {
+        let info = self.command("show info")?;
+        info.lines()
+            .find_map(|line| line.strip_prefix("Pid: "))
+            .and_then(|pid| pid.trim().parse().ok())
+            .context("HAProxy's `show info` answer has no Pid line")
+    }
+
     pub fn set_state(&self, backend: &str, server: &str, state: AdminState) -> Result<()> {
         let state = match state {
             AdminState::Ready => "ready",

@@ -4,4 +4,5 @@
 
 mod bad_input;
 mod core;
+mod resilience;
 mod support;
