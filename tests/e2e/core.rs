@@ -237,3 +237,52 @@ fn assert_haproxy_accepts(path: &std::path::Path) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn every_command_speaks_json_and_a_failed_reload_leaves_the_live_config() {
+    let mut project = Project::new("json");
+    let created = project.run(&["create", "-o", "json"]).success().json();
+    assert_eq!(created["created"][0]["status"], "active");
+    assert_eq!(created["haproxy"]["servers"], 1);
+    assert_eq!(created["haproxy"]["reloaded"], true);
+    let generated = project.run(&["generate", "-o", "json"]).success().json();
+    assert_eq!(generated["servers"], 1);
+    let reloaded = project.run(&["-o", "json", "reload"]).success().json();
+    assert_eq!(
+        (reloaded["changed"].clone(), reloaded["reloaded"].clone()),
+        (false.into(), true.into())
+    );
+
+    let live = project.live_config();
+    project.set(
+        "haproxy_reload_command",
+        Some("'echo cannot reload >&2; exit 1'"),
+    );
+    project.run(&["create"]).fails(1, "cannot reload");
+    assert_eq!(
+        project.live_config(),
+        live,
+        "a failed reload must put the old config back"
+    );
+    project.set("haproxy_reload_command", None);
+    let deleted = project
+        .run(&["delete", "0", "1", "-o", "json"])
+        .success()
+        .json();
+    assert_eq!(deleted["deleted"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn the_frontend_binds_the_public_address_from_the_metadata_service() {
+    let mut project = Project::new("metadata");
+    project.omit("frontend_bind");
+    project.run(&["generate"]).success();
+    let generated = fs::read_to_string(project.path("haproxy.cfg")).unwrap();
+    assert!(generated.contains("    bind 127.0.0.1:80\n"), "{generated}");
+    let asked = project
+        .sim
+        .requests()
+        .iter()
+        .any(|r| r.path_and_query == "/metadata/v1/interfaces/public/0/ipv4/address");
+    assert!(asked);
+}

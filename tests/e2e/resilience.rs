@@ -222,6 +222,17 @@ fn reconcile_reports_drift_and_changes_nothing_without_apply() {
     project.run(&["reconcile", "--apply"]).success();
     assert_eq!(recorded(&project), tagged(&project));
     assert!(recorded(&project).contains(&orphan) && recorded(&project).contains(&untagged));
+
+    let stray = project
+        .sim
+        .seed_droplets(1, "stray", &["doproxy".to_string()], false)[0]
+        .id;
+    project.run(&["reconcile", "--apply", "--prune"]).success();
+    assert!(
+        project.sim.droplets().iter().all(|d| d.id != stray),
+        "the orphan was not pruned"
+    );
+    assert_eq!(recorded(&project), tagged(&project));
 }
 
 #[test]

@@ -127,8 +127,9 @@ pub fn doproxy() -> Command {
 pub struct Project {
     pub dir: TempDir,
     pub sim: SimGuard,
-    /// Keys of doproxy.yml besides the fixed ones; `set` rewrites the file.
-    settings: HashMap<String, String>,
+    /// Keys of doproxy.yml that differ from the test defaults (None: left
+    /// out); `set` and `omit` rewrite the file.
+    settings: HashMap<String, Option<String>>,
     pub frontend: SocketAddr,
 }
 
@@ -159,12 +160,20 @@ impl Project {
         self.dir.path().join(name)
     }
 
-    /// Sets (or with `None` removes) a top-level key of doproxy.yml.
+    /// Sets a top-level key of doproxy.yml; `None` puts back the test default.
     pub fn set(&mut self, key: &str, value: Option<&str>) {
         match value {
-            Some(value) => self.settings.insert(key.to_string(), value.to_string()),
+            Some(value) => self
+                .settings
+                .insert(key.to_string(), Some(value.to_string())),
             None => self.settings.remove(key),
         };
+        self.write_config();
+    }
+
+    /// Leaves a key out of doproxy.yml, so doproxy's own default applies.
+    pub fn omit(&mut self, key: &str) {
+        self.settings.insert(key.to_string(), None);
         self.write_config();
     }
 
@@ -189,7 +198,11 @@ impl Project {
         .map(|(k, v)| (k.to_string(), v))
         .filter(|(k, _)| !self.settings.contains_key(k))
         .collect();
-        settings.extend(self.settings.iter().map(|(k, v)| (k.clone(), v.clone())));
+        settings.extend(
+            self.settings
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.clone()?))),
+        );
         let text: String = settings
             .iter()
             .map(|(k, v)| format!("{k}: {v}\n"))
