@@ -31,7 +31,7 @@ pub async fn run(app: &App, args: &CreateArgs) -> Result<Report> {
     let api = app.api()?;
 
     // Under the lock: pick free names, create, record each droplet at once.
-    let lock = app.inventory.lock(args.lock.lock_timeout)?;
+    let lock = app.store.lock(args.lock.lock_timeout).await?;
     let mut entries = app.entries(Some(&lock)).await?;
     let names = next_names(
         spec.hostname_prefix,
@@ -74,7 +74,7 @@ pub async fn run(app: &App, args: &CreateArgs) -> Result<Report> {
             created.push(droplet.id);
             entries.push(Entry::from_droplet(droplet));
         }
-        app.inventory.save(&entries)?;
+        app.store.save(&entries, &lock).await?;
     }
     drop(lock);
 
@@ -83,7 +83,7 @@ pub async fn run(app: &App, args: &CreateArgs) -> Result<Report> {
 
     // Under the lock again: record what booted (leftovers of interrupted runs
     // too), then one reload for the whole batch.
-    let lock = app.inventory.lock(args.lock.lock_timeout)?;
+    let lock = app.store.lock(args.lock.lock_timeout).await?;
     let mut entries = app.entries(Some(&lock)).await?;
     // Only `new` entries: the listing is older than what concurrent runs may
     // have recorded since, and must not turn their active droplets back.
@@ -92,7 +92,7 @@ pub async fn run(app: &App, args: &CreateArgs) -> Result<Report> {
             entry.update_from(droplet);
         }
     }
-    app.inventory.save(&entries)?;
+    app.store.save(&entries, &lock).await?;
     let applied = haproxy::apply(config, &entries, Reload::IfChanged)
         .await
         .context(

@@ -24,7 +24,7 @@ pub async fn run(app: &App, args: &DeleteArgs) -> Result<Report> {
         Selector::Lines(args.lines.clone())
     };
     let api = app.api()?;
-    let lock = app.inventory.lock(args.lock.lock_timeout)?;
+    let lock = app.store.lock(args.lock.lock_timeout).await?;
     let mut entries = app.entries(Some(&lock)).await?;
     let targets = select(&entries, &selector)?;
     let mut ids: Vec<u64> = targets.iter().map(|&i| entries[i].id).collect();
@@ -46,7 +46,7 @@ pub async fn run(app: &App, args: &DeleteArgs) -> Result<Report> {
     for &i in &targets {
         entries[i].status = Status::Destroying;
     }
-    app.inventory.save(&entries)?;
+    app.store.save(&entries, &lock).await?;
     let leave_haproxy = async {
         haproxy::drain(&app.config, &ids, args.drain_timeout).await?;
         haproxy::apply(&app.config, &entries, Reload::IfChanged).await
@@ -58,7 +58,7 @@ pub async fn run(app: &App, args: &DeleteArgs) -> Result<Report> {
             for (&i, status) in targets.iter().zip(before) {
                 entries[i].status = status;
             }
-            app.inventory.save(&entries)?;
+            app.store.save(&entries, &lock).await?;
             return Err(err.context("nothing was deleted"));
         }
     };
@@ -80,7 +80,7 @@ pub async fn run(app: &App, args: &DeleteArgs) -> Result<Report> {
             Err(err) => failures.push(format!("{id}: {err}")),
         }
     }
-    app.inventory.save(&entries)?;
+    app.store.save(&entries, &lock).await?;
 
     let text: Vec<String> = deleted
         .iter()

@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::cli::Command;
 use crate::config::Config;
 use crate::digitalocean::{ApiError, Client, RetryPolicy};
-use crate::inventory::{Entry, FileInventory, InventoryLock};
+use crate::inventory::{Entry, Store, StoreLock};
 
 /// Lock wait for commands without --lock-timeout that write the inventory
 /// (filling in legacy lines, print --refresh).
@@ -27,7 +27,7 @@ const LOCK_TIMEOUT: Duration = Duration::from_secs(300);
 /// Everything a command works with.
 pub struct App {
     pub config: Config,
-    pub inventory: FileInventory,
+    pub store: Store,
     client: OnceCell<Client>,
 }
 
@@ -59,10 +59,10 @@ impl Report {
 
 impl App {
     pub fn new(config: Config) -> App {
-        let inventory = FileInventory::new(&config.inventory_file);
+        let store = Store::open(&config);
         App {
             config,
-            inventory,
+            store,
             client: OnceCell::new(),
         }
     }
@@ -83,23 +83,24 @@ impl App {
     /// The inventory, with Ruby DOProxy ID-only lines filled in from the API
     /// and written back. `held` is the caller's lock, if it holds one;
     /// otherwise the lock is taken only when there is something to fill in.
-    pub async fn entries(&self, held: Option<&InventoryLock>) -> Result<Vec<Entry>> {
-        let entries = self.inventory.load()?;
+    pub async fn entries(&self, held: Option<&StoreLock>) -> Result<Vec<Entry>> {
+        let entries = self.store.load().await?;
         if !entries.iter().any(Entry::needs_details) {
             return Ok(entries);
         }
-        let _lock = match held {
+        let own = match held {
             Some(_) => None,
-            None => Some(self.inventory.lock(LOCK_TIMEOUT)?),
+            None => Some(self.store.lock(LOCK_TIMEOUT).await?),
         };
-        let mut entries = self.inventory.load()?;
+        let lock = held.or(own.as_ref()).expect("one of the two is set");
+        let mut entries = self.store.load().await?;
         let api = self.api()?;
         for entry in entries.iter_mut().filter(|e| e.needs_details()) {
             let droplet = api.get_droplet(entry.id).await.map_err(|err| match err {
                 ApiError::NotFound => anyhow::anyhow!(
                     "droplet {} in {} no longer exists at DigitalOcean; remove its line and retry",
                     entry.id,
-                    self.inventory.path().display()
+                    self.store.describe()
                 ),
                 err => anyhow::Error::new(err).context(format!(
                     "cannot look up droplet {} of the inventory",
@@ -108,7 +109,7 @@ impl App {
             })?;
             *entry = Entry::from_droplet(&droplet);
         }
-        self.inventory.save(&entries)?;
+        self.store.save(&entries, lock).await?;
         tracing::info!("filled in the details of the inventory's ID-only lines");
         Ok(entries)
     }

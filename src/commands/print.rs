@@ -30,7 +30,7 @@ pub async fn run(app: &App, args: &PrintArgs) -> Result<Report> {
 /// of the pool's droplets, saved.
 async fn refresh(app: &App) -> Result<Vec<Entry>> {
     let api = app.api()?;
-    let lock = app.inventory.lock(LOCK_TIMEOUT)?;
+    let lock = app.store.lock(LOCK_TIMEOUT).await?;
     let mut entries = app.entries(Some(&lock)).await?;
     let listed = api.list_droplets(app.config.pool_tag()).await?;
     let mut missing = 0;
@@ -42,7 +42,7 @@ async fn refresh(app: &App) -> Result<Vec<Entry>> {
             None => missing += 1,
         }
     }
-    app.inventory.save(&entries)?;
+    app.store.save(&entries, &lock).await?;
     if missing > 0 {
         tracing::warn!(
             "{missing} droplet(s) of the inventory are not among the pool's tagged droplets; run doproxy reconcile"

@@ -15,7 +15,7 @@ pub async fn run(app: &App, args: &ReconcileArgs) -> Result<Report> {
     let api = app.api()?;
     let tag = app.config.pool_tag();
     let lock = if args.apply {
-        Some(app.inventory.lock(args.lock.lock_timeout)?)
+        Some(app.store.lock(args.lock.lock_timeout).await?)
     } else {
         None
     };
@@ -30,6 +30,7 @@ pub async fn run(app: &App, args: &ReconcileArgs) -> Result<Report> {
         return Report::new(text, json!({ "drift": drift, "applied": false }));
     }
 
+    let lock = lock.as_ref().expect("--apply holds the lock");
     entries.retain(|e| !drift.gone.iter().any(|g| g.id == e.id));
     for change in &drift.changed {
         if let Some(entry) = entries.iter_mut().find(|e| e.id == change.after.id) {
@@ -45,7 +46,7 @@ pub async fn run(app: &App, args: &ReconcileArgs) -> Result<Report> {
             .await
             .context("cannot tag the untagged droplets")?;
     }
-    app.inventory.save(&entries)?;
+    app.store.save(&entries, lock).await?;
     let applied = haproxy::apply(&app.config, &entries, Reload::IfChanged).await?;
 
     let mut doomed: Vec<u64> = drift.unfinished_destroys.iter().map(|e| e.id).collect();
@@ -59,7 +60,7 @@ pub async fn run(app: &App, args: &ReconcileArgs) -> Result<Report> {
             Err(err) => failures.push(format!("{id}: {err}")),
         }
     }
-    app.inventory.save(&entries)?;
+    app.store.save(&entries, lock).await?;
 
     text.push(format!(
         "Fixed: dropped {}, {} {}, updated {}, destroyed {}, tagged {}.",

@@ -19,7 +19,7 @@ pub struct FileInventory {
 }
 
 /// Held while a command changes state; dropping it releases the lock.
-pub struct InventoryLock {
+pub struct FileLock {
     _file: File,
 }
 
@@ -59,7 +59,7 @@ impl FileInventory {
 
     /// Takes the exclusive lock, waiting up to `timeout` for another run to
     /// finish, and says so on stderr while it waits.
-    pub fn lock(&self, timeout: Duration) -> Result<InventoryLock> {
+    pub fn lock(&self, timeout: Duration) -> Result<FileLock> {
         let lock_path = self.lock_path();
         let mut file = OpenOptions::new()
             .create(true)
@@ -104,7 +104,7 @@ impl FileInventory {
         // Record who holds it, for the message a waiting run prints.
         file.set_len(0)?;
         writeln!(file, "{}", std::process::id())?;
-        Ok(InventoryLock { _file: file })
+        Ok(FileLock { _file: file })
     }
 
     fn lock_path(&self) -> PathBuf {
