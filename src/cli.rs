@@ -91,7 +91,7 @@ pub enum Command {
     /// Render, check with HAProxy, install into haproxy_cfg_path and reload.
     ///
     /// Example: doproxy reload
-    Reload,
+    Reload(ReloadArgs),
 }
 
 #[derive(Debug, Args)]
@@ -100,6 +100,11 @@ pub struct PrintArgs {
     /// droplets) and save them in the inventory.
     #[arg(long)]
     pub refresh: bool,
+
+    /// Add each server's state in the running HAProxy (UP, DOWN, DRAIN,
+    /// MAINT), read from haproxy_socket.
+    #[arg(long)]
+    pub health: bool,
 }
 
 #[derive(Debug, Args)]
@@ -128,6 +133,16 @@ pub struct CreateArgs {
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
 
+    /// Add droplets to HAProxy as soon as they are active, without waiting
+    /// for them to pass the health check (health_check_path).
+    #[arg(long)]
+    pub no_ready_wait: bool,
+
+    /// Destroy droplets that do not pass the health check within
+    /// ready_timeout, instead of keeping them (out of HAProxy) for a look.
+    #[arg(long, conflicts_with = "no_ready_wait")]
+    pub destroy_unready: bool,
+
     #[command(flatten)]
     pub lock: LockArgs,
 }
@@ -146,6 +161,11 @@ pub struct DeleteArgs {
     #[arg(long, value_name = "NAME", num_args = 1.., conflicts_with_all = ["lines", "id"])]
     pub name: Vec<String>,
 
+    /// Allow deleting the last droplet that serves, leaving HAProxy without
+    /// servers.
+    #[arg(long)]
+    pub allow_empty: bool,
+
     /// With haproxy_socket set: how long to let open sessions finish after a
     /// server stops taking new ones, before it is removed anyway.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
@@ -153,6 +173,14 @@ pub struct DeleteArgs {
 
     #[command(flatten)]
     pub lock: LockArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReloadArgs {
+    /// Install a config without servers even though the live one has some
+    /// (by default refused: bad inventory data must not empty the pool).
+    #[arg(long)]
+    pub allow_empty: bool,
 }
 
 #[derive(Debug, Args)]

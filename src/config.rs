@@ -41,6 +41,10 @@ struct ConfigFile {
     haproxy_reload_command: Option<String>,
     haproxy_socket: Option<PathBuf>,
     api_retry_budget: Option<String>,
+    health_check_path: Option<String>,
+    health_check_port: Option<u16>,
+    health_check_status: Option<u16>,
+    ready_timeout: Option<String>,
 }
 
 /// An SSH key as the API accepts it: a numeric ID or a fingerprint.
@@ -111,6 +115,18 @@ pub struct Config {
     pub haproxy_socket: Option<PathBuf>,
     /// How long one API request may keep being retried.
     pub api_retry_budget: Duration,
+    pub health_check: HealthCheck,
+}
+
+/// The HTTP check that says a droplet's application is up: used by doproxy
+/// before a new droplet joins, and by HAProxy's own health checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub path: String,
+    pub port: u16,
+    pub status: u16,
+    /// How long `create` waits for a new droplet to pass it.
+    pub ready_timeout: Duration,
 }
 
 /// The values the droplet create request needs; present only when the config
@@ -156,6 +172,15 @@ impl Config {
             })?
         };
         let folder = path.parent().unwrap_or(Path::new("/"));
+        let duration = |key: &str, text: Option<String>, default_secs: u64| match text {
+            None => Ok(Duration::from_secs(default_secs)),
+            Some(text) => humantime::parse_duration(&text).map_err(|err| {
+                anyhow::anyhow!(
+                    "{key} {text:?} in {} is not a duration ({err}); write it like 90s or 2m",
+                    path.display()
+                )
+            }),
+        };
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { folder.join(p) };
 
         let token = TOKEN_ENV
@@ -208,16 +233,21 @@ impl Config {
                 "systemctl reload haproxy || service haproxy reload".to_string()
             }),
             haproxy_socket: file.haproxy_socket.map(resolve),
-            api_retry_budget: match file.api_retry_budget {
-                None => Duration::from_secs(120),
-                Some(text) => humantime::parse_duration(&text).map_err(|err| {
-                    anyhow::anyhow!(
-                        "api_retry_budget {text:?} in {} is not a duration ({err}); write it like 90s or 2m",
-                        path.display()
-                    )
-                })?,
+            api_retry_budget: duration("api_retry_budget", file.api_retry_budget, 120)?,
+            health_check: HealthCheck {
+                path: file.health_check_path.unwrap_or_else(|| "/".to_string()),
+                port: file.health_check_port.or(file.backend_port).unwrap_or(80),
+                status: file.health_check_status.unwrap_or(200),
+                ready_timeout: duration("ready_timeout", file.ready_timeout, 300)?,
             },
         };
+        if !config.health_check.path.starts_with('/') {
+            bail!(
+                "health_check_path {:?} in {} must start with /; write it like /healthz",
+                config.health_check.path,
+                path.display()
+            );
+        }
         if let Some(template) = &config.haproxy_template_file
             && template.extension().is_some_and(|ext| ext == "erb")
         {
@@ -323,6 +353,13 @@ droplet_options:
         assert_eq!(config.backend_port, 80);
         assert_eq!(config.api_url, "https://api.digitalocean.com");
         assert_eq!(config.api_retry_budget, Duration::from_secs(120));
+        let check = HealthCheck {
+            path: "/".into(),
+            port: 80,
+            status: 200,
+            ready_timeout: Duration::from_secs(300),
+        };
+        assert_eq!(config.health_check, check);
     }
 
     #[test]

@@ -8,7 +8,9 @@ mod commands;
 mod config;
 mod digitalocean;
 mod haproxy;
+mod http;
 mod inventory;
+mod readiness;
 mod scaling;
 
 use std::io::{IsTerminal, Write};
@@ -34,7 +36,7 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli) -> Result<()> {
     let config = config::Config::load(cli.global.config.as_deref())?;
-    let app = commands::App::new(config);
+    let app = commands::App::new(config, cli.global.output == OutputFormat::Json);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

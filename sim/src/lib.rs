@@ -213,7 +213,8 @@ impl Simulator {
     }
 
     /// false: that droplet's HTTP server stops (or never starts); true: it
-    /// (re)starts once the droplet is active and its http delay has passed.
+    /// (re)starts now, or once the droplet is active, skipping what is left of
+    /// its http delay.
     /// Returns false if there is no such droplet.
     pub fn set_serving(&self, droplet_id: u64, serving: bool) -> bool {
         let mut state = self.lock();
@@ -221,6 +222,18 @@ impl Simulator {
             return false;
         };
         droplet.serve_http = serving;
+        if serving {
+            // Fixed now: no more waiting for the http delay set at creation;
+            // a server task still waiting for the old time starts over.
+            let http_at = droplet
+                .http_at
+                .min(SystemTime::now())
+                .max(droplet.active_at);
+            if http_at != droplet.http_at {
+                droplet.http_at = http_at;
+                droplet.stop_server();
+            }
+        }
         drop(state);
         self.sync_servers(&[droplet_id]);
         true

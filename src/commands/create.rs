@@ -6,6 +6,7 @@
 //! of what it paid for.
 
 use std::collections::HashSet;
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -17,6 +18,7 @@ use crate::config::Config;
 use crate::digitalocean::{Client, CreateRequest, Droplet};
 use crate::haproxy::{self, Reload};
 use crate::inventory::{Entry, Status};
+use crate::readiness;
 use crate::scaling::next_names;
 
 /// The API creates at most this many droplets per request.
@@ -80,20 +82,49 @@ pub async fn run(app: &App, args: &CreateArgs) -> Result<Report> {
 
     // Without the lock, so other runs can create and delete while these boot.
     let listed = wait_until_active(api, config.pool_tag(), &created, args.timeout).await?;
+    let booted: Vec<(u64, Ipv4Addr)> = listed
+        .iter()
+        .filter(|d| created.contains(&d.id))
+        .filter_map(|d| Some((d.id, d.private_ipv4()?)))
+        .collect();
+    let ready = if args.no_ready_wait {
+        created.clone()
+    } else {
+        let check = &config.health_check;
+        readiness::wait_until_ready(check, &booted, check.ready_timeout).await?
+    };
+    let unready: Vec<u64> = created
+        .iter()
+        .copied()
+        .filter(|id| !ready.contains(id))
+        .collect();
+    let mut destroyed = Vec::new();
+    if args.destroy_unready {
+        for (id, outcome) in api.delete_droplets(&unready).await {
+            match outcome {
+                Ok(_) => destroyed.push(id),
+                Err(err) => tracing::warn!("could not destroy unready droplet {id}: {err}"),
+            }
+        }
+    }
 
-    // Under the lock again: record what booted (leftovers of interrupted runs
-    // too), then one reload for the whole batch.
+    // Under the lock again: record the outcome, then one reload for the whole
+    // batch.
     let lock = app.store.lock(args.lock.lock_timeout).await?;
     let mut entries = app.entries(Some(&lock)).await?;
-    // Only `new` entries: the listing is older than what concurrent runs may
-    // have recorded since, and must not turn their active droplets back.
-    for entry in entries.iter_mut().filter(|e| e.status == Status::New) {
+    entries.retain(|e| !destroyed.contains(&e.id));
+    for entry in entries.iter_mut().filter(|e| created.contains(&e.id)) {
         if let Some(droplet) = listed.iter().find(|d| d.id == entry.id) {
             entry.update_from(droplet);
         }
+        entry.status = if ready.contains(&entry.id) {
+            Status::Active
+        } else {
+            Status::Unready
+        };
     }
     app.store.save(&entries, &lock).await?;
-    let applied = haproxy::apply(config, &entries, Reload::IfChanged)
+    let applied = haproxy::apply(config, &entries, Reload::IfChanged, false)
         .await
         .context(
             "the droplets are active and recorded in the inventory, but HAProxy was not updated",
@@ -101,10 +132,35 @@ pub async fn run(app: &App, args: &CreateArgs) -> Result<Report> {
 
     let text = created
         .iter()
+        .filter(|id| ready.contains(id))
         .map(|id| format!("Success: {id} created and added to backend."))
         .collect();
-    let created: Vec<&Entry> = entries.iter().filter(|e| created.contains(&e.id)).collect();
-    Report::new(text, json!({ "created": created, "haproxy": applied }))
+    let added: Vec<&Entry> = entries.iter().filter(|e| ready.contains(&e.id)).collect();
+    let report = Report::new(
+        text,
+        json!({ "created": added, "unready": unready, "destroyed": destroyed, "haproxy": applied }),
+    )?;
+    if unready.is_empty() {
+        return Ok(report);
+    }
+    let list: Vec<String> = unready.iter().map(u64::to_string).collect();
+    let check = &config.health_check;
+    let what = format!(
+        "droplet(s) {} did not answer GET {} on port {} with {} within {}",
+        list.join(", "),
+        check.path,
+        check.port,
+        check.status,
+        humantime::format_duration(check.ready_timeout)
+    );
+    Ok(report.failed(if args.destroy_unready {
+        anyhow::anyhow!("{what}, so they were destroyed; check the user data (userdata_file) and the health check settings")
+    } else {
+        anyhow::anyhow!(
+            "{what}; they are kept out of HAProxy as unready: fix them and run doproxy reconcile --apply to add them, or delete them with doproxy delete --id {}",
+            list.join(" ")
+        )
+    }))
 }
 
 /// The user data to send: the contents of userdata_file, if one is set.

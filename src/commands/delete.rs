@@ -5,7 +5,7 @@
 //! before the reload; only a confirmed destroy removes them, so a failure
 //! leaves a record the next `delete` or `reconcile` completes.
 
-use anyhow::{Result, anyhow};
+use anyhow::{Result, anyhow, bail};
 use serde_json::json;
 
 use super::{App, Report};
@@ -27,6 +27,16 @@ pub async fn run(app: &App, args: &DeleteArgs) -> Result<Report> {
     let lock = app.store.lock(args.lock.lock_timeout).await?;
     let mut entries = app.entries(Some(&lock)).await?;
     let targets = select(&entries, &selector)?;
+    let serving_after = entries
+        .iter()
+        .enumerate()
+        .filter(|(i, e)| e.is_serving() && !targets.contains(i))
+        .count();
+    if serving_after == 0 && entries.iter().any(Entry::is_serving) && !args.allow_empty {
+        bail!(
+            "this would remove the last server from HAProxy, which would then answer every request with 503; add --allow-empty to delete it on purpose"
+        );
+    }
     let mut ids: Vec<u64> = targets.iter().map(|&i| entries[i].id).collect();
     // Deletes an earlier run could not finish are completed along the way.
     let unfinished: Vec<&Entry> = entries
@@ -49,7 +59,7 @@ pub async fn run(app: &App, args: &DeleteArgs) -> Result<Report> {
     app.store.save(&entries, &lock).await?;
     let leave_haproxy = async {
         haproxy::drain(&app.config, &ids, args.drain_timeout).await?;
-        haproxy::apply(&app.config, &entries, Reload::IfChanged).await
+        haproxy::apply(&app.config, &entries, Reload::IfChanged, args.allow_empty).await
     };
     let applied = match leave_haproxy.await {
         Ok(applied) => applied,

@@ -27,6 +27,8 @@ const LOCK_TIMEOUT: Duration = Duration::from_secs(300);
 /// Everything a command works with.
 pub struct App {
     pub config: Config,
+    /// Results are printed as JSON (-o json).
+    pub json_output: bool,
     pub store: Store,
     client: OnceCell<Client>,
 }
@@ -58,10 +60,11 @@ impl Report {
 }
 
 impl App {
-    pub fn new(config: Config) -> App {
+    pub fn new(config: Config, json_output: bool) -> App {
         let store = Store::open(&config);
         App {
             config,
+            json_output,
             store,
             client: OnceCell::new(),
         }
@@ -122,6 +125,6 @@ pub async fn run(app: &App, command: &Command) -> Result<Report> {
         Command::Create(args) => create::run(app, args).await,
         Command::Delete(args) => delete::run(app, args).await,
         Command::Generate => generate::run(app).await,
-        Command::Reload => reload::run(app).await,
+        Command::Reload(args) => reload::run(app, args).await,
     }
 }

@@ -1,9 +1,10 @@
 //! `print`: the inventory, one line per droplet, exactly as DOProxy printed it.
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 
 use super::{App, LOCK_TIMEOUT, Report};
 use crate::cli::PrintArgs;
+use crate::haproxy;
 use crate::inventory::Entry;
 
 const EMPTY: &str = "The inventory file is empty. Use the create command.";
@@ -14,16 +15,48 @@ pub async fn run(app: &App, args: &PrintArgs) -> Result<Report> {
     } else {
         app.entries(None).await?
     };
+    if args.health && app.config.haproxy_socket.is_none() {
+        bail!(
+            "print --health reads HAProxy's admin socket; set haproxy_socket in {}",
+            app.config.path.display()
+        );
+    }
+    // What HAProxy thinks of each server, when its admin socket is set:
+    // always in JSON, in the text lines only with --health.
+    let states = match &app.config.haproxy_socket {
+        Some(_) if args.health || app.json_output => Some(haproxy::server_states(&app.config)?),
+        _ => None,
+    };
+    let state = |entry: &Entry| {
+        states
+            .as_ref()
+            .and_then(|s| s.get(&entry.id))
+            .map(String::as_str)
+    };
     let text = if entries.is_empty() {
         vec![EMPTY.to_string()]
     } else {
         entries
             .iter()
             .enumerate()
-            .map(|(line, entry)| format_line(line, entry))
+            .map(|(line, entry)| match (args.health, state(entry)) {
+                (false, _) => format_line(line, entry, None),
+                (true, state) => format_line(line, entry, Some(state.unwrap_or("not in HAProxy"))),
+            })
             .collect()
     };
-    Report::new(text, &entries)
+    let mut json = serde_json::to_value(&entries)?;
+    if states.is_some() {
+        for (value, entry) in json
+            .as_array_mut()
+            .expect("entries are a list")
+            .iter_mut()
+            .zip(&entries)
+        {
+            value["haproxy_state"] = state(entry).into();
+        }
+    }
+    Report::new(text, json)
 }
 
 /// The inventory with status and addresses brought up to date from one list
@@ -52,14 +85,18 @@ async fn refresh(app: &App) -> Result<Vec<Entry>> {
 }
 
 /// `0) auto-nginx-0  (pvt ip: 192.0.2.175, status: active, id: 4202645)`,
-/// two spaces after the name, byte for byte the original's.
-fn format_line(line: usize, entry: &Entry) -> String {
+/// two spaces after the name, byte for byte the original's; with
+/// `haproxy_state`, `, haproxy: UP` before the closing parenthesis.
+fn format_line(line: usize, entry: &Entry, haproxy_state: Option<&str>) -> String {
     let private_ip = entry
         .private_ip
         .map(|ip| ip.to_string())
         .unwrap_or_default();
+    let health = haproxy_state
+        .map(|state| format!(", haproxy: {state}"))
+        .unwrap_or_default();
     format!(
-        "{line}) {}  (pvt ip: {private_ip}, status: {}, id: {})",
+        "{line}) {}  (pvt ip: {private_ip}, status: {}, id: {}{health})",
         entry.name, entry.status, entry.id
     )
 }
@@ -80,8 +117,12 @@ mod tests {
             created_at: None,
         };
         assert_eq!(
-            format_line(0, &entry),
+            format_line(0, &entry, None),
             "0) auto-nginx-0  (pvt ip: 192.0.2.175, status: active, id: 4202645)"
+        );
+        assert_eq!(
+            format_line(0, &entry, Some("DRAIN")),
+            "0) auto-nginx-0  (pvt ip: 192.0.2.175, status: active, id: 4202645, haproxy: DRAIN)"
         );
     }
 }

@@ -2,6 +2,9 @@
 //! `--apply` make them agree, so nothing a crash or a failed call left behind
 //! keeps costing money or serving traffic unseen.
 
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
 use anyhow::{Context, Result};
 use serde_json::json;
 
@@ -9,7 +12,11 @@ use super::{App, Report};
 use crate::cli::ReconcileArgs;
 use crate::digitalocean::{ApiError, Client, Droplet};
 use crate::haproxy::{self, Reload};
-use crate::inventory::{Entry, drift};
+use crate::inventory::{Entry, Status, drift};
+use crate::readiness;
+
+/// How long reconcile gives booted droplets to pass the health check.
+const READY_PASS: Duration = Duration::from_secs(10);
 
 pub async fn run(app: &App, args: &ReconcileArgs) -> Result<Report> {
     let api = app.api()?;
@@ -37,8 +44,35 @@ pub async fn run(app: &App, args: &ReconcileArgs) -> Result<Report> {
             *entry = change.after.clone();
         }
     }
+    let mut booted: Vec<(u64, Ipv4Addr)> = drift
+        .booted
+        .iter()
+        .filter_map(|e| Some((e.id, e.private_ip?)))
+        .collect();
     if !args.prune {
-        entries.extend(drift.orphans.iter().cloned());
+        // Adopted droplets join HAProxy only once ready, like new ones.
+        for orphan in &drift.orphans {
+            let mut entry = orphan.clone();
+            if let (Status::Active, Some(ip)) = (entry.status, entry.private_ip) {
+                entry.status = Status::New;
+                booted.push((entry.id, ip));
+            }
+            entries.push(entry);
+        }
+    }
+    // One short pass: a droplet still starting is simply checked next time.
+    let check = &app.config.health_check;
+    let ready =
+        readiness::wait_until_ready(check, &booted, check.ready_timeout.min(READY_PASS)).await?;
+    for entry in entries
+        .iter_mut()
+        .filter(|e| booted.iter().any(|(id, _)| *id == e.id))
+    {
+        entry.status = if ready.contains(&entry.id) {
+            Status::Active
+        } else {
+            Status::Unready
+        };
     }
     if !drift.untagged.is_empty() {
         let ids: Vec<u64> = drift.untagged.iter().map(|e| e.id).collect();
@@ -47,7 +81,7 @@ pub async fn run(app: &App, args: &ReconcileArgs) -> Result<Report> {
             .context("cannot tag the untagged droplets")?;
     }
     app.store.save(&entries, lock).await?;
-    let applied = haproxy::apply(&app.config, &entries, Reload::IfChanged).await?;
+    let applied = haproxy::apply(&app.config, &entries, Reload::IfChanged, false).await?;
 
     let mut doomed: Vec<u64> = drift.unfinished_destroys.iter().map(|e| e.id).collect();
     if args.prune {
@@ -63,11 +97,12 @@ pub async fn run(app: &App, args: &ReconcileArgs) -> Result<Report> {
     app.store.save(&entries, lock).await?;
 
     text.push(format!(
-        "Fixed: dropped {}, {} {}, updated {}, destroyed {}, tagged {}.",
+        "Fixed: dropped {}, {} {}, updated {}, added {} ready, destroyed {}, tagged {}.",
         drift.gone.len(),
         if args.prune { "pruned" } else { "adopted" },
         drift.orphans.len(),
         drift.changed.len(),
+        ready.len(),
         doomed.len() - failures.len(),
         drift.untagged.len()
     ));

@@ -4,10 +4,11 @@
 use anyhow::Result;
 
 use super::{App, Report};
+use crate::cli::ReloadArgs;
 use crate::haproxy::{self, Reload};
 
-pub async fn run(app: &App) -> Result<Report> {
+pub async fn run(app: &App, args: &ReloadArgs) -> Result<Report> {
     let entries = app.entries(None).await?;
-    let applied = haproxy::apply(&app.config, &entries, Reload::Always).await?;
+    let applied = haproxy::apply(&app.config, &entries, Reload::Always, args.allow_empty).await?;
     Report::new(Vec::new(), &applied)
 }

@@ -76,7 +76,7 @@ struct ErrorBody {
 
 impl Client {
     pub fn new(api_url: &str, token: Token, retry: RetryPolicy) -> anyhow::Result<Client> {
-        let http = super::http_builder()
+        let http = crate::http::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(60))
             .build()

@@ -11,7 +11,7 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 /// answer in time (not on a droplet) or answers something else.
 pub async fn public_ipv4(metadata_url: &str) -> Option<Ipv4Addr> {
     let url = format!("{metadata_url}/metadata/v1/interfaces/public/0/ipv4/address");
-    let client = super::http_builder().timeout(TIMEOUT).build().ok()?;
+    let client = crate::http::builder().timeout(TIMEOUT).build().ok()?;
     let answer = client
         .get(&url)
         .send()

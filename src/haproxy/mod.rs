@@ -5,6 +5,7 @@
 mod render;
 mod runtime;
 
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -53,6 +54,7 @@ pub async fn generate(config: &Config, entries: &[Entry]) -> Result<usize> {
         frontend_bind(config).await,
         config.backend_port,
         config.haproxy_socket.as_deref(),
+        &config.health_check,
     );
     let text = match &config.haproxy_template_file {
         Some(path) => {
@@ -73,13 +75,28 @@ pub async fn generate(config: &Config, entries: &[Entry]) -> Result<usize> {
 /// generate, check with haproxy_check_command, install into haproxy_cfg_path
 /// (keeping the previous one as `.bak`) and run haproxy_reload_command. A
 /// failed check or reload leaves the live config as it was.
-pub async fn apply(config: &Config, entries: &[Entry], reload: Reload) -> Result<Applied> {
+///
+/// A config without servers is refused while the live one has some, unless
+/// `allow_empty`: bad inventory data must not empty the pool.
+pub async fn apply(
+    config: &Config,
+    entries: &[Entry],
+    reload: Reload,
+    allow_empty: bool,
+) -> Result<Applied> {
     let servers = generate(config, entries).await?;
     let staged = &config.haproxy_cfg_file;
     let live = &config.haproxy_cfg_path;
     check(config, staged)?;
     let new = fs::read(staged).with_context(|| format!("cannot read back {}", staged.display()))?;
     let previous = fs::read(live).ok();
+    let live_servers = previous.as_deref().map_or(0, count_servers);
+    if servers == 0 && live_servers > 0 && !allow_empty {
+        bail!(
+            "the inventory gives HAProxy no servers while the live config {} has {live_servers}, so it was left alone; if the pool should really be empty run doproxy reload --allow-empty, otherwise fix the inventory (doproxy reconcile shows what is wrong)",
+            live.display()
+        );
+    }
     let changed = previous.as_deref() != Some(new.as_slice());
     let mut applied = Applied {
         staged: staged.clone(),
@@ -121,6 +138,19 @@ pub async fn apply(config: &Config, entries: &[Entry], reload: Reload) -> Result
     );
     applied.reloaded = true;
     Ok(applied)
+}
+
+/// HAProxy's view of each droplet's server (UP, DOWN, DRAIN, MAINT, ...),
+/// by droplet ID, from the admin socket.
+pub fn server_states(config: &Config) -> Result<HashMap<u64, String>> {
+    let Some(socket) = &config.haproxy_socket else {
+        return Ok(HashMap::new());
+    };
+    Ok(Runtime::new(socket)
+        .servers()?
+        .into_iter()
+        .filter_map(|s| Some((s.server.strip_prefix("www-")?.parse().ok()?, s.status)))
+        .collect())
 }
 
 /// Waits until a new HAProxy worker answers on the admin socket, so the new
@@ -253,6 +283,14 @@ fn restore(live: &Path, previous: Option<&[u8]>) -> Result<()> {
         Some(previous) => atomic_file::write(live, previous),
         None => fs::remove_file(live).with_context(|| format!("cannot remove {}", live.display())),
     }
+}
+
+/// The number of `server` lines in a config.
+fn count_servers(config: &[u8]) -> usize {
+    String::from_utf8_lossy(config)
+        .lines()
+        .filter(|l| l.trim_start().starts_with("server "))
+        .count()
 }
 
 fn backup_path(live: &Path) -> PathBuf {

@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use crate::config::HealthCheck;
 use crate::inventory::Entry;
 
 /// The template shipped in the binary, used when haproxy_template_file is unset.
@@ -19,6 +20,10 @@ pub struct TemplateContext {
     pub backend_port: u16,
     /// Path of the admin socket, when the runtime API is configured.
     pub admin_socket: Option<String>,
+    /// HAProxy's health check: `GET <path>` on `<port>`, expecting `<status>`.
+    pub health_check_path: String,
+    pub health_check_port: u16,
+    pub health_check_status: u16,
     pub servers: Vec<Server>,
 }
 
@@ -42,6 +47,7 @@ impl TemplateContext {
         frontend_bind: String,
         backend_port: u16,
         admin_socket: Option<&Path>,
+        health_check: &HealthCheck,
     ) -> TemplateContext {
         let servers = entries
             .iter()
@@ -60,6 +66,9 @@ impl TemplateContext {
             frontend_bind,
             backend_port,
             admin_socket: admin_socket.map(|p| p.display().to_string()),
+            health_check_path: health_check.path.clone(),
+            health_check_port: health_check.port,
+            health_check_status: health_check.status,
             servers,
         }
     }
@@ -114,7 +123,13 @@ mod tests {
     }
 
     fn context(entries: &[Entry]) -> TemplateContext {
-        TemplateContext::new(entries, "203.0.113.7:80".into(), 8080, None)
+        let check = HealthCheck {
+            path: "/healthz".into(),
+            port: 8081,
+            status: 204,
+            ready_timeout: std::time::Duration::ZERO,
+        };
+        TemplateContext::new(entries, "203.0.113.7:80".into(), 8080, None, &check)
     }
 
     #[test]
@@ -146,6 +161,9 @@ mod tests {
         assert!(text.contains("bind 203.0.113.7:80\n"));
         assert!(text.contains("http-request set-header X-Forwarded-Proto http"));
         assert!(!text.contains("reqadd"));
+        assert!(text.contains("option httpchk GET /healthz\n"));
+        assert!(text.contains("http-check expect status 204\n"));
+        assert!(text.contains("default-server inter 2s fall 2 rise 1 port 8081\n"));
         assert!(!text.contains("stats socket"));
         let with_socket = TemplateContext {
             admin_socket: Some("/run/haproxy/admin.sock".into()),

@@ -16,6 +16,9 @@ pub struct Drift {
     pub orphans: Vec<Entry>,
     /// In both, but the inventory's status or addresses are out of date.
     pub changed: Vec<Change>,
+    /// `new` or `unready` in the inventory, active at DigitalOcean: to be
+    /// checked for readiness before they join HAProxy.
+    pub booted: Vec<Entry>,
     /// Marked `destroying`, still existing: a delete that did not finish.
     pub unfinished_destroys: Vec<Entry>,
     /// In both, but without the pool's tag (droplets made by the Ruby
@@ -56,6 +59,12 @@ impl Drift {
                 "changed: {} {}",
                 describe(&c.before),
                 differences(&c.before, &c.after).join(", ")
+            )
+        }));
+        lines.extend(self.booted.iter().map(|e| {
+            format!(
+                "booted: {} is active but not in HAProxy until it passes the health check",
+                describe(e)
             )
         }));
         lines.extend(self.unfinished_destroys.iter().map(|e| {
@@ -123,6 +132,9 @@ pub fn drift(entries: &[Entry], existing: &[Droplet], tag: &str) -> Drift {
                 after: after.clone(),
             });
         }
+        if entry.is_booted(droplet) {
+            drift.booted.push(after.clone());
+        }
         if !droplet.tags.iter().any(|t| t == tag) {
             drift.untagged.push(after);
         }
@@ -176,14 +188,17 @@ mod tests {
         assert_eq!(ids(&drift.gone), [3]);
         assert_eq!(ids(&drift.orphans), [5]);
         assert_eq!(drift.changed.len(), 1);
-        assert_eq!(drift.changed[0].after.status, Status::Active);
+        assert_eq!(
+            drift.changed[0].after.status,
+            Status::New,
+            "only readiness promotes"
+        );
+        assert_eq!(ids(&drift.booted), [2]);
         assert_eq!(ids(&drift.unfinished_destroys), [4]);
         assert_eq!(ids(&drift.untagged), [6]);
         let lines = drift.lines();
         assert!(
-            lines.contains(
-                &"changed: 2 web-2 status new -> active, private ip - -> 10.0.0.2".to_string()
-            ),
+            lines.contains(&"changed: 2 web-2 private ip - -> 10.0.0.2".to_string()),
             "{lines:?}"
         );
     }

@@ -31,9 +31,12 @@ pub struct Entry {
     pub created_at: Option<String>,
 }
 
-/// The droplet's state as doproxy knows it. The first four are the API's
-/// own; `Destroying` marks a droplet taken out of HAProxy whose destroy has
-/// not been confirmed; `Unknown` is a legacy ID-only line.
+/// The droplet's state as doproxy knows it. `New`, `Off` and `Archive` are
+/// the API's own; `Active` means active at DigitalOcean *and* ready (it
+/// passed the health check, so it serves). `Unready` is active at
+/// DigitalOcean but not answering the health check; `Destroying` marks a
+/// droplet taken out of HAProxy whose destroy has not been confirmed;
+/// `Unknown` is a legacy ID-only line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
@@ -41,16 +44,18 @@ pub enum Status {
     Active,
     Off,
     Archive,
+    Unready,
     Destroying,
     Unknown,
 }
 
 impl Status {
-    const ALL: [Status; 6] = [
+    const ALL: [Status; 7] = [
         Status::New,
         Status::Active,
         Status::Off,
         Status::Archive,
+        Status::Unready,
         Status::Destroying,
         Status::Unknown,
     ];
@@ -61,6 +66,7 @@ impl Status {
             Status::Active => "active",
             Status::Off => "off",
             Status::Archive => "archive",
+            Status::Unready => "unready",
             Status::Destroying => "destroying",
             Status::Unknown => "unknown",
         }
@@ -103,15 +109,27 @@ impl Entry {
     }
 
     /// Takes the API's current view of this droplet; true if anything
-    /// changed. An entry being destroyed stays `destroying`.
+    /// changed. Never puts a droplet into service: an entry being destroyed
+    /// stays `destroying`, and one waiting for readiness (`new`, `unready`)
+    /// keeps its status when the API says active, until it passes the
+    /// readiness check.
     pub fn update_from(&mut self, droplet: &Droplet) -> bool {
         let mut updated = Entry::from_droplet(droplet);
-        if self.status == Status::Destroying {
-            updated.status = Status::Destroying;
+        let waiting = matches!(self.status, Status::New | Status::Unready);
+        if self.status == Status::Destroying || (waiting && updated.status == Status::Active) {
+            updated.status = self.status;
         }
         let changed = *self != updated;
         *self = updated;
         changed
+    }
+
+    /// Active at DigitalOcean with a private address, but not yet checked for
+    /// readiness.
+    pub fn is_booted(&self, droplet: &Droplet) -> bool {
+        matches!(self.status, Status::New | Status::Unready)
+            && Status::from_api(&droplet.status) == Status::Active
+            && droplet.private_ipv4().is_some()
     }
 
     /// A Ruby DOProxy line: only the ID is known.

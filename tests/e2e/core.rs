@@ -128,7 +128,7 @@ fn create_print_generate_reload_delete_behind_a_real_haproxy() {
     // delete by name and by ID, then the original's empty-inventory sentence.
     project.run(&["delete", "--name", "auto-nginx-2"]).success();
     let run = project
-        .run(&["delete", "--id", &ids[0].to_string()])
+        .run(&["delete", "--id", &ids[0].to_string(), "--allow-empty"])
         .success();
     assert_eq!(
         run.stdout,
@@ -266,7 +266,7 @@ fn every_command_speaks_json_and_a_failed_reload_leaves_the_live_config() {
     );
     project.set("haproxy_reload_command", None);
     let deleted = project
-        .run(&["delete", "0", "1", "-o", "json"])
+        .run(&["delete", "0", "1", "--allow-empty", "-o", "json"])
         .success()
         .json();
     assert_eq!(deleted["deleted"].as_array().unwrap().len(), 2);

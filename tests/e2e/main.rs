@@ -6,3 +6,4 @@ mod bad_input;
 mod core;
 mod resilience;
 mod support;
+mod zero_downtime;
