@@ -73,6 +73,15 @@ pub enum Command {
     /// Example: doproxy delete 0 2
     Delete(DeleteArgs),
 
+    /// Create or remove droplets until the pool has exactly N.
+    ///
+    /// Growing works like create (multi-create, readiness, one reload);
+    /// shrinking like delete (drain, one reload, destroy), taking droplets
+    /// that serve nothing first, then the newest (or --oldest).
+    ///
+    /// Example: doproxy scale --to 10 --dry-run
+    Scale(ScaleArgs),
+
     /// Compare the inventory with DigitalOcean and report the differences.
     ///
     /// Finds entries whose droplet is gone, droplets carrying the pool's tag
@@ -168,6 +177,33 @@ pub struct DeleteArgs {
 
     /// With haproxy_socket set: how long to let open sessions finish after a
     /// server stops taking new ones, before it is removed anyway.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// The number of droplets the pool should have.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub to: u32,
+
+    /// When shrinking, remove the oldest droplets first instead of the newest.
+    #[arg(long)]
+    pub oldest: bool,
+
+    /// Show the plan without changing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// When growing: how long to wait for new droplets to become active.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+
+    /// When shrinking: how long open sessions may take to finish (with
+    /// haproxy_socket).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
 

@@ -20,6 +20,8 @@ pub struct Faults {
     /// The next N authorized DELETE /v2/droplets/{id} answer 500 without
     /// deleting.
     pub fail_deletes: u32,
+    /// The next N droplets created never leave status `new` (a stuck boot).
+    pub stuck_creates: u32,
 }
 
 /// What a random roll injects into one request.

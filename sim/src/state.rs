@@ -226,6 +226,13 @@ impl State {
             self.next_action_id += 1;
             let host = self.hosts;
             self.hosts += 1;
+            // A stuck boot: active only in a hundred years.
+            let active_at = if !new.instant && self.faults.stuck_creates > 0 {
+                self.faults.stuck_creates -= 1;
+                now + Duration::from_secs(100 * 365 * 24 * 3600)
+            } else {
+                active_at
+            };
             self.droplets.insert(
                 id,
                 Droplet {

@@ -1,15 +1,18 @@
-//! `create`: make droplets, record them at once, wait until they are active,
-//! then put them in HAProxy.
+//! `create`: make droplets, record them at once, wait until they are active
+//! and ready, then put them in HAProxy with one reload.
 //!
 //! Each droplet is written to the inventory (status `new`) as soon as the API
 //! accepts it, before the wait, so a run killed at any point leaves a record
-//! of what it paid for.
+//! of what it paid for. The wait runs without the lock, so concurrent runs
+//! overlap their boots. When only part of a batch works out, the droplets
+//! that came up are kept and reported, the ones that never became active are
+//! destroyed, and the command exits 1.
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use serde_json::json;
 
 use super::{App, Report};
@@ -26,102 +29,88 @@ const MAX_PER_REQUEST: usize = 10;
 /// The API refuses larger user data.
 const MAX_USER_DATA: usize = 64 * 1024;
 
-pub async fn run(app: &App, args: &CreateArgs) -> Result<Report> {
-    let config = &app.config;
-    let spec = config.droplet_spec()?;
-    let user_data = read_user_data(config)?;
-    let api = app.api()?;
+/// What a create asks for; `scale` builds one too.
+pub struct CreateOptions {
+    pub count: usize,
+    pub timeout: Duration,
+    pub lock_timeout: Duration,
+    pub ready_wait: bool,
+    pub destroy_unready: bool,
+}
 
-    // Under the lock: pick free names, create, record each droplet at once.
-    let lock = app.store.lock(args.lock.lock_timeout).await?;
-    let mut entries = app.entries(Some(&lock)).await?;
-    let names = next_names(
-        spec.hostname_prefix,
-        entries.iter().map(|e| e.name.as_str()),
-        args.count as usize,
-    );
-    let mut created = Vec::new();
-    for batch in names.chunks(MAX_PER_REQUEST) {
-        let (name, names) = match batch {
-            [one] => (Some(one.as_str()), None),
-            many => (None, Some(many)),
-        };
-        let request = CreateRequest {
-            name,
-            names,
-            region: spec.region,
-            size: spec.size,
-            image: spec.image,
-            ssh_keys: &config.ssh_keys,
-            user_data: user_data.as_deref(),
-            tags: &config.tags,
-            monitoring: true,
-        };
-        let outcome = api
-            .create_droplets(&request, config.pool_tag())
-            .await
-            .with_context(|| format!("cannot create droplet(s) {}", batch.join(", ")))?;
-        if outcome.recovered {
-            tracing::info!(
-                "the lost create did make {} droplet(s); not creating them again",
-                outcome.droplets.len()
-            );
-        }
-        for droplet in &outcome.droplets {
-            tracing::info!(
-                "droplet {} ({}) accepted; waiting for it to become active",
-                droplet.id,
-                droplet.name
-            );
-            created.push(droplet.id);
-            entries.push(Entry::from_droplet(droplet));
-        }
-        app.store.save(&entries, &lock).await?;
-    }
-    drop(lock);
+pub async fn run(app: &App, args: &CreateArgs) -> Result<Report> {
+    let options = CreateOptions {
+        count: args.count as usize,
+        timeout: args.timeout,
+        lock_timeout: args.lock.lock_timeout,
+        ready_wait: !args.no_ready_wait,
+        destroy_unready: args.destroy_unready,
+    };
+    create(app, &options).await
+}
+
+pub async fn create(app: &App, options: &CreateOptions) -> Result<Report> {
+    let config = &app.config;
+    let api = app.api()?;
+    let (created, create_failure) = create_and_record(app, options).await?;
+    let mut failures: Vec<String> = create_failure.into_iter().collect();
 
     // Without the lock, so other runs can create and delete while these boot.
-    let listed = wait_until_active(api, config.pool_tag(), &created, args.timeout).await?;
+    let (listed, stuck) =
+        wait_until_active(api, config.pool_tag(), &created, options.timeout).await?;
     let booted: Vec<(u64, Ipv4Addr)> = listed
         .iter()
-        .filter(|d| created.contains(&d.id))
+        .filter(|d| created.contains(&d.id) && !stuck.contains(&d.id))
         .filter_map(|d| Some((d.id, d.private_ipv4()?)))
         .collect();
-    let ready = if args.no_ready_wait {
-        created.clone()
-    } else {
+    let ready = if options.ready_wait {
         let check = &config.health_check;
         readiness::wait_until_ready(check, &booted, check.ready_timeout).await?
+    } else {
+        booted.iter().map(|(id, _)| *id).collect()
     };
-    let unready: Vec<u64> = created
+    let unready: Vec<u64> = booted
         .iter()
-        .copied()
+        .map(|(id, _)| *id)
         .filter(|id| !ready.contains(id))
         .collect();
+    if !stuck.is_empty() {
+        failures.push(format!(
+            "droplet(s) {} did not become active within {}, so they were destroyed",
+            list(&stuck),
+            humantime::format_duration(options.timeout)
+        ));
+    }
+    if !unready.is_empty() {
+        failures.push(unready_failure(config, &unready, options.destroy_unready));
+    }
+    let mut doomed = stuck.clone();
+    if options.destroy_unready {
+        doomed.extend(&unready);
+    }
     let mut destroyed = Vec::new();
-    if args.destroy_unready {
-        for (id, outcome) in api.delete_droplets(&unready).await {
-            match outcome {
-                Ok(_) => destroyed.push(id),
-                Err(err) => tracing::warn!("could not destroy unready droplet {id}: {err}"),
-            }
+    for (id, outcome) in api.delete_droplets(&doomed).await {
+        match outcome {
+            Ok(_) => destroyed.push(id),
+            Err(err) => failures.push(format!(
+                "could not destroy droplet {id} ({err}); run doproxy reconcile --apply"
+            )),
         }
     }
 
-    // Under the lock again: record the outcome, then one reload for the whole
-    // batch.
-    let lock = app.store.lock(args.lock.lock_timeout).await?;
+    // Under the lock again: record the outcome, then one reload for the batch.
+    let lock = app.store.lock(options.lock_timeout).await?;
     let mut entries = app.entries(Some(&lock)).await?;
     entries.retain(|e| !destroyed.contains(&e.id));
     for entry in entries.iter_mut().filter(|e| created.contains(&e.id)) {
         if let Some(droplet) = listed.iter().find(|d| d.id == entry.id) {
             entry.update_from(droplet);
         }
-        entry.status = if ready.contains(&entry.id) {
-            Status::Active
-        } else {
-            Status::Unready
-        };
+        if ready.contains(&entry.id) {
+            entry.status = Status::Active;
+        } else if unready.contains(&entry.id) {
+            entry.status = Status::Unready;
+        }
     }
     app.store.save(&entries, &lock).await?;
     let applied = haproxy::apply(config, &entries, Reload::IfChanged, false)
@@ -140,27 +129,115 @@ pub async fn run(app: &App, args: &CreateArgs) -> Result<Report> {
         text,
         json!({ "created": added, "unready": unready, "destroyed": destroyed, "haproxy": applied }),
     )?;
-    if unready.is_empty() {
+    if failures.is_empty() {
         return Ok(report);
     }
-    let list: Vec<String> = unready.iter().map(u64::to_string).collect();
+    Ok(report.failed(anyhow!("{}", failures.join("; "))))
+}
+
+/// Under the lock: picks free names, creates the droplets (up to ten per
+/// request) and records each batch as soon as the API accepts it. Returns the
+/// IDs created and, when a later batch failed, why; fails only when nothing
+/// was created.
+async fn create_and_record(
+    app: &App,
+    options: &CreateOptions,
+) -> Result<(Vec<u64>, Option<String>)> {
+    let config = &app.config;
+    let spec = config.droplet_spec()?;
+    let user_data = read_user_data(config)?;
+    let api = app.api()?;
+    let lock = app.store.lock(options.lock_timeout).await?;
+    let mut entries = app.entries(Some(&lock)).await?;
+    let names = next_names(
+        spec.hostname_prefix,
+        entries.iter().map(|e| e.name.as_str()),
+        options.count,
+    );
+    let mut created = Vec::new();
+    for batch in names.chunks(MAX_PER_REQUEST) {
+        let (name, names) = match batch {
+            [one] => (Some(one.as_str()), None),
+            many => (None, Some(many)),
+        };
+        let request = CreateRequest {
+            name,
+            names,
+            region: spec.region,
+            size: spec.size,
+            image: spec.image,
+            ssh_keys: &config.ssh_keys,
+            user_data: user_data.as_deref(),
+            tags: &config.tags,
+            monitoring: true,
+        };
+        let outcome = match api.create_droplets(&request, config.pool_tag()).await {
+            Ok(outcome) => outcome,
+            Err(err) if created.is_empty() => {
+                return Err(anyhow::Error::new(err)
+                    .context(format!("cannot create droplet(s) {}", batch.join(", "))));
+            }
+            Err(err) => {
+                return Ok((
+                    created,
+                    Some(format!(
+                        "cannot create droplet(s) {}: {err}",
+                        batch.join(", ")
+                    )),
+                ));
+            }
+        };
+        if outcome.recovered {
+            tracing::info!(
+                "the lost create did make {} droplet(s); not creating them again",
+                outcome.droplets.len()
+            );
+        }
+        for droplet in &outcome.droplets {
+            tracing::info!(
+                "droplet {} ({}) accepted; waiting for it to become active",
+                droplet.id,
+                droplet.name
+            );
+            created.push(droplet.id);
+            entries.push(Entry::from_droplet(droplet));
+        }
+        app.store.save(&entries, &lock).await?;
+    }
+    Ok((created, None))
+}
+
+fn unready_failure(config: &Config, unready: &[u64], destroyed: bool) -> String {
     let check = &config.health_check;
     let what = format!(
         "droplet(s) {} did not answer GET {} on port {} with {} within {}",
-        list.join(", "),
+        list(unready),
         check.path,
         check.port,
         check.status,
         humantime::format_duration(check.ready_timeout)
     );
-    Ok(report.failed(if args.destroy_unready {
-        anyhow::anyhow!("{what}, so they were destroyed; check the user data (userdata_file) and the health check settings")
-    } else {
-        anyhow::anyhow!(
-            "{what}; they are kept out of HAProxy as unready: fix them and run doproxy reconcile --apply to add them, or delete them with doproxy delete --id {}",
-            list.join(" ")
+    if destroyed {
+        format!(
+            "{what}, so they were destroyed; check the user data (userdata_file) and the health check settings"
         )
-    }))
+    } else {
+        format!(
+            "{what}; they are kept out of HAProxy as unready: fix them and run doproxy reconcile --apply to add them, or delete them with doproxy delete --id {}",
+            unready
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
+        )
+    }
+}
+
+fn list(ids: &[u64]) -> String {
+    ids.iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The user data to send: the contents of userdata_file, if one is set.
@@ -186,14 +263,15 @@ fn read_user_data(config: &Config) -> Result<Option<String>> {
 }
 
 /// Polls the pool's droplets (one list call per poll, whatever their number)
-/// until every droplet in `ids` is active with a private address; returns
-/// the last listing.
+/// until every droplet in `ids` is active with a private address, or
+/// `timeout` passes. Returns the last listing and the droplets that did not
+/// make it (still booting, or gone).
 async fn wait_until_active(
     api: &Client,
     tag: &str,
     ids: &[u64],
     timeout: Duration,
-) -> Result<Vec<Droplet>> {
+) -> Result<(Vec<Droplet>, Vec<u64>)> {
     let started = Instant::now();
     let mut pending: HashSet<u64> = ids.iter().copied().collect();
     loop {
@@ -202,40 +280,34 @@ async fn wait_until_active(
             .list_droplets(tag)
             .await
             .context("cannot check on the new droplets")?;
-        for &id in ids {
-            if !pending.contains(&id) {
-                continue;
-            }
-            let Some(droplet) = listed.iter().find(|d| d.id == id) else {
-                bail!("droplet {id} disappeared while starting; run doproxy reconcile to clean up");
-            };
+        for droplet in &listed {
             if let (Status::Active, Some(ip)) =
                 (Status::from_api(&droplet.status), droplet.private_ipv4())
+                && pending.remove(&droplet.id)
             {
-                tracing::info!("droplet {id} ({}) is active at {ip}", droplet.name);
-                pending.remove(&id);
+                tracing::info!(
+                    "droplet {} ({}) is active at {ip}",
+                    droplet.id,
+                    droplet.name
+                );
             }
         }
-        if pending.is_empty() {
-            return Ok(listed);
-        }
-        if started.elapsed() >= timeout {
-            let waiting: Vec<String> = pending.iter().map(u64::to_string).collect();
-            bail!(
-                "droplet(s) {} did not become active within {}; they stay in the inventory as {} and out of HAProxy; run doproxy reconcile later",
-                waiting.join(", "),
-                humantime::format_duration(timeout),
-                Status::New
-            );
+        if pending.is_empty() || started.elapsed() >= timeout {
+            let stuck = ids
+                .iter()
+                .copied()
+                .filter(|id| pending.contains(id))
+                .collect();
+            return Ok((listed, stuck));
         }
     }
 }
 
-/// Short polls while a droplet may be about to come up, longer ones once it
-/// is clearly taking its time.
+/// Short polls while a droplet may be about to come up (a boot takes
+/// seconds), longer ones once it is clearly taking its time.
 fn poll_interval(elapsed: Duration) -> Duration {
     if elapsed < Duration::from_secs(10) {
-        Duration::from_millis(500)
+        Duration::from_millis(250)
     } else {
         Duration::from_secs(2)
     }
@@ -247,7 +319,7 @@ mod tests {
 
     #[test]
     fn polls_stay_within_two_seconds() {
-        assert_eq!(poll_interval(Duration::ZERO), Duration::from_millis(500));
+        assert_eq!(poll_interval(Duration::ZERO), Duration::from_millis(250));
         assert_eq!(
             poll_interval(Duration::from_secs(60)),
             Duration::from_secs(2)

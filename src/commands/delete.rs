@@ -5,6 +5,8 @@
 //! before the reload; only a confirmed destroy removes them, so a failure
 //! leaves a record the next `delete` or `reconcile` completes.
 
+use std::time::Duration;
+
 use anyhow::{Result, anyhow, bail};
 use serde_json::json;
 
@@ -15,6 +17,14 @@ use crate::haproxy::{self, Reload};
 use crate::inventory::{Entry, Status};
 use crate::scaling::{Selector, select};
 
+/// What a delete asks for; `scale` builds one too.
+pub struct DeleteOptions {
+    pub selector: Selector,
+    pub drain_timeout: Duration,
+    pub lock_timeout: Duration,
+    pub allow_empty: bool,
+}
+
 pub async fn run(app: &App, args: &DeleteArgs) -> Result<Report> {
     let selector = if !args.id.is_empty() {
         Selector::Ids(args.id.clone())
@@ -23,16 +33,26 @@ pub async fn run(app: &App, args: &DeleteArgs) -> Result<Report> {
     } else {
         Selector::Lines(args.lines.clone())
     };
+    let options = DeleteOptions {
+        selector,
+        drain_timeout: args.drain_timeout,
+        lock_timeout: args.lock.lock_timeout,
+        allow_empty: args.allow_empty,
+    };
+    delete(app, &options).await
+}
+
+pub async fn delete(app: &App, options: &DeleteOptions) -> Result<Report> {
     let api = app.api()?;
-    let lock = app.store.lock(args.lock.lock_timeout).await?;
+    let lock = app.store.lock(options.lock_timeout).await?;
     let mut entries = app.entries(Some(&lock)).await?;
-    let targets = select(&entries, &selector)?;
+    let targets = select(&entries, &options.selector)?;
     let serving_after = entries
         .iter()
         .enumerate()
         .filter(|(i, e)| e.is_serving() && !targets.contains(i))
         .count();
-    if serving_after == 0 && entries.iter().any(Entry::is_serving) && !args.allow_empty {
+    if serving_after == 0 && entries.iter().any(Entry::is_serving) && !options.allow_empty {
         bail!(
             "this would remove the last server from HAProxy, which would then answer every request with 503; add --allow-empty to delete it on purpose"
         );
@@ -58,8 +78,14 @@ pub async fn run(app: &App, args: &DeleteArgs) -> Result<Report> {
     }
     app.store.save(&entries, &lock).await?;
     let leave_haproxy = async {
-        haproxy::drain(&app.config, &ids, args.drain_timeout).await?;
-        haproxy::apply(&app.config, &entries, Reload::IfChanged, args.allow_empty).await
+        haproxy::drain(&app.config, &ids, options.drain_timeout).await?;
+        haproxy::apply(
+            &app.config,
+            &entries,
+            Reload::IfChanged,
+            options.allow_empty,
+        )
+        .await
     };
     let applied = match leave_haproxy.await {
         Ok(applied) => applied,

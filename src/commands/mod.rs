@@ -8,6 +8,7 @@ mod generate;
 mod print;
 mod reconcile;
 mod reload;
+mod scale;
 
 use std::cell::OnceCell;
 use std::time::Duration;
@@ -122,6 +123,7 @@ pub async fn run(app: &App, command: &Command) -> Result<Report> {
     match command {
         Command::Print(args) => print::run(app, args).await,
         Command::Reconcile(args) => reconcile::run(app, args).await,
+        Command::Scale(args) => scale::run(app, args).await,
         Command::Create(args) => create::run(app, args).await,
         Command::Delete(args) => delete::run(app, args).await,
         Command::Generate => generate::run(app).await,

@@ -1,8 +1,10 @@
-//! Pure scaling decisions: what to call new droplets and which ones a delete
-//! means. No I/O here, so every rule is unit-tested.
+//! Pure scaling decisions: what to call new droplets, which ones a delete
+//! means, how to reach a pool size. No I/O here, so every rule is unit-tested.
 
 mod naming;
+mod plan;
 mod targets;
 
 pub use naming::next_names;
+pub use plan::{Pick, Plan, plan};
 pub use targets::{Selector, select};

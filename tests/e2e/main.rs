@@ -5,5 +5,6 @@
 mod bad_input;
 mod core;
 mod resilience;
+mod scaling;
 mod support;
 mod zero_downtime;

@@ -1,0 +1,66 @@
+//! `scale --to N`: grow or shrink the pool to N droplets, through the same
+//! create and delete paths (readiness, drain, one reload) as those commands.
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::create::{self, CreateOptions};
+use super::delete::{self, DeleteOptions};
+use super::{App, Report};
+use crate::cli::ScaleArgs;
+use crate::scaling::{Pick, Plan, Selector, plan};
+
+pub async fn run(app: &App, args: &ScaleArgs) -> Result<Report> {
+    let entries = app.entries(None).await?;
+    let pick = if args.oldest {
+        Pick::Oldest
+    } else {
+        Pick::Newest
+    };
+    let target = args.to as usize;
+    let plan = plan(&entries, target, pick);
+    if args.dry_run {
+        let text = match &plan {
+            Plan::Stay { size } => format!("The pool has {size} droplets already; nothing to do."),
+            Plan::Add { count } => format!("Would create {count} droplet(s) to reach {target}."),
+            Plan::Remove { ids } => {
+                let names: Vec<String> = ids
+                    .iter()
+                    .filter_map(|id| entries.iter().find(|e| e.id == *id))
+                    .map(|e| format!("{} ({})", e.id, e.name))
+                    .collect();
+                format!(
+                    "Would delete {} droplet(s) to reach {target}: {}.",
+                    ids.len(),
+                    names.join(", ")
+                )
+            }
+        };
+        return Report::new(vec![text], json!({ "dry_run": true, "plan": plan }));
+    }
+    match plan {
+        Plan::Stay { size } => {
+            tracing::info!("the pool has {size} droplets already");
+            Report::new(Vec::new(), json!({ "plan": plan }))
+        }
+        Plan::Add { count } => {
+            let options = CreateOptions {
+                count,
+                timeout: args.timeout,
+                lock_timeout: args.lock.lock_timeout,
+                ready_wait: true,
+                destroy_unready: false,
+            };
+            create::create(app, &options).await
+        }
+        Plan::Remove { ids } => {
+            let options = DeleteOptions {
+                selector: Selector::Ids(ids),
+                drain_timeout: args.drain_timeout,
+                lock_timeout: args.lock.lock_timeout,
+                allow_empty: target == 0,
+            };
+            delete::delete(app, &options).await
+        }
+    }
+}
