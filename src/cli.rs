@@ -92,6 +92,23 @@ pub enum Command {
     /// Example: doproxy reconcile --apply
     Reconcile(ReconcileArgs),
 
+    /// Follow the shared etcd inventory and keep this proxy's HAProxy in step.
+    ///
+    /// Runs until stopped (as a systemd service: contrib/systemd). Changes
+    /// are batched: HAProxy is updated once things have been quiet for
+    /// --quiet-period, or at the latest --max-wait after the first change. After
+    /// losing etcd it resumes where it left off; it never empties HAProxy
+    /// because etcd could not be read.
+    ///
+    /// Example: doproxy watch --quiet-period 2s
+    Watch(WatchArgs),
+
+    /// Copy the inventory out of or into the configured store (file or etcd).
+    ///
+    /// Example: doproxy inventory export > inventory.txt
+    #[command(subcommand)]
+    Inventory(InventoryCommand),
+
     /// Render the HAProxy configuration into haproxy_cfg_file.
     ///
     /// Example: doproxy generate
@@ -212,6 +229,45 @@ pub struct ScaleArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Update HAProxy once no change has come for this long.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub quiet_period: Duration,
+
+    /// Update HAProxy at the latest this long after the first change, even
+    /// if changes keep coming.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub max_wait: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InventoryCommand {
+    /// Print the inventory in the inventory file's line format.
+    ///
+    /// Example: doproxy inventory export > inventory.txt
+    Export,
+
+    /// Load an inventory file (line format; - for stdin) into the store.
+    ///
+    /// Example: doproxy --config etcd.yml inventory import inventory.txt
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The file to read; - reads stdin.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Replace a store that is not empty (by default refused).
+    #[arg(long)]
+    pub replace: bool,
+
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct ReloadArgs {
     /// Install a config without servers even though the live one has some
     /// (by default refused: bad inventory data must not empty the pool).
@@ -242,6 +298,16 @@ mod tests {
             Cli::try_parse_from(["doproxy", "print", "-o", "json", "--config", "x.yml"]).unwrap();
         assert_eq!(cli.global.output, OutputFormat::Json);
         assert_eq!(cli.global.config, Some(PathBuf::from("x.yml")));
+    }
+
+    #[test]
+    fn command_flags_do_not_clash_with_global_ones() {
+        let cli = Cli::try_parse_from(["doproxy", "watch", "--quiet-period", "2s", "-q"]).unwrap();
+        let Command::Watch(args) = cli.command else {
+            panic!()
+        };
+        assert_eq!(args.quiet_period, Duration::from_secs(2));
+        assert!(cli.global.quiet);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use serde::Deserialize;
 const DEFAULT_CONFIG: &str = "doproxy.yml";
 const TOKEN_ENV: [&str; 2] = ["DIGITALOCEAN_ACCESS_TOKEN", "DIGITALOCEAN_TOKEN"];
 const API_URL_ENV: &str = "DIGITALOCEAN_API_URL";
+const ETCD_PASSWORD_ENV: &str = "DOPROXY_ETCD_PASSWORD";
 
 /// The file as written by the user. Unknown keys are refused so that a typo
 /// (`haproxy_cfg_pth`) is an error instead of a silently ignored setting.
@@ -45,6 +46,14 @@ struct ConfigFile {
     health_check_port: Option<u16>,
     health_check_status: Option<u16>,
     ready_timeout: Option<String>,
+    inventory_backend: Option<String>,
+    etcd_endpoints: Option<Vec<String>>,
+    etcd_prefix: Option<String>,
+    etcd_username: Option<String>,
+    etcd_password: Option<String>,
+    etcd_ca_file: Option<PathBuf>,
+    etcd_cert_file: Option<PathBuf>,
+    etcd_key_file: Option<PathBuf>,
 }
 
 /// An SSH key as the API accepts it: a numeric ID or a fingerprint.
@@ -116,6 +125,31 @@ pub struct Config {
     /// How long one API request may keep being retried.
     pub api_retry_budget: Duration,
     pub health_check: HealthCheck,
+    /// Set when the inventory lives in etcd (inventory_backend: etcd).
+    pub etcd: Option<EtcdSettings>,
+}
+
+/// Where the inventory lives in etcd and how to reach it.
+pub struct EtcdSettings {
+    pub endpoints: Vec<String>,
+    /// Every key of this pool starts with it, e.g. `/doproxy/web/`.
+    pub prefix: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+impl fmt::Debug for EtcdSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdSettings")
+            .field("endpoints", &self.endpoints)
+            .field("prefix", &self.prefix)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .finish_non_exhaustive()
+    }
 }
 
 /// The HTTP check that says a droplet's application is up: used by doproxy
@@ -201,7 +235,7 @@ impl Config {
                 path.display()
             );
         }
-        let config = Config {
+        let mut config = Config {
             path: path.to_path_buf(),
             token,
             ssh_keys: file.ssh_key_ids,
@@ -240,6 +274,28 @@ impl Config {
                 status: file.health_check_status.unwrap_or(200),
                 ready_timeout: duration("ready_timeout", file.ready_timeout, 300)?,
             },
+            etcd: None,
+        };
+        config.etcd = match file.inventory_backend.as_deref() {
+            None | Some("file") => None,
+            Some("etcd") => Some(EtcdSettings {
+                endpoints: file.etcd_endpoints.filter(|e| !e.is_empty()).with_context(|| {
+                    format!(
+                        "inventory_backend is etcd but etcd_endpoints is missing in {}; list your etcd client URLs, e.g. [http://10.0.0.2:2379]",
+                        path.display()
+                    )
+                })?,
+                prefix: file.etcd_prefix.unwrap_or_else(|| format!("/doproxy/{}/", config.pool_tag())),
+                username: file.etcd_username,
+                password: env(ETCD_PASSWORD_ENV).or(file.etcd_password),
+                ca_file: file.etcd_ca_file.map(resolve),
+                cert_file: file.etcd_cert_file.map(resolve),
+                key_file: file.etcd_key_file.map(resolve),
+            }),
+            Some(other) => bail!(
+                "inventory_backend {other:?} in {} is unknown; use file (the default) or etcd",
+                path.display()
+            ),
         };
         if !config.health_check.path.starts_with('/') {
             bail!(
@@ -412,5 +468,11 @@ droplet_options:
     fn token_is_never_printed() {
         let config = Config::parse(ORIGINAL, Path::new("/x/d.yml"), no_env).unwrap();
         assert!(!format!("{config:?}").contains("878a490235d53e34b44369b8e78"));
+        let text = format!(
+            "{ORIGINAL}inventory_backend: etcd\netcd_endpoints: [http://127.0.0.1:2379]\netcd_username: root\netcd_password: hunter2\n"
+        );
+        let config = Config::parse(&text, Path::new("/x/d.yml"), no_env).unwrap();
+        assert!(!format!("{config:?}").contains("hunter2"));
+        assert_eq!(config.etcd.unwrap().prefix, "/doproxy/doproxy/");
     }
 }

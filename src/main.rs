@@ -7,9 +7,11 @@ mod cli;
 mod commands;
 mod config;
 mod digitalocean;
+mod etcd;
 mod haproxy;
 mod http;
 mod inventory;
+mod lockfile;
 mod readiness;
 mod scaling;
 
@@ -36,12 +38,16 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli) -> Result<()> {
     let config = config::Config::load(cli.global.config.as_deref())?;
-    let app = commands::App::new(config, cli.global.output == OutputFormat::Json);
+    let app = commands::App::new(config, cli.global.output == OutputFormat::Json)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let report = runtime.block_on(commands::run(&app, &cli.command))?;
+    let report = runtime.block_on(async {
+        let report = commands::run(&app, &cli.command).await;
+        app.store.finish().await;
+        report
+    })?;
     let mut stdout = std::io::stdout().lock();
     match cli.global.output {
         OutputFormat::Text => report

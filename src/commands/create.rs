@@ -204,6 +204,7 @@ async fn create_and_record(
         }
         app.store.save(&entries, &lock).await?;
     }
+    lock.release().await;
     Ok((created, None))
 }
 

@@ -5,10 +5,12 @@
 mod create;
 mod delete;
 mod generate;
+mod inventory;
 mod print;
 mod reconcile;
 mod reload;
 mod scale;
+mod watch;
 
 use std::cell::OnceCell;
 use std::time::Duration;
@@ -61,14 +63,14 @@ impl Report {
 }
 
 impl App {
-    pub fn new(config: Config, json_output: bool) -> App {
-        let store = Store::open(&config);
-        App {
+    pub fn new(config: Config, json_output: bool) -> Result<App> {
+        let store = Store::open(&config)?;
+        Ok(App {
             config,
             json_output,
             store,
             client: OnceCell::new(),
-        }
+        })
     }
 
     /// The API client, built on first use: commands that make no API call
@@ -124,6 +126,8 @@ pub async fn run(app: &App, command: &Command) -> Result<Report> {
         Command::Print(args) => print::run(app, args).await,
         Command::Reconcile(args) => reconcile::run(app, args).await,
         Command::Scale(args) => scale::run(app, args).await,
+        Command::Watch(args) => watch::run(app, args).await,
+        Command::Inventory(command) => inventory::run(app, command).await,
         Command::Create(args) => create::run(app, args).await,
         Command::Delete(args) => delete::run(app, args).await,
         Command::Generate => generate::run(app).await,

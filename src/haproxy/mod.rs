@@ -18,8 +18,12 @@ use crate::atomic_file;
 use crate::config::Config;
 use crate::digitalocean::metadata;
 use crate::inventory::Entry;
+use crate::lockfile::LockFile;
 pub use render::{BUILTIN_TEMPLATE, TemplateContext, render, server_name};
 use runtime::{AdminState, Runtime};
+
+/// How long to wait for another run's HAProxy update on this machine.
+const UPDATE_LOCK_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How long a reload may take to hand over to a new worker.
 const RELOAD_WAIT: Duration = Duration::from_secs(15);
@@ -84,6 +88,9 @@ pub async fn apply(
     reload: Reload,
     allow_empty: bool,
 ) -> Result<Applied> {
+    // One HAProxy update at a time on this machine: `watch` and a command
+    // run by hand must not interleave their writes and reloads.
+    let _updating = LockFile::acquire(&lock_path(&config.haproxy_cfg_file), UPDATE_LOCK_TIMEOUT)?;
     let servers = generate(config, entries).await?;
     let staged = &config.haproxy_cfg_file;
     let live = &config.haproxy_cfg_path;
@@ -291,6 +298,12 @@ fn count_servers(config: &[u8]) -> usize {
         .lines()
         .filter(|l| l.trim_start().starts_with("server "))
         .count()
+}
+
+fn lock_path(staged: &Path) -> PathBuf {
+    let mut name = staged.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    staged.with_file_name(name)
 }
 
 fn backup_path(live: &Path) -> PathBuf {

@@ -13,7 +13,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::digitalocean::Droplet;
 
@@ -21,7 +21,7 @@ const HEADER: &str = "# doproxy inventory: id name private_ip public_ip status c
 /// Written in place of a value not known yet.
 const NONE: &str = "-";
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     pub id: u64,
     pub name: String,
@@ -37,7 +37,7 @@ pub struct Entry {
 /// DigitalOcean but not answering the health check; `Destroying` marks a
 /// droplet taken out of HAProxy whose destroy has not been confirmed;
 /// `Unknown` is a legacy ID-only line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     New,
@@ -46,6 +46,8 @@ pub enum Status {
     Archive,
     Unready,
     Destroying,
+    /// Also what a status written by a newer doproxy reads as.
+    #[serde(other)]
     Unknown,
 }
 

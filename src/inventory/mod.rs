@@ -1,9 +1,10 @@
 //! The inventory: which droplets belong to the pool, with everything `print`
 //! and `generate` need, so neither makes an API call. It lives in a store:
-//! a flat file by default.
+//! a flat file by default, or etcd so that several proxies share one pool.
 
 mod drift;
 mod entry;
+mod etcd;
 mod file;
 
 use std::time::Duration;
@@ -11,50 +12,84 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::config::Config;
+use crate::lockfile::LockFile;
 pub use drift::drift;
-pub use entry::{Entry, Status};
-use file::{FileInventory, FileLock};
+pub use entry::{Entry, Status, parse, render};
+use etcd::EtcdLock;
+pub use etcd::{EtcdInventory, InventoryChange};
+use file::FileInventory;
 
 /// Where the inventory lives.
 pub enum Store {
     File(FileInventory),
+    Etcd(EtcdInventory),
 }
 
-/// Proof that this run holds the store's exclusive lock; released on drop.
-/// Every write takes one, so no write happens without the lock.
+/// Proof that this run holds the store's exclusive lock (a lock file, or a
+/// lease-bound etcd lock shared by every proxy). Every write takes one, so no
+/// write happens without the lock.
 pub enum StoreLock {
-    File(#[expect(dead_code, reason = "held for its Drop, which unlocks")] FileLock),
+    File(LockFile),
+    Etcd(EtcdLock),
 }
 
 impl Store {
-    pub fn open(config: &Config) -> Store {
-        Store::File(FileInventory::new(&config.inventory_file))
+    pub fn open(config: &Config) -> Result<Store> {
+        Ok(match &config.etcd {
+            Some(settings) => Store::Etcd(EtcdInventory::new(settings)?),
+            None => Store::File(FileInventory::new(&config.inventory_file)),
+        })
     }
 
     /// Where the inventory is, for messages.
     pub fn describe(&self) -> String {
         match self {
             Store::File(file) => file.path().display().to_string(),
+            Store::Etcd(etcd) => etcd.describe(),
         }
     }
 
+    /// All entries, read at one point in time.
     pub async fn load(&self) -> Result<Vec<Entry>> {
         match self {
             Store::File(file) => file.load(),
+            Store::Etcd(etcd) => etcd.load().await,
         }
     }
 
-    /// Replaces the inventory with `entries`, atomically.
+    /// Replaces the inventory with `entries`, atomically (one etcd
+    /// transaction, or one file rename).
     pub async fn save(&self, entries: &[Entry], lock: &StoreLock) -> Result<()> {
         match (self, lock) {
             (Store::File(file), StoreLock::File(_)) => file.save(entries),
+            (Store::Etcd(etcd), StoreLock::Etcd(lock)) => etcd.save(entries, lock).await,
+            _ => unreachable!("a lock always comes from its own store"),
         }
     }
 
     /// Takes the exclusive lock, waiting up to `timeout` for another run.
     pub async fn lock(&self, timeout: Duration) -> Result<StoreLock> {
+        Ok(match self {
+            Store::File(file) => StoreLock::File(file.lock(timeout)?),
+            Store::Etcd(etcd) => StoreLock::Etcd(etcd.lock(timeout).await?),
+        })
+    }
+
+    /// Gives up locks that a failed command dropped without releasing, so
+    /// runs on other proxies need not wait for their leases to expire.
+    pub async fn finish(&self) {
+        if let Store::Etcd(etcd) = self {
+            etcd.release_abandoned().await;
+        }
+    }
+}
+
+impl StoreLock {
+    /// Gives the lock up now.
+    pub async fn release(self) {
         match self {
-            Store::File(file) => Ok(StoreLock::File(file.lock(timeout)?)),
+            StoreLock::File(lock) => drop(lock),
+            StoreLock::Etcd(lock) => lock.release().await,
         }
     }
 }

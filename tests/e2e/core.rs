@@ -158,7 +158,7 @@ fn names_are_never_reused_while_taken() {
 fn an_original_doproxy_setup_loads_after_changing_only_the_template_key() {
     let sim = Simulator::spawn(SimConfig::default());
     let droplets = sim.seed_droplets(2, "auto-nginx", &[], false);
-    let project = Project::with_sim("original", sim);
+    let project = Project::with_sim("original", std::sync::Arc::new(sim));
     // The Ruby DOProxy's doproxy.yml, word for word but the template key, and
     // its inventory of bare IDs.
     let original = format!(

@@ -4,7 +4,9 @@
 
 mod bad_input;
 mod core;
+mod etcd_server;
 mod resilience;
 mod scaling;
+mod shared_pool;
 mod support;
 mod zero_downtime;

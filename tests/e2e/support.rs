@@ -9,6 +9,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -126,7 +127,8 @@ pub fn doproxy() -> Command {
 /// in front of a simulator.
 pub struct Project {
     pub dir: TempDir,
-    pub sim: SimGuard,
+    /// Shared by the projects of one test that play several proxies.
+    pub sim: Arc<SimGuard>,
     /// Keys of doproxy.yml that differ from the test defaults (None: left
     /// out); `set` and `omit` rewrite the file.
     settings: HashMap<String, Option<String>>,
@@ -140,10 +142,10 @@ impl Project {
             boot_delay: Duration::from_millis(300),
             ..SimConfig::default()
         });
-        Project::with_sim(label, sim)
+        Project::with_sim(label, Arc::new(sim))
     }
 
-    pub fn with_sim(label: &str, sim: SimGuard) -> Project {
+    pub fn with_sim(label: &str, sim: Arc<SimGuard>) -> Project {
         let dir = TempDir::new(label);
         fs::copy(repo_file("user-data.yml"), dir.path().join("user-data.yml")).unwrap();
         let project = Project {
@@ -240,6 +242,22 @@ impl Project {
             .collect()
     }
 
+    /// Starts `doproxy watch` for this project; it stops when dropped.
+    pub fn watch(&self) -> Background {
+        let mut command = doproxy();
+        command
+            .env("DIGITALOCEAN_ACCESS_TOKEN", TOKEN)
+            .arg("--config")
+            .arg(self.path("doproxy.yml"));
+        let child = command
+            .args(["watch", "--quiet-period", "200ms"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Background(child)
+    }
+
     /// Starts a real HAProxy (master-worker) on this project's live config,
     /// and points haproxy_reload_command and haproxy_socket at it.
     pub fn start_haproxy(&mut self) -> Haproxy {
@@ -267,6 +285,16 @@ impl Project {
             Some(&format!("kill -USR2 {}", haproxy.child.id())),
         );
         haproxy
+    }
+}
+
+/// A process killed when dropped.
+pub struct Background(Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

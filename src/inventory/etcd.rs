@@ -1,0 +1,372 @@
+//! The inventory kept in etcd, so that two HAProxy droplets behind one
+//! reserved IP share one pool: either proxy can run doproxy, and both see
+//! the same droplets.
+//!
+//! Keys, under a prefix per pool (`/doproxy/<pool tag>/` by default):
+//!
+//! ```text
+//! <prefix>droplets/<droplet ID, 20 digits>  one droplet, as JSON
+//! <prefix>meta/<name>                       small state, e.g. autoscale's cooldown
+//! <prefix>lock/<lease ID>                   etcd's lock service: holder and waiters
+//! ```
+//!
+//! Zero-padded IDs make etcd's key order the droplets' ID order. A run holds
+//! the lock through a lease it keeps alive, so a run that dies loses the lock
+//! when the lease runs out, and every write checks in the same transaction
+//! that the lock is still held, so a run whose lease ran out writes nothing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+
+use super::entry::Entry;
+use crate::config::EtcdSettings;
+use crate::etcd::{self, Client, Compare, Credentials, EtcdError, Put, TlsFiles, WatchUpdate};
+
+/// How long the lock outlives a run that stops renewing it (killed, or cut
+/// off from etcd): the longest another run waits for a crashed holder.
+const LOCK_TTL: Duration = Duration::from_secs(10);
+/// etcd refuses transactions of more than 128 operations by default
+/// (--max-txn-ops); stay below it.
+const MAX_OPS_PER_TXN: usize = 100;
+/// Even a free lock takes a round trip to etcd, so shorter waits count as
+/// this long.
+const MIN_LOCK_WAIT: Duration = Duration::from_secs(1);
+
+pub struct EtcdInventory {
+    client: Client,
+    endpoints: String,
+    prefix: String,
+    /// Locks dropped without `release` (a command that failed half-way):
+    /// `release_abandoned` gives them up before doproxy exits, so other
+    /// runs need not wait for their leases to run out.
+    abandoned: Arc<Mutex<Vec<(String, i64)>>>,
+}
+
+/// Proof that this run holds the pool's etcd lock. `release` gives it up at
+/// once; dropping it stops renewing the lease and leaves the lock to
+/// `EtcdInventory::release_abandoned` (or, if that never runs, to the lease
+/// running out within `LOCK_TTL`).
+pub struct EtcdLock {
+    client: Client,
+    /// Exists exactly as long as the lock is held.
+    owner_key: String,
+    lease: i64,
+    /// None once released.
+    keep_alive: Option<etcd::KeepAlive>,
+    abandoned: Arc<Mutex<Vec<(String, i64)>>>,
+}
+
+/// What a watch on the inventory saw next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum InventoryChange {
+    /// One save changed these droplets at `revision`.
+    Changed { revision: i64, ids: Vec<u64> },
+    /// etcd compacted its history past the revision the watch was to start
+    /// from, so changes were missed and the watch has ended: reload with
+    /// `load_with_revision` and watch again from its revision.
+    Compacted { compact_revision: i64 },
+}
+
+/// Changes to the droplets, one save at a time.
+pub struct InventoryWatch {
+    watch: etcd::Watch,
+    droplets_prefix: String,
+}
+
+impl EtcdInventory {
+    pub fn new(settings: &EtcdSettings) -> Result<EtcdInventory> {
+        let credentials = match (&settings.username, &settings.password) {
+            (Some(username), Some(password)) => Some(Credentials {
+                username: username.clone(),
+                password: password.clone(),
+            }),
+            (None, None) => None,
+            _ => bail!(
+                "etcd_username and etcd_password go together; set both to log in to etcd, or neither"
+            ),
+        };
+        let tls = TlsFiles {
+            ca_file: settings.ca_file.clone(),
+            cert_file: settings.cert_file.clone(),
+            key_file: settings.key_file.clone(),
+        };
+        let mut prefix = settings.prefix.clone();
+        if !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        Ok(EtcdInventory {
+            client: Client::new(settings.endpoints.clone(), credentials, &tls)?,
+            endpoints: settings.endpoints.join(","),
+            prefix,
+            abandoned: Arc::default(),
+        })
+    }
+
+    /// Where the inventory is, for messages: `etcd http://10.0.0.2:2379 /doproxy/web/`.
+    pub fn describe(&self) -> String {
+        format!("etcd {} {}", self.endpoints, self.prefix)
+    }
+
+    /// All entries in droplet ID order.
+    pub async fn load(&self) -> Result<Vec<Entry>> {
+        Ok(self.load_with_revision().await?.0)
+    }
+
+    /// All entries, and the etcd revision they were read at: `watch` from
+    /// that revision misses nothing.
+    pub async fn load_with_revision(&self) -> Result<(Vec<Entry>, i64)> {
+        let range = self.client.range_prefix(&self.droplets_prefix()).await?;
+        let entries = range
+            .kvs
+            .iter()
+            .map(|kv| {
+                serde_json::from_slice(&kv.value).map_err(|err| {
+                    anyhow::anyhow!(
+                        "etcd key {} holds a droplet doproxy cannot read ({err}); fix or delete that key, then run doproxy reconcile",
+                        kv.key
+                    )
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok((entries, range.revision))
+    }
+
+    /// Takes the pool's lock, waiting up to `timeout` for a run on this or
+    /// another proxy to finish, and says so while it waits.
+    pub async fn lock(&self, timeout: Duration) -> Result<EtcdLock> {
+        let lease = self.client.grant_lease(LOCK_TTL).await?;
+        let keep_alive = self.client.keep_alive(lease, LOCK_TTL);
+        let name = self.lock_name();
+        if let Some(holder) = self.lock_holder().await? {
+            tracing::info!(
+                "waiting for another doproxy run ({holder}) to release etcd lock {name}"
+            );
+        }
+        let owner_key = match tokio::time::timeout(
+            timeout.max(MIN_LOCK_WAIT),
+            self.client.lock(&name, lease),
+        )
+        .await
+        {
+            Ok(Ok(key)) => key,
+            Ok(Err(err)) => {
+                self.revoke_quietly(lease).await;
+                return Err(err.into());
+            }
+            Err(_) => {
+                // Our place in the queue is a key on our lease: revoking
+                // it leaves the queue.
+                self.revoke_quietly(lease).await;
+                let holder = self.lock_holder().await.ok().flatten();
+                let holder = holder.unwrap_or_else(|| "holder unknown".to_string());
+                bail!(
+                    "another doproxy run ({holder}) still holds etcd lock {name} after {}; wait for it to finish or raise --lock-timeout",
+                    humantime::format_duration(timeout)
+                );
+            }
+        };
+        // Say who holds it, for the message a waiting run prints. Put keeps
+        // the key on the lease, so a crash still frees the lock.
+        self.client
+            .txn(
+                &[Compare::KeyExists(owner_key.clone())],
+                &[Put {
+                    key: owner_key.clone(),
+                    value: holder_identity().into_bytes(),
+                    lease: Some(lease),
+                }],
+                &[],
+            )
+            .await?;
+        Ok(EtcdLock {
+            client: self.client.clone(),
+            owner_key,
+            lease,
+            keep_alive: Some(keep_alive),
+            abandoned: self.abandoned.clone(),
+        })
+    }
+
+    /// Replaces the droplets with `entries` in one transaction that applies
+    /// only while `lock` is held. Only droplets that differ are written, so
+    /// a watcher sees exactly what changed. The difference is taken against
+    /// what etcd holds now, read here under the lock, so it is right
+    /// whatever the caller loaded and whenever it did.
+    pub async fn save(&self, entries: &[Entry], lock: &EtcdLock) -> Result<()> {
+        let stored: HashMap<String, Vec<u8>> = self
+            .client
+            .range_prefix(&self.droplets_prefix())
+            .await?
+            .kvs
+            .into_iter()
+            .map(|kv| (kv.key, kv.value))
+            .collect();
+        let mut wanted = BTreeMap::new();
+        for entry in entries {
+            wanted.insert(self.droplet_key(entry.id), serde_json::to_vec(entry)?);
+        }
+        let deletes: Vec<String> = stored
+            .keys()
+            .filter(|key| !wanted.contains_key(*key))
+            .cloned()
+            .collect();
+        let puts: Vec<Put> = wanted
+            .into_iter()
+            .filter(|(key, value)| stored.get(key) != Some(value))
+            .map(|(key, value)| Put {
+                key,
+                value,
+                lease: None,
+            })
+            .collect();
+        // One transaction per change, except for changes bigger than etcd
+        // takes at once (an import, a big scale): those go in slices, each
+        // still written only while the lock is held.
+        if puts.len() + deletes.len() <= MAX_OPS_PER_TXN {
+            return self.write(lock, &puts, &deletes).await;
+        }
+        for slice in puts.chunks(MAX_OPS_PER_TXN) {
+            self.write(lock, slice, &[]).await?;
+        }
+        for slice in deletes.chunks(MAX_OPS_PER_TXN) {
+            self.write(lock, &[], slice).await?;
+        }
+        Ok(())
+    }
+
+    /// Changes to the droplets made after `revision` (as returned by
+    /// `load_with_revision`), one save at a time.
+    pub async fn watch(&self, revision: i64) -> Result<InventoryWatch> {
+        let droplets_prefix = self.droplets_prefix();
+        let watch = self.client.watch(&droplets_prefix, revision + 1).await?;
+        Ok(InventoryWatch {
+            watch,
+            droplets_prefix,
+        })
+    }
+
+    /// One transaction: `puts` and `deletes`, if `lock` is still held.
+    async fn write(&self, lock: &EtcdLock, puts: &[Put], deletes: &[String]) -> Result<()> {
+        let held = [Compare::KeyExists(lock.owner_key.clone())];
+        match self.client.txn(&held, puts, deletes).await {
+            Ok(true) => Ok(()),
+            Ok(false) => bail!(
+                "lost the etcd lock {} (its lease ran out, perhaps while this run was stalled or cut off from etcd), so nothing was saved; retry",
+                self.lock_name()
+            ),
+            Err(EtcdError::Server { message, .. }) if message.contains("too many operations") => {
+                bail!(
+                    "saving {} changes at once is more than etcd allows in one transaction (--max-txn-ops, 128 by default), so nothing was saved; raise --max-txn-ops on the etcd servers",
+                    puts.len() + deletes.len()
+                )
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Gives up the locks dropped without `release`.
+    pub async fn release_abandoned(&self) {
+        let abandoned =
+            std::mem::take(&mut *self.abandoned.lock().unwrap_or_else(|e| e.into_inner()));
+        for (owner_key, lease) in abandoned {
+            give_up(&self.client, &owner_key, lease).await;
+        }
+    }
+
+    /// Who holds the lock, as its holder described itself, if anyone does.
+    async fn lock_holder(&self) -> Result<Option<String>> {
+        let queue = self
+            .client
+            .range_prefix(&format!("{}/", self.lock_name()))
+            .await?;
+        // etcd's lock goes to the oldest key in the queue.
+        Ok(queue
+            .kvs
+            .into_iter()
+            .min_by_key(|kv| kv.create_revision)
+            .map(|kv| match String::from_utf8(kv.value) {
+                Ok(holder) if !holder.is_empty() => holder,
+                _ => format!("lease {}", kv.key.rsplit('/').next().unwrap_or_default()),
+            }))
+    }
+
+    async fn revoke_quietly(&self, lease: i64) {
+        if let Err(err) = self.client.revoke_lease(lease).await {
+            tracing::debug!("cannot revoke etcd lease {lease:x}, it will expire: {err}");
+        }
+    }
+
+    fn droplets_prefix(&self) -> String {
+        format!("{}droplets/", self.prefix)
+    }
+
+    fn droplet_key(&self, id: u64) -> String {
+        format!("{}{id:020}", self.droplets_prefix())
+    }
+
+    fn lock_name(&self) -> String {
+        format!("{}lock", self.prefix)
+    }
+}
+
+impl EtcdLock {
+    /// Gives the lock up at once.
+    pub async fn release(mut self) {
+        self.keep_alive = None;
+        give_up(&self.client, &self.owner_key, self.lease).await;
+    }
+}
+
+impl Drop for EtcdLock {
+    fn drop(&mut self) {
+        if self.keep_alive.take().is_some() {
+            let mut abandoned = self.abandoned.lock().unwrap_or_else(|e| e.into_inner());
+            abandoned.push((self.owner_key.clone(), self.lease));
+        }
+    }
+}
+
+/// Unlocking lets a waiting run go ahead; revoking the lease then ends it
+/// (and would free the lock too, had unlocking failed). If etcd cannot be
+/// reached the lease just expires.
+async fn give_up(client: &Client, owner_key: &str, lease: i64) {
+    if let Err(err) = client.unlock(owner_key).await {
+        tracing::warn!(
+            "cannot release etcd lock {owner_key} ({err}); it frees itself within {}",
+            humantime::format_duration(LOCK_TTL)
+        );
+    }
+    if let Err(err) = client.revoke_lease(lease).await {
+        tracing::debug!("cannot revoke etcd lease {lease:x}, it will expire: {err}");
+    }
+}
+
+impl InventoryWatch {
+    /// Waits for the next save that changed droplets.
+    pub async fn next(&mut self) -> Result<InventoryChange> {
+        Ok(match self.watch.next().await? {
+            WatchUpdate::Changes(batch) => InventoryChange::Changed {
+                revision: batch.revision,
+                ids: batch
+                    .keys
+                    .iter()
+                    .filter_map(|key| key.strip_prefix(&self.droplets_prefix)?.parse().ok())
+                    .collect(),
+            },
+            WatchUpdate::Compacted { compact_revision } => {
+                InventoryChange::Compacted { compact_revision }
+            }
+        })
+    }
+}
+
+/// "pid 4242 on proxy-a": enough for an operator to find the run.
+fn holder_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .unwrap_or_else(|_| "an unknown host".to_string());
+    format!("pid {} on {host}", std::process::id())
+}

@@ -1,0 +1,98 @@
+//! Exclusive lock files (flock), for what one machine's runs must do one at
+//! a time: change the flat-file inventory, rewrite and reload HAProxy's
+//! config. The lock goes with the process, so a killed run never leaves it
+//! held.
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// How often a waiting run checks whether the lock is free.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Held until dropped.
+pub struct LockFile {
+    _file: File,
+}
+
+impl LockFile {
+    /// Takes the lock on `path` (created if missing), waiting up to `timeout`
+    /// for another run to finish, and says so on stderr while it waits.
+    pub fn acquire(path: &Path, timeout: Duration) -> Result<LockFile> {
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(path)
+            .with_context(|| {
+                format!(
+                    "cannot open lock file {}; check that its folder is writable",
+                    path.display()
+                )
+            })?;
+        let started = Instant::now();
+        let mut told = false;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) => {}
+                Err(TryLockError::Error(err)) => bail!("cannot lock {}: {err}", path.display()),
+            }
+            if started.elapsed() >= timeout {
+                bail!(
+                    "another doproxy run ({}) still holds {} after {}; wait for it to finish or raise --lock-timeout",
+                    holder(path),
+                    path.display(),
+                    humantime::format_duration(timeout)
+                );
+            }
+            if !told {
+                tracing::info!(
+                    "waiting for another doproxy run ({}) to release {}",
+                    holder(path),
+                    path.display()
+                );
+                told = true;
+            }
+            std::thread::sleep(POLL);
+        }
+        // Record who holds it, for the message a waiting run prints.
+        file.set_len(0)?;
+        writeln!(file, "{}", std::process::id())?;
+        Ok(LockFile { _file: file })
+    }
+}
+
+/// "pid 1234", as recorded in the lock file by its holder.
+fn holder(path: &Path) -> String {
+    match fs::read_to_string(path) {
+        Ok(pid) if !pid.trim().is_empty() => format!("pid {}", pid.trim()),
+        _ => "pid unknown".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_lock_waits_then_fails_with_the_holder() {
+        let path = std::env::temp_dir().join(format!("doproxy-lockfile-{}", std::process::id()));
+        let held = LockFile::acquire(&path, Duration::ZERO).unwrap();
+        let err = LockFile::acquire(&path, Duration::from_millis(120))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+        drop(held);
+        LockFile::acquire(&path, Duration::ZERO).unwrap();
+        fs::remove_file(&path).unwrap();
+    }
+}

@@ -1,0 +1,173 @@
+//! A real etcd for tests (Debian's etcd-server, 3.4): one single-member
+//! cluster per test on free loopback ports, its data in a scratch folder,
+//! killed and removed when dropped. Admin calls doproxy does not make
+//! (turning on authentication) go straight to etcd's JSON gateway.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::free_port;
+
+/// How long etcd may take to elect itself leader and answer.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Etcd {
+    dir: PathBuf,
+    client_port: u16,
+    peer_port: u16,
+    child: Option<Child>,
+}
+
+impl Etcd {
+    pub fn start() -> Etcd {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("doproxy-etcd-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let mut etcd = Etcd {
+            dir,
+            client_port: 0,
+            peer_port: 0,
+            child: None,
+        };
+        // A free port can be taken by someone else before etcd binds it;
+        // then etcd exits, and fresh ports are tried.
+        for _ in 0..3 {
+            etcd.client_port = free_port().port();
+            etcd.peer_port = free_port().port();
+            if etcd.launch() {
+                return etcd;
+            }
+        }
+        panic!("etcd did not start:\n{}", etcd.log());
+    }
+
+    /// The client URL, e.g. `http://127.0.0.1:40123`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// Kills etcd at once, as a crash or a power cut would.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts etcd again on the same ports and data.
+    pub fn restart(&mut self) {
+        self.stop();
+        assert!(self.launch(), "etcd did not restart:\n{}", self.log());
+    }
+
+    /// Adds user `root` with `password` and turns authentication on, as
+    /// `etcdctl user add root:<password>` and `etcdctl auth enable` do.
+    pub fn enable_auth(&self, password: &str) {
+        self.post(
+            "/v3/auth/user/add",
+            json!({"name": "root", "password": password}),
+        );
+        self.post(
+            "/v3/auth/user/grant",
+            json!({"user": "root", "role": "root"}),
+        );
+        self.post("/v3/auth/enable", json!({}));
+    }
+
+    /// One unauthenticated gateway call; panics unless etcd answers 200.
+    fn post(&self, path: &str, body: Value) -> Value {
+        let (status, answer) = http(self.client_port, "POST", path, &body.to_string())
+            .unwrap_or_else(|err| panic!("etcd {path}: {err}"));
+        assert_eq!(status, 200, "etcd {path}: {answer}");
+        serde_json::from_str(&answer).unwrap()
+    }
+
+    /// Runs etcd and waits until it answers; false if it exited instead.
+    fn launch(&mut self) -> bool {
+        let client_url = self.url();
+        let peer_url = format!("http://127.0.0.1:{}", self.peer_port);
+        let log = fs::File::create(self.dir.join("etcd.log")).unwrap();
+        let child = Command::new("etcd")
+            .args(["--name", "test"])
+            .arg("--data-dir")
+            .arg(self.dir.join("data"))
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("test={peer_url}")])
+            // A lone member elects itself after one election timeout: 100 ms
+            // instead of 1 s makes startup take tens of milliseconds.
+            .args(["--heartbeat-interval", "10", "--election-timeout", "100"])
+            .args([
+                "--logger",
+                "zap",
+                "--log-outputs",
+                "stderr",
+                "--log-level",
+                "error",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("cannot run etcd; install it with apt-get install etcd-server");
+        let child = self.child.insert(child);
+        let started = Instant::now();
+        while started.elapsed() < STARTUP_TIMEOUT {
+            if child.try_wait().unwrap().is_some() {
+                self.child = None;
+                return false;
+            }
+            if let Ok((200, body)) = http(self.client_port, "GET", "/health", "")
+                && body.contains(r#""health":"true""#)
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.stop();
+        false
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("etcd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One HTTP/1.0 exchange (so the answer is never chunked and ends with the
+/// connection): the status and the body.
+fn http(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    Ok((status, body.to_string()))
+}

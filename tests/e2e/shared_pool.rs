@@ -1,0 +1,258 @@
+//! Several proxies, one pool: the etcd inventory, `watch`, and moving an
+//! inventory between the file and etcd. Real etcd, real HAProxy, simulator.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::sync::Arc;
+use std::time::Duration;
+
+use doproxy_sim::{SimConfig, Simulator};
+
+use crate::etcd_server::Etcd;
+use crate::support::{Haproxy, Project, wait_until};
+
+/// Two proxy folders sharing one simulator and one etcd.
+fn two_proxies(label: &str, etcd: &Etcd) -> (Project, Project) {
+    let sim = Arc::new(Simulator::spawn(SimConfig {
+        boot_delay: Duration::from_millis(300),
+        ..SimConfig::default()
+    }));
+    let proxy = |name: &str| {
+        let mut project = Project::with_sim(&format!("{label}-{name}"), sim.clone());
+        project.set("inventory_backend", Some("etcd"));
+        project.set("etcd_endpoints", Some(&format!("[{}]", etcd.url())));
+        project
+    };
+    (proxy("a"), proxy("b"))
+}
+
+/// The pages `haproxy` answers with over a few requests.
+fn pages(haproxy: &Haproxy) -> BTreeSet<String> {
+    haproxy
+        .get_many(6)
+        .into_iter()
+        .filter_map(Result::ok)
+        .collect()
+}
+
+fn page(project: &Project, id: u64) -> String {
+    let d = project
+        .sim
+        .droplets()
+        .into_iter()
+        .find(|d| d.id == id)
+        .unwrap();
+    format!(
+        "Droplet: {}, ID: {}, IP Address: {}\n",
+        d.name, d.id, d.private_ip
+    )
+}
+
+fn ids(project: &Project) -> BTreeSet<u64> {
+    let json = project.run(&["print", "-o", "json"]).success().json();
+    json.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn a_change_on_one_proxy_reaches_the_other_through_watch() {
+    let etcd = Etcd::start();
+    let (mut a, mut b) = two_proxies("watch", &etcd);
+    let (haproxy_a, haproxy_b) = (a.start_haproxy(), b.start_haproxy());
+    let _watch_a = a.watch();
+    let _watch_b = b.watch();
+    a.run(&["create"]).success();
+    let first = a.sim.droplets()[0].id;
+    let run = a.run(&["create"]).success();
+    let second = run
+        .stdout
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap();
+
+    // Created on A: B routes to it within 2 s.
+    wait_until(
+        "B to route to the droplet A created",
+        Duration::from_secs(2),
+        || pages(&haproxy_b).contains(&page(&a, second)),
+    );
+    assert_eq!(ids(&a), ids(&b));
+
+    // Deleted on B: A stops routing to it.
+    let gone = page(&a, second);
+    b.run(&["delete", "--id", &second.to_string()]).success();
+    wait_until(
+        "A to stop routing to the droplet B deleted",
+        Duration::from_secs(2),
+        || !a.live_config().contains(&format!("www-{second}")),
+    );
+    let answered = pages(&haproxy_a);
+    assert!(
+        !answered.contains(&gone),
+        "A still routes to a deleted droplet"
+    );
+    assert!(answered.contains(&page(&a, first)));
+}
+
+#[test]
+fn batches_on_two_proxies_at_once_lose_no_update() {
+    let etcd = Etcd::start();
+    let (a, b) = two_proxies("race", &etcd);
+    let spawn = |project: &Project| {
+        crate::support::doproxy()
+            .env("DIGITALOCEAN_ACCESS_TOKEN", crate::support::TOKEN)
+            .arg("--config")
+            .arg(project.path("doproxy.yml"))
+            .args(["create", "--count", "5"])
+            .output()
+            .unwrap()
+    };
+    let (out_a, out_b) = std::thread::scope(|s| {
+        let a = s.spawn(|| spawn(&a));
+        let b = s.spawn(|| spawn(&b));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    for out in [&out_a, &out_b] {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let droplets = a.sim.droplets();
+    assert_eq!(droplets.len(), 10);
+    let names: BTreeSet<String> = droplets.iter().map(|d| d.name.clone()).collect();
+    assert_eq!(names.len(), 10, "duplicate names: {names:?}");
+    let all: BTreeSet<u64> = droplets.iter().map(|d| d.id).collect();
+    assert_eq!(ids(&a), all);
+    assert_eq!(ids(&b), all);
+}
+
+#[test]
+fn losing_etcd_mid_command_leaves_nothing_half_done() {
+    let mut etcd = Etcd::start();
+    let (a, mut b) = two_proxies("outage", &etcd);
+    let haproxy_b = b.start_haproxy();
+    a.run(&["create"]).success();
+    let _watch_b = b.watch();
+    let first = a.sim.droplets()[0].id;
+    wait_until(
+        "B to route to the first droplet",
+        Duration::from_secs(5),
+        || pages(&haproxy_b).contains(&page(&a, first)),
+    );
+    a.sim.set_boot_delay(Duration::from_secs(2));
+    let live_a = a.live_config();
+
+    // etcd dies while the create waits for its droplet to boot.
+    let create = crate::support::doproxy()
+        .env("DIGITALOCEAN_ACCESS_TOKEN", crate::support::TOKEN)
+        .arg("--config")
+        .arg(a.path("doproxy.yml"))
+        .arg("create")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the create to be accepted", Duration::from_secs(5), || {
+        a.sim.droplets().len() == 2
+    });
+    etcd.stop();
+    let out = create.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot reach etcd"), "{stderr}");
+    assert_eq!(
+        a.live_config(),
+        live_a,
+        "the live config must stay as it was"
+    );
+    assert!(
+        pages(&haproxy_b).contains(&page(&a, first)),
+        "B keeps serving while etcd is down"
+    );
+    assert!(b.live_config().contains(&format!("www-{first}")));
+
+    // etcd returns: the recorded droplet is settled and B's watch catches up.
+    etcd.restart();
+    let second = a.sim.droplets()[1].id;
+    let drift = a.run(&["reconcile"]).success().stdout;
+    assert!(
+        drift.contains(&format!("booted: {second} ")),
+        "the entry was recorded whole: {drift}"
+    );
+    a.run(&["reconcile", "--apply"]).success();
+    assert_eq!(
+        a.run(&["reconcile"]).success().stdout,
+        "No drift: the inventory matches DigitalOcean.\n"
+    );
+    wait_until("B's watch to catch up", Duration::from_secs(15), || {
+        pages(&haproxy_b).contains(&page(&a, second))
+    });
+}
+
+#[test]
+fn an_inventory_moves_from_file_to_etcd_intact() {
+    let etcd = Etcd::start();
+    let sim = Arc::new(Simulator::spawn(SimConfig {
+        boot_delay: Duration::from_millis(300),
+        ..SimConfig::default()
+    }));
+    let file = Project::with_sim("move-file", sim.clone());
+    file.run(&["create", "--count", "3"]).success();
+    let exported = file.run(&["inventory", "export"]).success().stdout;
+    fs::write(file.path("exported"), &exported).unwrap();
+
+    let mut into = Project::with_sim("move-etcd", sim);
+    into.set("inventory_backend", Some("etcd"));
+    into.set("etcd_endpoints", Some(&format!("[{}]", etcd.url())));
+    into.run(&[
+        "inventory",
+        "import",
+        file.path("exported").to_str().unwrap(),
+    ])
+    .success();
+    assert_eq!(
+        into.run(&["print"]).success().stdout,
+        file.run(&["print"]).success().stdout
+    );
+    assert_eq!(
+        into.run(&["print", "-o", "json"]).success().stdout,
+        file.run(&["print", "-o", "json"]).success().stdout
+    );
+    assert_eq!(
+        into.run(&["inventory", "export"]).success().stdout,
+        exported
+    );
+    into.run(&[
+        "inventory",
+        "import",
+        file.path("exported").to_str().unwrap(),
+    ])
+    .fails(1, "--replace");
+}
+
+#[test]
+fn etcd_credentials_are_used_and_a_wrong_password_is_explained() {
+    let etcd = Etcd::start();
+    etcd.enable_auth("s3cret");
+    let mut project = Project::new("auth");
+    project.set("inventory_backend", Some("etcd"));
+    project.set("etcd_endpoints", Some(&format!("[{}]", etcd.url())));
+    project.set("etcd_username", Some("root"));
+    project.set("etcd_password", Some("s3cret"));
+    project.run(&["create"]).success();
+    assert_eq!(project.run(&["print"]).success().stdout.lines().count(), 1);
+    project.set("etcd_password", Some("wrong"));
+    let run = project.run(&["print"]).fails(1, "etcd_password");
+    assert!(
+        !run.stderr.contains("wrong"),
+        "the password leaked: {}",
+        run.stderr
+    );
+}
