@@ -92,6 +92,16 @@ pub enum Command {
     /// Example: doproxy reconcile --apply
     Reconcile(ReconcileArgs),
 
+    /// Scale the pool on load: HAProxy sessions, request rate, queueing, CPU.
+    ///
+    /// Uses the autoscale section of doproxy.yml. Without --once it decides
+    /// every autoscale.interval until stopped (as a systemd service:
+    /// contrib/systemd); with --once it decides once (for cron). Every
+    /// decision is recorded; --history shows them.
+    ///
+    /// Example: doproxy autoscale --once --dry-run
+    Autoscale(AutoscaleArgs),
+
     /// Follow the shared etcd inventory and keep this proxy's HAProxy in step.
     ///
     /// Runs until stopped (as a systemd service: contrib/systemd). Changes
@@ -221,6 +231,32 @@ pub struct ScaleArgs {
 
     /// When shrinking: how long open sessions may take to finish (with
     /// haproxy_socket).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AutoscaleArgs {
+    /// Make one decision, act on it and exit (for cron).
+    #[arg(long)]
+    pub once: bool,
+
+    /// Show the decision without acting on it (implies --once).
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Show the recorded decisions instead of deciding.
+    #[arg(long, conflicts_with_all = ["once", "dry_run"])]
+    pub history: bool,
+
+    /// When scaling out: how long to wait for new droplets to become active.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+
+    /// When scaling in: how long open sessions may take to finish.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
 

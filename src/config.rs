@@ -12,6 +12,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
+use crate::scaling::autoscale::{Metric, Policy, metric_name};
+
 /// Where the config file is looked for when neither --config nor
 /// $DOPROXY_CONFIG names one.
 const DEFAULT_CONFIG: &str = "doproxy.yml";
@@ -54,6 +56,22 @@ struct ConfigFile {
     etcd_ca_file: Option<PathBuf>,
     etcd_cert_file: Option<PathBuf>,
     etcd_key_file: Option<PathBuf>,
+    autoscale: Option<AutoscaleFile>,
+}
+
+/// The `autoscale:` section as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AutoscaleFile {
+    min: Option<usize>,
+    max: Option<usize>,
+    sessions_per_server: Option<f64>,
+    request_rate_per_server: Option<f64>,
+    queued_per_server: Option<f64>,
+    cpu_percent: Option<f64>,
+    cooldown: Option<String>,
+    scale_in_step: Option<usize>,
+    interval: Option<String>,
 }
 
 /// An SSH key as the API accepts it: a numeric ID or a fingerprint.
@@ -127,6 +145,8 @@ pub struct Config {
     pub health_check: HealthCheck,
     /// Set when the inventory lives in etcd (inventory_backend: etcd).
     pub etcd: Option<EtcdSettings>,
+    /// The `autoscale:` section, validated.
+    pub autoscale: Option<Policy>,
 }
 
 /// Where the inventory lives in etcd and how to reach it.
@@ -171,6 +191,62 @@ pub struct DropletSpec<'a> {
     pub region: &'a str,
     pub size: &'a str,
     pub image: &'a Image,
+}
+
+/// Checks the autoscale section; errors are one sentence saying what to write.
+fn autoscale_policy(
+    section: AutoscaleFile,
+    duration: &impl Fn(&str, Option<String>, u64) -> Result<Duration>,
+) -> Result<Policy> {
+    let targets: Vec<(Metric, f64)> = [
+        (Metric::SessionsPerServer, section.sessions_per_server),
+        (
+            Metric::RequestRatePerServer,
+            section.request_rate_per_server,
+        ),
+        (Metric::QueuedPerServer, section.queued_per_server),
+        (Metric::CpuPercent, section.cpu_percent),
+    ]
+    .into_iter()
+    .filter_map(|(metric, target)| Some((metric, target?)))
+    .collect();
+    if targets.is_empty() {
+        bail!(
+            "give at least one target: sessions_per_server, request_rate_per_server, queued_per_server or cpu_percent"
+        );
+    }
+    if let Some((metric, target)) = targets.iter().find(|(_, t)| !(t.is_finite() && *t > 0.0)) {
+        bail!(
+            "{} must be a number above 0, not {target}",
+            metric_name(*metric)
+        );
+    }
+    if section.cpu_percent.is_some_and(|cpu| cpu > 100.0) {
+        bail!("cpu_percent is a percentage of the droplet's CPUs, so at most 100");
+    }
+    let max = section
+        .max
+        .context("max is missing; say how many droplets the pool may grow to")?;
+    let min = section.min.unwrap_or(1);
+    if max == 0 || min > max {
+        bail!("min ({min}) must not exceed max ({max}), and max must be at least 1");
+    }
+    let scale_in_step = section.scale_in_step.unwrap_or(1);
+    if scale_in_step == 0 {
+        bail!("scale_in_step must be at least 1");
+    }
+    let interval = duration("autoscale.interval", section.interval, 60)?;
+    if interval.is_zero() {
+        bail!("interval must be longer than 0s");
+    }
+    Ok(Policy {
+        min,
+        max,
+        targets,
+        cooldown: duration("autoscale.cooldown", section.cooldown, 300)?,
+        scale_in_step,
+        interval,
+    })
 }
 
 impl Config {
@@ -275,6 +351,7 @@ impl Config {
                 ready_timeout: duration("ready_timeout", file.ready_timeout, 300)?,
             },
             etcd: None,
+            autoscale: None,
         };
         config.etcd = match file.inventory_backend.as_deref() {
             None | Some("file") => None,
@@ -297,6 +374,16 @@ impl Config {
                 path.display()
             ),
         };
+        config.autoscale = file
+            .autoscale
+            .map(|section| autoscale_policy(section, &duration))
+            .transpose()
+            .map_err(|err| {
+                anyhow::anyhow!(
+                    "the autoscale section of {} is invalid: {err}",
+                    path.display()
+                )
+            })?;
         if !config.health_check.path.starts_with('/') {
             bail!(
                 "health_check_path {:?} in {} must start with /; write it like /healthz",
@@ -453,6 +540,52 @@ droplet_options:
         assert!(err.contains("droplet_options.hostname_prefix"), "{err}");
         let err = config.token().unwrap_err().to_string();
         assert!(err.contains("DIGITALOCEAN_ACCESS_TOKEN"), "{err}");
+    }
+
+    #[test]
+    fn autoscale_policies_are_checked() {
+        let policy = |text: &str| {
+            Config::parse(
+                &format!("autoscale:\n{text}"),
+                Path::new("/x/d.yml"),
+                no_env,
+            )
+        };
+        let config = policy(
+            "  min: 2\n  max: 8\n  sessions_per_server: 50\n  cpu_percent: 70\n  cooldown: 2m\n",
+        )
+        .unwrap();
+        let autoscale = config.autoscale.unwrap();
+        assert_eq!(
+            (autoscale.min, autoscale.max, autoscale.targets.len()),
+            (2, 8, 2)
+        );
+        assert_eq!(autoscale.cooldown, Duration::from_secs(120));
+        assert_eq!(autoscale.interval, Duration::from_secs(60));
+        for (text, needle) in [
+            ("  max: 4\n", "at least one target"),
+            ("  sessions_per_server: 5\n", "max is missing"),
+            ("  min: 5\n  max: 2\n  cpu_percent: 50\n", "must not exceed"),
+            ("  max: 2\n  cpu_percent: 150\n", "at most 100"),
+            (
+                "  max: 2\n  queued_per_server: 0\n",
+                "queued_per_server must be a number above 0",
+            ),
+            (
+                "  max: 2\n  cpu_percent: 50\n  cooldown: later\n",
+                "autoscale.cooldown",
+            ),
+            (
+                "  max: 2\n  cpu_percent: 50\n  target: 3\n",
+                "unknown field `target`",
+            ),
+        ] {
+            let err = format!("{:#}", policy(text).unwrap_err());
+            assert!(
+                err.contains("autoscale") && err.contains(needle),
+                "{text:?}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -312,6 +312,13 @@ impl Client {
         })
     }
 
+    /// One key's value, if the key exists.
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, EtcdError> {
+        let body = json!({"key": base64::encode(key.as_bytes())});
+        let response: RangeResponse = self.call("/v3/kv/range", &body).await?;
+        Ok(response.kvs.into_iter().next().map(|kv| kv.value))
+    }
+
     /// Every key starting with `prefix`, in key order, at one revision.
     pub async fn range_prefix(&self, prefix: &str) -> Result<Range, EtcdError> {
         let body =

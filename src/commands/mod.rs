@@ -2,6 +2,7 @@
 //! API client (built once, on first use), the inventory, and the result each
 //! command hands back for printing as text or JSON.
 
+mod autoscale;
 mod create;
 mod delete;
 mod generate;
@@ -127,6 +128,7 @@ pub async fn run(app: &App, command: &Command) -> Result<Report> {
         Command::Reconcile(args) => reconcile::run(app, args).await,
         Command::Scale(args) => scale::run(app, args).await,
         Command::Watch(args) => watch::run(app, args).await,
+        Command::Autoscale(args) => autoscale::run(app, args).await,
         Command::Inventory(command) => inventory::run(app, command).await,
         Command::Create(args) => create::run(app, args).await,
         Command::Delete(args) => delete::run(app, args).await,

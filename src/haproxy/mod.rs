@@ -160,6 +160,42 @@ pub fn server_states(config: &Config) -> Result<HashMap<u64, String>> {
         .collect())
 }
 
+/// What HAProxy sees of the servers of droplets `ids`, for autoscaling.
+#[derive(Debug, Default, PartialEq)]
+pub struct PoolLoad {
+    /// Current sessions, summed over the servers.
+    pub sessions: u64,
+    /// Sessions per second, summed over the servers.
+    pub rate: u64,
+    /// Requests queued at the servers and at their backends.
+    pub queued: u64,
+}
+
+pub fn pool_load(config: &Config, ids: &[u64]) -> Result<PoolLoad> {
+    let socket = config
+        .haproxy_socket
+        .as_deref()
+        .context("HAProxy metrics need its admin socket; set haproxy_socket")?;
+    let rows = Runtime::new(socket).servers()?;
+    let names: Vec<String> = ids.iter().map(|&id| server_name(id)).collect();
+    let mut load = PoolLoad::default();
+    let mut backends = Vec::new();
+    for row in rows.iter().filter(|r| names.contains(&r.server)) {
+        load.sessions += row.sessions;
+        load.rate += row.rate;
+        load.queued += row.queued;
+        if !backends.contains(&row.backend) {
+            backends.push(row.backend.clone());
+        }
+    }
+    load.queued += rows
+        .iter()
+        .filter(|r| r.server == "BACKEND" && backends.contains(&r.backend))
+        .map(|r| r.queued)
+        .sum::<u64>();
+    Ok(load)
+}
+
 /// Waits until a new HAProxy worker answers on the admin socket, so the new
 /// config serves before doproxy goes on (reload commands such as `kill
 /// -USR2` return before HAProxy has switched). Gives up with a warning.

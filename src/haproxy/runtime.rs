@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 
 const SOCKET_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// One server row of `show stat`.
+/// One server (or backend) row of `show stat`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerStat {
     pub backend: String,
@@ -105,7 +105,8 @@ impl<'a> Runtime<'a> {
     }
 }
 
-/// Server rows of `show stat` CSV output (frontends and backends skipped).
+/// Server and backend rows of `show stat` CSV output (a backend's row has
+/// server name `BACKEND`; frontends are skipped).
 fn parse_show_stat(csv: &str) -> Result<Vec<ServerStat>> {
     let mut lines = csv.lines();
     let header = lines
@@ -126,7 +127,7 @@ fn parse_show_stat(csv: &str) -> Result<Vec<ServerStat>> {
         let fields: Vec<&str> = line.split(',').collect();
         let field = |i: usize| fields.get(i).copied().unwrap_or("");
         let number = |i: usize| field(i).parse::<u64>().unwrap_or(0);
-        if matches!(field(svname), "FRONTEND" | "BACKEND") {
+        if field(svname) == "FRONTEND" {
             continue;
         }
         servers.push(ServerStat {
@@ -153,7 +154,8 @@ mod tests {
                    www-backend,www-18,0,0,0,1,UP 1/2,0,\n\
                    www-backend,BACKEND,0,0,4,9,UP,6,\n\n";
         let servers = parse_show_stat(csv).unwrap();
-        assert_eq!(servers.len(), 2);
+        assert_eq!(servers.len(), 3);
+        assert_eq!(servers[2].server, "BACKEND");
         assert_eq!(
             servers[0],
             ServerStat {

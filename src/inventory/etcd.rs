@@ -237,6 +237,26 @@ impl EtcdInventory {
         Ok(())
     }
 
+    /// A value kept beside the droplets, if set.
+    pub async fn get_meta(&self, name: &str) -> Result<Option<String>> {
+        let key = self.meta_key(name);
+        let Some(value) = self.client.get(&key).await? else {
+            return Ok(None);
+        };
+        String::from_utf8(value).map(Some).map_err(|_| {
+            anyhow::anyhow!("etcd key {key} does not hold text; delete it, doproxy sets it anew")
+        })
+    }
+
+    pub async fn put_meta(&self, name: &str, value: &str, lock: &EtcdLock) -> Result<()> {
+        let put = Put {
+            key: self.meta_key(name),
+            value: value.as_bytes().to_vec(),
+            lease: None,
+        };
+        self.write(lock, &[put], &[]).await
+    }
+
     /// Changes to the droplets made after `revision` (as returned by
     /// `load_with_revision`), one save at a time.
     pub async fn watch(&self, revision: i64) -> Result<InventoryWatch> {
@@ -305,6 +325,10 @@ impl EtcdInventory {
 
     fn droplet_key(&self, id: u64) -> String {
         format!("{}{id:020}", self.droplets_prefix())
+    }
+
+    fn meta_key(&self, name: &str) -> String {
+        format!("{}meta/{name}", self.prefix)
     }
 
     fn lock_name(&self) -> String {

@@ -50,14 +50,37 @@ impl FileInventory {
         atomic_file::write(&self.path, entry::render(entries).as_bytes())
     }
 
+    /// A small named document kept beside the inventory
+    /// (`<inventory>.<name>`), if written yet.
+    pub fn read_meta(&self, name: &str) -> Result<Option<String>> {
+        let path = self.sibling(name);
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text)),
+            Err(err) if err.kind() == ErrorKind::NotFound => Ok(None),
+            Err(err) => bail!(
+                "cannot read {}: {err}; check its permissions",
+                path.display()
+            ),
+        }
+    }
+
+    pub fn write_meta(&self, name: &str, value: &str) -> Result<()> {
+        atomic_file::write(&self.sibling(name), value.as_bytes())
+    }
+
     /// Takes the exclusive lock on the lock file beside the inventory.
     pub fn lock(&self, timeout: Duration) -> Result<LockFile> {
         LockFile::acquire(&self.lock_path(), timeout)
     }
 
     fn lock_path(&self) -> PathBuf {
+        self.sibling("lock")
+    }
+
+    /// `<inventory>.<suffix>`, in the inventory's folder.
+    fn sibling(&self, suffix: &str) -> PathBuf {
         let mut name = self.path.file_name().unwrap_or_default().to_os_string();
-        name.push(".lock");
+        name.push(format!(".{suffix}"));
         self.path.with_file_name(name)
     }
 }

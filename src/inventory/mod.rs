@@ -75,6 +75,22 @@ impl Store {
         })
     }
 
+    /// A small named document kept with the inventory (autoscale's state).
+    pub async fn read_meta(&self, name: &str) -> Result<Option<String>> {
+        match self {
+            Store::File(file) => file.read_meta(name),
+            Store::Etcd(etcd) => etcd.get_meta(name).await,
+        }
+    }
+
+    pub async fn write_meta(&self, name: &str, value: &str, lock: &StoreLock) -> Result<()> {
+        match (self, lock) {
+            (Store::File(file), StoreLock::File(_)) => file.write_meta(name, value),
+            (Store::Etcd(etcd), StoreLock::Etcd(lock)) => etcd.put_meta(name, value, lock).await,
+            _ => unreachable!("a lock always comes from its own store"),
+        }
+    }
+
     /// Gives up locks that a failed command dropped without releasing, so
     /// runs on other proxies need not wait for their leases to expire.
     pub async fn finish(&self) {

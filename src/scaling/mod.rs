@@ -1,6 +1,7 @@
 //! Pure scaling decisions: what to call new droplets, which ones a delete
 //! means, how to reach a pool size. No I/O here, so every rule is unit-tested.
 
+pub mod autoscale;
 mod naming;
 mod plan;
 mod targets;

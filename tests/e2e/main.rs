@@ -2,6 +2,7 @@
 //! DigitalOcean simulator, Debian's HAProxy and (for the etcd inventory) etcd,
 //! all on loopback. One test binary, so the build links once.
 
+mod autoscale;
 mod bad_input;
 mod core;
 mod etcd_server;

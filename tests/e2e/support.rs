@@ -244,13 +244,18 @@ impl Project {
 
     /// Starts `doproxy watch` for this project; it stops when dropped.
     pub fn watch(&self) -> Background {
+        self.background(&["watch", "--quiet-period", "200ms"])
+    }
+
+    /// Starts a long-running doproxy command; it stops when dropped.
+    pub fn background(&self, args: &[&str]) -> Background {
         let mut command = doproxy();
         command
             .env("DIGITALOCEAN_ACCESS_TOKEN", TOKEN)
             .arg("--config")
             .arg(self.path("doproxy.yml"));
         let child = command
-            .args(["watch", "--quiet-period", "200ms"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

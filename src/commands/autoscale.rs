@@ -1,0 +1,305 @@
+//! `autoscale`: read the load, decide (scaling::autoscale::decide), act
+//! through the same create and delete paths as `scale`, and record every
+//! decision with the store, where the cooldown survives between cron runs.
+
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::create::{self, CreateOptions};
+use super::delete::{self, DeleteOptions};
+use super::{App, Report};
+use crate::cli::AutoscaleArgs;
+use crate::haproxy;
+use crate::inventory::Entry;
+use crate::lockfile::LockFile;
+use crate::scaling::autoscale::{Action, Decision, Metric, Policy, Reading, decide, metric_name};
+use crate::scaling::{Pick, Plan, Selector, plan};
+
+/// Where the state lives in the store.
+const STATE: &str = "autoscale";
+/// Decisions kept in the history.
+const HISTORY: usize = 500;
+/// CPU is averaged over this window; older samples are stale.
+const CPU_WINDOW: Duration = Duration::from_secs(300);
+
+/// What survives between runs.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct State {
+    /// When the pool was last scaled (in or out), for the cooldown.
+    last_scaled: Option<u64>,
+    history: Vec<Record>,
+}
+
+/// One decision, as `autoscale --history` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    at: String,
+    readings: Vec<Reading>,
+    #[serde(flatten)]
+    decision: Decision,
+    dry_run: bool,
+    /// What acting on it gave: "done", or the error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outcome: Option<String>,
+}
+
+pub async fn run(app: &App, args: &AutoscaleArgs) -> Result<Report> {
+    let policy = app.config.autoscale.as_ref().with_context(|| {
+        format!(
+            "there is no autoscale section in {}; add one with min, max and a target (see doproxy.yml.example)",
+            app.config.path.display()
+        )
+    })?;
+    if args.history {
+        let state = load_state(app).await?;
+        let text = state.history.iter().map(describe).collect();
+        return Report::new(text, &state.history);
+    }
+    if args.once || args.dry_run {
+        let (record, report) = step(app, policy, args).await?;
+        let mut text = vec![describe(&record)];
+        let mut json = json!({ "decision": record });
+        if let Some(report) = report {
+            text.extend(report.text);
+            json["result"] = report.json;
+            if let Some(failure) = report.failure {
+                return Ok(Report::new(text, json)?.failed(failure));
+            }
+        }
+        return Report::new(text, json);
+    }
+    tracing::info!(
+        "autoscaling every {}",
+        humantime::format_duration(policy.interval)
+    );
+    loop {
+        let next = tokio::time::Instant::now() + policy.interval;
+        match step(app, policy, args).await {
+            Ok((record, report)) => {
+                tracing::info!("{}", describe(&record));
+                if let Some(failure) = report.and_then(|r| r.failure) {
+                    tracing::error!("{failure:#}");
+                }
+            }
+            Err(err) => tracing::error!("autoscale step failed: {err:#}"),
+        }
+        tokio::time::sleep_until(next).await;
+    }
+}
+
+/// One decision: measure, decide, act (unless a dry run), record.
+async fn step(
+    app: &App,
+    policy: &Policy,
+    args: &AutoscaleArgs,
+) -> Result<(Record, Option<Report>)> {
+    // One decision at a time on this proxy (cron and a service may overlap).
+    let lock_path = {
+        let mut path = app.config.inventory_file.clone().into_os_string();
+        path.push(".autoscale.lock");
+        std::path::PathBuf::from(path)
+    };
+    let _deciding = LockFile::acquire(&lock_path, args.lock.lock_timeout)?;
+    let entries = app.entries(None).await?;
+    let serving: Vec<Entry> = entries.iter().filter(|e| e.is_serving()).cloned().collect();
+    let readings = read_metrics(app, policy, &serving).await;
+    let now = SystemTime::now();
+    let state = load_state(app).await?;
+    let last_scaled = state
+        .last_scaled
+        .map(|secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
+    let decision = decide(policy, serving.len(), &readings, last_scaled, now);
+    let mut record = Record {
+        at: humantime::format_rfc3339_seconds(now).to_string(),
+        readings,
+        decision: decision.clone(),
+        dry_run: args.dry_run,
+        outcome: None,
+    };
+    let report = if args.dry_run || decision.action == Action::Hold {
+        None
+    } else {
+        let report = act(app, &decision, &serving, args).await;
+        record.outcome = Some(match &report {
+            Ok(Report { failure: None, .. }) => "done".to_string(),
+            Ok(Report {
+                failure: Some(err), ..
+            }) => format!("{err:#}"),
+            Err(err) => format!("{err:#}"),
+        });
+        Some(report?)
+    };
+    save_record(app, &record, report.is_some()).await?;
+    Ok((record, report))
+}
+
+/// Scales out with `create`, or in with `delete` (drain first), newest first.
+async fn act(
+    app: &App,
+    decision: &Decision,
+    serving: &[Entry],
+    args: &AutoscaleArgs,
+) -> Result<Report> {
+    match decision.action {
+        Action::ScaleOut => {
+            let options = CreateOptions {
+                count: decision.target - decision.current,
+                timeout: args.timeout,
+                lock_timeout: args.lock.lock_timeout,
+                ready_wait: true,
+                destroy_unready: true,
+            };
+            create::create(app, &options).await
+        }
+        Action::ScaleIn => {
+            let Plan::Remove { ids } = plan(serving, decision.target, Pick::Newest) else {
+                unreachable!("scale-in removes droplets");
+            };
+            let options = DeleteOptions {
+                selector: Selector::Ids(ids),
+                drain_timeout: args.drain_timeout,
+                lock_timeout: args.lock.lock_timeout,
+                allow_empty: decision.target == 0,
+            };
+            delete::delete(app, &options).await
+        }
+        Action::Hold => unreachable!("holding does nothing"),
+    }
+}
+
+/// Every configured metric, averaged per serving droplet; a metric that
+/// cannot be read has no value and says why.
+async fn read_metrics(app: &App, policy: &Policy, serving: &[Entry]) -> Vec<Reading> {
+    let ids: Vec<u64> = serving.iter().map(|e| e.id).collect();
+    let needs_haproxy = policy.targets.iter().any(|(m, _)| *m != Metric::CpuPercent);
+    let load = if needs_haproxy && !ids.is_empty() {
+        Some(haproxy::pool_load(&app.config, &ids))
+    } else {
+        None
+    };
+    let mut readings = Vec::new();
+    for &(metric, target) in &policy.targets {
+        let value: Result<f64> = if ids.is_empty() {
+            Err(anyhow::anyhow!("no droplet serves"))
+        } else {
+            let n = ids.len() as f64;
+            match (metric, &load) {
+                (Metric::CpuPercent, _) => cpu_percent(app, &ids).await,
+                (_, Some(Err(err))) => Err(anyhow::anyhow!("{err:#}")),
+                (Metric::SessionsPerServer, Some(Ok(load))) => Ok(load.sessions as f64 / n),
+                (Metric::RequestRatePerServer, Some(Ok(load))) => Ok(load.rate as f64 / n),
+                (Metric::QueuedPerServer, Some(Ok(load))) => Ok(load.queued as f64 / n),
+                (_, None) => unreachable!("HAProxy is read when a HAProxy metric is configured"),
+            }
+        };
+        readings.push(match value {
+            Ok(value) => Reading {
+                metric,
+                target,
+                value: Some(value),
+                problem: None,
+            },
+            Err(err) => Reading {
+                metric,
+                target,
+                value: None,
+                problem: Some(format!("{err:#}")),
+            },
+        });
+    }
+    readings
+}
+
+/// Mean CPU utilization of the droplets that report fresh data.
+async fn cpu_percent(app: &App, ids: &[u64]) -> Result<f64> {
+    let api = app.api()?;
+    let now = SystemTime::now();
+    let mut samples = Vec::new();
+    for &id in ids {
+        if let Some((percent, newest)) = api.droplet_cpu(id, CPU_WINDOW, now).await?
+            && now.duration_since(newest).unwrap_or_default() <= CPU_WINDOW
+        {
+            samples.push(percent);
+        }
+    }
+    anyhow::ensure!(
+        !samples.is_empty(),
+        "no droplet reported CPU in the last {}",
+        humantime::format_duration(CPU_WINDOW)
+    );
+    Ok(samples.iter().sum::<f64>() / samples.len() as f64)
+}
+
+async fn load_state(app: &App) -> Result<State> {
+    match app.store.read_meta(STATE).await? {
+        None => Ok(State::default()),
+        Some(text) => serde_json::from_str(&text).with_context(|| {
+            format!(
+                "the autoscale state in {} is unreadable; delete it to start afresh",
+                app.store.describe()
+            )
+        }),
+    }
+}
+
+/// Appends `record` to the history (and restarts the cooldown if the pool
+/// was scaled), under the store's lock.
+async fn save_record(app: &App, record: &Record, scaled: bool) -> Result<()> {
+    let lock = app.store.lock(Duration::from_secs(300)).await?;
+    let mut state = load_state(app).await?;
+    if scaled {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        state.last_scaled = Some(now.as_secs());
+    }
+    state.history.push(record.clone());
+    let excess = state.history.len().saturating_sub(HISTORY);
+    state.history.drain(..excess);
+    app.store
+        .write_meta(STATE, &serde_json::to_string(&state)?, &lock)
+        .await?;
+    lock.release().await;
+    Ok(())
+}
+
+/// `2026-11-28T21:00:00Z scale_out 1 -> 3 (sessions_per_server 6.0/2) the metrics ask for more`
+fn describe(record: &Record) -> String {
+    let readings: Vec<String> = record
+        .readings
+        .iter()
+        .map(|r| match (r.value, &r.problem) {
+            (Some(value), _) => format!("{} {value:.1}/{}", metric_name(r.metric), r.target),
+            (None, problem) => format!(
+                "{} -/{}: {}",
+                metric_name(r.metric),
+                r.target,
+                problem.as_deref().unwrap_or("no data")
+            ),
+        })
+        .collect();
+    let d = &record.decision;
+    let action = serde_json::to_value(&d.action)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let mut line = format!(
+        "{} {action} {} -> {} (desired {}; {}) {}",
+        record.at,
+        d.current,
+        d.target,
+        d.desired,
+        readings.join(", "),
+        d.reason
+    );
+    if record.dry_run {
+        line.push_str(" [dry run]");
+    }
+    if let Some(outcome) = &record.outcome {
+        line.push_str(&format!(": {outcome}"));
+    }
+    line
+}
