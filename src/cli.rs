@@ -128,6 +128,29 @@ pub enum Command {
     ///
     /// Example: doproxy reload
     Reload(ReloadArgs),
+
+    /// Check the setup: config, token, SSH keys, slugs, user data, template,
+    /// HAProxy, admin socket, file permissions. One line per check.
+    ///
+    /// Example: doproxy doctor
+    Doctor,
+
+    /// Write a commented doproxy.yml and the HAProxy template into a folder.
+    ///
+    /// Refuses to overwrite. The token is left to $DIGITALOCEAN_ACCESS_TOKEN.
+    ///
+    /// Example: doproxy init /etc/doproxy
+    Init(InitArgs),
+
+    /// Print a shell completion script.
+    ///
+    /// Example: doproxy completions bash > /etc/bash_completion.d/doproxy
+    Completions(CompletionsArgs),
+
+    /// Print the manual page (roff).
+    ///
+    /// Example: doproxy man > /usr/local/share/man/man1/doproxy.1
+    Man,
 }
 
 #[derive(Debug, Args)]
@@ -309,6 +332,19 @@ pub struct ReloadArgs {
     /// (by default refused: bad inventory data must not empty the pool).
     #[arg(long)]
     pub allow_empty: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The folder to write into (created if missing).
+    #[arg(default_value = ".")]
+    pub folder: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]

@@ -147,6 +147,9 @@ pub struct Config {
     pub etcd: Option<EtcdSettings>,
     /// The `autoscale:` section, validated.
     pub autoscale: Option<Policy>,
+    /// The file itself holds a secret (token or etcd password), so it must
+    /// not be readable by others.
+    pub secrets_in_file: bool,
 }
 
 /// Where the inventory lives in etcd and how to reach it.
@@ -293,6 +296,7 @@ impl Config {
         };
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { folder.join(p) };
 
+        let secrets_in_file = file.token.is_some() || file.etcd_password.is_some();
         let token = TOKEN_ENV
             .iter()
             .find_map(|name| env(name))
@@ -352,6 +356,7 @@ impl Config {
             },
             etcd: None,
             autoscale: None,
+            secrets_in_file,
         };
         config.etcd = match file.inventory_backend.as_deref() {
             None | Some("file") => None,

@@ -12,6 +12,7 @@ mod haproxy;
 mod http;
 mod inventory;
 mod lockfile;
+mod progress;
 mod readiness;
 mod scaling;
 
@@ -21,7 +22,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use cli::{Cli, GlobalArgs, OutputFormat};
+use cli::{Cli, Command, GlobalArgs, OutputFormat};
 
 fn main() -> ExitCode {
     // clap exits with 2 on usage errors, 0 for --help and --version.
@@ -37,34 +38,56 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> Result<()> {
-    let config = config::Config::load(cli.global.config.as_deref())?;
+    let report = match commands::run_without_config(&cli.command) {
+        Some(report) => report?,
+        None => match config::Config::load(cli.global.config.as_deref()) {
+            Err(err) if matches!(cli.command, Command::Doctor) => {
+                commands::doctor_config_failed(&err)
+            }
+            config => run_with_config(config?, cli)?,
+        },
+    };
+    if let Err(err) = print(&report, cli.global.output)
+        && err.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        return Err(err).context("cannot write the result to stdout");
+    }
+    report.failure.map_or(Ok(()), Err)
+}
+
+/// Writes the report to stdout. A reader that went away (`| head`) is not
+/// an error worth reporting.
+fn print(report: &commands::Report, format: OutputFormat) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match format {
+        OutputFormat::Text => report
+            .text
+            .iter()
+            .try_for_each(|line| writeln!(stdout, "{line}"))?,
+        OutputFormat::Json => writeln!(stdout, "{:#}", report.json)?,
+    }
+    stdout.flush()
+}
+
+fn run_with_config(config: config::Config, cli: &Cli) -> Result<commands::Report> {
     let app = commands::App::new(config, cli.global.output == OutputFormat::Json)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let report = runtime.block_on(async {
+    runtime.block_on(async {
         let report = commands::run(&app, &cli.command).await;
         app.store.finish().await;
         report
-    })?;
-    let mut stdout = std::io::stdout().lock();
-    match cli.global.output {
-        OutputFormat::Text => report
-            .text
-            .iter()
-            .try_for_each(|line| writeln!(stdout, "{line}"))?,
-        OutputFormat::Json => writeln!(stdout, "{}", serde_json::to_string_pretty(&report.json)?)?,
-    }
-    stdout.flush()?;
-    report.failure.map_or(Ok(()), Err)
+    })
 }
 
 /// Progress and logs go to stderr, so stdout holds only results. Lines carry
 /// a timestamp when stderr is not a terminal (cron mail, log files).
 fn init_logging(global: &GlobalArgs) {
+    progress::init(global.quiet);
     let level = if global.quiet {
-        tracing::Level::WARN
+        tracing::Level::ERROR
     } else if global.verbose {
         tracing::Level::DEBUG
     } else {

@@ -53,7 +53,18 @@ pub async fn wait_until_ready(
         });
     }
     let mut ready = Vec::new();
+    let mut status = crate::progress::Status::new();
+    let mut checked = 0;
+    status.show(&format!(
+        "health checks: 0 of {} droplet(s) done",
+        droplets.len()
+    ));
     while let Some(joined) = checks.join_next().await {
+        checked += 1;
+        status.show(&format!(
+            "health checks: {checked} of {} droplet(s) done",
+            droplets.len()
+        ));
         let (id, is_ready) = joined.context("a readiness check failed")?;
         if is_ready {
             ready.push(id);

@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::digitalocean::{Client, CreateRequest, Droplet};
 use crate::haproxy::{self, Reload};
 use crate::inventory::{Entry, Status};
+use crate::progress;
 use crate::readiness;
 use crate::scaling::next_names;
 
@@ -275,7 +276,13 @@ async fn wait_until_active(
 ) -> Result<(Vec<Droplet>, Vec<u64>)> {
     let started = Instant::now();
     let mut pending: HashSet<u64> = ids.iter().copied().collect();
+    let mut status = progress::Status::new();
     loop {
+        status.show(&format!(
+            "{} of {} droplet(s) active",
+            ids.len() - pending.len(),
+            ids.len()
+        ));
         tokio::time::sleep(poll_interval(started.elapsed())).await;
         let listed = api
             .list_droplets(tag)

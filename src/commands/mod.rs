@@ -3,9 +3,12 @@
 //! command hands back for printing as text or JSON.
 
 mod autoscale;
+mod completions;
 mod create;
 mod delete;
+mod doctor;
 mod generate;
+mod init;
 mod inventory;
 mod print;
 mod reconcile;
@@ -122,6 +125,18 @@ impl App {
     }
 }
 
+pub use doctor::config_failed as doctor_config_failed;
+
+/// Commands that need no config file: they run before one is loaded.
+pub fn run_without_config(command: &Command) -> Option<Result<Report>> {
+    match command {
+        Command::Init(args) => Some(init::run(&args.folder)),
+        Command::Completions(args) => Some(completions::completions(args.shell)),
+        Command::Man => Some(completions::man()),
+        _ => None,
+    }
+}
+
 pub async fn run(app: &App, command: &Command) -> Result<Report> {
     match command {
         Command::Print(args) => print::run(app, args).await,
@@ -129,6 +144,10 @@ pub async fn run(app: &App, command: &Command) -> Result<Report> {
         Command::Scale(args) => scale::run(app, args).await,
         Command::Watch(args) => watch::run(app, args).await,
         Command::Autoscale(args) => autoscale::run(app, args).await,
+        Command::Doctor => doctor::run(app).await,
+        Command::Init(_) | Command::Completions(_) | Command::Man => {
+            unreachable!("run_without_config handles these")
+        }
         Command::Inventory(command) => inventory::run(app, command).await,
         Command::Create(args) => create::run(app, args).await,
         Command::Delete(args) => delete::run(app, args).await,

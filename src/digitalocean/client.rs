@@ -138,6 +138,19 @@ impl Client {
         })
     }
 
+    /// Any read, as JSON (doctor's account, SSH key, region, size and image
+    /// lookups).
+    pub async fn get_json(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<serde_json::Value, ApiError> {
+        self.with_retries(path, || async {
+            parse(&self.send(Method::GET, path, query, None).await?)
+        })
+        .await
+    }
+
     pub async fn get_droplet(&self, id: u64) -> Result<Droplet, ApiError> {
         let path = format!("/v2/droplets/{id}");
         self.with_retries(&path, || async {

@@ -53,6 +53,14 @@ pub struct Applied {
 /// Renders the config for `entries` and writes it to haproxy_cfg_file.
 /// Returns the number of servers in it.
 pub async fn generate(config: &Config, entries: &[Entry]) -> Result<usize> {
+    let (text, servers) = render_config(config, entries).await?;
+    atomic_file::write(&config.haproxy_cfg_file, text.as_bytes())?;
+    Ok(servers)
+}
+
+/// The config text for `entries` from the configured template, and the
+/// number of servers in it.
+pub async fn render_config(config: &Config, entries: &[Entry]) -> Result<(String, usize)> {
     let context = TemplateContext::new(
         entries,
         frontend_bind(config).await,
@@ -72,8 +80,20 @@ pub async fn generate(config: &Config, entries: &[Entry]) -> Result<usize> {
         }
         None => render("the built-in template", BUILTIN_TEMPLATE, &context)?,
     };
-    atomic_file::write(&config.haproxy_cfg_file, text.as_bytes())?;
-    Ok(context.servers.len())
+    Ok((text, context.servers.len()))
+}
+
+/// Runs haproxy_check_command on a config file.
+pub fn check_file(config: &Config, file: &Path) -> Result<()> {
+    let command = config
+        .haproxy_check_command
+        .replace("{file}", &shell_quote(file));
+    run("haproxy_check_command", &command)
+}
+
+/// The PID of the HAProxy worker answering on the admin socket.
+pub fn worker_pid(socket: &Path) -> Result<u32> {
+    Runtime::new(socket).worker_pid()
 }
 
 /// generate, check with haproxy_check_command, install into haproxy_cfg_path
@@ -223,7 +243,11 @@ pub async fn drain(config: &Config, ids: &[u64], timeout: Duration) -> Result<()
     };
     let runtime = Runtime::new(socket);
     let targets = set_state(&runtime, ids, AdminState::Drain)?;
+    if !targets.is_empty() {
+        tracing::info!("draining {} server(s) in HAProxy", targets.len());
+    }
     let started = Instant::now();
+    let mut status = crate::progress::Status::new();
     loop {
         let open: u64 = runtime
             .servers()?
@@ -245,7 +269,7 @@ pub async fn drain(config: &Config, ids: &[u64], timeout: Duration) -> Result<()
             );
             break;
         }
-        tracing::info!("draining: {open} session(s) still open");
+        status.show(&format!("draining: {open} session(s) still open"));
         tokio::time::sleep(DRAIN_POLL).await;
     }
     set_state(&runtime, ids, AdminState::Maint)?;
@@ -280,10 +304,7 @@ fn set_state(runtime: &Runtime, ids: &[u64], state: AdminState) -> Result<Vec<(S
 
 /// Runs haproxy_check_command on the staged file.
 fn check(config: &Config, staged: &Path) -> Result<()> {
-    let command = config
-        .haproxy_check_command
-        .replace("{file}", &shell_quote(staged));
-    run("haproxy_check_command", &command).with_context(|| {
+    check_file(config, staged).with_context(|| {
         format!(
             "HAProxy rejected the generated config {}, so the live config {} was not touched; fix the template and retry",
             staged.display(),

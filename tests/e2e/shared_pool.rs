@@ -159,9 +159,11 @@ fn losing_etcd_mid_command_leaves_nothing_half_done() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    wait_until("the create to be accepted", Duration::from_secs(5), || {
-        a.sim.droplets().len() == 2
-    });
+    wait_until(
+        "the create to record its droplet",
+        Duration::from_secs(5),
+        || ids(&a).len() == 2,
+    );
     etcd.stop();
     let out = create.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

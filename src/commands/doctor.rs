@@ -1,0 +1,356 @@
+//! `doctor`: check a setup before it is needed, one line per check, each
+//! saying what to do when it fails. Changes nothing.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+use anyhow::{Result, anyhow};
+use serde::Serialize;
+
+use super::{App, Report};
+use crate::config::{Config, Image, SshKey};
+use crate::digitalocean::Client;
+use crate::haproxy;
+
+/// The API refuses larger user data.
+const MAX_USER_DATA: u64 = 64 * 1024;
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Outcome {
+    Ok,
+    Failed,
+    /// Could not be checked because an earlier check failed, or not set up.
+    Skipped,
+}
+
+#[derive(Debug, Serialize)]
+struct Check {
+    check: &'static str,
+    status: Outcome,
+    detail: String,
+}
+
+impl Check {
+    fn line(&self) -> String {
+        let mark = match self.status {
+            Outcome::Ok => "✓",
+            Outcome::Failed => "✗",
+            Outcome::Skipped => "-",
+        };
+        format!("{mark} {}: {}", self.check, self.detail)
+    }
+}
+
+fn ok(check: &'static str, detail: impl Into<String>) -> Check {
+    Check {
+        check,
+        status: Outcome::Ok,
+        detail: detail.into(),
+    }
+}
+
+fn failed(check: &'static str, detail: impl Into<String>) -> Check {
+    Check {
+        check,
+        status: Outcome::Failed,
+        detail: detail.into(),
+    }
+}
+
+fn skipped(check: &'static str, detail: impl Into<String>) -> Check {
+    Check {
+        check,
+        status: Outcome::Skipped,
+        detail: detail.into(),
+    }
+}
+
+/// A config that did not load: doctor's first and only line.
+pub fn config_failed(err: &anyhow::Error) -> Report {
+    let check = failed("config", format!("{err:#}"));
+    let report = Report::new(vec![check.line()], [&check]).expect("a check encodes as JSON");
+    report.failed(anyhow!(
+        "the config file cannot be used; fix it and run doproxy doctor again"
+    ))
+}
+
+pub async fn run(app: &App) -> Result<Report> {
+    let config = &app.config;
+    let mut checks = vec![ok("config", format!("{} parses", config.path.display()))];
+    checks.push(secrets_check(config));
+    checks.push(match app.store.load().await {
+        Ok(entries) => ok(
+            "inventory",
+            format!(
+                "{} holds {} droplet(s)",
+                app.store.describe(),
+                entries.len()
+            ),
+        ),
+        Err(err) => failed("inventory", format!("{err:#}")),
+    });
+    let api = match app.api() {
+        Ok(api) => match api.get_json("/v2/account", &[]).await {
+            Ok(account) => {
+                let email = account["account"]["email"].as_str().unwrap_or("unknown");
+                checks.push(ok("token", format!("the API accepts it (account {email})")));
+                Some(api)
+            }
+            Err(err) => {
+                checks.push(failed("token", err.to_string()));
+                None
+            }
+        },
+        Err(err) => {
+            checks.push(failed("token", format!("{err:#}")));
+            None
+        }
+    };
+    match api {
+        Some(api) => checks.extend(account_checks(config, api).await),
+        None => {
+            for check in ["ssh keys", "region", "size", "image"] {
+                checks.push(skipped(check, "needs a working token"));
+            }
+        }
+    }
+    checks.push(user_data_check(config));
+    checks.push(template_check(app).await);
+    checks.push(reload_check(config));
+    checks.push(match &config.haproxy_socket {
+        None => skipped(
+            "admin socket",
+            "haproxy_socket is not set; delete cannot drain and print --health has nothing to show",
+        ),
+        Some(socket) => match haproxy::worker_pid(socket) {
+            Ok(pid) => ok(
+                "admin socket",
+                format!("HAProxy worker {pid} answers on {}", socket.display()),
+            ),
+            Err(err) => failed("admin socket", format!("{err:#}")),
+        },
+    });
+
+    let text = checks.iter().map(Check::line).collect();
+    let failures = checks
+        .iter()
+        .filter(|c| matches!(c.status, Outcome::Failed))
+        .count();
+    let report = Report::new(text, &checks)?;
+    if failures == 0 {
+        return Ok(report);
+    }
+    Ok(report.failed(anyhow!(
+        "{failures} check(s) failed; fix what the ✗ lines say and run doproxy doctor again"
+    )))
+}
+
+/// SSH keys, region, size and image, as this account sees them.
+async fn account_checks(config: &Config, api: &Client) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let mut missing = Vec::new();
+    for key in &config.ssh_keys {
+        let id = match key {
+            SshKey::Id(id) => id.to_string(),
+            SshKey::Fingerprint(fingerprint) => fingerprint.clone(),
+        };
+        if api
+            .get_json(&format!("/v2/account/keys/{id}"), &[])
+            .await
+            .is_err()
+        {
+            missing.push(id);
+        }
+    }
+    checks.push(match (config.ssh_keys.len(), missing.is_empty()) {
+        (0, _) => skipped("ssh keys", "ssh_key_ids is empty; new droplets get no SSH key"),
+        (n, true) => ok("ssh keys", format!("all {n} exist")),
+        (_, false) => failed(
+            "ssh keys",
+            format!("{} not found in this account; check ssh_key_ids against `doctl compute ssh-key list`", missing.join(", ")),
+        ),
+    });
+    let slug_check = |check: &'static str, slug: Option<&str>, list: &str, found: Option<bool>| {
+        match (slug, found) {
+            (None, _) => failed(
+                check,
+                format!("droplet_options.{check} is missing; create needs it"),
+            ),
+            (Some(slug), Some(true)) => ok(check, format!("{slug} is available")),
+            (Some(slug), Some(false)) => failed(
+                check,
+                format!(
+                    "{slug} is not a {check} this account can use; pick one from `doctl compute {list} list`"
+                ),
+            ),
+            (Some(_), None) => failed(check, "the API could not be asked; retry"),
+        }
+    };
+    let region = config.region.as_deref();
+    let size = config.size.as_deref();
+    let listed = |key: &'static str, slug: Option<&str>| {
+        let api = api.clone();
+        let slug = slug.map(str::to_string);
+        async move {
+            let slug = slug?;
+            let list = api
+                .get_json(&format!("/v2/{key}"), &[("per_page", "200".to_string())])
+                .await
+                .ok()?;
+            Some(
+                list[key]
+                    .as_array()?
+                    .iter()
+                    .any(|item| item["slug"] == slug.as_str() && item["available"] != false),
+            )
+        }
+    };
+    checks.push(slug_check(
+        "region",
+        region,
+        "region",
+        listed("regions", region).await,
+    ));
+    checks.push(slug_check(
+        "size",
+        size,
+        "size",
+        listed("sizes", size).await,
+    ));
+    let image = match &config.image {
+        None => None,
+        Some(Image::Slug(slug)) => Some(slug.clone()),
+        Some(Image::Id(id)) => Some(id.to_string()),
+    };
+    let image_found = match &image {
+        Some(image) => match api.get_json(&format!("/v2/images/{image}"), &[]).await {
+            Ok(_) => Some(true),
+            Err(crate::digitalocean::ApiError::NotFound) => Some(false),
+            Err(_) => None,
+        },
+        None => None,
+    };
+    checks.push(slug_check("image", image.as_deref(), "image", image_found));
+    checks
+}
+
+fn secrets_check(config: &Config) -> Check {
+    if !config.secrets_in_file {
+        return ok(
+            "secrets",
+            "no token or password in the config file (they come from the environment)",
+        );
+    }
+    match fs::metadata(&config.path) {
+        Ok(meta) if meta.permissions().mode() & 0o077 == 0 => ok(
+            "secrets",
+            format!(
+                "{} holds a secret and only its owner can read it",
+                config.path.display()
+            ),
+        ),
+        Ok(meta) => failed(
+            "secrets",
+            format!(
+                "{} holds a secret but its mode is {:o}; run chmod 600 on it, or move the token to $DIGITALOCEAN_ACCESS_TOKEN",
+                config.path.display(),
+                meta.permissions().mode() & 0o777
+            ),
+        ),
+        Err(err) => failed(
+            "secrets",
+            format!(
+                "cannot read the permissions of {}: {err}",
+                config.path.display()
+            ),
+        ),
+    }
+}
+
+fn user_data_check(config: &Config) -> Check {
+    let Some(path) = &config.userdata_file else {
+        return skipped(
+            "user data",
+            "userdata_file is not set; new droplets start without it",
+        );
+    };
+    match fs::File::open(path).and_then(|f| f.metadata()) {
+        Ok(meta) if meta.len() <= MAX_USER_DATA => ok(
+            "user data",
+            format!("{} ({} bytes)", path.display(), meta.len()),
+        ),
+        Ok(meta) => failed(
+            "user data",
+            format!(
+                "{} is {} bytes; DigitalOcean accepts at most 64 KiB, so shorten it",
+                path.display(),
+                meta.len()
+            ),
+        ),
+        Err(err) => failed(
+            "user data",
+            format!("cannot read {}: {err}; fix userdata_file", path.display()),
+        ),
+    }
+}
+
+/// Renders the template for the current inventory into a scratch file and
+/// runs haproxy_check_command on it; the staged and live configs stay as
+/// they are.
+async fn template_check(app: &App) -> Check {
+    let entries = app.store.load().await.unwrap_or_default();
+    let (text, servers) = match haproxy::render_config(&app.config, &entries).await {
+        Ok(rendered) => rendered,
+        Err(err) => return failed("template", format!("{err:#}")),
+    };
+    let scratch = std::env::temp_dir().join(format!("doproxy-doctor-{}.cfg", std::process::id()));
+    let checked = fs::write(&scratch, text)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| haproxy::check_file(&app.config, &scratch));
+    let _ = fs::remove_file(&scratch);
+    match checked {
+        Ok(()) => ok(
+            "template",
+            format!("renders {servers} server(s) and passes haproxy_check_command"),
+        ),
+        Err(err) => failed(
+            "template",
+            format!("the rendered config fails the check: {err:#}"),
+        ),
+    }
+}
+
+/// The reload command's program exists (it is not run: that would reload).
+fn reload_check(config: &Config) -> Check {
+    let program = config
+        .haproxy_reload_command
+        .split_whitespace()
+        .next()
+        .unwrap_or("");
+    let found = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v '{program}'"))
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if found {
+        ok("reload command", format!("{program} is available"))
+    } else {
+        failed(
+            "reload command",
+            format!("{program} is not found; fix haproxy_reload_command"),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_carry_their_mark() {
+        assert_eq!(ok("token", "fine").line(), "✓ token: fine");
+        assert_eq!(failed("size", "bad").line(), "✗ size: bad");
+        assert_eq!(skipped("image", "later").line(), "- image: later");
+    }
+}
