@@ -248,17 +248,8 @@ pub struct ScaleArgs {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// When growing: how long to wait for new droplets to become active.
-    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
-    pub timeout: Duration,
-
-    /// When shrinking: how long open sessions may take to finish (with
-    /// haproxy_socket).
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-    pub drain_timeout: Duration,
-
     #[command(flatten)]
-    pub lock: LockArgs,
+    pub waits: ScaleWaits,
 }
 
 #[derive(Debug, Args)]
@@ -275,11 +266,19 @@ pub struct AutoscaleArgs {
     #[arg(long, conflicts_with_all = ["once", "dry_run"])]
     pub history: bool,
 
-    /// When scaling out: how long to wait for new droplets to become active.
+    #[command(flatten)]
+    pub waits: ScaleWaits,
+}
+
+/// How long `scale` and `autoscale` wait for what they start.
+#[derive(Debug, Args)]
+pub struct ScaleWaits {
+    /// When growing: how long to wait for new droplets to become active.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
 
-    /// When scaling in: how long open sessions may take to finish.
+    /// When shrinking: how long open sessions may take to finish (with
+    /// haproxy_socket).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
 

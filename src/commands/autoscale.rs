@@ -102,7 +102,7 @@ async fn step(
         path.push(".autoscale.lock");
         std::path::PathBuf::from(path)
     };
-    let _deciding = LockFile::acquire(&lock_path, args.lock.lock_timeout)?;
+    let _deciding = LockFile::acquire(&lock_path, args.waits.lock.lock_timeout)?;
     let entries = app.entries(None).await?;
     let serving: Vec<Entry> = entries.iter().filter(|e| e.is_serving()).cloned().collect();
     let readings = read_metrics(app, policy, &serving).await;
@@ -147,8 +147,8 @@ async fn act(
         Action::ScaleOut => {
             let options = CreateOptions {
                 count: decision.target - decision.current,
-                timeout: args.timeout,
-                lock_timeout: args.lock.lock_timeout,
+                timeout: args.waits.timeout,
+                lock_timeout: args.waits.lock.lock_timeout,
                 ready_wait: true,
                 destroy_unready: true,
             };
@@ -160,8 +160,8 @@ async fn act(
             };
             let options = DeleteOptions {
                 selector: Selector::Ids(ids),
-                drain_timeout: args.drain_timeout,
-                lock_timeout: args.lock.lock_timeout,
+                drain_timeout: args.waits.drain_timeout,
+                lock_timeout: args.waits.lock.lock_timeout,
                 allow_empty: decision.target == 0,
             };
             delete::delete(app, &options).await

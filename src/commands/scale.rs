@@ -46,8 +46,8 @@ pub async fn run(app: &App, args: &ScaleArgs) -> Result<Report> {
         Plan::Add { count } => {
             let options = CreateOptions {
                 count,
-                timeout: args.timeout,
-                lock_timeout: args.lock.lock_timeout,
+                timeout: args.waits.timeout,
+                lock_timeout: args.waits.lock.lock_timeout,
                 ready_wait: true,
                 destroy_unready: false,
             };
@@ -56,8 +56,8 @@ pub async fn run(app: &App, args: &ScaleArgs) -> Result<Report> {
         Plan::Remove { ids } => {
             let options = DeleteOptions {
                 selector: Selector::Ids(ids),
-                drain_timeout: args.drain_timeout,
-                lock_timeout: args.lock.lock_timeout,
+                drain_timeout: args.waits.drain_timeout,
+                lock_timeout: args.waits.lock.lock_timeout,
                 allow_empty: target == 0,
             };
             delete::delete(app, &options).await

@@ -3,54 +3,9 @@
 //! from the simulated Monitoring API drives decisions; every decision is
 //! recorded.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::thread;
 use std::time::Duration;
 
-use crate::support::{Project, http_get, wait_until};
-
-/// Threads requesting `path` through the frontend until stopped, counting
-/// failures.
-struct Traffic {
-    stop: Arc<AtomicBool>,
-    failures: Arc<AtomicUsize>,
-    threads: Vec<thread::JoinHandle<()>>,
-}
-
-impl Traffic {
-    fn start(frontend: std::net::SocketAddr, threads: usize, path: &'static str) -> Traffic {
-        let stop = Arc::new(AtomicBool::new(false));
-        let failures = Arc::new(AtomicUsize::new(0));
-        let threads = (0..threads)
-            .map(|_| {
-                let (stop, failures) = (stop.clone(), failures.clone());
-                thread::spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        if let Err(err) = http_get(frontend, path) {
-                            eprintln!("request failed: {err}");
-                            failures.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                })
-            })
-            .collect();
-        Traffic {
-            stop,
-            failures,
-            threads,
-        }
-    }
-
-    /// Stops the traffic; the number of failed requests.
-    fn finish(self) -> usize {
-        self.stop.store(true, Ordering::Relaxed);
-        for thread in self.threads {
-            thread.join().unwrap();
-        }
-        self.failures.load(Ordering::Relaxed)
-    }
-}
+use crate::support::{Project, Traffic, http_get, wait_until};
 
 fn servers(project: &Project) -> usize {
     project.live_config().matches("    server www-").count()
@@ -76,17 +31,17 @@ fn load_grows_the_pool_and_quiet_shrinks_it_after_the_cooldown() {
     wait_until("the pool to grow to 3", Duration::from_secs(30), || {
         servers(&project) == 3
     });
-    let failed_busy = busy.finish();
+    let (_, failed_busy) = busy.finish();
 
     // Light traffic while it shrinks, one step per cooldown, draining each.
     let light = Traffic::start(haproxy.frontend, 1, "/");
     wait_until("the pool to shrink to 1", Duration::from_secs(30), || {
         servers(&project) == 1 && project.sim.droplets().len() == 1
     });
-    let failed_light = light.finish();
+    let (_, failed_light) = light.finish();
     assert_eq!(
         (failed_busy, failed_light),
-        (0, 0),
+        (vec![], vec![]),
         "requests failed while autoscaling"
     );
 

@@ -10,20 +10,6 @@ use doproxy_sim::{SimConfig, Simulator};
 
 use crate::support::{Project, doproxy, wait_until};
 
-/// The page a simulator droplet serves, as the tutorial's user-data wrote it.
-fn page_of(project: &Project, id: u64) -> String {
-    let droplet = project
-        .sim
-        .droplets()
-        .into_iter()
-        .find(|d| d.id == id)
-        .unwrap();
-    format!(
-        "Droplet: {}, ID: {}, IP Address: {}\n",
-        droplet.name, droplet.id, droplet.private_ip
-    )
-}
-
 fn created_id(stdout: &str) -> u64 {
     let id = stdout
         .strip_prefix("Success: ")
@@ -95,7 +81,7 @@ fn create_print_generate_reload_delete_behind_a_real_haproxy() {
     assert_haproxy_accepts(&project.path("live/haproxy.cfg"));
 
     // HAProxy round-robins across the three pages.
-    let pages: Vec<String> = ids.iter().map(|&id| page_of(&project, id)).collect();
+    let pages: Vec<String> = ids.iter().map(|&id| project.page(id)).collect();
     wait_until(
         "HAProxy to route to all three droplets",
         Duration::from_secs(10),

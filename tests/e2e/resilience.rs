@@ -4,12 +4,12 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use doproxy_sim::Faults;
 
-use crate::support::{Project, TOKEN, doproxy};
+use crate::support::Project;
 
 /// IDs of the droplets carrying the pool's tag, at the simulator.
 fn tagged(project: &Project) -> BTreeSet<u64> {
@@ -22,33 +22,10 @@ fn tagged(project: &Project) -> BTreeSet<u64> {
         .collect()
 }
 
-/// IDs in the inventory, as `print -o json` reports them.
-fn recorded(project: &Project) -> BTreeSet<u64> {
-    let json = project.run(&["print", "-o", "json"]).success().json();
-    json.as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["id"].as_u64().unwrap())
-        .collect()
-}
-
-/// A doproxy run of this project, started but not waited for.
-fn spawn(project: &Project, args: &[&str]) -> std::process::Child {
-    doproxy()
-        .env("DIGITALOCEAN_ACCESS_TOKEN", TOKEN)
-        .arg("--config")
-        .arg(project.path("doproxy.yml"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
 #[test]
 fn twenty_concurrent_creates_make_exactly_twenty_droplets() {
     let project = Project::new("concurrent");
-    let runs: Vec<_> = (0..20).map(|_| spawn(&project, &["create"])).collect();
+    let runs: Vec<_> = (0..20).map(|_| project.spawn(&["create"])).collect();
     for run in runs {
         let output = run.wait_with_output().unwrap();
         assert!(
@@ -61,7 +38,7 @@ fn twenty_concurrent_creates_make_exactly_twenty_droplets() {
     assert_eq!(droplets.len(), 20);
     let names: BTreeSet<String> = droplets.iter().map(|d| d.name.clone()).collect();
     assert_eq!(names.len(), 20, "duplicate names: {names:?}");
-    assert_eq!(recorded(&project), tagged(&project));
+    assert_eq!(project.ids(), tagged(&project));
     let live = project.live_config();
     assert_eq!(live.matches(" check # id:").count(), 20, "{live}");
     let check = Command::new("haproxy")
@@ -89,7 +66,7 @@ fn runs_killed_at_random_moments_leave_nothing_unrecorded() {
         } else {
             (&["delete", "0"], 250)
         };
-        let mut run = spawn(&project, args);
+        let mut run = project.spawn(args);
         // A random moment is the point of this test, not a wait for a condition.
         std::thread::sleep(Duration::from_millis(rng.u64(..window_ms)));
         let _ = run.kill(); // SIGKILL
@@ -97,7 +74,7 @@ fn runs_killed_at_random_moments_leave_nothing_unrecorded() {
     }
     let reconcile = project.run(&["reconcile", "--apply"]).success();
     assert_eq!(
-        recorded(&project),
+        project.ids(),
         tagged(&project),
         "seed {seed}; reconcile said:\n{}",
         reconcile.stdout
@@ -133,7 +110,7 @@ fn a_flaky_api_never_makes_a_duplicate() {
     project.sim.set_faults(Faults::default());
     let names: Vec<String> = project.sim.droplets().into_iter().map(|d| d.name).collect();
     assert_eq!(names.len(), 2, "{names:?}");
-    assert_eq!(recorded(&project), tagged(&project));
+    assert_eq!(project.ids(), tagged(&project));
 }
 
 #[test]
@@ -194,7 +171,7 @@ fn a_failed_destroy_stays_marked_until_reconcile_finishes_it() {
     );
     project.run(&["reconcile", "--apply"]).success();
     assert!(project.sim.droplets().iter().all(|d| d.id != doomed));
-    assert_eq!(recorded(&project), tagged(&project));
+    assert_eq!(project.ids(), tagged(&project));
 }
 
 #[test]
@@ -220,8 +197,8 @@ fn reconcile_reports_drift_and_changes_nothing_without_apply() {
     assert_eq!(project.changing_requests(), Vec::<String>::new());
 
     project.run(&["reconcile", "--apply"]).success();
-    assert_eq!(recorded(&project), tagged(&project));
-    assert!(recorded(&project).contains(&orphan) && recorded(&project).contains(&untagged));
+    assert_eq!(project.ids(), tagged(&project));
+    assert!(project.ids().contains(&orphan) && project.ids().contains(&untagged));
 
     let stray = project
         .sim
@@ -232,7 +209,7 @@ fn reconcile_reports_drift_and_changes_nothing_without_apply() {
         project.sim.droplets().iter().all(|d| d.id != stray),
         "the orphan was not pruned"
     );
-    assert_eq!(recorded(&project), tagged(&project));
+    assert_eq!(project.ids(), tagged(&project));
 }
 
 #[test]

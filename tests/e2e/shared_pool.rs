@@ -35,28 +35,6 @@ fn pages(haproxy: &Haproxy) -> BTreeSet<String> {
         .collect()
 }
 
-fn page(project: &Project, id: u64) -> String {
-    let d = project
-        .sim
-        .droplets()
-        .into_iter()
-        .find(|d| d.id == id)
-        .unwrap();
-    format!(
-        "Droplet: {}, ID: {}, IP Address: {}\n",
-        d.name, d.id, d.private_ip
-    )
-}
-
-fn ids(project: &Project) -> BTreeSet<u64> {
-    let json = project.run(&["print", "-o", "json"]).success().json();
-    json.as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["id"].as_u64().unwrap())
-        .collect()
-}
-
 #[test]
 fn a_change_on_one_proxy_reaches_the_other_through_watch() {
     let etcd = Etcd::start();
@@ -79,12 +57,12 @@ fn a_change_on_one_proxy_reaches_the_other_through_watch() {
     wait_until(
         "B to route to the droplet A created",
         Duration::from_secs(2),
-        || pages(&haproxy_b).contains(&page(&a, second)),
+        || pages(&haproxy_b).contains(&a.page(second)),
     );
-    assert_eq!(ids(&a), ids(&b));
+    assert_eq!(a.ids(), b.ids());
 
     // Deleted on B: A stops routing to it.
-    let gone = page(&a, second);
+    let gone = a.page(second);
     b.run(&["delete", "--id", &second.to_string()]).success();
     wait_until(
         "A to stop routing to the droplet B deleted",
@@ -96,27 +74,19 @@ fn a_change_on_one_proxy_reaches_the_other_through_watch() {
         !answered.contains(&gone),
         "A still routes to a deleted droplet"
     );
-    assert!(answered.contains(&page(&a, first)));
+    assert!(answered.contains(&a.page(first)));
 }
 
 #[test]
 fn batches_on_two_proxies_at_once_lose_no_update() {
     let etcd = Etcd::start();
     let (a, b) = two_proxies("race", &etcd);
-    let spawn = |project: &Project| {
-        crate::support::doproxy()
-            .env("DIGITALOCEAN_ACCESS_TOKEN", crate::support::TOKEN)
-            .arg("--config")
-            .arg(project.path("doproxy.yml"))
-            .args(["create", "--count", "5"])
-            .output()
-            .unwrap()
-    };
-    let (out_a, out_b) = std::thread::scope(|s| {
-        let a = s.spawn(|| spawn(&a));
-        let b = s.spawn(|| spawn(&b));
-        (a.join().unwrap(), b.join().unwrap())
-    });
+    let batch = ["create", "--count", "5"];
+    let (run_a, run_b) = (a.spawn(&batch), b.spawn(&batch));
+    let (out_a, out_b) = (
+        run_a.wait_with_output().unwrap(),
+        run_b.wait_with_output().unwrap(),
+    );
     for out in [&out_a, &out_b] {
         assert!(
             out.status.success(),
@@ -129,8 +99,8 @@ fn batches_on_two_proxies_at_once_lose_no_update() {
     let names: BTreeSet<String> = droplets.iter().map(|d| d.name.clone()).collect();
     assert_eq!(names.len(), 10, "duplicate names: {names:?}");
     let all: BTreeSet<u64> = droplets.iter().map(|d| d.id).collect();
-    assert_eq!(ids(&a), all);
-    assert_eq!(ids(&b), all);
+    assert_eq!(a.ids(), all);
+    assert_eq!(b.ids(), all);
 }
 
 #[test]
@@ -144,25 +114,17 @@ fn losing_etcd_mid_command_leaves_nothing_half_done() {
     wait_until(
         "B to route to the first droplet",
         Duration::from_secs(5),
-        || pages(&haproxy_b).contains(&page(&a, first)),
+        || pages(&haproxy_b).contains(&a.page(first)),
     );
     a.sim.set_boot_delay(Duration::from_secs(2));
     let live_a = a.live_config();
 
     // etcd dies while the create waits for its droplet to boot.
-    let create = crate::support::doproxy()
-        .env("DIGITALOCEAN_ACCESS_TOKEN", crate::support::TOKEN)
-        .arg("--config")
-        .arg(a.path("doproxy.yml"))
-        .arg("create")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let create = a.spawn(&["create"]);
     wait_until(
         "the create to record its droplet",
         Duration::from_secs(5),
-        || ids(&a).len() == 2,
+        || a.ids().len() == 2,
     );
     etcd.stop();
     let out = create.wait_with_output().unwrap();
@@ -175,7 +137,7 @@ fn losing_etcd_mid_command_leaves_nothing_half_done() {
         "the live config must stay as it was"
     );
     assert!(
-        pages(&haproxy_b).contains(&page(&a, first)),
+        pages(&haproxy_b).contains(&a.page(first)),
         "B keeps serving while etcd is down"
     );
     assert!(b.live_config().contains(&format!("www-{first}")));
@@ -194,7 +156,7 @@ fn losing_etcd_mid_command_leaves_nothing_half_done() {
         "No drift: the inventory matches DigitalOcean.\n"
     );
     wait_until("B's watch to catch up", Duration::from_secs(15), || {
-        pages(&haproxy_b).contains(&page(&a, second))
+        pages(&haproxy_b).contains(&a.page(second))
     });
 }
 

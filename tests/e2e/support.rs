@@ -3,14 +3,16 @@
 //! user's own configuration stripped from its environment, a real HAProxy on
 //! loopback, and a tiny HTTP client to send traffic through it.
 
+use std::collections::BTreeSet;
 use std::collections::HashMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use doproxy_sim::{SimConfig, SimGuard, Simulator};
@@ -215,13 +217,51 @@ impl Project {
 
     /// Runs doproxy with this project's config and the simulator's token.
     pub fn run(&self, args: &[&str]) -> Run {
+        Run::from_output(&mut self.command(args))
+    }
+
+    /// doproxy with this project's config and the simulator's token.
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut command = doproxy();
         command
             .env("DIGITALOCEAN_ACCESS_TOKEN", TOKEN)
             .arg("--config")
             .arg(self.path("doproxy.yml"))
             .args(args);
-        Run::from_output(&mut command)
+        command
+    }
+
+    /// A run started but not waited for, its output captured.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// The droplet IDs in the inventory, as `print -o json` reports them.
+    pub fn ids(&self) -> BTreeSet<u64> {
+        let json = self.run(&["print", "-o", "json"]).success().json();
+        json.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_u64().unwrap())
+            .collect()
+    }
+
+    /// The page droplet `id` serves, as the tutorial's user-data wrote it.
+    pub fn page(&self, id: u64) -> String {
+        let d = self
+            .sim
+            .droplets()
+            .into_iter()
+            .find(|d| d.id == id)
+            .unwrap();
+        format!(
+            "Droplet: {}, ID: {}, IP Address: {}\n",
+            d.name, d.id, d.private_ip
+        )
     }
 
     pub fn inventory(&self) -> String {
@@ -249,18 +289,13 @@ impl Project {
 
     /// Starts a long-running doproxy command; it stops when dropped.
     pub fn background(&self, args: &[&str]) -> Background {
-        let mut command = doproxy();
-        command
-            .env("DIGITALOCEAN_ACCESS_TOKEN", TOKEN)
-            .arg("--config")
-            .arg(self.path("doproxy.yml"));
-        let child = command
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Background(child)
+        Background(
+            self.command(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
     }
 
     /// Starts a real HAProxy (master-worker) on this project's live config,
@@ -325,6 +360,57 @@ impl Drop for Haproxy {
             .arg(self.child.id().to_string())
             .status();
         let _ = self.child.wait();
+    }
+}
+
+/// Requests sent from a few threads through a frontend, each on a new
+/// connection, until stopped.
+pub struct Traffic {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failures: Arc<Mutex<Vec<String>>>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl Traffic {
+    pub fn start(frontend: SocketAddr, threads: usize, path: &'static str) -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let threads = (0..threads)
+            .map(|_| {
+                let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+                thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        match http_get(frontend, path) {
+                            Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                            Err(err) => {
+                                failures.lock().unwrap().push(err);
+                                0
+                            }
+                        };
+                    }
+                })
+            })
+            .collect();
+        Traffic {
+            stop,
+            ok,
+            failures,
+            threads,
+        }
+    }
+
+    /// Stops the traffic; (successful requests, failures).
+    pub fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads {
+            thread.join().unwrap();
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failures.lock().unwrap().clone(),
+        )
     }
 }
 

@@ -3,63 +3,9 @@
 //! and live traffic sees no failure while the pool grows and shrinks.
 
 use std::fs;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::thread;
 use std::time::Duration;
 
-use crate::support::{Haproxy, Project, http_get, wait_until};
-
-/// Requests sent from a few threads, each on a new connection, until stopped.
-struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicUsize>,
-    failures: Arc<std::sync::Mutex<Vec<String>>>,
-    threads: Vec<thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(haproxy: &Haproxy, threads: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicUsize::new(0));
-        let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let threads = (0..threads)
-            .map(|_| {
-                let (stop, ok, failures, frontend) =
-                    (stop.clone(), ok.clone(), failures.clone(), haproxy.frontend);
-                thread::spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        match http_get(frontend, "/") {
-                            Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
-                            Err(err) => {
-                                failures.lock().unwrap().push(err);
-                                0
-                            }
-                        };
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            ok,
-            failures,
-            threads,
-        }
-    }
-
-    /// Stops the load; (successful requests, failures).
-    fn finish(self) -> (usize, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for thread in self.threads {
-            thread.join().unwrap();
-        }
-        (
-            self.ok.load(Ordering::Relaxed),
-            self.failures.lock().unwrap().clone(),
-        )
-    }
-}
+use crate::support::{Project, Traffic, http_get, wait_until};
 
 #[test]
 fn scaling_up_and_down_under_load_fails_no_request() {
@@ -70,7 +16,7 @@ fn scaling_up_and_down_under_load_fails_no_request() {
         http_get(haproxy.frontend, "/").is_ok()
     });
 
-    let load = Load::start(&haproxy, 3);
+    let load = Traffic::start(haproxy.frontend, 3, "/");
     project.run(&["create", "--count", "2"]).success();
     project.run(&["delete", "0"]).success();
     project.run(&["reload"]).success();
