@@ -6,7 +6,7 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -22,11 +22,38 @@ pub struct Etcd {
     dir: PathBuf,
     client_port: u16,
     peer_port: u16,
+    /// A second client port serving TLS, when started with `start_tls`.
+    tls_port: Option<u16>,
+    extra_args: Vec<String>,
     child: Option<Child>,
 }
 
 impl Etcd {
     pub fn start() -> Etcd {
+        Etcd::start_on(Vec::new(), false)
+    }
+
+    /// Also serving TLS, with client certificates required, on `tls_url`:
+    /// `certs` holds `ca.pem`, `server.pem` and `server.key`. Plain HTTP
+    /// stays on `url` for the helper's own calls.
+    pub fn start_tls(certs: &Path) -> Etcd {
+        let file = |name: &str| certs.join(name).display().to_string();
+        let args = [
+            "--cert-file",
+            &file("server.pem"),
+            "--key-file",
+            &file("server.key"),
+        ];
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        args.extend([
+            "--trusted-ca-file".to_string(),
+            file("ca.pem"),
+            "--client-cert-auth".to_string(),
+        ]);
+        Etcd::start_on(args, true)
+    }
+
+    fn start_on(extra_args: Vec<String>, tls: bool) -> Etcd {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("doproxy-etcd-{}-{n}", std::process::id()));
@@ -36,6 +63,8 @@ impl Etcd {
             dir,
             client_port: 0,
             peer_port: 0,
+            tls_port: None,
+            extra_args,
             child: None,
         };
         // A free port can be taken by someone else before etcd binds it;
@@ -43,6 +72,7 @@ impl Etcd {
         for _ in 0..3 {
             etcd.client_port = free_port().port();
             etcd.peer_port = free_port().port();
+            etcd.tls_port = tls.then(|| free_port().port());
             if etcd.launch() {
                 return etcd;
             }
@@ -53,6 +83,14 @@ impl Etcd {
     /// The client URL, e.g. `http://127.0.0.1:40123`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// The TLS client URL, e.g. `https://127.0.0.1:40124`.
+    pub fn tls_url(&self) -> String {
+        format!(
+            "https://127.0.0.1:{}",
+            self.tls_port.expect("started with start_tls")
+        )
     }
 
     /// Kills etcd at once, as a crash or a power cut would.
@@ -93,7 +131,10 @@ impl Etcd {
 
     /// Runs etcd and waits until it answers; false if it exited instead.
     fn launch(&mut self) -> bool {
-        let client_url = self.url();
+        let mut client_url = self.url();
+        if self.tls_port.is_some() {
+            client_url = format!("{client_url},{}", self.tls_url());
+        }
         let peer_url = format!("http://127.0.0.1:{}", self.peer_port);
         let log = fs::File::create(self.dir.join("etcd.log")).unwrap();
         let child = Command::new("etcd")
@@ -116,6 +157,7 @@ impl Etcd {
                 "--log-level",
                 "error",
             ])
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -170,4 +212,92 @@ fn http(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<(u16
         .and_then(|code| code.parse().ok())
         .unwrap_or(0);
     Ok((status, body.to_string()))
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made
+/// with the openssl command; removed when dropped.
+pub struct Certificates {
+    pub dir: PathBuf,
+}
+
+impl Certificates {
+    pub fn new() -> Certificates {
+        let dir = std::env::temp_dir().join(format!("doproxy-etcd-certs-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let openssl = |args: &[&str]| {
+            let status = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .stderr(Stdio::null())
+                .status()
+                .expect("cannot run openssl; install it with apt-get install openssl");
+            assert!(status.success(), "openssl {args:?} failed");
+        };
+        let new_key = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509", "-days", "1", "-subj", "/CN=test-ca"],
+                &new_key[..],
+                &["-keyout", "ca.key", "-out", "ca.pem"],
+            ]
+            .concat(),
+        );
+        // etcd 3.4's gateway presents the server certificate to etcd itself,
+        // so with client certificates required it needs clientAuth too.
+        for (name, usage) in [
+            ("server", "serverAuth,clientAuth"),
+            ("client", "clientAuth"),
+        ] {
+            let ext = format!("{name}.ext");
+            fs::write(
+                dir.join(&ext),
+                format!("subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\n"),
+            )
+            .unwrap();
+            let (key, csr, pem) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.pem"),
+            );
+            openssl(
+                &[
+                    &["req", "-subj", &format!("/CN={name}")],
+                    &new_key[..],
+                    &["-keyout", &key, "-out", &csr],
+                ]
+                .concat(),
+            );
+            openssl(&[
+                "x509",
+                "-req",
+                "-days",
+                "1",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-extfile",
+                &ext,
+                "-out",
+                &pem,
+            ]);
+        }
+        Certificates { dir }
+    }
+}
+
+impl Drop for Certificates {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
 }

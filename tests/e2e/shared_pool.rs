@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use doproxy_sim::{SimConfig, Simulator};
 
-use crate::etcd_server::Etcd;
+use crate::etcd_server::{Certificates, Etcd};
 use crate::support::{Haproxy, Project, wait_until};
 
 /// Two proxy folders sharing one simulator and one etcd.
@@ -219,4 +219,23 @@ fn etcd_credentials_are_used_and_a_wrong_password_is_explained() {
         "the password leaked: {}",
         run.stderr
     );
+}
+
+#[test]
+fn etcd_over_tls_with_a_client_certificate() {
+    let certs = Certificates::new();
+    let etcd = Etcd::start_tls(&certs.dir);
+    let mut project = Project::new("tls");
+    let file = |name: &str| certs.dir.join(name).display().to_string();
+    project.set("inventory_backend", Some("etcd"));
+    project.set("etcd_endpoints", Some(&format!("[{}]", etcd.tls_url())));
+    project.set("etcd_ca_file", Some(&file("ca.pem")));
+    project.set("etcd_cert_file", Some(&file("client.pem")));
+    project.set("etcd_key_file", Some(&file("client.key")));
+    project.run(&["create"]).success();
+    assert_eq!(project.run(&["print"]).success().stdout.lines().count(), 1);
+
+    project.set("etcd_cert_file", None);
+    project.set("etcd_key_file", None);
+    project.run(&["print"]).fails(1, "TLS");
 }
