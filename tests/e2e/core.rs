@@ -3,12 +3,11 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::process::Command;
 use std::time::Duration;
 
 use doproxy_sim::{SimConfig, Simulator};
 
-use crate::support::{Project, doproxy, wait_until};
+use crate::support::{Project, assert_haproxy_accepts, doproxy, wait_until};
 
 fn created_id(stdout: &str) -> u64 {
     let id = stdout
@@ -205,22 +204,6 @@ fn an_original_doproxy_setup_loads_after_changing_only_the_template_key() {
         project.sim.requests().is_empty(),
         "{:?}",
         project.sim.requests()
-    );
-}
-
-#[track_caller]
-fn assert_haproxy_accepts(path: &std::path::Path) {
-    let output = Command::new("haproxy")
-        .arg("-c")
-        .arg("-f")
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "haproxy -c rejected {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&output.stderr)
     );
 }
 

@@ -4,12 +4,11 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::process::Command;
 use std::time::Duration;
 
-use doproxy_sim::Faults;
+use doproxy_sim::{DropletStatus, Faults};
 
-use crate::support::Project;
+use crate::support::{Project, Run, assert_haproxy_accepts, wait_until};
 
 /// IDs of the droplets carrying the pool's tag, at the simulator.
 fn tagged(project: &Project) -> BTreeSet<u64> {
@@ -27,12 +26,7 @@ fn twenty_concurrent_creates_make_exactly_twenty_droplets() {
     let project = Project::new("concurrent");
     let runs: Vec<_> = (0..20).map(|_| project.spawn(&["create"])).collect();
     for run in runs {
-        let output = run.wait_with_output().unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        Run::wait(run).success();
     }
     let droplets = project.sim.droplets();
     assert_eq!(droplets.len(), 20);
@@ -41,17 +35,7 @@ fn twenty_concurrent_creates_make_exactly_twenty_droplets() {
     assert_eq!(project.ids(), tagged(&project));
     let live = project.live_config();
     assert_eq!(live.matches(" check # id:").count(), 20, "{live}");
-    let check = Command::new("haproxy")
-        .arg("-c")
-        .arg("-f")
-        .arg(project.path("live/haproxy.cfg"))
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    assert_haproxy_accepts(&project.path("live/haproxy.cfg"));
 }
 
 #[test]
@@ -72,6 +56,15 @@ fn runs_killed_at_random_moments_leave_nothing_unrecorded() {
         let _ = run.kill(); // SIGKILL
         let _ = run.wait();
     }
+    // A droplet the last killed create made may still be booting; the
+    // second reconcile below can only find no drift once it has booted.
+    wait_until("every droplet to boot", Duration::from_secs(10), || {
+        project
+            .sim
+            .droplets()
+            .iter()
+            .all(|d| d.status == DropletStatus::Active)
+    });
     let reconcile = project.run(&["reconcile", "--apply"]).success();
     assert_eq!(
         project.ids(),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use doproxy_sim::{SimConfig, Simulator};
 
 use crate::etcd_server::{Certificates, Etcd};
-use crate::support::{Haproxy, Project, wait_until};
+use crate::support::{Haproxy, Project, Run, wait_until};
 
 /// Two proxy folders sharing one simulator and one etcd.
 fn two_proxies(label: &str, etcd: &Etcd) -> (Project, Project) {
@@ -83,17 +83,8 @@ fn batches_on_two_proxies_at_once_lose_no_update() {
     let (a, b) = two_proxies("race", &etcd);
     let batch = ["create", "--count", "5"];
     let (run_a, run_b) = (a.spawn(&batch), b.spawn(&batch));
-    let (out_a, out_b) = (
-        run_a.wait_with_output().unwrap(),
-        run_b.wait_with_output().unwrap(),
-    );
-    for out in [&out_a, &out_b] {
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    Run::wait(run_a).success();
+    Run::wait(run_b).success();
     let droplets = a.sim.droplets();
     assert_eq!(droplets.len(), 10);
     let names: BTreeSet<String> = droplets.iter().map(|d| d.name.clone()).collect();

@@ -55,7 +55,15 @@ pub struct Run {
 impl Run {
     /// Runs `command` to completion.
     pub fn from_output(command: &mut Command) -> Run {
-        let output: Output = command.output().unwrap();
+        Run::from(command.output().unwrap())
+    }
+
+    /// Waits for a run started with `Project::spawn`.
+    pub fn wait(child: Child) -> Run {
+        Run::from(child.wait_with_output().unwrap())
+    }
+
+    fn from(output: Output) -> Run {
         Run {
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -455,6 +463,23 @@ pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> 
         );
         std::thread::sleep(Duration::from_millis(25));
     }
+}
+
+/// Asserts that the real HAProxy accepts the config at `path`.
+#[track_caller]
+pub fn assert_haproxy_accepts(path: &Path) {
+    let output = Command::new("haproxy")
+        .arg("-c")
+        .arg("-f")
+        .arg(path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "haproxy -c rejected {}: {stderr}",
+        path.display()
+    );
 }
 
 /// A loopback port nothing listens on right now.
