@@ -15,6 +15,7 @@ mod lockfile;
 mod progress;
 mod readiness;
 mod scaling;
+mod shutdown;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -70,12 +71,14 @@ fn print(report: &commands::Report, format: OutputFormat) -> std::io::Result<()>
 }
 
 fn run_with_config(config: config::Config, cli: &Cli) -> Result<commands::Report> {
-    let app = commands::App::new(config, cli.global.output == OutputFormat::Json)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
+        let shutdown =
+            shutdown::Shutdown::listen().context("cannot listen for SIGTERM and SIGINT")?;
+        let app = commands::App::new(config, cli.global.output == OutputFormat::Json, shutdown)?;
         let report = commands::run(&app, &cli.command).await;
         app.store.finish().await;
         report

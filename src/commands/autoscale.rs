@@ -86,7 +86,13 @@ pub async fn run(app: &App, args: &AutoscaleArgs) -> Result<Report> {
             }
             Err(err) => tracing::error!("autoscale step failed: {err:#}"),
         }
-        tokio::time::sleep_until(next).await;
+        tokio::select! {
+            stopped = app.shutdown.signalled() => {
+                tracing::info!("{stopped}; no decision is under way");
+                return Report::new(Vec::new(), json!({ "stopped_by": stopped.signal.to_string() }));
+            }
+            () = tokio::time::sleep_until(next) => {}
+        }
     }
 }
 

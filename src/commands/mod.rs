@@ -26,6 +26,7 @@ use crate::cli::Command;
 use crate::config::Config;
 use crate::digitalocean::{ApiError, Client, RetryPolicy};
 use crate::inventory::{Entry, Store, StoreLock};
+use crate::shutdown::Shutdown;
 
 /// Lock wait for commands without --lock-timeout that write the inventory
 /// (filling in legacy lines, print --refresh).
@@ -37,6 +38,8 @@ pub struct App {
     /// Results are printed as JSON (-o json).
     pub json_output: bool,
     pub store: Store,
+    /// Set by SIGTERM or SIGINT: commands stop between steps.
+    pub shutdown: Shutdown,
     client: OnceCell<Client>,
 }
 
@@ -67,12 +70,13 @@ impl Report {
 }
 
 impl App {
-    pub fn new(config: Config, json_output: bool) -> Result<App> {
+    pub fn new(config: Config, json_output: bool, shutdown: Shutdown) -> Result<App> {
         let store = Store::open(&config)?;
         Ok(App {
             config,
             json_output,
             store,
+            shutdown,
             client: OnceCell::new(),
         })
     }

@@ -5,17 +5,20 @@
 //! updated once changes have been quiet for `--quiet-period`, or `--max-wait` after
 //! the first one, so a batch of changes costs one reload. After losing etcd
 //! the watch resumes from the last revision it applied; while etcd cannot be
-//! read nothing is installed, so HAProxy keeps its servers.
+//! read nothing is installed, so HAProxy keeps its servers. SIGTERM and
+//! SIGINT stop it between updates, never in the middle of one.
 
 use std::time::Duration;
 
 use anyhow::{Result, bail};
+use serde_json::json;
 use tokio::time::{Instant, sleep, sleep_until};
 
 use super::{App, Report};
 use crate::cli::WatchArgs;
 use crate::haproxy::{self, Reload};
 use crate::inventory::{EtcdInventory, InventoryChange, Store};
+use crate::shutdown::Interrupted;
 
 /// Longest pause between attempts to reach etcd again.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -27,21 +30,50 @@ pub async fn run(app: &App, args: &WatchArgs) -> Result<Report> {
             app.config.path.display()
         );
     };
-    let mut revision = sync(app, etcd).await;
+    let stopped = match keep_in_step(app, etcd, args).await {
+        Err(err) => err,
+        Ok(never) => match never {},
+    };
+    tracing::info!("{stopped}; HAProxy keeps the servers it has");
+    Report::new(
+        Vec::new(),
+        json!({ "stopped_by": stopped.signal.to_string() }),
+    )
+}
+
+/// Follows the inventory until a signal asks to stop.
+async fn keep_in_step(
+    app: &App,
+    etcd: &EtcdInventory,
+    args: &WatchArgs,
+) -> Result<std::convert::Infallible, Interrupted> {
+    let mut revision = sync(app, etcd).await?;
     let mut failures = 0;
     loop {
         match follow(app, etcd, args, &mut revision).await {
             Ok(()) => failures = 0,
             Err(err) => {
+                let err = match err.downcast::<Interrupted>() {
+                    Ok(stopped) => return Err(stopped),
+                    Err(err) => err,
+                };
                 failures += 1;
                 let pause = backoff(failures);
                 tracing::warn!(
                     "lost the etcd inventory ({err:#}); trying again in {} from revision {revision}",
                     humantime::format_duration(pause)
                 );
-                sleep(pause).await;
+                pause_unless_stopped(app, pause).await?;
             }
         }
+    }
+}
+
+/// Sleeps for `pause`, or less if a signal asks to stop.
+async fn pause_unless_stopped(app: &App, pause: Duration) -> Result<(), Interrupted> {
+    tokio::select! {
+        stopped = app.shutdown.signalled() => Err(stopped),
+        () = sleep(pause) => Ok(()),
     }
 }
 
@@ -56,11 +88,15 @@ async fn follow(
     let mut watch = etcd.watch(*revision).await?;
     tracing::info!("watching {} from revision {revision}", etcd.describe());
     loop {
-        if let InventoryChange::Compacted { compact_revision } = watch.next().await? {
+        let next = tokio::select! {
+            stopped = app.shutdown.signalled() => return Err(stopped.into()),
+            next = watch.next() => next?,
+        };
+        if let InventoryChange::Compacted { compact_revision } = next {
             tracing::warn!(
                 "etcd compacted its history to revision {compact_revision}; reading the inventory again"
             );
-            *revision = sync(app, etcd).await;
+            *revision = sync(app, etcd).await?;
             return Ok(());
         }
         // Debounce: more changes may be on their way.
@@ -68,6 +104,7 @@ async fn follow(
         loop {
             let deadline = (Instant::now() + args.quiet_period).min(first + args.max_wait);
             tokio::select! {
+                stopped = app.shutdown.signalled() => return Err(stopped.into()),
                 next = watch.next() => match next? {
                     InventoryChange::Changed { .. } => continue,
                     InventoryChange::Compacted { .. } => break,
@@ -75,14 +112,15 @@ async fn follow(
                 () = sleep_until(deadline) => break,
             }
         }
-        *revision = sync(app, etcd).await;
+        *revision = sync(app, etcd).await?;
     }
 }
 
 /// Reads the inventory and updates HAProxy from it, trying until etcd
 /// answers; returns the revision applied. An inventory that etcd really
 /// holds empty empties HAProxy: that read is authoritative, not a failure.
-async fn sync(app: &App, etcd: &EtcdInventory) -> i64 {
+/// A signal stops it between attempts, never during an update.
+async fn sync(app: &App, etcd: &EtcdInventory) -> Result<i64, Interrupted> {
     let mut failures = 0;
     loop {
         match etcd.load_with_revision().await {
@@ -92,7 +130,7 @@ async fn sync(app: &App, etcd: &EtcdInventory) -> i64 {
                 {
                     tracing::error!("could not update HAProxy at revision {revision}: {err:#}");
                 }
-                return revision;
+                return Ok(revision);
             }
             Err(err) => {
                 failures += 1;
@@ -101,7 +139,7 @@ async fn sync(app: &App, etcd: &EtcdInventory) -> i64 {
                     "cannot read the etcd inventory ({err:#}); HAProxy keeps its servers; trying again in {}",
                     humantime::format_duration(pause)
                 );
-                sleep(pause).await;
+                pause_unless_stopped(app, pause).await?;
             }
         }
     }

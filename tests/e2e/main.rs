@@ -10,5 +10,6 @@ mod operator;
 mod resilience;
 mod scaling;
 mod shared_pool;
+mod signals;
 mod support;
 mod zero_downtime;

@@ -336,6 +336,15 @@ impl Project {
     }
 }
 
+/// Sends SIGTERM to a child, as `systemctl stop` does.
+pub fn terminate(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -TERM failed");
+}
+
 /// A process killed when dropped.
 pub struct Background(Child);
 

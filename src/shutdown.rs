@@ -1,0 +1,95 @@
+//! Stopping on SIGTERM and SIGINT (systemctl stop, Ctrl-C) without leaving
+//! work half done. A signal does not kill doproxy: it sets a flag that
+//! commands check between steps and that long waits select on, so a step
+//! that must not be cut (installing a config and reloading HAProxy, recording
+//! a droplet the API made) always finishes. A second signal stops at once.
+
+use std::fmt;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+/// The signals doproxy stops on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Terminate,
+    Interrupt,
+}
+
+impl Signal {
+    /// The exit status a shell reports for a process this signal killed.
+    fn exit_code(self) -> i32 {
+        match self {
+            Signal::Terminate => 128 + 15,
+            Signal::Interrupt => 128 + 2,
+        }
+    }
+}
+
+impl fmt::Display for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Signal::Terminate => "SIGTERM",
+            Signal::Interrupt => "SIGINT",
+        })
+    }
+}
+
+/// A command stopped between steps because a signal asked it to.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped by {signal}")]
+pub struct Interrupted {
+    pub signal: Signal,
+}
+
+/// Whether a stop was asked for; clones share the flag. Passed into every
+/// long-running piece, as mini-redis passes its shutdown signal.
+#[derive(Clone)]
+pub struct Shutdown {
+    requested: watch::Receiver<Option<Signal>>,
+}
+
+impl Shutdown {
+    /// Starts listening for SIGTERM and SIGINT. Must run inside the tokio
+    /// runtime. The first signal sets the flag; a second one ends the process
+    /// at once, for an operator who really means it.
+    pub fn listen() -> std::io::Result<Shutdown> {
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let (sender, requested) = watch::channel(None);
+        tokio::spawn(async move {
+            let mut first = true;
+            loop {
+                let received = tokio::select! {
+                    _ = terminate.recv() => Signal::Terminate,
+                    _ = interrupt.recv() => Signal::Interrupt,
+                };
+                if !first {
+                    eprintln!(
+                        "doproxy: error: stopped at once by a second {received}; run doproxy reconcile to see what was left unfinished"
+                    );
+                    std::process::exit(received.exit_code());
+                }
+                first = false;
+                tracing::warn!(
+                    "{received} received: finishing the current step, then stopping (send it again to stop at once)"
+                );
+                let _ = sender.send(Some(received));
+            }
+        });
+        Ok(Shutdown { requested })
+    }
+
+    /// Resolves once a stop is asked for (at once if it already was); for
+    /// `tokio::select!` against a wait.
+    pub async fn signalled(&self) -> Interrupted {
+        let mut requested = self.requested.clone();
+        match requested.wait_for(Option::is_some).await {
+            Ok(signal) => Interrupted {
+                signal: signal.expect("waited for Some"),
+            },
+            // The listener never ends while the runtime runs.
+            Err(_) => std::future::pending().await,
+        }
+    }
+}
