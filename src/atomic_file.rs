@@ -3,12 +3,15 @@
 
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 
 /// Replaces `path` with `contents`. The temporary file lives in the same
-/// folder so the rename stays on one filesystem and is atomic.
+/// folder so the rename stays on one filesystem and is atomic. A replaced
+/// file keeps its permissions; a new one is readable by its owner and group
+/// only (0640), whatever the umask lets through.
 pub fn write(path: &Path, contents: &[u8]) -> Result<()> {
     let folder = path
         .parent()
@@ -23,7 +26,12 @@ pub fn write(path: &Path, contents: &[u8]) -> Result<()> {
         std::process::id()
     ));
     let written = (|| -> std::io::Result<()> {
-        let mut file = fs::File::create(&temp)?;
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o640)
+            .open(&temp)?;
         if let Ok(meta) = fs::metadata(path) {
             file.set_permissions(meta.permissions())?;
         }

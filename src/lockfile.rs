@@ -5,6 +5,7 @@
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,7 @@ impl LockFile {
             .truncate(false)
             .read(true)
             .write(true)
+            .mode(0o600)
             .open(path)
             .with_context(|| {
                 format!(

@@ -86,23 +86,32 @@ fn run_with_config(config: config::Config, cli: &Cli) -> Result<commands::Report
 }
 
 /// Progress and logs go to stderr, so stdout holds only results. Lines carry
-/// a timestamp when stderr is not a terminal (cron mail, log files).
+/// a timestamp when stderr is not a terminal (cron mail, log files). `-v`
+/// shows doproxy's own detail; the libraries underneath (HTTP, TLS) speak
+/// only when something is wrong.
 fn init_logging(global: &GlobalArgs) {
+    use tracing::Level;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
     progress::init(global.quiet);
-    let level = if global.quiet {
-        tracing::Level::ERROR
+    let (own, libraries) = if global.quiet {
+        (Level::ERROR, Level::ERROR)
     } else if global.verbose {
-        tracing::Level::DEBUG
+        (Level::DEBUG, Level::WARN)
     } else {
-        tracing::Level::INFO
+        (Level::INFO, Level::WARN)
     };
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
+    let filter = tracing_subscriber::filter::Targets::new()
+        .with_target(env!("CARGO_CRATE_NAME"), own)
+        .with_default(libraries);
+    let format = tracing_subscriber::fmt::layer()
+        .with_writer(|| progress::LogWriter)
         .with_target(false);
+    let registry = tracing_subscriber::registry().with(filter);
     if std::io::stderr().is_terminal() {
-        builder.without_time().init();
+        registry.with(format.without_time()).init();
     } else {
-        builder.init();
+        registry.with(format).init();
     }
 }

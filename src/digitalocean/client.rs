@@ -125,7 +125,7 @@ struct ErrorBody {
 
 impl Client {
     pub fn new(api_url: &str, token: Token, retry: RetryPolicy) -> anyhow::Result<Client> {
-        let http = crate::http::builder()
+        let http = crate::http::api_builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(60))
             .build()

@@ -7,6 +7,7 @@ mod bad_input;
 mod core;
 mod etcd_server;
 mod operator;
+mod operator_faults;
 mod resilience;
 mod scaling;
 mod shared_pool;

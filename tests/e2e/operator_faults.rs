@@ -1,0 +1,217 @@
+//! What operators meet around the commands: the terminal's status line and
+//! log lines, `-v`, proxies in the environment, file permissions, the cron
+//! file and the README's cron example.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use crate::etcd_server::Etcd;
+use crate::support::{Project, Run, TOKEN, repo_file};
+
+/// Runs `doproxy args` under a pseudo-terminal (util-linux `script`), so
+/// stderr is a TTY; everything the terminal received, raw.
+fn on_a_terminal(project: &Project, args: &str) -> String {
+    let command = format!(
+        "DIGITALOCEAN_ACCESS_TOKEN={TOKEN} {} --config {} {args}",
+        env!("CARGO_BIN_EXE_doproxy"),
+        project.path("doproxy.yml").display()
+    );
+    let output = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env_remove("DIGITALOCEAN_ACCESS_TOKEN")
+        .output()
+        .expect("script (util-linux) runs commands under a terminal");
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn log_lines_on_a_terminal_start_on_their_own_line() {
+    let project = Project::new("tty");
+    let screen = on_a_terminal(&project, "create --count 2");
+    assert!(
+        screen.contains('⠋'),
+        "no status line was drawn:\n{screen:?}"
+    );
+    // A status line is "\r\x1b[2K<frame> <what> (<n>s)" with no newline; the
+    // next thing on that line must be another status line or an erase,
+    // never a log line.
+    for drawn in screen.split("\r\x1b[2K").skip(1) {
+        if drawn.starts_with(|c: char| ('⠀'..='⣿').contains(&c)) {
+            assert!(
+                after_elapsed(drawn).is_some_and(str::is_empty),
+                "a log line continued the status line: {drawn:?}"
+            );
+        }
+    }
+    assert!(screen.contains("INFO"), "{screen:?}");
+}
+
+/// What follows the status line's closing "(<n>s)".
+fn after_elapsed(line: &str) -> Option<&str> {
+    line.match_indices(" (").find_map(|(at, _)| {
+        let rest = &line[at + 2..];
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        (digits > 0 && rest[digits..].starts_with("s)")).then(|| &rest[digits + 2..])
+    })
+}
+
+#[test]
+fn verbose_shows_doproxy_detail_without_library_noise() {
+    let project = Project::new("verbose");
+    project.run(&["create"]).success();
+    let run = project.run(&["-v", "print", "--refresh"]).success();
+    assert!(
+        run.stderr.contains("GET http"),
+        "-v shows doproxy's requests:\n{}",
+        run.stderr
+    );
+    for noise in ["starting new connection", "connecting to", "pooling idle"] {
+        assert!(
+            !run.stderr.contains(noise),
+            "-v shows library noise ({noise}):\n{}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn readiness_metadata_and_etcd_go_direct_whatever_http_proxy_says() {
+    let mut project = Project::new("proxy-env");
+    // The API may need the operator's proxy; the droplets' private
+    // addresses and the metadata service never do.
+    let metadata = project.sim.url().replace("127.0.0.1", "localhost");
+    project.set("metadata_url", Some(&metadata));
+    project.omit("frontend_bind");
+    project.set("ready_timeout", Some("20s"));
+    let behind_a_dead_proxy = |project: &Project, args: &[&str]| {
+        let dead_proxy = "http://127.0.0.1:9";
+        Run::from_output(
+            project
+                .command(args)
+                .env("HTTP_PROXY", dead_proxy)
+                .env("http_proxy", dead_proxy)
+                .env("ALL_PROXY", dead_proxy)
+                .env("NO_PROXY", "127.0.0.1")
+                .env("no_proxy", "127.0.0.1"),
+        )
+        .success()
+    };
+    let run = behind_a_dead_proxy(&project, &["create"]);
+    assert!(run.stdout.starts_with("Success: "), "{}", run.stdout);
+    assert!(
+        project.live_config().contains("bind 127.0.0.1:80"),
+        "the metadata service was not reached:\n{}",
+        project.live_config()
+    );
+
+    let etcd = Etcd::start();
+    project.set("inventory_backend", Some("etcd"));
+    let endpoint = etcd.url().replace("127.0.0.1", "localhost");
+    project.set("etcd_endpoints", Some(&format!("[{endpoint}]")));
+    let run = behind_a_dead_proxy(&project, &["print"]);
+    assert_eq!(
+        run.stdout,
+        "The inventory file is empty. Use the create command.\n"
+    );
+}
+
+#[test]
+fn new_state_files_are_not_world_readable_whatever_the_umask() {
+    let project = Project::new("modes");
+    let command = format!(
+        "umask 000; exec {} --config {} create",
+        env!("CARGO_BIN_EXE_doproxy"),
+        project.path("doproxy.yml").display()
+    );
+    Run::from_output(
+        Command::new("sh")
+            .args(["-c", &command])
+            .env("DIGITALOCEAN_ACCESS_TOKEN", TOKEN),
+    )
+    .success();
+    for (file, mode) in [
+        ("inventory", 0o640),
+        ("inventory.lock", 0o600),
+        ("haproxy.cfg", 0o640),
+        ("live/haproxy.cfg", 0o640),
+    ] {
+        let found = fs::metadata(project.path(file))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(found, mode, "{file} is {found:o}");
+    }
+}
+
+/// The cron lines of contrib/cron/doproxy: (environment, command).
+fn cron_lines() -> (Vec<(String, String)>, Vec<String>) {
+    let text = fs::read_to_string(repo_file("contrib/cron/doproxy")).unwrap();
+    let mut env = Vec::new();
+    let mut commands = Vec::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if let Some((name, value)) = line.split_once('=')
+            && !name.contains(' ')
+        {
+            env.push((name.to_string(), value.to_string()));
+        } else {
+            // minute hour day month weekday user command...
+            commands.push(fields[6..].join(" "));
+        }
+    }
+    (env, commands)
+}
+
+#[test]
+fn the_cron_file_runs_with_the_token_from_its_secrets_file() {
+    let project = Project::new("cron");
+    let secrets = project.path("secrets.env");
+    fs::write(&secrets, format!("DIGITALOCEAN_ACCESS_TOKEN={TOKEN}\n")).unwrap();
+    let log = project.path("doproxy.log");
+    let (env, commands) = cron_lines();
+    assert!(!commands.is_empty());
+    for command in commands {
+        let command = command
+            .replace("/etc/doproxy/secrets.env", &secrets.display().to_string())
+            .replace("/usr/local/bin/doproxy", env!("CARGO_BIN_EXE_doproxy"))
+            .replace("/var/log/doproxy.log", &log.display().to_string());
+        // cron's environment: its PATH and what the file sets.
+        let mut cron = Command::new("/bin/sh");
+        cron.env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .args(["-c", &command]);
+        for (name, value) in &env {
+            cron.env(name, value);
+        }
+        cron.env("DOPROXY_CONFIG", project.path("doproxy.yml"));
+        let run = Run::from_output(&mut cron);
+        assert_eq!(run.code, 0, "{command}: {}", run.stderr);
+    }
+    assert_eq!(
+        project.sim.droplets().len(),
+        2,
+        "the last scale line keeps two"
+    );
+}
+
+#[test]
+fn no_cron_example_creates_a_droplet_on_every_run() {
+    // Inline code in the README may wrap; cron lines do not.
+    let readme = fs::read_to_string(repo_file("README.md"))
+        .unwrap()
+        .replace('\n', " ");
+    let cron = fs::read_to_string(repo_file("contrib/cron/doproxy")).unwrap();
+    for example in readme.split('`').chain(cron.lines()) {
+        let schedule = example.contains("* * *") || example.contains("*/");
+        assert!(
+            !(schedule && example.contains(" create")),
+            "a cron line that creates a droplet each time it runs: {example}"
+        );
+    }
+}
