@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use crate::etcd_server::Etcd;
-use crate::support::{Project, Run, TOKEN, repo_file};
+use crate::support::{Project, Run, TOKEN, free_port, repo_file};
 
 /// Runs `doproxy args` under a pseudo-terminal (util-linux `script`), so
 /// stderr is a TTY; everything the terminal received, raw.
@@ -214,4 +214,26 @@ fn no_cron_example_creates_a_droplet_on_every_run() {
             "a cron line that creates a droplet each time it runs: {example}"
         );
     }
+}
+
+#[test]
+fn a_metadata_hiccup_leaves_the_frontend_where_it_was() {
+    let mut project = Project::new("metadata-hiccup");
+    project.omit("frontend_bind");
+    project.run(&["create"]).success();
+    assert!(project.live_config().contains("    bind 127.0.0.1:80\n"));
+
+    // The metadata service stops answering: the frontend stays.
+    project.set("metadata_url", Some(&format!("http://{}", free_port())));
+    let run = project.run(&["reload"]).success();
+    assert!(
+        project.live_config().contains("    bind 127.0.0.1:80\n"),
+        "{}",
+        project.live_config()
+    );
+    assert!(
+        run.stderr.contains("keeping the frontend on 127.0.0.1"),
+        "{}",
+        run.stderr
+    );
 }
