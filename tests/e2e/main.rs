@@ -9,6 +9,7 @@ mod etcd_server;
 mod operator;
 mod resilience;
 mod scaling;
+mod scaling_faults;
 mod shared_pool;
 mod signals;
 mod support;
