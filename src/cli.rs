@@ -189,7 +189,7 @@ pub struct CreateArgs {
     pub count: u32,
 
     /// How long to wait for the droplets to become active, e.g. 90s, 10m.
-    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10m", value_parser = longer_than_zero)]
     pub timeout: Duration,
 
     /// Add droplets to HAProxy as soon as they are active, without waiting
@@ -248,6 +248,11 @@ pub struct ScaleArgs {
     #[arg(long)]
     pub dry_run: bool,
 
+    /// Allow shrinking away the last droplet that serves, leaving HAProxy
+    /// without servers (as delete --allow-empty).
+    #[arg(long)]
+    pub allow_empty: bool,
+
     #[command(flatten)]
     pub waits: ScaleWaits,
 }
@@ -274,7 +279,7 @@ pub struct AutoscaleArgs {
 #[derive(Debug, Args)]
 pub struct ScaleWaits {
     /// When growing: how long to wait for new droplets to become active.
-    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10m", value_parser = longer_than_zero)]
     pub timeout: Duration,
 
     /// When shrinking: how long open sessions may take to finish (with
@@ -346,6 +351,15 @@ pub struct CompletionsArgs {
     pub shell: clap_complete::Shell,
 }
 
+/// A duration such as 90s or 10m that is not zero: waiting 0s for droplets
+/// to boot would destroy every one of them.
+fn longer_than_zero(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(duration) if duration.is_zero() => Err("must be longer than 0s, e.g. 10m".to_string()),
+        parsed => parsed.map_err(|err| err.to_string()),
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct LockArgs {
     /// How long to wait for another doproxy run that holds the inventory lock.
@@ -379,6 +393,20 @@ mod tests {
         };
         assert_eq!(args.quiet_period, Duration::from_secs(2));
         assert!(cli.global.quiet);
+    }
+
+    #[test]
+    fn a_zero_timeout_is_a_usage_error() {
+        for args in [
+            &["doproxy", "create", "--timeout", "0s"][..],
+            &["doproxy", "scale", "--to", "2", "--timeout", "0ms"],
+            &["doproxy", "autoscale", "--once", "--timeout", "0s"],
+        ] {
+            let err = Cli::try_parse_from(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+            assert!(err.to_string().contains("longer than 0s"), "{err}");
+        }
+        assert!(Cli::try_parse_from(["doproxy", "create", "--timeout", "1s"]).is_ok());
     }
 
     #[test]

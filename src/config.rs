@@ -20,6 +20,13 @@ const DEFAULT_CONFIG: &str = "doproxy.yml";
 const TOKEN_ENV: [&str; 2] = ["DIGITALOCEAN_ACCESS_TOKEN", "DIGITALOCEAN_TOKEN"];
 const API_URL_ENV: &str = "DIGITALOCEAN_API_URL";
 const ETCD_PASSWORD_ENV: &str = "DOPROXY_ETCD_PASSWORD";
+/// The tag every doproxy droplet carries, and the pool tag of a config that
+/// names no pool (what every pool used before pools had their own tag).
+const SHARED_TAG: &str = "doproxy";
+/// A pool's own tag is `doproxy:<pool>`.
+const POOL_TAG_PREFIX: &str = "doproxy:";
+/// The API's limit on a tag's length.
+const MAX_TAG_LEN: usize = 255;
 
 /// The file as written by the user. Unknown keys are refused so that a typo
 /// (`haproxy_cfg_pth`) is an error instead of a silently ignored setting.
@@ -34,6 +41,7 @@ struct ConfigFile {
     haproxy_cfg_path: Option<PathBuf>,
     haproxy_template_file: Option<PathBuf>,
     inventory_file: Option<PathBuf>,
+    pool: Option<String>,
     #[serde(default)]
     droplet_options: DropletOptions,
     api_url: Option<String>,
@@ -305,15 +313,32 @@ impl Config {
         let api_url = env(API_URL_ENV)
             .or(file.api_url)
             .unwrap_or_else(|| "https://api.digitalocean.com".to_string());
-        let tags = file
-            .droplet_options
-            .tags
-            .unwrap_or_else(|| vec!["doproxy".to_string()]);
-        if tags.is_empty() {
-            bail!(
-                "droplet_options.tags in {} is empty; doproxy finds its droplets by their first tag, so give at least one (default: [doproxy])",
-                path.display()
-            );
+        // Before pools had their own tag the etcd prefix came from the first
+        // tag, `doproxy` by default; it stays so, or an upgraded `watch`
+        // would follow an empty prefix.
+        let etcd_prefix = file.etcd_prefix.unwrap_or_else(|| {
+            let tags = file.droplet_options.tags.as_deref().unwrap_or_default();
+            format!(
+                "/doproxy/{}/",
+                tags.first().map_or(SHARED_TAG, String::as_str)
+            )
+        });
+        let tags = droplet_tags(
+            file.droplet_options.tags,
+            file.pool.as_deref(),
+            file.droplet_options.hostname_prefix.as_deref(),
+            path,
+        )?;
+        for (key, port) in [
+            ("backend_port", file.backend_port),
+            ("health_check_port", file.health_check_port),
+        ] {
+            if port == Some(0) {
+                bail!(
+                    "{key} in {} is 0, which is no port; write the port the droplets serve on, e.g. {key}: 80",
+                    path.display()
+                );
+            }
         }
         let mut config = Config {
             path: path.to_path_buf(),
@@ -367,7 +392,7 @@ impl Config {
                         path.display()
                     )
                 })?,
-                prefix: file.etcd_prefix.unwrap_or_else(|| format!("/doproxy/{}/", config.pool_tag())),
+                prefix: etcd_prefix,
                 username: file.etcd_username,
                 password: env(ETCD_PASSWORD_ENV).or(file.etcd_password),
                 ca_file: file.etcd_ca_file.map(resolve),
@@ -445,9 +470,80 @@ impl Config {
         })
     }
 
-    /// The tag that marks the droplets of this pool: the first configured tag.
+    /// The tag that marks the droplets of this pool: the first of the tags
+    /// new droplets get, `doproxy:<pool>` by default.
     pub fn pool_tag(&self) -> &str {
         &self.tags[0]
+    }
+}
+
+/// The tags new droplets get, the pool's own tag first. An explicit
+/// droplet_options.tags is taken as written. Otherwise the pool is named by
+/// `pool`, else by hostname_prefix, and its droplets carry `doproxy:<pool>`
+/// and `doproxy`; with neither, just `doproxy` (shared by every such pool).
+fn droplet_tags(
+    explicit: Option<Vec<String>>,
+    pool: Option<&str>,
+    hostname_prefix: Option<&str>,
+    path: &Path,
+) -> Result<Vec<String>> {
+    let file = path.display();
+    let is_tag = |tag: &str| {
+        (1..=MAX_TAG_LEN).contains(&tag.len())
+            && tag
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':'))
+    };
+    match (explicit, pool) {
+        (Some(_), Some(_)) => bail!(
+            "pool and droplet_options.tags in {file} both set the pool's tag (with tags, the first one is the pool's tag); keep one of them"
+        ),
+        (Some(tags), None) => {
+            if tags.is_empty() {
+                bail!(
+                    "droplet_options.tags in {file} is empty; doproxy finds its droplets by their first tag, so give at least one, or remove the key to use doproxy:<pool>"
+                );
+            }
+            match tags.iter().find(|t| !is_tag(t)) {
+                Some(bad) => bail!(
+                    "droplet_options.tags in {file} has {bad:?}, which is no DigitalOcean tag; use letters, digits, -, _ and : (at most {MAX_TAG_LEN})"
+                ),
+                None => Ok(tags),
+            }
+        }
+        (None, Some(pool)) => {
+            let tag = format!("{POOL_TAG_PREFIX}{pool}");
+            if !is_tag(&tag) {
+                bail!(
+                    "pool {pool:?} in {file} is no valid pool name; use letters, digits, -, _ and : (at most {} of them)",
+                    MAX_TAG_LEN - POOL_TAG_PREFIX.len()
+                );
+            }
+            Ok(vec![tag, SHARED_TAG.to_string()])
+        }
+        (None, None) => match hostname_prefix {
+            Some(prefix) => {
+                // Hostnames may hold dots, tags may not.
+                let pool: String = prefix
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || c == '-' {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect();
+                let tag = format!("{POOL_TAG_PREFIX}{pool}");
+                if !is_tag(&tag) {
+                    bail!(
+                        "droplet_options.hostname_prefix in {file} is too long to name the pool's tag; set pool to a shorter name"
+                    );
+                }
+                Ok(vec![tag, SHARED_TAG.to_string()])
+            }
+            None => Ok(vec![SHARED_TAG.to_string()]),
+        },
     }
 }
 
@@ -497,7 +593,8 @@ droplet_options:
         let spec = config.droplet_spec().unwrap();
         assert_eq!((spec.hostname_prefix, spec.size), ("auto-nginx", "1gb"));
         assert_eq!(spec.image, &Image::Slug("ubuntu-14-04-x64".into()));
-        assert_eq!(config.tags, vec!["doproxy"]);
+        assert_eq!(config.tags, vec!["doproxy:auto-nginx", "doproxy"]);
+        assert_eq!(config.pool_tag(), "doproxy:auto-nginx");
         assert_eq!(config.backend_port, 80);
         assert_eq!(config.api_url, "https://api.digitalocean.com");
         assert_eq!(config.api_retry_budget, Duration::from_secs(120));
@@ -590,6 +687,72 @@ droplet_options:
                 err.contains("autoscale") && err.contains(needle),
                 "{text:?}: {err}"
             );
+        }
+    }
+
+    #[test]
+    fn each_pool_has_its_own_tag_and_explicit_tags_keep_their_meaning() {
+        let tags = |text: &str| Config::parse(text, Path::new("/x/d.yml"), no_env).map(|c| c.tags);
+        let prefix = |p: &str| format!("droplet_options: {{hostname_prefix: {p}}}\n");
+        assert_eq!(
+            tags(&prefix("web.example")).unwrap(),
+            ["doproxy:web_example", "doproxy"]
+        );
+        assert_eq!(
+            tags(&format!("pool: api-eu\n{}", prefix("web"))).unwrap(),
+            ["doproxy:api-eu", "doproxy"]
+        );
+        assert_eq!(
+            tags("droplet_options: {tags: [web, env-prod]}\n").unwrap(),
+            ["web", "env-prod"]
+        );
+        assert_eq!(
+            tags("").unwrap(),
+            ["doproxy"],
+            "no pool named: the shared tag"
+        );
+        for (text, needle) in [
+            ("pool: web\ndroplet_options: {tags: [web]}\n", "keep one"),
+            ("pool: web.eu\n", "pool \"web.eu\" in /x/d.yml"),
+            ("droplet_options: {tags: []}\n", "is empty"),
+            ("droplet_options: {tags: [a b]}\n", "\"a b\""),
+            (&prefix(&"w".repeat(250)), "set pool to a shorter name"),
+        ] {
+            let err = tags(text).unwrap_err().to_string();
+            assert!(
+                err.contains(needle) && err.contains("/x/d.yml"),
+                "{text}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_default_etcd_prefix_does_not_move_with_the_pool_tag() {
+        let prefix = |extra: &str| {
+            let text = format!(
+                "{ORIGINAL}inventory_backend: etcd\netcd_endpoints: [http://127.0.0.1:2379]\n{extra}"
+            );
+            Config::parse(&text, Path::new("/x/d.yml"), no_env)
+                .unwrap()
+                .etcd
+                .unwrap()
+                .prefix
+        };
+        assert_eq!(prefix(""), "/doproxy/doproxy/");
+        assert_eq!(prefix("pool: web\n"), "/doproxy/doproxy/");
+        assert_eq!(prefix("etcd_prefix: /mine/\n"), "/mine/");
+        let text = "droplet_options: {tags: [web]}\ninventory_backend: etcd\netcd_endpoints: [http://e:2379]\n";
+        let config = Config::parse(text, Path::new("/x/d.yml"), no_env).unwrap();
+        assert_eq!(config.etcd.unwrap().prefix, "/doproxy/web/");
+    }
+
+    #[test]
+    fn port_zero_is_refused() {
+        for key in ["backend_port", "health_check_port"] {
+            let err = Config::parse(&format!("{key}: 0\n"), Path::new("/x/d.yml"), no_env)
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(&format!("{key} in /x/d.yml is 0")), "{err}");
         }
     }
 

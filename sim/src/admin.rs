@@ -106,6 +106,7 @@ struct Settings {
     boot_delay_ms: Option<u64>,
     http_delay_ms: Option<u64>,
     latency_ms: Option<u64>,
+    list_lag_ms: Option<u64>,
 }
 
 async fn settings(State(sim): State<Simulator>, body: Bytes) -> Result<StatusCode, ApiError> {
@@ -119,6 +120,9 @@ async fn settings(State(sim): State<Simulator>, body: Bytes) -> Result<StatusCod
     }
     if let Some(latency) = settings.latency_ms {
         sim.set_latency(ms(latency));
+    }
+    if let Some(lag) = settings.list_lag_ms {
+        sim.set_list_lag(ms(lag));
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -198,6 +198,7 @@ async fn list_droplets(State(sim): State<Simulator>, Query(q): Params) -> Json<V
         .droplets
         .values()
         .filter(|_| !gpus)
+        .filter(|d| d.created_at + state.settings.list_lag <= now)
         .filter(|d| q.get("tag_name").is_none_or(|tag| d.tags.contains(tag)))
         .filter(|d| {
             q.get("name")

@@ -54,6 +54,9 @@ pub struct SimConfig {
     pub http_delay: Duration,
     /// Added before answering every /v2 request.
     pub latency: Duration,
+    /// A new droplet is missing from GET /v2/droplets lists for this long
+    /// after its create (GET /v2/droplets/{id} finds it at once).
+    pub list_lag: Duration,
     /// The port every droplet's HTTP server listens on; 0 picks a free one.
     pub droplet_port: u16,
     /// What the metadata service reports as "this droplet's" public IPv4.
@@ -67,6 +70,7 @@ impl Default for SimConfig {
             boot_delay: Duration::from_secs(1),
             http_delay: Duration::ZERO,
             latency: Duration::ZERO,
+            list_lag: Duration::ZERO,
             droplet_port: 0,
             proxy_public_ip: Ipv4Addr::LOCALHOST,
         }
@@ -104,6 +108,7 @@ impl Simulator {
             boot_delay: config.boot_delay,
             http_delay: config.http_delay,
             latency: config.latency,
+            list_lag: config.list_lag,
         });
         Simulator {
             inner: Arc::new(Inner {
@@ -251,6 +256,17 @@ impl Simulator {
 
     pub fn set_latency(&self, latency: Duration) {
         self.lock().settings.latency = latency;
+    }
+
+    /// Applies to every list from now on.
+    pub fn set_list_lag(&self, lag: Duration) {
+        self.lock().settings.list_lag = lag;
+    }
+
+    /// Destroys a droplet as someone else would (another client, the control
+    /// panel). Returns false if there is no such droplet.
+    pub fn destroy_droplet(&self, droplet_id: u64) -> bool {
+        self.lock().droplets.remove(&droplet_id).is_some()
     }
 
     /// Creates `count` droplets that are active at once, named

@@ -34,6 +34,9 @@ struct Args {
     /// Delay added before answering every /v2 request.
     #[arg(long, default_value = "0ms", value_parser = humantime::parse_duration)]
     latency: Duration,
+    /// How long a new droplet is missing from droplet lists after its create.
+    #[arg(long, default_value = "0ms", value_parser = humantime::parse_duration)]
+    list_lag: Duration,
     /// Port every droplet's HTTP server listens on (on its private IP,
     /// 127.A.x.y); 0 picks a free one.
     #[arg(long, default_value_t = 0)]
@@ -81,6 +84,7 @@ async fn main() -> ExitCode {
         boot_delay: args.boot_delay,
         http_delay: args.http_delay,
         latency: args.latency,
+        list_lag: args.list_lag,
         droplet_port: args.droplet_port,
         proxy_public_ip: args.proxy_public_ip,
     });

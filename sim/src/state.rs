@@ -20,6 +20,9 @@ pub(crate) struct Settings {
     pub(crate) boot_delay: Duration,
     pub(crate) http_delay: Duration,
     pub(crate) latency: Duration,
+    /// How long a new droplet stays out of GET /v2/droplets lists (the
+    /// eventual consistency a real listing shows right after a create).
+    pub(crate) list_lag: Duration,
 }
 
 pub(crate) struct State {

@@ -635,3 +635,32 @@ fn simulators_in_one_process_do_not_collide() {
     assert!(TcpStream::connect(api_addr).is_err());
     assert!(TcpStream::connect(droplet_addr).is_err());
 }
+
+#[test]
+fn list_lag_hides_new_droplets_from_lists_but_not_from_get() {
+    let sim = spawn(0);
+    sim.set_list_lag(Duration::from_secs(600));
+    let created = api(
+        &sim,
+        "POST",
+        "/v2/droplets",
+        Some(create_body(json!({"name": "web-1"}))),
+    );
+    let id = created.json()["droplet"]["id"].as_u64().unwrap();
+    let listed = api(&sim, "GET", "/v2/droplets?tag_name=doproxy", None).json();
+    assert_eq!(listed["droplets"].as_array().unwrap().len(), 0);
+    assert_eq!(
+        api(&sim, "GET", &format!("/v2/droplets/{id}"), None).status,
+        200
+    );
+    sim.set_list_lag(Duration::ZERO);
+    let listed = api(&sim, "GET", "/v2/droplets?tag_name=doproxy", None).json();
+    assert_eq!(listed["droplets"][0]["id"], id);
+
+    assert!(sim.destroy_droplet(id));
+    assert!(!sim.destroy_droplet(id));
+    assert_eq!(
+        api(&sim, "GET", &format!("/v2/droplets/{id}"), None).status,
+        404
+    );
+}

@@ -1,6 +1,9 @@
 //! `autoscale`: read the load, decide (scaling::autoscale::decide), act
 //! through the same create and delete paths as `scale`, and record every
-//! decision with the store, where the cooldown survives between cron runs.
+//! decision, and how acting on it went, with the store, where the cooldown
+//! survives between cron runs. Droplets still booting count toward the pool,
+//! and create works out under the lock how many the pool still lacks, so a
+//! decision taken while earlier ones boot never goes past `max`.
 
 use std::time::{Duration, SystemTime};
 
@@ -8,15 +11,17 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::create::{self, CreateOptions};
+use super::create::{self, Count, CreateOptions};
 use super::delete::{self, DeleteOptions};
 use super::{App, Report};
 use crate::cli::AutoscaleArgs;
 use crate::haproxy;
-use crate::inventory::Entry;
+use crate::inventory::{Entry, Status};
 use crate::lockfile::LockFile;
-use crate::scaling::autoscale::{Action, Decision, Metric, Policy, Reading, decide, metric_name};
-use crate::scaling::{Pick, Plan, Selector, plan};
+use crate::scaling::autoscale::{
+    Action, Decision, Metric, Policy, PoolSize, Reading, decide, metric_name,
+};
+use crate::scaling::{Pick, Selector};
 
 /// Where the state lives in the store.
 const STATE: &str = "autoscale";
@@ -76,7 +81,7 @@ pub async fn run(app: &App, args: &AutoscaleArgs) -> Result<Report> {
         humantime::format_duration(policy.interval)
     );
     loop {
-        let next = tokio::time::Instant::now() + policy.interval;
+        let started = tokio::time::Instant::now();
         match step(app, policy, args).await {
             Ok((record, report)) => {
                 tracing::info!("{}", describe(&record));
@@ -84,6 +89,8 @@ pub async fn run(app: &App, args: &AutoscaleArgs) -> Result<Report> {
                     tracing::error!("{failure:#}");
                 }
             }
+            // A step a signal cut short says what it left; that ends the service.
+            Err(err) if app.shutdown.check().is_err() => return Err(err),
             Err(err) => tracing::error!("autoscale step failed: {err:#}"),
         }
         tokio::select! {
@@ -91,7 +98,8 @@ pub async fn run(app: &App, args: &AutoscaleArgs) -> Result<Report> {
                 tracing::info!("{stopped}; no decision is under way");
                 return Report::new(Vec::new(), json!({ "stopped_by": stopped.signal.to_string() }));
             }
-            () = tokio::time::sleep_until(next) => {}
+            // sleep, not sleep_until: it copes with an interval of centuries.
+            () = tokio::time::sleep(policy.interval.saturating_sub(started.elapsed())) => {}
         }
     }
 }
@@ -111,13 +119,20 @@ async fn step(
     let _deciding = LockFile::acquire(&lock_path, args.waits.lock.lock_timeout)?;
     let entries = app.entries(None).await?;
     let serving: Vec<Entry> = entries.iter().filter(|e| e.is_serving()).cloned().collect();
+    let pool = PoolSize {
+        total: entries
+            .iter()
+            .filter(|e| e.status != Status::Destroying)
+            .count(),
+        serving: serving.len(),
+    };
     let readings = read_metrics(app, policy, &serving).await;
     let now = SystemTime::now();
     let state = load_state(app).await?;
     let last_scaled = state
         .last_scaled
-        .map(|secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
-    let decision = decide(policy, serving.len(), &readings, last_scaled, now);
+        .and_then(|secs| SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs)));
+    let decision = decide(policy, pool, &readings, last_scaled, now);
     let mut record = Record {
         at: humantime::format_rfc3339_seconds(now).to_string(),
         readings,
@@ -125,34 +140,31 @@ async fn step(
         dry_run: args.dry_run,
         outcome: None,
     };
-    let report = if args.dry_run || decision.action == Action::Hold {
-        None
-    } else {
-        let report = act(app, &decision, &serving, args).await;
-        record.outcome = Some(match &report {
-            Ok(Report { failure: None, .. }) => "done".to_string(),
-            Ok(Report {
-                failure: Some(err), ..
-            }) => format!("{err:#}"),
-            Err(err) => format!("{err:#}"),
-        });
-        Some(report?)
-    };
-    save_record(app, &record, report.is_some()).await?;
-    Ok((record, report))
+    if args.dry_run || decision.action == Action::Hold {
+        save_record(app, &record, false).await?;
+        return Ok((record, None));
+    }
+    let report = act(app, &decision, args).await;
+    record.outcome = Some(match &report {
+        Ok(Report { failure: None, .. }) => "done".to_string(),
+        Ok(Report {
+            failure: Some(err), ..
+        }) => format!("{err:#}"),
+        Err(err) => format!("{err:#}"),
+    });
+    // Recorded however acting went, failures and interruptions included.
+    save_record(app, &record, true).await?;
+    Ok((record, Some(report?)))
 }
 
-/// Scales out with `create`, or in with `delete` (drain first), newest first.
-async fn act(
-    app: &App,
-    decision: &Decision,
-    serving: &[Entry],
-    args: &AutoscaleArgs,
-) -> Result<Report> {
+/// Scales out with `create`, or in with `delete` (drain first, droplets
+/// that serve nothing before the newest), each working out under the lock
+/// what the pool as it is then needs to reach the target.
+async fn act(app: &App, decision: &Decision, args: &AutoscaleArgs) -> Result<Report> {
     match decision.action {
         Action::ScaleOut => {
             let options = CreateOptions {
-                count: decision.target - decision.current,
+                count: Count::UpTo(decision.target),
                 timeout: args.waits.timeout,
                 lock_timeout: args.waits.lock.lock_timeout,
                 ready_wait: true,
@@ -161,11 +173,11 @@ async fn act(
             create::create(app, &options).await
         }
         Action::ScaleIn => {
-            let Plan::Remove { ids } = plan(serving, decision.target, Pick::Newest) else {
-                unreachable!("scale-in removes droplets");
-            };
             let options = DeleteOptions {
-                selector: Selector::Ids(ids),
+                selector: Selector::Surplus {
+                    keep: decision.target,
+                    pick: Pick::Newest,
+                },
                 drain_timeout: args.waits.drain_timeout,
                 lock_timeout: args.waits.lock.lock_timeout,
                 allow_empty: decision.target == 0,

@@ -3,12 +3,21 @@
 //!
 //! Each droplet is written to the inventory (status `new`) as soon as the API
 //! accepts it, before the wait, so a run killed at any point leaves a record
-//! of what it paid for. The wait runs without the lock, so concurrent runs
-//! overlap their boots. When only part of a batch works out, the droplets
-//! that came up are kept and reported, the ones that never became active are
-//! destroyed, and the command exits 1.
+//! of what it paid for. How many to make is worked out under the lock from
+//! the entries read under it (`scale` and `autoscale` ask for a pool size,
+//! booting droplets included), and made while still holding it, so runs
+//! started together never overshoot. The wait runs without the lock, so
+//! concurrent runs overlap their boots; a droplet someone destroys meanwhile
+//! is noticed at the next poll. When only part of a batch works out, the
+//! droplets that came up are kept and reported, the ones that never became
+//! active are destroyed, and the command exits 1.
+//!
+//! On SIGTERM or SIGINT a create request already sent is finished and its
+//! droplets recorded, no further request is sent, and the waits stop at
+//! once: the droplets stay recorded as `new`, out of HAProxy, and the error
+//! says how `reconcile --apply` adds them later.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -18,21 +27,32 @@ use serde_json::json;
 use super::{App, Report};
 use crate::cli::CreateArgs;
 use crate::config::Config;
-use crate::digitalocean::{Client, CreateRequest, Droplet};
+use crate::digitalocean::{ApiError, Client, CreateRequest, Droplet};
 use crate::haproxy::{self, Reload};
 use crate::inventory::{Entry, Status};
 use crate::progress;
 use crate::readiness;
-use crate::scaling::next_names;
+use crate::scaling::{Pick, Plan, next_names, plan};
+use crate::shutdown::Interrupted;
 
 /// The API creates at most this many droplets per request.
 const MAX_PER_REQUEST: usize = 10;
 /// The API refuses larger user data.
 const MAX_USER_DATA: usize = 64 * 1024;
 
-/// What a create asks for; `scale` builds one too.
+/// How many droplets to make.
+#[derive(Debug, Clone, Copy)]
+pub enum Count {
+    /// This many more (`create --count N`).
+    More(usize),
+    /// As many as the pool (every entry not being destroyed, booting ones
+    /// included) lacks to reach this size; none if it has that many.
+    UpTo(usize),
+}
+
+/// What a create asks for; `scale` and `autoscale` build one too.
 pub struct CreateOptions {
-    pub count: usize,
+    pub count: Count,
     pub timeout: Duration,
     pub lock_timeout: Duration,
     pub ready_wait: bool,
@@ -41,7 +61,7 @@ pub struct CreateOptions {
 
 pub async fn run(app: &App, args: &CreateArgs) -> Result<Report> {
     let options = CreateOptions {
-        count: args.count as usize,
+        count: Count::More(args.count as usize),
         timeout: args.timeout,
         lock_timeout: args.lock.lock_timeout,
         ready_wait: !args.no_ready_wait,
@@ -53,20 +73,44 @@ pub async fn run(app: &App, args: &CreateArgs) -> Result<Report> {
 pub async fn create(app: &App, options: &CreateOptions) -> Result<Report> {
     let config = &app.config;
     let api = app.api()?;
-    let (created, create_failure) = create_and_record(app, options).await?;
-    let mut failures: Vec<String> = create_failure.into_iter().collect();
+    let made = create_and_record(app, options).await?;
+    let created: Vec<u64> = made.droplets.iter().map(|d| d.id).collect();
+    settle_signals().await;
+    if let Err(stopped) = app.shutdown.check() {
+        return Err(stopped_create(stopped, Stage::Created, &created));
+    }
+    if created.is_empty() {
+        tracing::info!(
+            "the pool has {} droplet(s) already; nothing to create",
+            made.pool_size
+        );
+        return Report::new(
+            Vec::new(),
+            json!({ "created": [], "unready": [], "destroyed": [], "haproxy": null }),
+        );
+    }
+    let mut failures: Vec<String> = made.failure.into_iter().collect();
 
     // Without the lock, so other runs can create and delete while these boot.
-    let (listed, stuck) =
-        wait_until_active(api, config.pool_tag(), &created, options.timeout).await?;
-    let booted: Vec<(u64, Ipv4Addr)> = listed
+    let boot = tokio::select! {
+        stopped = app.shutdown.signalled() => {
+            return Err(stopped_create(stopped, Stage::Booting, &created));
+        }
+        boot = wait_until_active(api, config.pool_tag(), &made.droplets, options.timeout) => boot?,
+    };
+    let booted: Vec<(u64, Ipv4Addr)> = boot
+        .active
         .iter()
-        .filter(|d| created.contains(&d.id) && !stuck.contains(&d.id))
         .filter_map(|d| Some((d.id, d.private_ipv4()?)))
         .collect();
     let ready = if options.ready_wait {
         let check = &config.health_check;
-        readiness::wait_until_ready(check, &booted, check.ready_timeout).await?
+        tokio::select! {
+            stopped = app.shutdown.signalled() => {
+                return Err(stopped_create(stopped, Stage::Readiness, &created));
+            }
+            ready = readiness::wait_until_ready(check, &booted, check.ready_timeout) => ready?,
+        }
     } else {
         booted.iter().map(|(id, _)| *id).collect()
     };
@@ -75,17 +119,28 @@ pub async fn create(app: &App, options: &CreateOptions) -> Result<Report> {
         .map(|(id, _)| *id)
         .filter(|id| !ready.contains(id))
         .collect();
-    if !stuck.is_empty() {
+    if !boot.gone.is_empty() {
+        let gone: Vec<String> = boot
+            .gone
+            .iter()
+            .map(|d| format!("{} ({})", d.id, d.name))
+            .collect();
+        failures.push(format!(
+            "droplet(s) {} no longer exist: another doproxy run or someone in the control panel destroyed them while this create waited for them to boot, so they are dropped from the inventory; run doproxy create again if the pool still needs them",
+            gone.join(", ")
+        ));
+    }
+    if !boot.stuck.is_empty() {
         failures.push(format!(
             "droplet(s) {} did not become active within {}, so they were destroyed",
-            list(&stuck),
+            list(&boot.stuck),
             humantime::format_duration(options.timeout)
         ));
     }
     if !unready.is_empty() {
         failures.push(unready_failure(config, &unready, options.destroy_unready));
     }
-    let mut doomed = stuck.clone();
+    let mut doomed = boot.stuck.clone();
     if options.destroy_unready {
         doomed.extend(&unready);
     }
@@ -102,9 +157,9 @@ pub async fn create(app: &App, options: &CreateOptions) -> Result<Report> {
     // Under the lock again: record the outcome, then one reload for the batch.
     let lock = app.store.lock(options.lock_timeout).await?;
     let mut entries = app.entries(Some(&lock)).await?;
-    entries.retain(|e| !destroyed.contains(&e.id));
+    entries.retain(|e| !destroyed.contains(&e.id) && !boot.gone.iter().any(|d| d.id == e.id));
     for entry in entries.iter_mut().filter(|e| created.contains(&e.id)) {
-        if let Some(droplet) = listed.iter().find(|d| d.id == entry.id) {
+        if let Some(droplet) = boot.active.iter().find(|d| d.id == entry.id) {
             entry.update_from(droplet);
         }
         if ready.contains(&entry.id) {
@@ -113,7 +168,12 @@ pub async fn create(app: &App, options: &CreateOptions) -> Result<Report> {
             entry.status = Status::Unready;
         }
     }
-    app.store.save(&entries, &lock).await?;
+    app.store.save(&entries, &lock).await.with_context(|| {
+        format!(
+            "droplet(s) {} are recorded as new, but how their boot went could not be saved; run doproxy reconcile --apply once this is fixed",
+            list(&created)
+        )
+    })?;
     let applied = haproxy::apply(config, &entries, Reload::IfChanged, false)
         .await
         .context(
@@ -136,27 +196,49 @@ pub async fn create(app: &App, options: &CreateOptions) -> Result<Report> {
     Ok(report.failed(anyhow!("{}", failures.join("; "))))
 }
 
-/// Under the lock: picks free names, creates the droplets (up to ten per
-/// request) and records each batch as soon as the API accepts it. Returns the
-/// IDs created and, when a later batch failed, why; fails only when nothing
-/// was created.
-async fn create_and_record(
-    app: &App,
-    options: &CreateOptions,
-) -> Result<(Vec<u64>, Option<String>)> {
+/// What `create_and_record` made.
+struct Made {
+    /// As the API described them when it accepted them.
+    droplets: Vec<Droplet>,
+    /// Why a later batch failed, when an earlier one worked.
+    failure: Option<String>,
+    /// The pool's size under the lock, before these.
+    pool_size: usize,
+}
+
+/// Under the lock: works out how many to make from the locked inventory,
+/// picks free names, creates the droplets (up to ten per request) and
+/// records each batch as soon as the API accepts it. Sends no further
+/// request once a stop is asked for. Fails only when nothing was created.
+async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Made> {
     let config = &app.config;
     let spec = config.droplet_spec()?;
     let user_data = read_user_data(config)?;
     let api = app.api()?;
     let lock = app.store.lock(options.lock_timeout).await?;
     let mut entries = app.entries(Some(&lock)).await?;
+    let pool_size = entries
+        .iter()
+        .filter(|e| e.status != Status::Destroying)
+        .count();
+    let count = match options.count {
+        Count::More(count) => count,
+        Count::UpTo(size) => match plan(&entries, size, Pick::Newest) {
+            Plan::Add { count } => count,
+            Plan::Stay { .. } | Plan::Remove { .. } => 0,
+        },
+    };
     let names = next_names(
         spec.hostname_prefix,
         entries.iter().map(|e| e.name.as_str()),
-        options.count,
+        count,
     );
-    let mut created = Vec::new();
+    let mut created: Vec<Droplet> = Vec::new();
     for batch in names.chunks(MAX_PER_REQUEST) {
+        settle_signals().await;
+        if app.shutdown.check().is_err() {
+            break;
+        }
         let (name, names) = match batch {
             [one] => (Some(one.as_str()), None),
             many => (None, Some(many)),
@@ -172,20 +254,28 @@ async fn create_and_record(
             tags: &config.tags,
             monitoring: true,
         };
+        // Never cut short by a signal: what the API makes gets recorded.
         let outcome = match api.create_droplets(&request, config.pool_tag()).await {
             Ok(outcome) => outcome,
-            Err(err) if created.is_empty() => {
-                return Err(anyhow::Error::new(err)
-                    .context(format!("cannot create droplet(s) {}", batch.join(", "))));
-            }
             Err(err) => {
-                return Ok((
-                    created,
-                    Some(format!(
-                        "cannot create droplet(s) {}: {err}",
-                        batch.join(", ")
-                    )),
-                ));
+                let what = format!(
+                    "cannot create droplet(s) {}{}",
+                    batch.join(", "),
+                    if err.is_transient() && !err.had_no_effect() {
+                        " (if DigitalOcean made them after all, doproxy reconcile --apply adopts them)"
+                    } else {
+                        ""
+                    }
+                );
+                if created.is_empty() {
+                    return Err(anyhow::Error::new(err).context(what));
+                }
+                lock.release().await;
+                return Ok(Made {
+                    droplets: created,
+                    failure: Some(format!("{what}: {err}")),
+                    pool_size,
+                });
             }
         };
         if outcome.recovered {
@@ -200,13 +290,61 @@ async fn create_and_record(
                 droplet.id,
                 droplet.name
             );
-            created.push(droplet.id);
             entries.push(Entry::from_droplet(droplet));
         }
-        app.store.save(&entries, &lock).await?;
+        let ids: Vec<u64> = outcome.droplets.iter().map(|d| d.id).collect();
+        created.extend(outcome.droplets);
+        app.store.save(&entries, &lock).await.with_context(|| {
+            format!(
+                "droplet(s) {} were created but could not be recorded in {}: they run and cost money until doproxy reconcile --apply adopts them (or you destroy them), so make the inventory writable and run it",
+                list(&ids),
+                app.store.describe()
+            )
+        })?;
     }
     lock.release().await;
-    Ok((created, None))
+    Ok(Made {
+        droplets: created,
+        failure: None,
+        pool_size,
+    })
+}
+
+/// Lets the runtime hand a signal that came while the thread was blocked
+/// (the file lock's wait) to the shutdown listener before a check: the first
+/// yield polls the driver, which wakes the listener; the second lets the
+/// listener run, since the runtime polls this future before its tasks.
+async fn settle_signals() {
+    tokio::task::yield_now().await;
+    tokio::task::yield_now().await;
+}
+
+/// Where a create was when a signal stopped it.
+#[derive(Debug, Clone, Copy)]
+enum Stage {
+    /// The droplets were created (or none yet).
+    Created,
+    Booting,
+    Readiness,
+}
+
+/// The one sentence a stopped create ends with: what it left behind, and
+/// what to run about it.
+fn stopped_create(stopped: Interrupted, stage: Stage, created: &[u64]) -> anyhow::Error {
+    if created.is_empty() {
+        return anyhow!("{stopped} before any droplet was created; nothing changed");
+    }
+    let ids = list(created);
+    let when = match stage {
+        Stage::Created => format!("after creating droplet(s) {ids}"),
+        Stage::Booting => format!("while droplet(s) {ids} booted"),
+        Stage::Readiness => format!("while droplet(s) {ids} were checked for readiness"),
+    };
+    let spaced: Vec<String> = created.iter().map(u64::to_string).collect();
+    anyhow!(
+        "{stopped} {when}; they are recorded in the inventory as new and kept out of HAProxy: run doproxy reconcile --apply to add them once they answer the health check, or doproxy delete --id {} to destroy them",
+        spaced.join(" ")
+    )
 }
 
 fn unready_failure(config: &Config, unready: &[u64], destroyed: bool) -> String {
@@ -264,49 +402,89 @@ fn read_user_data(config: &Config) -> Result<Option<String>> {
     Ok(Some(text))
 }
 
+/// How the wait for new droplets ended.
+struct Boot {
+    /// Active, with a private address.
+    active: Vec<Droplet>,
+    /// Still not active when the time was up.
+    stuck: Vec<u64>,
+    /// Destroyed by someone else meanwhile (the API no longer knows them).
+    gone: Vec<Droplet>,
+}
+
 /// Polls the pool's droplets (one list call per poll, whatever their number)
-/// until every droplet in `ids` is active with a private address, or
-/// `timeout` passes. Returns the last listing and the droplets that did not
-/// make it (still booting, or gone).
+/// until every droplet of `created` is active with a private address or
+/// gone, or `timeout` passes. A droplet missing from the list is looked up
+/// by ID: lists may lag right after a create, and a 404 means someone
+/// destroyed it, which is no reason to wait on.
 async fn wait_until_active(
     api: &Client,
     tag: &str,
-    ids: &[u64],
+    created: &[Droplet],
     timeout: Duration,
-) -> Result<(Vec<Droplet>, Vec<u64>)> {
+) -> Result<Boot> {
     let started = Instant::now();
-    let mut pending: HashSet<u64> = ids.iter().copied().collect();
+    let mut pending: HashMap<u64, &Droplet> = created.iter().map(|d| (d.id, d)).collect();
+    let mut active = Vec::new();
+    let mut gone = Vec::new();
     let mut status = progress::Status::new();
     loop {
         status.show(&format!(
             "{} of {} droplet(s) active",
-            ids.len() - pending.len(),
-            ids.len()
+            active.len(),
+            created.len()
         ));
         tokio::time::sleep(poll_interval(started.elapsed())).await;
-        let listed = api
+        let mut seen = api
             .list_droplets(tag)
             .await
             .context("cannot check on the new droplets")?;
-        for droplet in &listed {
+        let unlisted: Vec<u64> = created
+            .iter()
+            .map(|d| d.id)
+            .filter(|id| pending.contains_key(id) && !seen.iter().any(|d| d.id == *id))
+            .collect();
+        for id in unlisted {
+            match api.get_droplet(id).await {
+                Ok(droplet) => seen.push(droplet),
+                Err(ApiError::NotFound) => {
+                    let droplet = pending.remove(&id).expect("pending");
+                    tracing::warn!(
+                        "droplet {id} ({}) no longer exists: another run or someone in the control panel destroyed it",
+                        droplet.name
+                    );
+                    gone.push(droplet.clone());
+                }
+                Err(err) => {
+                    return Err(anyhow::Error::new(err)
+                        .context(format!("cannot check on new droplet {id}")));
+                }
+            }
+        }
+        for droplet in seen {
             if let (Status::Active, Some(ip)) =
                 (Status::from_api(&droplet.status), droplet.private_ipv4())
-                && pending.remove(&droplet.id)
+                && pending.remove(&droplet.id).is_some()
             {
                 tracing::info!(
                     "droplet {} ({}) is active at {ip}",
                     droplet.id,
                     droplet.name
                 );
+                active.push(droplet);
             }
         }
         if pending.is_empty() || started.elapsed() >= timeout {
-            let stuck = ids
+            let stuck = created
                 .iter()
-                .copied()
-                .filter(|id| pending.contains(id))
+                .map(|d| d.id)
+                .filter(|id| pending.contains_key(id))
                 .collect();
-            return Ok((listed, stuck));
+            return Ok(Boot {
+                active,
+                stuck,
+                gone,
+            });
         }
     }
 }

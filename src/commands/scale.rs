@@ -1,10 +1,15 @@
 //! `scale --to N`: grow or shrink the pool to N droplets, through the same
 //! create and delete paths (readiness, drain, one reload) as those commands.
+//!
+//! The plan read here only shows the way (and answers --dry-run): create and
+//! delete work out how many droplets to add or which to remove again under
+//! the inventory lock, from the pool as it is then, droplets still booting
+//! included. So two `scale --to 4` started together make a pool of 4, not 6.
 
 use anyhow::Result;
 use serde_json::json;
 
-use super::create::{self, CreateOptions};
+use super::create::{self, Count, CreateOptions};
 use super::delete::{self, DeleteOptions};
 use super::{App, Report};
 use crate::cli::ScaleArgs;
@@ -43,9 +48,9 @@ pub async fn run(app: &App, args: &ScaleArgs) -> Result<Report> {
             tracing::info!("the pool has {size} droplets already");
             Report::new(Vec::new(), json!({ "plan": plan }))
         }
-        Plan::Add { count } => {
+        Plan::Add { .. } => {
             let options = CreateOptions {
-                count,
+                count: Count::UpTo(target),
                 timeout: args.waits.timeout,
                 lock_timeout: args.waits.lock.lock_timeout,
                 ready_wait: true,
@@ -53,12 +58,12 @@ pub async fn run(app: &App, args: &ScaleArgs) -> Result<Report> {
             };
             create::create(app, &options).await
         }
-        Plan::Remove { ids } => {
+        Plan::Remove { .. } => {
             let options = DeleteOptions {
-                selector: Selector::Ids(ids),
+                selector: Selector::Surplus { keep: target, pick },
                 drain_timeout: args.waits.drain_timeout,
                 lock_timeout: args.waits.lock.lock_timeout,
-                allow_empty: target == 0,
+                allow_empty: args.allow_empty,
             };
             delete::delete(app, &options).await
         }

@@ -21,6 +21,11 @@ use crate::config::Token;
 
 /// The largest page the API serves.
 const PER_PAGE: u32 = 200;
+/// How long a create whose answer was lost is looked for before it is sent
+/// again: a list may miss a droplet for a while right after its create.
+const LOST_CREATE_LOOKUP: Duration = Duration::from_secs(30);
+/// The pause between those lookups.
+const LOOKUP_PAUSE: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub struct Client {
@@ -111,10 +116,9 @@ impl Metrics {
             }
             newest = newest.max(last.0);
         }
-        (total > 0.0).then(|| {
-            let at = SystemTime::UNIX_EPOCH + Duration::from_secs_f64(newest);
-            (100.0 * (1.0 - idle / total), at)
-        })
+        // A timestamp no clock can hold is no sample.
+        let at = SystemTime::UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(newest).ok()?)?;
+        (total > 0.0).then(|| (100.0 * (1.0 - idle / total), at))
     }
 }
 
@@ -302,15 +306,10 @@ impl Client {
             };
             if !err.had_no_effect() {
                 tracing::warn!(
-                    "the answer to a droplet create was lost ({err}); looking the droplets up by name"
+                    "the answer to a droplet create was lost ({err}); looking the droplets up by name for up to {} before sending it again",
+                    humantime::format_duration(LOST_CREATE_LOOKUP)
                 );
-                let names = request.droplet_names();
-                let found: Vec<Droplet> = self
-                    .list_droplets(tag)
-                    .await?
-                    .into_iter()
-                    .filter(|d| names.contains(&d.name.as_str()))
-                    .collect();
+                let found = self.find_created(tag, &request.droplet_names()).await?;
                 if !found.is_empty() {
                     return Ok(CreateOutcome {
                         droplets: found,
@@ -322,6 +321,26 @@ impl Client {
                 .await?;
         }
         unreachable!("the retry loop only ends by returning")
+    }
+
+    /// The droplets named `names` among those tagged `tag`, looked for until
+    /// all are found or LOST_CREATE_LOOKUP has passed (a droplet may be
+    /// missing from lists for a while right after its create); empty if
+    /// none turned up.
+    async fn find_created(&self, tag: &str, names: &[&str]) -> Result<Vec<Droplet>, ApiError> {
+        let started = Instant::now();
+        loop {
+            let found: Vec<Droplet> = self
+                .list_droplets(tag)
+                .await?
+                .into_iter()
+                .filter(|d| names.contains(&d.name.as_str()))
+                .collect();
+            if found.len() >= names.len() || started.elapsed() >= LOST_CREATE_LOOKUP {
+                return Ok(found);
+            }
+            tokio::time::sleep(LOOKUP_PAUSE).await;
+        }
     }
 
     /// Runs `op` until it succeeds, fails for good, or the retry budget ends.
@@ -441,8 +460,11 @@ fn rate_limit_wait(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     if number("ratelimit-remaining") != Some(0) {
         return None;
     }
-    let reset = SystemTime::UNIX_EPOCH + Duration::from_secs(number("ratelimit-reset")?);
-    Some(reset.duration_since(now).unwrap_or(Duration::ZERO))
+    // A reset beyond what the clock holds means "not in this budget".
+    let reset = SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(number("ratelimit-reset")?));
+    Some(reset.map_or(Duration::MAX, |reset| {
+        reset.duration_since(now).unwrap_or(Duration::ZERO)
+    }))
 }
 
 #[cfg(test)]
@@ -487,5 +509,32 @@ mod tests {
         assert_eq!(rate_limit_wait(&reset, now), Some(Duration::from_secs(5)));
         let plenty = headers(&[("ratelimit-remaining", "10"), ("ratelimit-reset", "1005")]);
         assert_eq!(rate_limit_wait(&plenty, now), None);
+    }
+
+    #[test]
+    fn absurd_rate_limit_headers_cannot_overflow() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let max = u64::MAX.to_string();
+        assert_eq!(
+            rate_limit_wait(&headers(&[("retry-after", &max)]), now),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        let reset = headers(&[("ratelimit-remaining", "0"), ("ratelimit-reset", &max)]);
+        assert_eq!(rate_limit_wait(&reset, now), Some(Duration::MAX));
+        let past = headers(&[("ratelimit-remaining", "0"), ("ratelimit-reset", "0")]);
+        assert_eq!(rate_limit_wait(&past, now), Some(Duration::ZERO));
+        // ... and the retry policy waits no longer than its budget for them.
+        let policy = RetryPolicy::default();
+        let wait = policy.next_delay(1, Duration::from_millis(10), Some(Duration::MAX), 0.5);
+        assert_eq!(wait, None);
+    }
+
+    #[test]
+    fn an_absurd_sample_time_is_no_sample() {
+        let metrics: Metrics =
+            serde_json::from_value(serde_json::json!({"status": "success", "data": {
+            "result": [{"metric": {"mode": "idle"}, "values": [[100, "1"], [1e300, "2"]]}]}}))
+            .unwrap();
+        assert_eq!(metrics.cpu_percent(), None);
     }
 }

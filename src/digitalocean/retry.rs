@@ -2,7 +2,8 @@
 //!
 //! Exponential backoff with full jitter, capped per wait and bounded in total,
 //! honouring the API's own hint (Retry-After or RateLimit-Reset) when it gives
-//! one. The maths is pure so it is tested without waiting.
+//! one, but never waiting past the budget, however absurd the hint. The maths
+//! is pure (and saturating) so it is tested without waiting.
 
 use std::time::Duration;
 
@@ -42,10 +43,14 @@ impl RetryPolicy {
         let delay = match hint {
             // The server knows best, but a little jitter keeps a crowd of cron
             // jobs from coming back in the same millisecond.
-            Some(hint) => hint + BASE_DELAY.mul_f64(random),
+            Some(hint) => hint.saturating_add(BASE_DELAY.mul_f64(random)),
             None => BASE_DELAY.max(ceiling.mul_f64(random)),
-        };
-        (elapsed + delay <= self.budget).then_some(delay)
+        }
+        .min(self.budget);
+        let within = elapsed
+            .checked_add(delay)
+            .is_some_and(|end| end <= self.budget);
+        within.then_some(delay)
     }
 }
 
@@ -77,6 +82,44 @@ mod tests {
         };
         let delay = policy.next_delay(1, Duration::ZERO, Some(Duration::from_secs(3)), 0.0);
         assert_eq!(delay, Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn absurd_hints_and_counts_cannot_overflow() {
+        let policy = RetryPolicy {
+            budget: Duration::from_secs(120),
+        };
+        assert_eq!(
+            policy.next_delay(1, Duration::ZERO, Some(Duration::MAX), 0.999),
+            Some(policy.budget),
+            "a hint is capped at the budget"
+        );
+        assert_eq!(
+            policy.next_delay(2, Duration::from_secs(1), Some(Duration::MAX), 0.999),
+            None,
+            "... and a wait past the budget ends the retries"
+        );
+        assert_eq!(
+            policy.next_delay(u32::MAX, Duration::MAX, Some(Duration::MAX), 0.999),
+            None
+        );
+        assert!(
+            policy
+                .next_delay(u32::MAX, Duration::ZERO, None, 0.999)
+                .unwrap()
+                <= MAX_DELAY
+        );
+        let endless = RetryPolicy {
+            budget: Duration::MAX,
+        };
+        assert_eq!(
+            endless.next_delay(1, Duration::from_secs(5), Some(Duration::MAX), 0.5),
+            None
+        );
+        assert_eq!(
+            endless.next_delay(1, Duration::ZERO, Some(Duration::MAX), 0.5),
+            Some(Duration::MAX)
+        );
     }
 
     #[test]

@@ -3,8 +3,11 @@
 //! on CPU:
 //!
 //! desired = clamp(ceil(n × current / target), min, max), the largest over
-//! all metrics. Scale out at once; scale in only after the cooldown, at most
-//! one step at a time, and never on missing or stale data.
+//! all metrics, where n is the number of serving droplets. Desired is
+//! compared with the whole pool, droplets still booting included, so a
+//! decision taken while earlier additions boot does not add them again.
+//! Scale out at once; scale in only after the cooldown, at most one step at
+//! a time, and never on missing or stale data.
 
 use std::time::{Duration, SystemTime};
 
@@ -57,9 +60,22 @@ pub enum Action {
     Hold,
 }
 
+/// The pool a decision starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSize {
+    /// Every droplet not being destroyed, booting and unready ones included.
+    pub total: usize,
+    /// Those of them that serve traffic (the metrics are per serving one).
+    pub serving: usize,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
+    /// The pool's size, droplets not serving yet included.
     pub current: usize,
+    /// How many of them serve (absent from records of older versions).
+    #[serde(default)]
+    pub serving: usize,
     /// What the metrics ask for, within min and max.
     pub desired: usize,
     /// Where this decision takes the pool (scale-in is limited by the step).
@@ -68,24 +84,25 @@ pub struct Decision {
     pub reason: String,
 }
 
-/// Decides from `readings` for a pool of `current` serving droplets, given
-/// when the pool was last scaled.
+/// Decides from `readings` for `pool`, given when the pool was last scaled.
 pub fn decide(
     policy: &Policy,
-    current: usize,
+    pool: PoolSize,
     readings: &[Reading],
     last_scaled: Option<SystemTime>,
     now: SystemTime,
 ) -> Decision {
+    let current = pool.total;
     let wanted: Vec<usize> = readings
         .iter()
-        .filter_map(|r| Some(desired_for(current, r.value?, r.target)))
+        .filter_map(|r| Some(desired_for(pool.serving, r.value?, r.target)))
         .collect();
     let missing: Vec<&Reading> = readings.iter().filter(|r| r.value.is_none()).collect();
     let raw = wanted.iter().copied().max();
     let desired = raw.unwrap_or(current).clamp(policy.min, policy.max);
     let decision = |target: usize, action: Action, reason: String| Decision {
         current,
+        serving: pool.serving,
         desired,
         target,
         action,
@@ -99,12 +116,16 @@ pub fn decide(
         return decision(desired, Action::ScaleOut, why);
     }
     if desired == current {
-        let why = if wanted.is_empty() {
-            "no metric could be read"
+        let mut why = if wanted.is_empty() {
+            "no metric could be read".to_string()
         } else {
-            "the metrics are on target"
+            "the metrics are on target".to_string()
         };
-        return decision(current, Action::Hold, why.to_string());
+        let waiting = current.saturating_sub(pool.serving);
+        if waiting > 0 {
+            why.push_str(&format!(", counting {waiting} droplet(s) not serving yet"));
+        }
+        return decision(current, Action::Hold, why);
     }
     // Above the maximum is no metric decision, so it needs no data.
     if current <= policy.max && !missing.is_empty() {
@@ -191,6 +212,14 @@ mod tests {
 
     const NOW: SystemTime = SystemTime::UNIX_EPOCH;
 
+    /// A pool of `n` droplets, every one serving.
+    fn serving(n: usize) -> PoolSize {
+        PoolSize {
+            total: n,
+            serving: n,
+        }
+    }
+
     fn at(seconds: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(seconds)
     }
@@ -200,7 +229,7 @@ mod tests {
         // 4 × 100/50 = 8 by sessions, 4 × 35/70 = 2 by CPU.
         let d = decide(
             &policy(),
-            4,
+            serving(4),
             &readings(Some(100.0), Some(35.0)),
             Some(at(1_000)),
             at(1_001),
@@ -210,9 +239,21 @@ mod tests {
 
     #[test]
     fn min_and_max_clamp() {
-        let d = decide(&policy(), 4, &readings(Some(1_000.0), None), None, NOW);
+        let d = decide(
+            &policy(),
+            serving(4),
+            &readings(Some(1_000.0), None),
+            None,
+            NOW,
+        );
         assert_eq!((d.desired, d.action), (10, Action::ScaleOut));
-        let d = decide(&policy(), 1, &readings(Some(0.0), Some(0.0)), None, NOW);
+        let d = decide(
+            &policy(),
+            serving(1),
+            &readings(Some(0.0), Some(0.0)),
+            None,
+            NOW,
+        );
         assert_eq!((d.desired, d.action), (2, Action::ScaleOut));
         assert!(d.reason.contains("minimum"), "{}", d.reason);
     }
@@ -220,50 +261,101 @@ mod tests {
     #[test]
     fn scale_in_waits_for_the_cooldown_and_goes_one_step() {
         let quiet = readings(Some(0.0), Some(0.0));
-        let d = decide(&policy(), 6, &quiet, Some(at(1_000)), at(1_100));
+        let d = decide(&policy(), serving(6), &quiet, Some(at(1_000)), at(1_100));
         assert_eq!((d.desired, d.action), (2, Action::Hold));
         assert!(d.reason.contains("cooling down"), "{}", d.reason);
-        let d = decide(&policy(), 6, &quiet, Some(at(1_000)), at(1_300));
+        let d = decide(&policy(), serving(6), &quiet, Some(at(1_000)), at(1_300));
         assert_eq!((d.desired, d.target, d.action), (2, 5, Action::ScaleIn));
         let mut big_steps = policy();
         big_steps.scale_in_step = 10;
-        let d = decide(&big_steps, 6, &quiet, None, NOW);
+        let d = decide(&big_steps, serving(6), &quiet, None, NOW);
         assert_eq!((d.target, d.action), (2, Action::ScaleIn));
     }
 
     #[test]
     fn missing_data_never_scales_in() {
-        let d = decide(&policy(), 6, &readings(Some(0.0), None), None, NOW);
+        let d = decide(&policy(), serving(6), &readings(Some(0.0), None), None, NOW);
         assert_eq!(d.action, Action::Hold);
         assert!(d.reason.contains("cpu_percent"), "{}", d.reason);
         // ... but still scales out on what it has.
-        let d = decide(&policy(), 6, &readings(Some(100.0), None), None, NOW);
+        let d = decide(
+            &policy(),
+            serving(6),
+            &readings(Some(100.0), None),
+            None,
+            NOW,
+        );
         assert_eq!((d.target, d.action), (10, Action::ScaleOut));
-        let d = decide(&policy(), 6, &readings(None, None), None, NOW);
+        let d = decide(&policy(), serving(6), &readings(None, None), None, NOW);
         assert_eq!((d.desired, d.action), (6, Action::Hold));
     }
 
     #[test]
     fn an_empty_pool_grows_to_its_minimum_or_on_load() {
-        let d = decide(&policy(), 0, &readings(None, None), None, NOW);
+        let d = decide(&policy(), serving(0), &readings(None, None), None, NOW);
         assert_eq!((d.target, d.action), (2, Action::ScaleOut));
         let mut none_min = policy();
         none_min.min = 0;
-        let d = decide(&none_min, 0, &readings(Some(120.0), None), None, NOW);
+        let d = decide(
+            &none_min,
+            serving(0),
+            &readings(Some(120.0), None),
+            None,
+            NOW,
+        );
         assert_eq!((d.target, d.action), (3, Action::ScaleOut));
-        let d = decide(&none_min, 0, &readings(None, None), None, NOW);
+        let d = decide(&none_min, serving(0), &readings(None, None), None, NOW);
         assert_eq!(d.action, Action::Hold);
     }
 
     #[test]
     fn above_max_shrinks_even_without_data() {
-        let d = decide(&policy(), 12, &readings(None, None), None, NOW);
+        let d = decide(&policy(), serving(12), &readings(None, None), None, NOW);
         assert_eq!((d.desired, d.target, d.action), (10, 11, Action::ScaleIn));
     }
 
     #[test]
     fn exact_targets_hold() {
-        let d = decide(&policy(), 4, &readings(Some(50.0), Some(70.0)), None, NOW);
+        let d = decide(
+            &policy(),
+            serving(4),
+            &readings(Some(50.0), Some(70.0)),
+            None,
+            NOW,
+        );
         assert_eq!((d.desired, d.action), (4, Action::Hold));
+    }
+
+    #[test]
+    fn droplets_still_booting_count_toward_the_pool() {
+        // 1 serving at 150 sessions (target 50) wants 3; 2 more are booting.
+        let booting = PoolSize {
+            total: 3,
+            serving: 1,
+        };
+        let d = decide(&policy(), booting, &readings(Some(150.0), None), None, NOW);
+        assert_eq!((d.desired, d.action), (3, Action::Hold));
+        assert!(
+            d.reason.contains("2 droplet(s) not serving yet"),
+            "{}",
+            d.reason
+        );
+        // More load asks only for what the booting ones do not bring.
+        let d = decide(&policy(), booting, &readings(Some(250.0), None), None, NOW);
+        assert_eq!((d.current, d.target, d.action), (3, 5, Action::ScaleOut));
+        // A pool at max never grows, however few of it serve yet.
+        let full = PoolSize {
+            total: 10,
+            serving: 1,
+        };
+        let d = decide(&policy(), full, &readings(Some(5_000.0), None), None, NOW);
+        assert_eq!((d.target, d.action), (10, Action::Hold));
+        // Nothing serves yet, but the minimum is on its way.
+        let starting = PoolSize {
+            total: 2,
+            serving: 0,
+        };
+        let d = decide(&policy(), starting, &readings(None, None), None, NOW);
+        assert_eq!((d.target, d.action), (2, Action::Hold));
     }
 }

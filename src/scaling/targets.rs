@@ -3,6 +3,7 @@
 
 use anyhow::{Result, bail};
 
+use super::plan::{Pick, Plan, plan};
 use crate::inventory::Entry;
 
 /// How the user named the droplets to delete.
@@ -12,6 +13,13 @@ pub enum Selector {
     Lines(Vec<usize>),
     Ids(Vec<u64>),
     Names(Vec<String>),
+    /// Whatever the pool has beyond `keep` droplets, chosen as `scale`
+    /// chooses; worked out from the entries read under the lock, so two
+    /// runs shrinking at once never both remove the same surplus.
+    Surplus {
+        keep: usize,
+        pick: Pick,
+    },
 }
 
 /// Positions in `entries` of the selected droplets, in the order given,
@@ -42,11 +50,32 @@ pub fn select(entries: &[Entry], selector: &Selector) -> Result<Vec<usize>> {
             .collect::<Result<_>>()?,
         Selector::Names(names) => names
             .iter()
-            .map(|name| match entries.iter().position(|e| &e.name == name) {
-                Some(position) => Ok(position),
-                None => bail!("no droplet named {name:?} is in the inventory; run doproxy print to see them"),
+            .map(|name| {
+                let named: Vec<usize> = (0..entries.len())
+                    .filter(|&i| &entries[i].name == name)
+                    .collect();
+                match named[..] {
+                    [position] => Ok(position),
+                    [] => bail!("no droplet named {name:?} is in the inventory; run doproxy print to see them"),
+                    _ => {
+                        let ids: Vec<String> =
+                            named.iter().map(|&i| entries[i].id.to_string()).collect();
+                        bail!(
+                            "{} droplets are named {name:?} (IDs {}); say which with doproxy delete --id",
+                            named.len(),
+                            ids.join(", ")
+                        )
+                    }
+                }
             })
             .collect::<Result<_>>()?,
+        Selector::Surplus { keep, pick } => match plan(entries, *keep, *pick) {
+            Plan::Remove { ids } => ids
+                .iter()
+                .filter_map(|id| entries.iter().position(|e| e.id == *id))
+                .collect(),
+            Plan::Stay { .. } | Plan::Add { .. } => Vec::new(),
+        },
     };
     let mut unique = Vec::with_capacity(positions.len());
     for position in positions {
@@ -90,6 +119,42 @@ mod tests {
             select(&entries, &Selector::Names(vec!["web-2".into()])).unwrap(),
             vec![2]
         );
+    }
+
+    #[test]
+    fn an_ambiguous_name_is_refused_with_the_ids() {
+        let mut entries = entries();
+        entries[2].name = "web-0".into();
+        let err = select(&entries, &Selector::Names(vec!["web-0".into()]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("2 droplets are named \"web-0\" (IDs 100, 102)")
+                && err.contains("--id"),
+            "{err}"
+        );
+        assert_eq!(
+            select(&entries, &Selector::Names(vec!["web-1".into()])).unwrap(),
+            vec![1]
+        );
+    }
+
+    #[test]
+    fn the_surplus_is_what_scale_would_remove() {
+        let entries = entries();
+        let surplus = |keep| {
+            select(
+                &entries,
+                &Selector::Surplus {
+                    keep,
+                    pick: Pick::Oldest,
+                },
+            )
+        };
+        // No created_at: the lowest IDs count as the oldest.
+        assert_eq!(surplus(1).unwrap(), vec![0, 1]);
+        assert_eq!(surplus(3).unwrap(), Vec::<usize>::new());
+        assert_eq!(surplus(5).unwrap(), Vec::<usize>::new());
     }
 
     #[test]

@@ -37,7 +37,11 @@ fn create_print_generate_reload_delete_behind_a_real_haproxy() {
         .collect();
     let droplets = project.sim.droplets();
     assert_eq!(droplets.len(), 3);
-    assert!(droplets.iter().all(|d| d.tags == ["doproxy"]));
+    assert!(
+        droplets
+            .iter()
+            .all(|d| d.tags == ["doproxy:auto-nginx", "doproxy"])
+    );
 
     // print: the original's lines, byte for byte.
     let expected: String = droplets

@@ -10,6 +10,7 @@ mod operator;
 mod operator_faults;
 mod resilience;
 mod scaling;
+mod scaling_faults;
 mod shared_pool;
 mod signals;
 mod support;

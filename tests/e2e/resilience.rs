@@ -16,7 +16,7 @@ fn tagged(project: &Project) -> BTreeSet<u64> {
         .sim
         .droplets()
         .into_iter()
-        .filter(|d| d.tags.iter().any(|t| t == "doproxy"))
+        .filter(|d| d.tags.iter().any(|t| t == "doproxy:auto-nginx"))
         .map(|d| d.id)
         .collect()
 }
@@ -176,7 +176,7 @@ fn reconcile_reports_drift_and_changes_nothing_without_apply() {
     project.run(&["create", "--count", "2"]).success();
     let orphan = project
         .sim
-        .seed_droplets(1, "stray", &["doproxy".to_string()], false)[0]
+        .seed_droplets(1, "stray", &["doproxy:auto-nginx".to_string()], false)[0]
         .id;
     let untagged = project.sim.seed_droplets(1, "legacy", &[], false)[0].id;
     let inventory = format!("{}{untagged}\n", project.inventory());
@@ -198,7 +198,7 @@ fn reconcile_reports_drift_and_changes_nothing_without_apply() {
 
     let stray = project
         .sim
-        .seed_droplets(1, "stray", &["doproxy".to_string()], false)[0]
+        .seed_droplets(1, "stray", &["doproxy:auto-nginx".to_string()], false)[0]
         .id;
     project.run(&["reconcile", "--apply", "--prune"]).success();
     assert!(

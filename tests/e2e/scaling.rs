@@ -94,16 +94,25 @@ fn scale_grows_and_shrinks_the_pool() {
         stay.stdout,
         "The pool has 1 droplets already; nothing to do.\n"
     );
-    project.run(&["scale", "--to", "0"]).success();
+    project
+        .run(&["scale", "--to", "0"])
+        .fails(1, "add --allow-empty");
+    assert_eq!(project.sim.droplets().len(), 1);
+    project
+        .run(&["scale", "--to", "0", "--allow-empty"])
+        .success();
     assert!(project.sim.droplets().is_empty());
 }
 
 #[test]
 fn reads_make_no_api_request_and_refresh_lists_per_200() {
     let project = Project::new("reads");
-    let seeded = project
-        .sim
-        .seed_droplets(250, "auto-nginx", &["doproxy".to_string()], false);
+    let seeded = project.sim.seed_droplets(
+        250,
+        "auto-nginx",
+        &["doproxy:auto-nginx".to_string()],
+        false,
+    );
     let inventory: String = seeded
         .iter()
         .map(|d| {
