@@ -108,7 +108,10 @@ pub enum Command {
     /// are batched: HAProxy is updated once things have been quiet for
     /// --quiet-period, or at the latest --max-wait after the first change. After
     /// losing etcd it resumes where it left off; it never empties HAProxy
-    /// because etcd could not be read.
+    /// because etcd could not be read or was rebuilt empty. After
+    /// --resync-interval without news it re-reads the whole inventory and
+    /// watches afresh, so a stalled connection delays a change by at most
+    /// that long; a failed HAProxy update is retried until it works.
     ///
     /// Example: doproxy watch --quiet-period 2s
     Watch(WatchArgs),
@@ -296,6 +299,12 @@ pub struct WatchArgs {
     /// if changes keep coming.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub max_wait: Duration,
+
+    /// With no news from etcd for this long, re-read the whole inventory and
+    /// open a fresh watch: the longest a silently stalled connection can
+    /// hide a change.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub resync_interval: Duration,
 }
 
 #[derive(Debug, Subcommand)]

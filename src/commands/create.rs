@@ -172,6 +172,7 @@ async fn create_and_record(
             tags: &config.tags,
             monitoring: true,
         };
+        lock.check().await?;
         let outcome = match api.create_droplets(&request, config.pool_tag()).await {
             Ok(outcome) => outcome,
             Err(err) if created.is_empty() => {
