@@ -303,8 +303,16 @@ pub struct WatchArgs {
     /// With no news from etcd for this long, re-read the whole inventory and
     /// open a fresh watch: the longest a silently stalled connection can
     /// hide a change.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
     pub resync_interval: Duration,
+}
+
+/// A duration above zero, e.g. `10s`.
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(duration) if duration.is_zero() => Err("must be longer than 0s".to_string()),
+        parsed => parsed.map_err(|err| err.to_string()),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -388,6 +396,18 @@ mod tests {
         };
         assert_eq!(args.quiet_period, Duration::from_secs(2));
         assert!(cli.global.quiet);
+    }
+
+    #[test]
+    fn watch_resyncs_every_ten_seconds_unless_told_and_never_every_zero() {
+        let cli = Cli::try_parse_from(["doproxy", "watch"]).unwrap();
+        let Command::Watch(args) = cli.command else {
+            panic!()
+        };
+        assert_eq!(args.resync_interval, Duration::from_secs(10));
+        let err = Cli::try_parse_from(["doproxy", "watch", "--resync-interval", "0s"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("longer than 0s"), "{err}");
     }
 
     #[test]

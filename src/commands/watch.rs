@@ -45,9 +45,6 @@ pub async fn run(app: &App, args: &WatchArgs) -> Result<Report> {
             app.config.path.display()
         );
     };
-    if args.resync_interval.is_zero() {
-        bail!("--resync-interval must be longer than 0s; the default is 10s");
-    }
     let stopped = match keep_in_step(Follower::new(app, etcd, args)).await {
         Err(err) => err,
         Ok(never) => match never {},
