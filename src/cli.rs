@@ -108,7 +108,10 @@ pub enum Command {
     /// are batched: HAProxy is updated once things have been quiet for
     /// --quiet-period, or at the latest --max-wait after the first change. After
     /// losing etcd it resumes where it left off; it never empties HAProxy
-    /// because etcd could not be read.
+    /// because etcd could not be read or was rebuilt empty. After
+    /// --resync-interval without news it re-reads the whole inventory and
+    /// watches afresh, so a stalled connection delays a change by at most
+    /// that long; a failed HAProxy update is retried until it works.
     ///
     /// Example: doproxy watch --quiet-period 2s
     Watch(WatchArgs),
@@ -301,6 +304,12 @@ pub struct WatchArgs {
     /// if changes keep coming.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub max_wait: Duration,
+
+    /// With no news from etcd for this long, re-read the whole inventory and
+    /// open a fresh watch: the longest a silently stalled connection can
+    /// hide a change.
+    #[arg(long, default_value = "10s", value_parser = longer_than_zero)]
+    pub resync_interval: Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -352,7 +361,7 @@ pub struct CompletionsArgs {
 }
 
 /// A duration such as 90s or 10m that is not zero: waiting 0s for droplets
-/// to boot would destroy every one of them.
+/// to boot would destroy every one of them, resyncing every 0s would spin.
 fn longer_than_zero(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {
         Ok(duration) if duration.is_zero() => Err("must be longer than 0s, e.g. 10m".to_string()),
@@ -407,6 +416,18 @@ mod tests {
             assert!(err.to_string().contains("longer than 0s"), "{err}");
         }
         assert!(Cli::try_parse_from(["doproxy", "create", "--timeout", "1s"]).is_ok());
+    }
+
+    #[test]
+    fn watch_resyncs_every_ten_seconds_unless_told_and_never_every_zero() {
+        let cli = Cli::try_parse_from(["doproxy", "watch"]).unwrap();
+        let Command::Watch(args) = cli.command else {
+            panic!()
+        };
+        assert_eq!(args.resync_interval, Duration::from_secs(10));
+        let err = Cli::try_parse_from(["doproxy", "watch", "--resync-interval", "0s"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("longer than 0s"), "{err}");
     }
 
     #[test]

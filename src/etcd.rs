@@ -8,6 +8,11 @@
 //! integers are strings, and fields holding their zero value (`false`, `0`,
 //! an empty list, the `PUT` event type) are left out. Watches and lease
 //! keepalives are streams of newline-separated `{"result": ...}` objects.
+//!
+//! Every request asks for a member that has a leader (gRPC metadata
+//! `hasleader`, sent as a `Grpc-Metadata-hasleader` header), so a member cut
+//! off from its cluster refuses rather than serving old data or a watch that
+//! never fires.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -21,12 +26,19 @@ use reqwest::header::AUTHORIZATION;
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
+use tokio::time::{Instant, MissedTickBehavior};
 
 /// How long one ordinary request may take. Lock and watch requests wait
 /// for events instead and have no such limit.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Short, so a dead endpoint costs little before the next one is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Connections idle this long are not reused: one that went silently dead
+/// (a dropped NAT entry, a half-open link) would hang the next request for
+/// REQUEST_TIMEOUT. Requests within one step still share a connection.
+const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
+/// gRPC metadata, through the gateway: only a member with a leader answers.
+const REQUIRE_LEADER: (&str, &str) = ("Grpc-Metadata-hasleader", "true");
 
 pub struct Credentials {
     pub username: String,
@@ -134,8 +146,31 @@ pub struct Put {
     pub lease: Option<i64>,
 }
 
-/// Keeps a lease alive from a background task until dropped.
-pub struct KeepAlive(tokio::task::JoinHandle<()>);
+/// Keeps a lease alive from a background task until dropped, and knows when
+/// the lease can no longer be counted on.
+pub struct KeepAlive {
+    task: tokio::task::JoinHandle<()>,
+    health: Arc<Mutex<LeaseHealth>>,
+}
+
+/// What the renewals have learnt about a lease.
+#[derive(Debug, Clone, Copy)]
+struct LeaseHealth {
+    /// When the lease runs out unless renewed again, counted from when the
+    /// last successful grant or renewal was sent, so it errs on the early side.
+    expires: Instant,
+    /// etcd said the lease no longer exists.
+    gone: bool,
+}
+
+/// Why a lease, and whatever it holds, is lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LeaseLost {
+    #[error("etcd says its lease has run out")]
+    Gone,
+    #[error("no renewal of its lease succeeded in time")]
+    NotRenewed,
+}
 
 /// A watch on the keys under a prefix, read change by change.
 pub struct Watch {
@@ -269,7 +304,9 @@ impl Client {
         {
             bail!("etcd endpoint {bad:?} lacks http:// or https://; fix it in etcd_endpoints");
         }
-        let mut builder = crate::http::builder().connect_timeout(CONNECT_TIMEOUT);
+        let mut builder = crate::http::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .pool_idle_timeout(IDLE_CONNECTION_TIMEOUT);
         if let Some(ca_file) = &tls.ca_file {
             let pem = read_pem(ca_file, "etcd_ca_file")?;
             let roots = reqwest::Certificate::from_pem_bundle(&pem).map_err(|err| {
@@ -374,14 +411,26 @@ impl Client {
 
     /// Renews `lease` every third of `ttl` until the returned guard drops, so
     /// a renewal that fails is tried again well before the lease runs out.
-    pub fn keep_alive(&self, lease: i64, ttl: Duration) -> KeepAlive {
+    /// `granted` is when the grant request was sent.
+    pub fn keep_alive(&self, lease: i64, ttl: Duration, granted: Instant) -> KeepAlive {
+        let health = Arc::new(Mutex::new(LeaseHealth {
+            expires: granted + ttl,
+            gone: false,
+        }));
         let client = self.clone();
-        KeepAlive(tokio::spawn(async move {
+        let learnt = health.clone();
+        let task = tokio::spawn(async move {
+            let mut renewals = tokio::time::interval_at(granted + ttl / 3, ttl / 3);
+            renewals.set_missed_tick_behavior(MissedTickBehavior::Delay);
             loop {
-                tokio::time::sleep(ttl / 3).await;
-                match client.renew_lease(lease).await {
-                    Ok(true) => {}
-                    Ok(false) => {
+                renewals.tick().await;
+                let sent = Instant::now();
+                let renewed = client.renew_lease(lease).await;
+                let mut health = learnt.lock().unwrap_or_else(|e| e.into_inner());
+                match renewed {
+                    Ok(Some(left)) => health.expires = sent + left,
+                    Ok(None) => {
+                        health.gone = true;
                         tracing::warn!(
                             "etcd lease {lease:x} has run out, so the lock it held is lost and this run's writes will be refused"
                         );
@@ -390,18 +439,23 @@ impl Client {
                     Err(err) => tracing::warn!("cannot renew etcd lease {lease:x}: {err}"),
                 }
             }
-        }))
+        });
+        KeepAlive { task, health }
     }
 
-    /// One keepalive round trip; false if the lease is gone.
-    async fn renew_lease(&self, lease: i64) -> Result<bool, EtcdError> {
+    /// One keepalive round trip: the time the lease has left, or None if
+    /// it is gone.
+    async fn renew_lease(&self, lease: i64) -> Result<Option<Duration>, EtcdError> {
         // The gateway answers each request object in the body with one line;
         // a body of one object gets one line, then the stream ends.
         let body = json!({"ID": lease.to_string()});
         let line: StreamLine<LeaseKeepAliveResponse> =
             self.call("/v3/lease/keepalive", &body).await?;
         match (line.result, line.error) {
-            (Some(result), _) => Ok(result.ttl > 0),
+            (Some(result), _) => Ok(u64::try_from(result.ttl)
+                .ok()
+                .filter(|&ttl| ttl > 0)
+                .map(Duration::from_secs)),
             (None, error) => Err(EtcdError::Server {
                 endpoint: self.endpoint(),
                 message: error.map_or("empty keepalive answer".to_string(), |e| e.message),
@@ -563,7 +617,12 @@ impl Client {
         let mut reason = String::new();
         for index in (first..endpoints.len()).chain(0..first) {
             let endpoint = &endpoints[index];
-            let mut request = self.inner.http.post(format!("{endpoint}{path}")).json(body);
+            let mut request = self
+                .inner
+                .http
+                .post(format!("{endpoint}{path}"))
+                .header(REQUIRE_LEADER.0, REQUIRE_LEADER.1)
+                .json(body);
             if let Some(token) = token {
                 request = request.header(AUTHORIZATION, token);
             }
@@ -586,9 +645,30 @@ impl Client {
     }
 }
 
+impl KeepAlive {
+    /// Why the lease is lost, if it is as far as this run knows: etcd said
+    /// so, or no renewal succeeded within its time to live.
+    pub fn lost(&self) -> Option<LeaseLost> {
+        let health = *self.health.lock().unwrap_or_else(|e| e.into_inner());
+        health.lost(Instant::now())
+    }
+}
+
+impl LeaseHealth {
+    fn lost(&self, now: Instant) -> Option<LeaseLost> {
+        if self.gone {
+            Some(LeaseLost::Gone)
+        } else if now >= self.expires {
+            Some(LeaseLost::NotRenewed)
+        } else {
+            None
+        }
+    }
+}
+
 impl Drop for KeepAlive {
     fn drop(&mut self) {
-        self.0.abort();
+        self.task.abort();
     }
 }
 
@@ -876,6 +956,25 @@ mod tests {
         let all: Vec<u8> = (0..=255).collect();
         assert_eq!(base64::decode(&base64::encode(&all)).unwrap(), all);
         assert!(base64::decode("Zm9v!").is_err());
+    }
+
+    #[test]
+    fn a_lease_is_lost_once_gone_or_past_its_time() {
+        let now = Instant::now();
+        let health = LeaseHealth {
+            expires: now + Duration::from_secs(30),
+            gone: false,
+        };
+        assert_eq!(health.lost(now), None);
+        assert_eq!(
+            health.lost(now + Duration::from_secs(30)),
+            Some(LeaseLost::NotRenewed)
+        );
+        let gone = LeaseHealth {
+            gone: true,
+            ..health
+        };
+        assert_eq!(gone.lost(now), Some(LeaseLost::Gone));
     }
 
     #[test]

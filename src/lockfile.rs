@@ -1,7 +1,8 @@
 //! Exclusive lock files (flock), for what one machine's runs must do one at
 //! a time: change the flat-file inventory, rewrite and reload HAProxy's
 //! config. The lock goes with the process, so a killed run never leaves it
-//! held.
+//! held. Waiting polls with the async runtime's timer, so a wait never stops
+//! the runtime's other tasks (the etcd lease keepalive among them).
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::Write;
@@ -22,7 +23,7 @@ pub struct LockFile {
 impl LockFile {
     /// Takes the lock on `path` (created if missing), waiting up to `timeout`
     /// for another run to finish, and says so on stderr while it waits.
-    pub fn acquire(path: &Path, timeout: Duration) -> Result<LockFile> {
+    pub async fn acquire(path: &Path, timeout: Duration) -> Result<LockFile> {
         let mut file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -60,7 +61,7 @@ impl LockFile {
                 );
                 told = true;
             }
-            std::thread::sleep(POLL);
+            tokio::time::sleep(POLL).await;
         }
         // Record who holds it, for the message a waiting run prints.
         file.set_len(0)?;
@@ -81,11 +82,12 @@ fn holder(path: &Path) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn second_lock_waits_then_fails_with_the_holder() {
+    #[tokio::test]
+    async fn second_lock_waits_then_fails_with_the_holder() {
         let path = std::env::temp_dir().join(format!("doproxy-lockfile-{}", std::process::id()));
-        let held = LockFile::acquire(&path, Duration::ZERO).unwrap();
+        let held = LockFile::acquire(&path, Duration::ZERO).await.unwrap();
         let err = LockFile::acquire(&path, Duration::from_millis(120))
+            .await
             .err()
             .unwrap()
             .to_string();
@@ -94,7 +96,30 @@ mod tests {
             "{err}"
         );
         drop(held);
-        LockFile::acquire(&path, Duration::ZERO).unwrap();
+        LockFile::acquire(&path, Duration::ZERO).await.unwrap();
+        fs::remove_file(&path).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_waiting_lock_lets_other_tasks_run() {
+        let path =
+            std::env::temp_dir().join(format!("doproxy-lockfile-tasks-{}", std::process::id()));
+        let _held = LockFile::acquire(&path, Duration::ZERO).await.unwrap();
+        let ticks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = ticks.clone();
+        let ticking = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        assert!(
+            LockFile::acquire(&path, Duration::from_millis(300))
+                .await
+                .is_err()
+        );
+        ticking.abort();
+        assert!(ticks.load(std::sync::atomic::Ordering::Relaxed) > 5);
         fs::remove_file(&path).unwrap();
     }
 }

@@ -116,7 +116,7 @@ async fn step(
         path.push(".autoscale.lock");
         std::path::PathBuf::from(path)
     };
-    let _deciding = LockFile::acquire(&lock_path, args.waits.lock.lock_timeout)?;
+    let _deciding = LockFile::acquire(&lock_path, args.waits.lock.lock_timeout).await?;
     let entries = app.entries(None).await?;
     let serving: Vec<Entry> = entries.iter().filter(|e| e.is_serving()).cloned().collect();
     let pool = PoolSize {

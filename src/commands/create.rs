@@ -254,6 +254,7 @@ async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Made> {
             tags: &config.tags,
             monitoring: true,
         };
+        lock.check().await?;
         // Never cut short by a signal: what the API makes gets recorded.
         let outcome = match api.create_droplets(&request, config.pool_tag()).await {
             Ok(outcome) => outcome,

@@ -101,6 +101,7 @@ pub async fn delete(app: &App, options: &DeleteOptions) -> Result<Report> {
 
     let mut failures = Vec::new();
     let mut deleted: Vec<Entry> = Vec::new();
+    lock.check().await?;
     for (id, outcome) in api.delete_droplets(&ids).await {
         match outcome {
             Ok(outcome) => {

@@ -9,13 +9,16 @@ use serde_json::json;
 
 use super::{App, Report};
 use crate::cli::{ImportArgs, InventoryCommand};
-use crate::inventory::{parse, render};
+use crate::inventory::{Comments, parse, render};
 
 pub async fn run(app: &App, command: &InventoryCommand) -> Result<Report> {
     match command {
         InventoryCommand::Export => {
             let entries = app.entries(None).await?;
-            let text = render(&entries).lines().map(str::to_string).collect();
+            let text = render(&entries, &Comments::default())
+                .lines()
+                .map(str::to_string)
+                .collect();
             Report::new(text, &entries)
         }
         InventoryCommand::Import(args) => import(app, args).await,

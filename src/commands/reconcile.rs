@@ -76,6 +76,7 @@ pub async fn run(app: &App, args: &ReconcileArgs) -> Result<Report> {
     }
     if !drift.untagged.is_empty() {
         let ids: Vec<u64> = drift.untagged.iter().map(|e| e.id).collect();
+        lock.check().await?;
         api.tag_droplets(tag, &ids)
             .await
             .context("cannot tag the untagged droplets")?;
@@ -88,6 +89,7 @@ pub async fn run(app: &App, args: &ReconcileArgs) -> Result<Report> {
         doomed.extend(drift.orphans.iter().map(|e| e.id));
     }
     let mut failures = Vec::new();
+    lock.check().await?;
     for (id, outcome) in api.delete_droplets(&doomed).await {
         match outcome {
             Ok(_) => entries.retain(|e| e.id != id),

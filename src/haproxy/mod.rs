@@ -110,7 +110,8 @@ pub async fn apply(
 ) -> Result<Applied> {
     // One HAProxy update at a time on this machine: `watch` and a command
     // run by hand must not interleave their writes and reloads.
-    let _updating = LockFile::acquire(&lock_path(&config.haproxy_cfg_file), UPDATE_LOCK_TIMEOUT)?;
+    let _updating =
+        LockFile::acquire(&lock_path(&config.haproxy_cfg_file), UPDATE_LOCK_TIMEOUT).await?;
     let servers = generate(config, entries).await?;
     let staged = &config.haproxy_cfg_file;
     let live = &config.haproxy_cfg_path;

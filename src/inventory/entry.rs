@@ -8,7 +8,11 @@
 //!
 //! A line holding only an ID is the Ruby DOProxy format; it loads as an entry
 //! whose details must be fetched from the API once.
+//!
+//! Comment lines people write into the file survive doproxy's rewrites (see
+//! `Comments`); blank lines do not.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
@@ -219,10 +223,70 @@ fn parse_ip(field: &str) -> Result<Ipv4Addr, String> {
         .map_err(|_| format!("{field:?} is not an IPv4 address"))
 }
 
-/// The inventory file's text for `entries`, in order.
-pub fn render(entries: &[Entry]) -> String {
+/// The comment lines people wrote into an inventory file, and where they
+/// stand, so that a rewrite keeps them: comments before the first droplet
+/// stay at the top (under doproxy's header), comments between droplets stay
+/// above the droplet below them and move with it, and comments after the
+/// last droplet stay at the end. The comments above a droplet that leaves the
+/// inventory pass to the next droplet that stays (or to the end): doproxy
+/// never drops what people wrote.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Comments {
+    top: Vec<String>,
+    /// Every droplet of the file in file order, with the comments above it.
+    above: Vec<(u64, Vec<String>)>,
+    end: Vec<String>,
+}
+
+impl Comments {
+    /// The comments of an inventory file's text. Other lines count only by
+    /// their droplet ID, so this never fails.
+    pub fn of(text: &str) -> Comments {
+        let mut comments = Comments::default();
+        let mut pending = Vec::new();
+        for line in text.lines().map(str::trim) {
+            if line.starts_with('#') {
+                if line != HEADER {
+                    pending.push(line.to_string());
+                }
+                continue;
+            }
+            let Some(id) = line.split_whitespace().next().and_then(|f| f.parse().ok()) else {
+                continue;
+            };
+            if comments.above.is_empty() {
+                comments.top = std::mem::take(&mut pending);
+            }
+            comments.above.push((id, std::mem::take(&mut pending)));
+        }
+        // In a file without droplets, every comment is a top one.
+        if comments.above.is_empty() {
+            comments.top = pending;
+        } else {
+            comments.end = pending;
+        }
+        comments
+    }
+}
+
+/// The inventory file's text for `entries`, in order, with `comments` where
+/// they belong.
+pub fn render(entries: &[Entry], comments: &Comments) -> String {
+    // The comments above each droplet that stays, including those passed on
+    // by droplets that left.
+    let staying: HashSet<u64> = entries.iter().map(|e| e.id).collect();
+    let mut above: HashMap<u64, Vec<&str>> = HashMap::new();
+    let mut passed_on: Vec<&str> = Vec::new();
+    for (id, lines) in &comments.above {
+        passed_on.extend(lines.iter().map(String::as_str));
+        if staying.contains(id) {
+            above.insert(*id, std::mem::take(&mut passed_on));
+        }
+    }
     let mut text = format!("{HEADER}\n");
+    push_lines(&mut text, comments.top.iter().map(String::as_str));
     for e in entries {
+        push_lines(&mut text, above.remove(&e.id).unwrap_or_default());
         let ip = |ip: Option<Ipv4Addr>| ip.map_or(NONE.to_string(), |ip| ip.to_string());
         text.push_str(&format!(
             "{} {} {} {} {} {}\n",
@@ -234,7 +298,16 @@ pub fn render(entries: &[Entry]) -> String {
             e.created_at.as_deref().unwrap_or(NONE),
         ));
     }
+    push_lines(&mut text, passed_on);
+    push_lines(&mut text, comments.end.iter().map(String::as_str));
     text
+}
+
+fn push_lines<'a>(text: &mut String, lines: impl IntoIterator<Item = &'a str>) {
+    for line in lines {
+        text.push_str(line);
+        text.push('\n');
+    }
 }
 
 #[cfg(test)]
@@ -258,9 +331,47 @@ mod tests {
             entry(1, "web-0", Status::Active),
             entry(2, "web-1", Status::New),
         ];
-        let text = render(&entries);
+        let text = render(&entries, &Comments::default());
         assert!(text.contains("1 web-0 10.0.0.5 - active 2026-11-28T20:41:06Z\n"));
         assert_eq!(parse(&text).unwrap(), entries);
+    }
+
+    #[test]
+    fn comments_survive_a_rewrite_where_they_stood() {
+        let text = format!(
+            "{HEADER}\n# web tier of shop.example.com\n1 web-0 10.0.0.5 - active 2026-11-28T20:41:06Z\n# the canary\n2 web-1 10.0.0.5 - new 2026-11-28T20:41:06Z\n# end of file\n"
+        );
+        let entries = parse(&text).unwrap();
+        assert_eq!(render(&entries, &Comments::of(&text)), text);
+        // A new droplet goes after the last one, before the closing comment.
+        let mut more = entries.clone();
+        more.push(entry(3, "web-2", Status::New));
+        let rewritten = render(&more, &Comments::of(&text));
+        assert!(
+            rewritten.ends_with("2 web-1 10.0.0.5 - new 2026-11-28T20:41:06Z\n3 web-2 10.0.0.5 - new 2026-11-28T20:41:06Z\n# end of file\n"),
+            "{rewritten}"
+        );
+    }
+
+    #[test]
+    fn comments_above_a_droplet_that_leaves_pass_to_the_next() {
+        let text = "5\n# about 6\n6\n# about 7\n7\n";
+        let entries = parse(text).unwrap();
+        let comments = Comments::of(text);
+        let without_6: Vec<Entry> = entries.iter().filter(|e| e.id != 6).cloned().collect();
+        let rendered = render(&without_6, &comments);
+        let lines: Vec<&str> = rendered.lines().skip(1).collect();
+        assert_eq!(lines[0].split(' ').next(), Some("5"));
+        assert_eq!(lines[1..3], ["# about 6", "# about 7"]);
+        assert_eq!(lines[3].split(' ').next(), Some("7"));
+        let only_5 = render(&entries[..1], &comments);
+        assert!(only_5.ends_with("# about 6\n# about 7\n"), "{only_5}");
+        // The Ruby DOProxy file had no header: one is added, once.
+        assert_eq!(only_5.matches(HEADER).count(), 1);
+        assert_eq!(Comments::of(&only_5).above.len(), 1);
+        // Comments of a file without droplets stay above the first ones.
+        let first = render(&entries[..1], &Comments::of("# pool of shop\n"));
+        assert_eq!(first.lines().nth(1), Some("# pool of shop"));
     }
 
     #[test]

@@ -14,6 +14,9 @@
 //! the lock through a lease it keeps alive, so a run that dies loses the lock
 //! when the lease runs out, and every write checks in the same transaction
 //! that the lock is still held, so a run whose lease ran out writes nothing.
+//! Before each API call that changes droplets, commands ask the lock whether
+//! it is still held (`EtcdLock::check`), so a run that lost it changes nothing
+//! more at DigitalOcean either.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -26,8 +29,10 @@ use crate::config::EtcdSettings;
 use crate::etcd::{self, Client, Compare, Credentials, EtcdError, Put, TlsFiles, WatchUpdate};
 
 /// How long the lock outlives a run that stops renewing it (killed, or cut
-/// off from etcd): the longest another run waits for a crashed holder.
-const LOCK_TTL: Duration = Duration::from_secs(10);
+/// off from etcd): the longest another run waits for a crashed holder. The
+/// lease is renewed every third of it, so two renewals can fail (each may
+/// take etcd's request timeout, 10 s) before the lock is lost.
+const LOCK_TTL: Duration = Duration::from_secs(30);
 /// etcd refuses transactions of more than 128 operations by default
 /// (--max-txn-ops); stay below it.
 const MAX_OPS_PER_TXN: usize = 100;
@@ -51,6 +56,8 @@ pub struct EtcdInventory {
 /// running out within `LOCK_TTL`).
 pub struct EtcdLock {
     client: Client,
+    /// The lock's name, for messages.
+    name: String,
     /// Exists exactly as long as the lock is held.
     owner_key: String,
     lease: i64,
@@ -137,8 +144,9 @@ impl EtcdInventory {
     /// Takes the pool's lock, waiting up to `timeout` for a run on this or
     /// another proxy to finish, and says so while it waits.
     pub async fn lock(&self, timeout: Duration) -> Result<EtcdLock> {
+        let granted = tokio::time::Instant::now();
         let lease = self.client.grant_lease(LOCK_TTL).await?;
-        let keep_alive = self.client.keep_alive(lease, LOCK_TTL);
+        let keep_alive = self.client.keep_alive(lease, LOCK_TTL, granted);
         let name = self.lock_name();
         if let Some(holder) = self.lock_holder().await? {
             tracing::info!(
@@ -183,6 +191,7 @@ impl EtcdInventory {
             .await?;
         Ok(EtcdLock {
             client: self.client.clone(),
+            name,
             owner_key,
             lease,
             keep_alive: Some(keep_alive),
@@ -337,6 +346,29 @@ impl EtcdInventory {
 }
 
 impl EtcdLock {
+    /// Fails once the lock is lost (etcd said its lease ran out, no renewal
+    /// succeeded in time, or its owner key is gone from etcd) or etcd cannot
+    /// confirm it is held. Commands call it before each API call that changes
+    /// droplets, so a run that lost the lock, while another run may hold it,
+    /// changes nothing more.
+    pub async fn check(&self) -> Result<()> {
+        let lost = match self.keep_alive.as_ref().and_then(etcd::KeepAlive::lost) {
+            Some(lost) => lost.to_string(),
+            None => match self.client.get(&self.owner_key).await {
+                Ok(Some(_)) => return Ok(()),
+                Ok(None) => "its lease ran out or was revoked".to_string(),
+                Err(err) => bail!(
+                    "cannot confirm that this run still holds the etcd lock {} ({err}); nothing more was changed; run doproxy reconcile once etcd answers",
+                    self.name
+                ),
+            },
+        };
+        bail!(
+            "lost the etcd lock {} ({lost}), so another run may be changing the pool; nothing more was changed; run doproxy reconcile",
+            self.name
+        )
+    }
+
     /// Gives the lock up at once.
     pub async fn release(mut self) {
         self.keep_alive = None;

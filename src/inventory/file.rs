@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 
-use super::entry::{self, Entry};
+use super::entry::{self, Comments, Entry};
 use crate::atomic_file;
 use crate::lockfile::LockFile;
 
@@ -46,8 +46,18 @@ impl FileInventory {
         })
     }
 
+    /// Replaces the file with `entries`, keeping the comment lines people
+    /// wrote into it.
     pub fn save(&self, entries: &[Entry]) -> Result<()> {
-        atomic_file::write(&self.path, entry::render(entries).as_bytes())
+        let comments = match fs::read_to_string(&self.path) {
+            Ok(text) => Comments::of(&text),
+            Err(err) if err.kind() == ErrorKind::NotFound => Comments::default(),
+            Err(err) => bail!(
+                "cannot read inventory file {}: {err}; check its permissions",
+                self.path.display()
+            ),
+        };
+        atomic_file::write(&self.path, entry::render(entries, &comments).as_bytes())
     }
 
     /// A small named document kept beside the inventory
@@ -69,8 +79,8 @@ impl FileInventory {
     }
 
     /// Takes the exclusive lock on the lock file beside the inventory.
-    pub fn lock(&self, timeout: Duration) -> Result<LockFile> {
-        LockFile::acquire(&self.lock_path(), timeout)
+    pub async fn lock(&self, timeout: Duration) -> Result<LockFile> {
+        LockFile::acquire(&self.lock_path(), timeout).await
     }
 
     fn lock_path(&self) -> PathBuf {

@@ -14,7 +14,7 @@ use anyhow::Result;
 use crate::config::Config;
 use crate::lockfile::LockFile;
 pub use drift::drift;
-pub use entry::{Entry, Status, parse, render};
+pub use entry::{Comments, Entry, Status, parse, render};
 use etcd::EtcdLock;
 pub use etcd::{EtcdInventory, InventoryChange};
 use file::FileInventory;
@@ -70,7 +70,7 @@ impl Store {
     /// Takes the exclusive lock, waiting up to `timeout` for another run.
     pub async fn lock(&self, timeout: Duration) -> Result<StoreLock> {
         Ok(match self {
-            Store::File(file) => StoreLock::File(file.lock(timeout)?),
+            Store::File(file) => StoreLock::File(file.lock(timeout).await?),
             Store::Etcd(etcd) => StoreLock::Etcd(etcd.lock(timeout).await?),
         })
     }
@@ -101,6 +101,16 @@ impl Store {
 }
 
 impl StoreLock {
+    /// Fails with one sentence once the lock is lost (only an etcd lock can
+    /// be: its lease may run out); call it before each API call that changes
+    /// droplets.
+    pub async fn check(&self) -> Result<()> {
+        match self {
+            StoreLock::File(_) => Ok(()),
+            StoreLock::Etcd(lock) => lock.check().await,
+        }
+    }
+
     /// Gives the lock up now.
     pub async fn release(self) {
         match self {

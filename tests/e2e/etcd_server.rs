@@ -107,6 +107,33 @@ impl Etcd {
         assert!(self.launch(), "etcd did not restart:\n{}", self.log());
     }
 
+    /// The client address, for a test standing between doproxy and etcd.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        ([127, 0, 0, 1], self.client_port).into()
+    }
+
+    /// Replaces etcd with a new, empty one on the same ports, as an operator
+    /// rebuilding a lost cluster would: its revisions start again from 1.
+    pub fn rebuild_empty(&mut self) {
+        self.stop();
+        fs::remove_dir_all(self.dir.join("data")).unwrap();
+        assert!(self.launch(), "etcd did not start again:\n{}", self.log());
+    }
+
+    /// Revokes every lease, as `etcdctl lease revoke` would, so every lock
+    /// held through one is lost; returns how many there were.
+    pub fn revoke_leases(&self) -> usize {
+        let leases = self.post("/v3/lease/leases", json!({}));
+        let ids: Vec<Value> = leases["leases"]
+            .as_array()
+            .map(|leases| leases.iter().map(|lease| lease["ID"].clone()).collect())
+            .unwrap_or_default();
+        for id in &ids {
+            self.post("/v3/lease/revoke", json!({ "ID": id }));
+        }
+        ids.len()
+    }
+
     /// Adds user `root` with `password` and turns authentication on, as
     /// `etcdctl user add root:<password>` and `etcdctl auth enable` do.
     pub fn enable_auth(&self, password: &str) {

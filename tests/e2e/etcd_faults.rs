@@ -1,0 +1,483 @@
+//! Faults around the etcd inventory: a run that waits longer than its lock's
+//! lease, a lock lost from outside, a `watch` whose connection goes half-open,
+//! a HAProxy update that fails for a while, an etcd rebuilt empty. Also that
+//! people's comments in the inventory file survive doproxy's rewrites. Real
+//! etcd, real binary, simulator, `haproxy -c`.
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use doproxy_sim::{SimConfig, SimGuard, Simulator};
+
+use crate::etcd_server::Etcd;
+use crate::support::{Project, Run, terminate, wait_until};
+
+/// The etcd lock's lease TTL: a wait longer than this proves the lease is
+/// renewed while the run waits.
+const LOCK_TTL: Duration = Duration::from_secs(30);
+
+fn sim() -> Arc<SimGuard> {
+    Arc::new(Simulator::spawn(SimConfig {
+        boot_delay: Duration::from_millis(300),
+        ..SimConfig::default()
+    }))
+}
+
+/// A proxy folder keeping its inventory in etcd at `endpoint`.
+fn etcd_project(label: &str, sim: Arc<SimGuard>, endpoint: &str) -> Project {
+    let mut project = Project::with_sim(label, sim);
+    project.set("inventory_backend", Some("etcd"));
+    project.set("etcd_endpoints", Some(&format!("[{endpoint}]")));
+    project
+}
+
+/// The droplet ID in a `Success: <id> created ...` line.
+fn created_id(run: &Run) -> u64 {
+    run.stdout.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+fn server(id: u64) -> String {
+    format!("www-{id} ")
+}
+
+#[test]
+fn a_delete_waiting_longer_than_its_lease_keeps_the_etcd_lock() {
+    let etcd = Etcd::start();
+    let project = etcd_project("lock-wait", sim(), &etcd.url());
+    project.run(&["create", "--count", "2"]).success();
+    let ids: Vec<u64> = project.ids().into_iter().collect();
+
+    // Another HAProxy update on this machine holds the update lock.
+    let holder = FlockHolder::hold(&project.path("haproxy.cfg.lock"), project.dir.path());
+    let delete = project.spawn(&["delete", "0"]);
+    thread::sleep(LOCK_TTL + Duration::from_secs(5));
+    holder.release();
+
+    let run = Run::wait(delete).success();
+    assert!(
+        run.stderr.contains("waiting for another doproxy run"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        run.stdout,
+        format!("Success: {} deleted and removed from backend.\n", ids[0])
+    );
+    let left: Vec<u64> = project.sim.droplets().iter().map(|d| d.id).collect();
+    assert_eq!(left, [ids[1]]);
+    assert_eq!(project.ids().into_iter().collect::<Vec<_>>(), [ids[1]]);
+}
+
+#[test]
+fn a_delete_that_lost_its_etcd_lock_destroys_nothing() {
+    let etcd = Etcd::start();
+    let mut project = etcd_project("lock-lost", sim(), &etcd.url());
+    project.run(&["create", "--count", "2"]).success();
+    let ids = project.ids();
+
+    // The HAProxy check waits for the test between the delete's inventory
+    // write and its destroys; meanwhile the lock's lease is revoked.
+    let (checking, go) = (project.path("checking"), project.path("go"));
+    project.set(
+        "haproxy_check_command",
+        Some(&format!(
+            "'touch {}; while [ ! -e {} ]; do sleep 0.05; done; haproxy -c -f {{file}}'",
+            checking.display(),
+            go.display()
+        )),
+    );
+    let delete = project.spawn(&["delete", "0"]);
+    wait_until(
+        "the delete to check its HAProxy config",
+        Duration::from_secs(30),
+        || checking.exists(),
+    );
+    assert!(etcd.revoke_leases() >= 1, "the delete holds a lease");
+    fs::write(&go, "").unwrap();
+
+    let run = Run::wait(delete);
+    let deletes: Vec<String> = project
+        .changing_requests()
+        .into_iter()
+        .filter(|r| r.starts_with("DELETE"))
+        .collect();
+    assert_eq!(deletes, Vec::<String>::new(), "no droplet may be destroyed");
+    assert_eq!(project.sim.droplets().len(), 2);
+    let run = run.fails(1, "lost the etcd lock");
+    assert!(
+        run.stderr
+            .contains("nothing more was changed; run doproxy reconcile"),
+        "{}",
+        run.stderr
+    );
+    // The inventory still lists both: the one being deleted as destroying,
+    // which the next delete or reconcile --apply finishes.
+    assert_eq!(project.ids(), ids);
+    let drift = project.run(&["reconcile"]).success().stdout;
+    assert!(drift.contains("unfinished"), "{drift}");
+}
+
+#[test]
+fn watch_catches_up_when_its_connection_goes_half_open() {
+    let etcd = Etcd::start();
+    let forwarder = Forwarder::start(etcd.addr());
+    let sim = sim();
+    let direct = etcd_project("half-open-a", sim.clone(), &etcd.url());
+    let behind = etcd_project("half-open-b", sim, &forwarder.url());
+    let watch = Watching::start(&behind);
+    wait_until("watch to start", Duration::from_secs(15), || {
+        behind.path("live/haproxy.cfg").exists()
+    });
+    let first = created_id(&direct.run(&["create"]).success());
+    wait_until(
+        "watch to add the first droplet",
+        Duration::from_secs(15),
+        || behind.live_config().contains(&server(first)),
+    );
+
+    // Every connection open now goes silent: no data, no FIN, no RST.
+    forwarder.stall_open_connections();
+    let second = created_id(&direct.run(&["create"]).success());
+    wait_until(
+        "watch to add the second droplet despite its stalled connection",
+        Duration::from_secs(30),
+        || behind.live_config().contains(&server(second)),
+    );
+    let log = watch.stop();
+    assert!(
+        log.contains("without the etcd watch reporting it"),
+        "watch should say it missed a change: {log}"
+    );
+}
+
+#[test]
+fn watch_retries_a_failed_haproxy_update_until_it_works() {
+    let etcd = Etcd::start();
+    let sim = sim();
+    let other = etcd_project("retry-a", sim.clone(), &etcd.url());
+    let id = created_id(&other.run(&["create"]).success());
+
+    // This proxy's first three reloads fail, as while HAProxy restarts.
+    let mut proxy = etcd_project("retry-b", sim, &etcd.url());
+    let attempts = proxy.path("reload-attempts");
+    proxy.set(
+        "haproxy_reload_command",
+        Some(&format!(
+            "'echo x >> {0}; [ $(wc -l < {0}) -gt 3 ]'",
+            attempts.display()
+        )),
+    );
+    let tries = || {
+        fs::read_to_string(&attempts)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let watch = Watching::start(&proxy);
+    // A failed reload puts the old config back; after the fourth the new
+    // one stays.
+    wait_until(
+        "watch to get its HAProxy update through",
+        Duration::from_secs(30),
+        || tries() >= 4 && proxy.live_config().contains(&server(id)),
+    );
+    let log = watch.stop();
+    assert_eq!(tries(), 4, "three failed reloads, then one that worked");
+    assert!(log.contains("trying again"), "{log}");
+}
+
+#[test]
+fn watch_finishes_the_update_under_way_when_stopped() {
+    let etcd = Etcd::start();
+    let sim = sim();
+    let other = etcd_project("stop-mid-a", sim.clone(), &etcd.url());
+    let id = created_id(&other.run(&["create"]).success());
+
+    // The reload waits for the test, so SIGTERM arrives in the middle of it.
+    let mut proxy = etcd_project("stop-mid-b", sim, &etcd.url());
+    let (reloading, go) = (proxy.path("reloading"), proxy.path("go"));
+    proxy.set(
+        "haproxy_reload_command",
+        Some(&format!(
+            "'touch {}; while [ ! -e {} ]; do sleep 0.05; done'",
+            reloading.display(),
+            go.display()
+        )),
+    );
+    let watch = Watching::start(&proxy);
+    wait_until("the reload to start", Duration::from_secs(15), || {
+        reloading.exists()
+    });
+    watch.terminate();
+    fs::write(&go, "").unwrap();
+    // It stops cleanly, and only after the update it was making went live.
+    watch.finish();
+    assert!(proxy.live_config().contains(&server(id)));
+}
+
+#[test]
+fn watch_does_not_empty_haproxy_when_etcd_comes_back_empty() {
+    let mut etcd = Etcd::start();
+    let project = etcd_project("etcd-lost", sim(), &etcd.url());
+    project.run(&["create", "--count", "2"]).success();
+    let old = project.ids();
+    let watch = Watching::start(&project);
+    wait_until("watch to follow etcd", Duration::from_secs(15), || {
+        watch.log().contains("watching etcd")
+    });
+
+    etcd.rebuild_empty();
+    wait_until(
+        "watch to notice etcd was rebuilt",
+        Duration::from_secs(30),
+        || watch.log().contains("was rebuilt or restored"),
+    );
+    // Its next update says why it leaves HAProxy alone.
+    wait_until(
+        "watch to refuse emptying HAProxy",
+        Duration::from_secs(15),
+        || watch.log().contains("left alone"),
+    );
+    let live = project.live_config();
+    for &id in &old {
+        assert!(live.contains(&server(id)), "HAProxy lost {id}:\n{live}");
+    }
+
+    // The rebuilt etcd is followed: a droplet recorded there goes live.
+    let new = created_id(&project.run(&["create"]).success());
+    wait_until(
+        "watch to follow the rebuilt etcd",
+        Duration::from_secs(30),
+        || {
+            let live = project.live_config();
+            live.contains(&server(new)) && !old.iter().any(|&id| live.contains(&server(id)))
+        },
+    );
+    watch.stop();
+}
+
+#[test]
+fn a_watch_started_on_an_empty_etcd_leaves_haproxy_its_servers() {
+    let etcd = Etcd::start();
+    let mut project = etcd_project("start-empty", sim(), &etcd.url());
+    project.set("inventory_backend", None);
+    project.omit("etcd_endpoints");
+    project.run(&["create"]).success();
+    let live = project.live_config();
+    assert!(live.contains("server www-"), "{live}");
+
+    // The proxy moves to an etcd that holds nothing (say, rebuilt empty).
+    project.set("inventory_backend", Some("etcd"));
+    project.set("etcd_endpoints", Some(&format!("[{}]", etcd.url())));
+    let watch = Watching::start(&project);
+    wait_until(
+        "watch to refuse emptying HAProxy",
+        Duration::from_secs(15),
+        || watch.log().contains("left alone"),
+    );
+    assert_eq!(project.live_config(), live);
+    watch.stop();
+}
+
+#[test]
+fn comments_in_the_inventory_file_survive_a_delete() {
+    let project = Project::new("comments");
+    project.run(&["create", "--count", "3"]).success();
+    let ids: Vec<String> = project.ids().iter().map(u64::to_string).collect();
+    let mut lines: Vec<String> = project.inventory().lines().map(String::from).collect();
+    lines.insert(1, "# shop.example.com web tier".to_string());
+    lines.insert(3, "# added for the sale".to_string());
+    lines.insert(5, "# old kernel, replace soon".to_string());
+    lines.push("# end of pool".to_string());
+    fs::write(project.path("inventory"), lines.join("\n") + "\n").unwrap();
+
+    project.run(&["delete", "--id", &ids[1]]).success();
+    // Comments as they are, droplets by their ID.
+    let shape: Vec<String> = project
+        .inventory()
+        .lines()
+        .skip(1)
+        .map(|line| match line.starts_with('#') {
+            true => line.to_string(),
+            false => line.split(' ').next().unwrap().to_string(),
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            "# shop.example.com web tier",
+            &ids[0],
+            "# added for the sale",
+            "# old kernel, replace soon",
+            &ids[2],
+            "# end of pool",
+        ]
+    );
+}
+
+/// `doproxy watch` in the background, its stderr in a file the test reads
+/// while it runs.
+struct Watching {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Watching {
+    fn start(project: &Project) -> Watching {
+        let log = project.path("watch.log");
+        let child = project
+            .command(&["watch", "--quiet-period", "200ms"])
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Watching {
+            child: Some(child),
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM, as `systemctl stop` does.
+    fn terminate(&self) {
+        terminate(self.child.as_ref().unwrap());
+    }
+
+    /// Stops it as `systemctl stop` does and checks that it stopped
+    /// cleanly; returns what it logged.
+    fn stop(self) -> String {
+        self.terminate();
+        self.finish()
+    }
+
+    /// Waits for it to exit after `terminate` and checks that it stopped
+    /// cleanly; returns what it logged.
+    fn finish(mut self) -> String {
+        let status = self.child.take().unwrap().wait().unwrap();
+        let log = self.log();
+        assert_eq!(status.code(), Some(0), "{log}");
+        assert!(log.contains("stopped by SIGTERM"), "{log}");
+        log
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Holds an flock on a file from another process (util-linux `flock`), as
+/// another doproxy run would, until released or dropped.
+struct FlockHolder {
+    child: Child,
+    release: PathBuf,
+}
+
+impl FlockHolder {
+    fn hold(lock: &Path, scratch: &Path) -> FlockHolder {
+        let (held, release) = (scratch.join("flock-held"), scratch.join("flock-release"));
+        let script = format!(
+            "touch {}; while [ ! -e {} ]; do sleep 0.05; done",
+            held.display(),
+            release.display()
+        );
+        let child = Command::new("flock")
+            .arg(lock)
+            .args(["sh", "-c", &script])
+            .spawn()
+            .expect("flock must be installed (util-linux)");
+        wait_until("the lock to be held", Duration::from_secs(10), || {
+            held.exists()
+        });
+        FlockHolder { child, release }
+    }
+
+    fn release(mut self) {
+        fs::write(&self.release, "").unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for FlockHolder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback TCP forwarder to `target` that can make the connections open
+/// at one moment go half-open, as a dropped NAT entry or a partition does:
+/// they stay open, but everything sent either way is dropped, with no FIN
+/// or RST. Connections opened later pass normally.
+struct Forwarder {
+    addr: SocketAddr,
+    /// Connections opened before this generation are stalled.
+    generation: Arc<AtomicUsize>,
+}
+
+impl Forwarder {
+    fn start(target: SocketAddr) -> Forwarder {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let generation = Arc::new(AtomicUsize::new(0));
+        let current = generation.clone();
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                let (Ok(client), Ok(server)) = (client, TcpStream::connect(target)) else {
+                    continue;
+                };
+                let born = current.load(Ordering::SeqCst);
+                let pairs = [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ];
+                for (from, to) in pairs {
+                    let current = current.clone();
+                    thread::spawn(move || pump(from, to, born, &current));
+                }
+            }
+        });
+        Forwarder { addr, generation }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn stall_open_connections(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Copies `from` to `to` until either closes, dropping the data once the
+/// connection's generation has passed.
+fn pump(mut from: TcpStream, mut to: TcpStream, born: usize, current: &AtomicUsize) {
+    let mut buffer = [0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let stalled = current.load(Ordering::SeqCst) != born;
+        if !stalled && to.write_all(&buffer[..n]).is_err() {
+            break;
+        }
+    }
+    if current.load(Ordering::SeqCst) == born {
+        let _ = to.shutdown(Shutdown::Write);
+    }
+}
