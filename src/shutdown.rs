@@ -3,11 +3,19 @@
 //! commands check between steps and that long waits select on, so a step
 //! that must not be cut (installing a config and reloading HAProxy, recording
 //! a droplet the API made) always finishes. A second signal stops at once.
+//!
+//! The flag is set in the signal handler itself, not by a task that runs
+//! later: a check made right after a wait ends must see a signal that
+//! arrived during it, or a droplet could be created after Ctrl-C.
 
 use std::fmt;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
+
+/// The number of the first signal received, 0 before any.
+static RECEIVED: AtomicI32 = AtomicI32::new(0);
 
 /// The signals doproxy stops on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,12 +25,22 @@ pub enum Signal {
 }
 
 impl Signal {
+    fn number(self) -> i32 {
+        match self {
+            Signal::Terminate => libc::SIGTERM,
+            Signal::Interrupt => libc::SIGINT,
+        }
+    }
+
+    fn from_number(number: i32) -> Option<Signal> {
+        [Signal::Terminate, Signal::Interrupt]
+            .into_iter()
+            .find(|signal| signal.number() == number)
+    }
+
     /// The exit status a shell reports for a process this signal killed.
     fn exit_code(self) -> i32 {
-        match self {
-            Signal::Terminate => 128 + 15,
-            Signal::Interrupt => 128 + 2,
-        }
+        128 + self.number()
     }
 }
 
@@ -54,6 +72,17 @@ impl Shutdown {
     /// runtime. The first signal sets the flag; a second one ends the process
     /// at once, for an operator who really means it.
     pub fn listen() -> std::io::Result<Shutdown> {
+        for signal in [Signal::Terminate, Signal::Interrupt] {
+            let number = signal.number();
+            // SAFETY: the action only stores to an atomic, which is
+            // async-signal-safe.
+            unsafe {
+                signal_hook_registry::register(number, move || {
+                    let _ =
+                        RECEIVED.compare_exchange(0, number, Ordering::SeqCst, Ordering::SeqCst);
+                })
+            }?;
+        }
         let mut terminate = signal(SignalKind::terminate())?;
         let mut interrupt = signal(SignalKind::interrupt())?;
         let (sender, requested) = watch::channel(None);
@@ -82,7 +111,7 @@ impl Shutdown {
 
     /// Err once a stop was asked for: call it between steps.
     pub fn check(&self) -> Result<(), Interrupted> {
-        match *self.requested.borrow() {
+        match Signal::from_number(RECEIVED.load(Ordering::SeqCst)) {
             Some(signal) => Err(Interrupted { signal }),
             None => Ok(()),
         }
@@ -91,6 +120,9 @@ impl Shutdown {
     /// Resolves once a stop is asked for (at once if it already was); for
     /// `tokio::select!` against a wait.
     pub async fn signalled(&self) -> Interrupted {
+        if let Err(stopped) = self.check() {
+            return stopped;
+        }
         let mut requested = self.requested.clone();
         match requested.wait_for(Option::is_some).await {
             Ok(signal) => Interrupted {

@@ -75,7 +75,6 @@ pub async fn create(app: &App, options: &CreateOptions) -> Result<Report> {
     let api = app.api()?;
     let made = create_and_record(app, options).await?;
     let created: Vec<u64> = made.droplets.iter().map(|d| d.id).collect();
-    settle_signals().await;
     if let Err(stopped) = app.shutdown.check() {
         return Err(stopped_create(stopped, Stage::Created, &created));
     }
@@ -235,7 +234,6 @@ async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Made> {
     );
     let mut created: Vec<Droplet> = Vec::new();
     for batch in names.chunks(MAX_PER_REQUEST) {
-        settle_signals().await;
         if app.shutdown.check().is_err() {
             break;
         }
@@ -309,15 +307,6 @@ async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Made> {
         failure: None,
         pool_size,
     })
-}
-
-/// Lets the runtime hand a signal that came while the thread was blocked
-/// (the file lock's wait) to the shutdown listener before a check: the first
-/// yield polls the driver, which wakes the listener; the second lets the
-/// listener run, since the runtime polls this future before its tasks.
-async fn settle_signals() {
-    tokio::task::yield_now().await;
-    tokio::task::yield_now().await;
 }
 
 /// Where a create was when a signal stopped it.
