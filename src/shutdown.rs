@@ -80,6 +80,14 @@ impl Shutdown {
         Ok(Shutdown { requested })
     }
 
+    /// Err once a stop was asked for: call it between steps.
+    pub fn check(&self) -> Result<(), Interrupted> {
+        match *self.requested.borrow() {
+            Some(signal) => Err(Interrupted { signal }),
+            None => Ok(()),
+        }
+    }
+
     /// Resolves once a stop is asked for (at once if it already was); for
     /// `tokio::select!` against a wait.
     pub async fn signalled(&self) -> Interrupted {
