@@ -176,6 +176,8 @@ pub async fn retire(
     let ids: Vec<u64> = leaving.iter().map(|l| l.entry.id).collect();
     let leave_haproxy = async {
         tokio::select! {
+            // A stop asked for before the drain wins over one that is instant.
+            biased;
             stopped = app.shutdown.signalled() => return Err(stopped.into()),
             drained = haproxy::drain(&app.config, &ids, how.drain_timeout) => drained?,
         }
@@ -188,7 +190,7 @@ pub async fn retire(
             let stopped = err.downcast_ref::<crate::shutdown::Interrupted>().is_some();
             let context = if stopped {
                 format!(
-                    "nothing was deleted: {back}, and the inventory is as it was; run {} to delete them",
+                    "nothing was deleted: {back}; run {} to try again",
                     how.retry
                 )
             } else {
@@ -240,7 +242,7 @@ pub async fn retire(
 }
 
 /// Puts `leaving` back as they were before `retire` marked them; says what
-/// became of their servers.
+/// became of them.
 async fn roll_back(
     app: &App,
     lock: &StoreLock,
@@ -258,21 +260,41 @@ async fn roll_back(
         }
     }
     app.store.save(entries, lock).await?;
-    let served: Vec<u64> = leaving
-        .iter()
-        .filter(|l| l.before.is_some() && l.entry.is_serving())
-        .map(|l| l.entry.id)
-        .collect();
-    haproxy::undrain(&app.config, &served).await;
-    Ok(match served.len() {
-        0 => "no server was taken out of rotation".to_string(),
-        _ => format!(
-            "the servers of droplet {} are back in rotation",
-            served
-                .iter()
-                .map(u64::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    })
+    let ids = |keep: &dyn Fn(&Leaving) -> bool| {
+        let ids: Vec<u64> = leaving
+            .iter()
+            .filter(|l| keep(l))
+            .map(|l| l.entry.id)
+            .collect();
+        let listed = ids
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        (ids, listed)
+    };
+    let (served, served_list) = ids(&|l| l.before.is_some() && l.entry.is_serving());
+    let (_, marked_list) = ids(&|l| l.before == Some(Status::Destroying));
+    let mut outcome = Vec::new();
+    if !served.is_empty() {
+        outcome.push(match haproxy::undrain(&app.config, &served).await {
+            Ok(()) => format!("droplet {served_list} is back in rotation and in the inventory as it was"),
+            Err(err) => {
+                tracing::warn!("could not put the servers back into rotation: {err:#}");
+                format!(
+                    "droplet {served_list} is in the inventory as it was but may still be drained in HAProxy (see doproxy print --health)"
+                )
+            }
+        });
+    }
+    if !marked_list.is_empty() {
+        outcome.push(format!(
+            "droplet {marked_list} stays marked {}",
+            Status::Destroying
+        ));
+    }
+    if outcome.is_empty() {
+        outcome.push("the inventory is as it was".to_string());
+    }
+    Ok(outcome.join(" and "))
 }

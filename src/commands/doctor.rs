@@ -492,7 +492,7 @@ async fn loaded_check(config: &Config) -> Check {
             "live config",
             format!("{live} is not installed yet; doproxy reload installs it"),
         ),
-        Some(Loaded::Yes) => ok("live config", format!("HAProxy runs {live}")),
+        Some(Loaded::Yes) => ok("live config", format!("HAProxy has loaded {live}")),
         Some(Loaded::No(reason)) => failed("live config", format!("{reason}; run doproxy reload")),
         Some(Loaded::Unknown(reason)) => skipped("live config", reason),
     }

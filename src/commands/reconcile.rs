@@ -68,14 +68,15 @@ pub async fn run(app: &App, args: &ReconcileArgs) -> Result<Report> {
     }
 
     let lock = lock.as_ref().expect("--apply holds the lock");
-    if args.prune && !drift.orphans.is_empty() && !args.yes {
+    if args.prune && !drift.orphans.is_empty() {
         let doomed: Vec<String> = drift
             .orphans
             .iter()
-            .map(|e| format!("would destroy: {} {}", e.id, e.name))
+            .map(|e| format!("to prune: {} {}", e.id, e.name))
             .collect();
-        if !confirmed(&doomed).await? {
-            text.extend(doomed);
+        let go_ahead = args.yes || confirmed(&doomed).await?;
+        text.extend(doomed);
+        if !go_ahead {
             let report = Report::new(text, json!({ "drift": drift_json, "applied": false }))?;
             return Ok(report.failed(anyhow!(
                 "reconcile --prune would destroy the {} droplet(s) listed above and was not confirmed, so nothing was changed; add --yes to go ahead",

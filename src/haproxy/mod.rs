@@ -355,14 +355,13 @@ pub async fn drain(config: &Config, ids: &[u64], timeout: Duration) -> Result<()
 }
 
 /// Puts drained servers back into rotation, after a delete that did not go
-/// ahead. Best effort: failing here changes nothing the user can act on.
-pub async fn undrain(config: &Config, ids: &[u64]) {
+/// ahead.
+pub async fn undrain(config: &Config, ids: &[u64]) -> Result<()> {
     let Some(runtime) = Runtime::of(config).filter(|_| !ids.is_empty()) else {
-        return;
+        return Ok(());
     };
-    if let Err(err) = set_state(&runtime, ids, AdminState::Ready).await {
-        tracing::warn!("could not put the servers back into rotation: {err:#}");
-    }
+    set_state(&runtime, ids, AdminState::Ready).await?;
+    Ok(())
 }
 
 /// Sets the running servers of droplets `ids` to `state`; returns their
@@ -390,7 +389,7 @@ async fn set_state(
 async fn check(config: &Config, staged: &Path) -> Result<()> {
     check_file(config, staged).await.with_context(|| {
         format!(
-            "HAProxy rejected the generated config {}, so the live config {} was not touched; fix the template and retry",
+            "the generated config {} did not pass haproxy_check_command, so the live config {} was not touched; fix the template (or the command) and retry",
             staged.display(),
             config.haproxy_cfg_path.display()
         )

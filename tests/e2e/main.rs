@@ -6,6 +6,7 @@ mod autoscale;
 mod bad_input;
 mod core;
 mod etcd_server;
+mod haproxy_faults;
 mod operator;
 mod resilience;
 mod scaling;
