@@ -463,6 +463,37 @@ fn sigterm_during_a_drain_rolls_the_delete_back() {
     assert_eq!(project.sim.droplets().len(), 2);
     assert_eq!(server_of(&socket, target).unwrap().status, "UP");
     assert_eq!(failures(requests), Vec::<String>::new());
+
+    // A signal while HAProxy is being updated lets the update finish, then
+    // stops before destroying anything.
+    let checking = project.path("checking");
+    project.set(
+        "haproxy_check_command",
+        Some(&format!(
+            "'touch {}; sleep 2; haproxy -c -f {{file}}'",
+            checking.display()
+        )),
+    );
+    let delete = project.spawn(&["delete", "0"]);
+    wait_until("the check to run", Duration::from_secs(20), || {
+        checking.exists()
+    });
+    terminate(&delete);
+    let run = finish_within(delete, Duration::from_secs(30)).fails(1, "stopped by SIGTERM");
+    assert!(
+        run.stderr.contains(&format!(
+            "droplet {target} left HAProxy but was not destroyed; the inventory keeps it as destroying, so run doproxy reconcile --apply"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(server_of(&socket, target).is_none(), "still in HAProxy");
+    assert!(!project.live_config().contains(&format!("www-{target}")));
+    assert!(project.inventory().contains(" destroying "));
+    assert_eq!(project.sim.droplets().len(), 2);
+    project.set("haproxy_check_command", None);
+    project.run(&["reconcile", "--apply"]).success();
+    assert_eq!(project.sim.droplets().len(), 1);
 }
 
 /// A project behind a real HAProxy with three serving droplets, the first
