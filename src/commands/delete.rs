@@ -294,7 +294,7 @@ async fn roll_back(
         ));
     }
     if outcome.is_empty() {
-        outcome.push("the inventory is as it was".to_string());
+        outcome.push("HAProxy was left as it was".to_string());
     }
     Ok(outcome.join(" and "))
 }
