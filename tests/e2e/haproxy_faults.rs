@@ -144,7 +144,8 @@ fn set_status(project: &Project, id: u64, status: &str) {
 }
 
 /// Requests to `/slow?ms=<ms>` through `frontend`, each on its own thread;
-/// each joins with the status line of a non-200 answer or the error.
+/// each joins with the status line of a non-200 answer or the error. Keep
+/// `ms` under the template's `timeout server 30s`.
 fn slow_requests(
     frontend: SocketAddr,
     count: usize,
@@ -437,7 +438,7 @@ fn sigterm_during_a_drain_rolls_the_delete_back() {
     });
     let (inventory, live) = (project.inventory(), project.live_config());
     // Open sessions on both servers keep the drain waiting.
-    let requests = slow_requests(haproxy.frontend, 4, 20_000);
+    let requests = slow_requests(haproxy.frontend, 4, 25_000);
     wait_until("a session on the target", Duration::from_secs(10), || {
         server_of(&socket, target).is_some_and(|s| s.sessions > 0)
     });
@@ -523,7 +524,7 @@ fn finishing_an_interrupted_delete_drains_it_first() {
     ] {
         let (project, haproxy, ids) = interrupted_delete("finish-drains");
         let socket = haproxy.socket.clone();
-        let requests = slow_requests(haproxy.frontend, 8, 4_000);
+        let requests = slow_requests(haproxy.frontend, 8, 6_000);
         wait_until("8 requests in flight", Duration::from_secs(10), || {
             let servers = running(&socket);
             servers.iter().map(|s| s.sessions).sum::<u64>() == 8
@@ -548,7 +549,7 @@ fn finishing_an_interrupted_delete_drains_it_first() {
 fn sigterm_during_reconciles_drain_destroys_nothing() {
     let (project, haproxy, ids) = interrupted_delete("reconcile-signal");
     let socket = haproxy.socket.clone();
-    let requests = slow_requests(haproxy.frontend, 3, 20_000);
+    let requests = slow_requests(haproxy.frontend, 3, 25_000);
     wait_until(
         "a session on the leaving droplet",
         Duration::from_secs(10),
