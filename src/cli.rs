@@ -177,9 +177,20 @@ pub struct ReconcileArgs {
     #[arg(long)]
     pub apply: bool,
 
-    /// With --apply: destroy orphans instead of adopting them.
+    /// With --apply: destroy orphans instead of adopting them. Only
+    /// droplets named like this pool's (<hostname_prefix>-<n>) are ever
+    /// destroyed; asks first on a terminal, needs --yes otherwise.
     #[arg(long, requires = "apply")]
     pub prune: bool,
+
+    /// With --prune: destroy the listed orphans without asking (for scripts).
+    #[arg(long, requires = "prune")]
+    pub yes: bool,
+
+    /// With haproxy_socket set: how long to let open sessions finish on the
+    /// servers of droplets whose unfinished delete is completed.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
 
     #[command(flatten)]
     pub lock: LockArgs,

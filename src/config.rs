@@ -51,6 +51,9 @@ struct ConfigFile {
     haproxy_check_command: Option<String>,
     haproxy_reload_command: Option<String>,
     haproxy_socket: Option<PathBuf>,
+    haproxy_check_timeout: Option<String>,
+    haproxy_reload_timeout: Option<String>,
+    haproxy_socket_timeout: Option<String>,
     api_retry_budget: Option<String>,
     health_check_path: Option<String>,
     health_check_port: Option<u16>,
@@ -148,6 +151,13 @@ pub struct Config {
     pub haproxy_check_command: String,
     pub haproxy_reload_command: String,
     pub haproxy_socket: Option<PathBuf>,
+    /// How long haproxy_check_command may run before it is killed.
+    pub haproxy_check_timeout: Duration,
+    /// How long haproxy_reload_command may run before it is killed, and then
+    /// how long the new worker may take to answer on haproxy_socket.
+    pub haproxy_reload_timeout: Duration,
+    /// How long one exchange on haproxy_socket may take.
+    pub haproxy_socket_timeout: Duration,
     /// How long one API request may keep being retried.
     pub api_retry_budget: Duration,
     pub health_check: HealthCheck,
@@ -302,6 +312,17 @@ impl Config {
                 )
             }),
         };
+        // A bound of zero would fail every command at once.
+        let positive = |key: &str, text: Option<String>, default_secs: u64| {
+            let bound = duration(key, text, default_secs)?;
+            if bound.is_zero() {
+                bail!(
+                    "{key} in {} must be longer than 0s; write it like 30s",
+                    path.display()
+                );
+            }
+            Ok(bound)
+        };
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { folder.join(p) };
 
         let secrets_in_file = file.token.is_some() || file.etcd_password.is_some();
@@ -372,6 +393,21 @@ impl Config {
                 "systemctl reload haproxy || service haproxy reload".to_string()
             }),
             haproxy_socket: file.haproxy_socket.map(resolve),
+            haproxy_check_timeout: positive(
+                "haproxy_check_timeout",
+                file.haproxy_check_timeout,
+                60,
+            )?,
+            haproxy_reload_timeout: positive(
+                "haproxy_reload_timeout",
+                file.haproxy_reload_timeout,
+                60,
+            )?,
+            haproxy_socket_timeout: positive(
+                "haproxy_socket_timeout",
+                file.haproxy_socket_timeout,
+                5,
+            )?,
             api_retry_budget: duration("api_retry_budget", file.api_retry_budget, 120)?,
             health_check: HealthCheck {
                 path: file.health_check_path.unwrap_or_else(|| "/".to_string()),
@@ -775,5 +811,19 @@ droplet_options:
         let config = Config::parse(&text, Path::new("/x/d.yml"), no_env).unwrap();
         assert!(!format!("{config:?}").contains("hunter2"));
         assert_eq!(config.etcd.unwrap().prefix, "/doproxy/doproxy/");
+    }
+
+    #[test]
+    fn haproxy_commands_and_socket_are_bounded() {
+        let config = Config::parse(ORIGINAL, Path::new("/x/d.yml"), no_env).unwrap();
+        assert_eq!(config.haproxy_check_timeout, Duration::from_secs(60));
+        assert_eq!(config.haproxy_reload_timeout, Duration::from_secs(60));
+        assert_eq!(config.haproxy_socket_timeout, Duration::from_secs(5));
+        let text = format!("{ORIGINAL}haproxy_reload_timeout: 90s\n");
+        let config = Config::parse(&text, Path::new("/x/d.yml"), no_env).unwrap();
+        assert_eq!(config.haproxy_reload_timeout, Duration::from_secs(90));
+        let text = format!("{ORIGINAL}haproxy_socket_timeout: 0s\n");
+        let err = Config::parse(&text, Path::new("/x/d.yml"), no_env).unwrap_err();
+        assert!(err.to_string().contains("longer than 0s"), "{err}");
     }
 }

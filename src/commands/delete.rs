@@ -3,7 +3,9 @@
 //! The order matters: a droplet still in the config when it dies turns into
 //! failed requests. Entries are marked `destroying` (and so leave the config)
 //! before the reload; only a confirmed destroy removes them, so a failure
-//! leaves a record the next `delete` or `reconcile` completes.
+//! leaves a record the next `delete` or `reconcile` completes. `retire` is
+//! that one path out of the pool — mark, drain, reload, destroy, record — for
+//! delete, scale, autoscale and reconcile alike.
 
 use std::time::Duration;
 
@@ -13,8 +15,8 @@ use serde_json::json;
 use super::{App, Report};
 use crate::cli::DeleteArgs;
 use crate::digitalocean::Deleted;
-use crate::haproxy::{self, Reload};
-use crate::inventory::{Entry, Status};
+use crate::haproxy::{self, Applied, Reload};
+use crate::inventory::{Entry, Status, StoreLock};
 use crate::scaling::{Selector, select};
 
 /// What a delete asks for; `scale` builds one too.
@@ -43,7 +45,7 @@ pub async fn run(app: &App, args: &DeleteArgs) -> Result<Report> {
 }
 
 pub async fn delete(app: &App, options: &DeleteOptions) -> Result<Report> {
-    let api = app.api()?;
+    app.api()?;
     let lock = app.store.lock(options.lock_timeout).await?;
     let mut entries = app.entries(Some(&lock)).await?;
     let targets = select(&entries, &options.selector)?;
@@ -57,50 +59,167 @@ pub async fn delete(app: &App, options: &DeleteOptions) -> Result<Report> {
             "this would remove the last server from HAProxy, which would then answer every request with 503; add --allow-empty to delete it on purpose"
         );
     }
-    let mut ids: Vec<u64> = targets.iter().map(|&i| entries[i].id).collect();
-    // Deletes an earlier run could not finish are completed along the way.
-    let unfinished: Vec<&Entry> = entries
+    let mut leaving: Vec<Leaving> = targets
         .iter()
-        .filter(|e| e.status == Status::Destroying && !ids.contains(&e.id))
+        .map(|&i| Leaving::listed(&entries[i]))
         .collect();
-    for entry in unfinished {
-        tracing::info!(
-            "completing the unfinished delete of droplet {} ({})",
-            entry.id,
-            entry.name
-        );
-        ids.push(entry.id);
+    let retry = format!(
+        "doproxy delete --id {}",
+        leaving
+            .iter()
+            .map(|l| l.entry.id.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    // Deletes an earlier run could not finish are completed along the way.
+    for (i, entry) in entries.iter().enumerate() {
+        if entry.status == Status::Destroying && !targets.contains(&i) {
+            tracing::info!(
+                "completing the unfinished delete of droplet {} ({})",
+                entry.id,
+                entry.name
+            );
+            leaving.push(Leaving::listed(entry));
+        }
     }
+    let how = Retire {
+        drain_timeout: options.drain_timeout,
+        allow_empty: options.allow_empty,
+        retry: &retry,
+    };
+    let retired = retire(app, &lock, &mut entries, &leaving, &how).await?;
 
-    let before: Vec<Status> = targets.iter().map(|&i| entries[i].status).collect();
-    for &i in &targets {
-        entries[i].status = Status::Destroying;
+    let text: Vec<String> = retired
+        .destroyed
+        .iter()
+        .map(|e| format!("Success: {} deleted and removed from backend.", e.id))
+        .collect();
+    let report = Report::new(
+        text,
+        json!({ "deleted": retired.destroyed, "haproxy": retired.applied }),
+    )?;
+    if retired.failures.is_empty() {
+        return Ok(report);
     }
-    app.store.save(&entries, &lock).await?;
+    Ok(report.failed(anyhow!(
+        "could not destroy droplet {}; it is out of HAProxy and stays in the inventory as {}, so run doproxy delete --id again",
+        retired.failures.join("; droplet "),
+        Status::Destroying
+    )))
+}
+
+/// A droplet on its way out of the pool, and its inventory status before,
+/// so a retire that does not go ahead can put it back.
+pub struct Leaving {
+    pub entry: Entry,
+    /// None: it was not in the inventory (an orphan being pruned).
+    pub before: Option<Status>,
+}
+
+impl Leaving {
+    /// An inventory entry, leaving.
+    pub fn listed(entry: &Entry) -> Leaving {
+        Leaving {
+            entry: entry.clone(),
+            before: Some(entry.status),
+        }
+    }
+}
+
+/// How a retire goes.
+pub struct Retire<'a> {
+    pub drain_timeout: Duration,
+    /// Leaving HAProxy without servers is meant.
+    pub allow_empty: bool,
+    /// The command that does it again, for messages.
+    pub retry: &'a str,
+}
+
+/// What a retire did.
+pub struct Retired {
+    pub applied: Applied,
+    pub destroyed: Vec<Entry>,
+    /// `<id>: <error>` of each destroy that failed.
+    pub failures: Vec<String>,
+}
+
+/// Takes `leaving` out of the pool: marks them `destroying` in the inventory,
+/// drains their servers in the running HAProxy, reloads it without them, then
+/// destroys the droplets and records the outcome. `entries` is the whole
+/// inventory and ends as saved.
+///
+/// Until the reload, a failure or SIGTERM/SIGINT rolls back: statuses as
+/// they were, servers that served back in rotation (droplets already
+/// `destroying` before stay drained). A signal during the reload waits for
+/// it, then stops before any destroy; destroys once sent are finished and
+/// recorded.
+pub async fn retire(
+    app: &App,
+    lock: &StoreLock,
+    entries: &mut Vec<Entry>,
+    leaving: &[Leaving],
+    how: &Retire<'_>,
+) -> Result<Retired> {
+    let api = app.api()?;
+    for gone in leaving {
+        match entries.iter_mut().find(|e| e.id == gone.entry.id) {
+            Some(entry) => entry.status = Status::Destroying,
+            None => entries.push(Entry {
+                status: Status::Destroying,
+                ..gone.entry.clone()
+            }),
+        }
+    }
+    if !leaving.is_empty() {
+        app.store.save(entries, lock).await?;
+    }
+    let ids: Vec<u64> = leaving.iter().map(|l| l.entry.id).collect();
     let leave_haproxy = async {
-        haproxy::drain(&app.config, &ids, options.drain_timeout).await?;
-        haproxy::apply(
-            &app.config,
-            &entries,
-            Reload::IfChanged,
-            options.allow_empty,
-        )
-        .await
+        tokio::select! {
+            // A stop asked for before the drain wins over one that is instant.
+            biased;
+            stopped = app.shutdown.signalled() => return Err(stopped.into()),
+            drained = haproxy::drain(&app.config, &ids, how.drain_timeout) => drained?,
+        }
+        haproxy::apply(&app.config, entries, Reload::IfChanged, how.allow_empty).await
     };
     let applied = match leave_haproxy.await {
         Ok(applied) => applied,
         Err(err) => {
-            haproxy::undrain(&app.config, &ids);
-            for (&i, status) in targets.iter().zip(before) {
-                entries[i].status = status;
-            }
-            app.store.save(&entries, &lock).await?;
-            return Err(err.context("nothing was deleted"));
+            let back = roll_back(app, lock, entries, leaving).await?;
+            let stopped = err.downcast_ref::<crate::shutdown::Interrupted>().is_some();
+            let context = if stopped {
+                format!(
+                    "nothing was deleted: {back}; run {} to try again",
+                    how.retry
+                )
+            } else {
+                format!("nothing was deleted ({back})")
+            };
+            return Err(err.context(context));
         }
     };
+    if ids.is_empty() {
+        return Ok(Retired {
+            applied,
+            destroyed: Vec::new(),
+            failures: Vec::new(),
+        });
+    }
+    if let Err(stopped) = app.shutdown.check() {
+        let listed = ids
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(anyhow::Error::new(stopped).context(format!(
+            "droplet {listed} left HAProxy but was not destroyed; the inventory keeps it as {}, so run doproxy reconcile --apply to destroy it",
+            Status::Destroying
+        )));
+    }
 
     let mut failures = Vec::new();
-    let mut deleted: Vec<Entry> = Vec::new();
+    let mut destroyed = Vec::new();
     lock.check().await?;
     for (id, outcome) in api.delete_droplets(&ids).await {
         match outcome {
@@ -108,28 +227,75 @@ pub async fn delete(app: &App, options: &DeleteOptions) -> Result<Report> {
                 if outcome == Deleted::AlreadyGone {
                     tracing::info!("droplet {id} was already gone");
                 }
-                let position = entries
-                    .iter()
-                    .position(|e| e.id == id)
-                    .expect("target is in the inventory");
-                deleted.push(entries.remove(position));
+                if let Some(position) = entries.iter().position(|e| e.id == id) {
+                    destroyed.push(entries.remove(position));
+                }
             }
             Err(err) => failures.push(format!("{id}: {err}")),
         }
     }
-    app.store.save(&entries, &lock).await?;
+    app.store.save(entries, lock).await?;
+    Ok(Retired {
+        applied,
+        destroyed,
+        failures,
+    })
+}
 
-    let text: Vec<String> = deleted
-        .iter()
-        .map(|e| format!("Success: {} deleted and removed from backend.", e.id))
-        .collect();
-    let report = Report::new(text, json!({ "deleted": deleted, "haproxy": applied }))?;
-    if failures.is_empty() {
-        return Ok(report);
+/// Puts `leaving` back as they were before `retire` marked them; says what
+/// became of them.
+async fn roll_back(
+    app: &App,
+    lock: &StoreLock,
+    entries: &mut Vec<Entry>,
+    leaving: &[Leaving],
+) -> Result<String> {
+    for gone in leaving {
+        match gone.before {
+            Some(status) => {
+                if let Some(entry) = entries.iter_mut().find(|e| e.id == gone.entry.id) {
+                    entry.status = status;
+                }
+            }
+            None => entries.retain(|e| e.id != gone.entry.id),
+        }
     }
-    Ok(report.failed(anyhow!(
-        "could not destroy droplet {}; it is out of HAProxy and stays in the inventory as {}, so run doproxy delete --id again",
-        failures.join("; droplet "),
-        Status::Destroying
-    )))
+    app.store.save(entries, lock).await?;
+    let ids = |keep: &dyn Fn(&Leaving) -> bool| {
+        let ids: Vec<u64> = leaving
+            .iter()
+            .filter(|l| keep(l))
+            .map(|l| l.entry.id)
+            .collect();
+        let listed = ids
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        (ids, listed)
+    };
+    let (served, served_list) = ids(&|l| l.before.is_some() && l.entry.is_serving());
+    let (_, marked_list) = ids(&|l| l.before == Some(Status::Destroying));
+    let mut outcome = Vec::new();
+    if !served.is_empty() {
+        outcome.push(match haproxy::undrain(&app.config, &served).await {
+            Ok(()) => format!("droplet {served_list} is back in rotation and in the inventory as it was"),
+            Err(err) => {
+                tracing::warn!("could not put the servers back into rotation: {err:#}");
+                format!(
+                    "droplet {served_list} is in the inventory as it was but may still be drained in HAProxy (see doproxy print --health)"
+                )
+            }
+        });
+    }
+    if !marked_list.is_empty() {
+        outcome.push(format!(
+            "droplet {marked_list} stays marked {}",
+            Status::Destroying
+        ));
+    }
+    if outcome.is_empty() {
+        outcome.push("HAProxy was left as it was".to_string());
+    }
+    Ok(outcome.join(" and "))
 }

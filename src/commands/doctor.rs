@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 use anyhow::{Result, anyhow};
 use serde::Serialize;
@@ -10,7 +11,7 @@ use serde::Serialize;
 use super::{App, Report};
 use crate::config::{Config, Image, SshKey};
 use crate::digitalocean::Client;
-use crate::haproxy;
+use crate::haproxy::{self, Loaded};
 
 /// The API refuses larger user data.
 const MAX_USER_DATA: u64 = 64 * 1024;
@@ -116,21 +117,28 @@ pub async fn run(app: &App) -> Result<Report> {
         }
     }
     checks.push(user_data_check(config));
+    checks.push(folders_check(config));
     checks.push(template_check(app).await);
-    checks.push(reload_check(config));
-    checks.push(match &config.haproxy_socket {
+    checks.push(reload_check(config).await);
+    checks.push(match haproxy::worker_pid(config).await {
         None => skipped(
             "admin socket",
             "haproxy_socket is not set; delete cannot drain and print --health has nothing to show",
         ),
-        Some(socket) => match haproxy::worker_pid(socket) {
-            Ok(pid) => ok(
-                "admin socket",
-                format!("HAProxy worker {pid} answers on {}", socket.display()),
+        Some(Ok(pid)) => ok(
+            "admin socket",
+            format!(
+                "HAProxy worker {pid} answers on {}",
+                config
+                    .haproxy_socket
+                    .as_deref()
+                    .unwrap_or(Path::new(""))
+                    .display()
             ),
-            Err(err) => failed("admin socket", format!("{err:#}")),
-        },
+        ),
+        Some(Err(err)) => failed("admin socket", format!("{err:#}")),
     });
+    checks.push(loaded_check(config).await);
 
     let text = checks.iter().map(Check::line).collect();
     let failures = checks
@@ -295,6 +303,53 @@ fn user_data_check(config: &Config) -> Check {
     }
 }
 
+/// The folders doproxy writes into: its lock files and atomic replacements
+/// (temporary file, then rename) need to create files there, so each is
+/// tried with a file created and removed at once.
+fn folders_check(config: &Config) -> Check {
+    let mut folders: Vec<(&Path, &str)> = Vec::new();
+    if config.etcd.is_none() {
+        folders.push((parent(&config.inventory_file), "inventory_file"));
+    }
+    folders.push((parent(&config.haproxy_cfg_file), "haproxy_cfg_file"));
+    folders.push((parent(&config.haproxy_cfg_path), "haproxy_cfg_path"));
+    folders.dedup_by_key(|(folder, _)| *folder);
+    let probe = format!(".doproxy-doctor-{}", std::process::id());
+    let unwritable: Vec<String> = folders
+        .iter()
+        .filter_map(|(folder, key)| {
+            let file = folder.join(&probe);
+            let tried = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&file)
+                .and_then(|_| fs::remove_file(&file));
+            tried
+                .err()
+                .map(|err| format!("{} (of {key}): {err}", folder.display()))
+        })
+        .collect();
+    if unwritable.is_empty() {
+        let keys: Vec<&str> = folders.iter().map(|(_, key)| *key).collect();
+        return ok(
+            "folders",
+            format!("the folders of {} are writable", keys.join(", ")),
+        );
+    }
+    failed(
+        "folders",
+        format!(
+            "cannot create files in {}; doproxy keeps its lock files there and replaces files by renaming, so make the folder writable for the user running doproxy",
+            unwritable.join("; ")
+        ),
+    )
+}
+
+/// The folder holding `file`.
+fn parent(file: &Path) -> &Path {
+    file.parent().unwrap_or(Path::new("/"))
+}
+
 /// Renders the template for the current inventory into a scratch file and
 /// runs haproxy_check_command on it; the staged and live configs stay as
 /// they are.
@@ -305,9 +360,10 @@ async fn template_check(app: &App) -> Check {
         Err(err) => return failed("template", format!("{err:#}")),
     };
     let scratch = std::env::temp_dir().join(format!("doproxy-doctor-{}.cfg", std::process::id()));
-    let checked = fs::write(&scratch, text)
-        .map_err(anyhow::Error::from)
-        .and_then(|()| haproxy::check_file(&app.config, &scratch));
+    let checked = match fs::write(&scratch, text) {
+        Ok(()) => haproxy::check_file(&app.config, &scratch).await,
+        Err(err) => Err(err.into()),
+    };
     let _ = fs::remove_file(&scratch);
     match checked {
         Ok(()) => ok(
@@ -321,31 +377,165 @@ async fn template_check(app: &App) -> Check {
     }
 }
 
-/// The reload command's program exists (it is not run: that would reload).
-fn reload_check(config: &Config) -> Check {
-    let program = config
-        .haproxy_reload_command
-        .split_whitespace()
-        .next()
-        .unwrap_or("");
-    let found = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v '{program}'"))
-        .output()
-        .is_ok_and(|out| out.status.success());
-    if found {
-        ok("reload command", format!("{program} is available"))
-    } else {
-        failed(
+/// One `||` alternative of the reload command, as doctor judges it.
+#[derive(Debug, PartialEq, Eq)]
+struct Alternative {
+    /// The alternative as written.
+    text: String,
+    /// The program it starts.
+    program: String,
+    /// It goes through systemd.
+    systemctl: bool,
+}
+
+/// The `||` alternatives of a shell command, each with its program.
+fn alternatives(command: &str) -> Vec<Alternative> {
+    command
+        .split("||")
+        .map(str::trim)
+        .filter(|text| !text.is_empty())
+        .map(|text| Alternative {
+            text: text.to_string(),
+            program: text
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .trim_matches(['\'', '"'])
+                .to_string(),
+            systemctl: text.split_whitespace().any(|word| word == "systemctl"),
+        })
+        .collect()
+}
+
+/// Whether one of the alternatives can work: its program exists (`found`)
+/// and, for systemctl, systemd runs (`systemd`).
+fn judge_reload(alternatives: &[Alternative], found: &[bool], systemd: bool) -> Check {
+    let problem = |alternative: &Alternative, found: bool| match (found, alternative.systemctl) {
+        (false, _) => Some(format!("{} is not found", alternative.program)),
+        (true, true) if !systemd => Some(format!(
+            "`{}` needs systemd, which is not running here (no /run/systemd/system)",
+            alternative.text
+        )),
+        (true, _) => None,
+    };
+    let problems: Vec<Option<String>> = alternatives
+        .iter()
+        .zip(found)
+        .map(|(alternative, &found)| problem(alternative, found))
+        .collect();
+    match problems.iter().position(Option::is_none) {
+        Some(0) => ok(
             "reload command",
-            format!("{program} is not found; fix haproxy_reload_command"),
-        )
+            format!("{} is available", alternatives[0].program),
+        ),
+        Some(usable) => ok(
+            "reload command",
+            format!(
+                "{}, so `{}` does the reload",
+                problems[0].as_deref().unwrap_or_default(),
+                alternatives[usable].text
+            ),
+        ),
+        None if alternatives.iter().any(|a| a.systemctl) && !systemd => failed(
+            "reload command",
+            format!(
+                "{}; without systemd set haproxy_reload_command to `service haproxy reload`, or to `kill -USR2 $(cat /run/haproxy.pid)` for a master-worker HAProxy",
+                problems
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        ),
+        None => failed(
+            "reload command",
+            format!(
+                "{}; fix haproxy_reload_command",
+                problems
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        ),
+    }
+}
+
+/// The reload command's programs exist, and systemd runs if it goes through
+/// systemctl (the command itself is not run: that would reload).
+async fn reload_check(config: &Config) -> Check {
+    let alternatives = alternatives(&config.haproxy_reload_command);
+    let mut found = Vec::new();
+    for alternative in &alternatives {
+        let exists = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(r#"command -v "$1""#)
+            .arg("sh")
+            .arg(&alternative.program)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .is_ok_and(|out| out.status.success());
+        found.push(exists);
+    }
+    let systemd = Path::new("/run/systemd/system").exists();
+    judge_reload(&alternatives, &found, systemd)
+}
+
+/// The live config is the one HAProxy runs (a run cut short between
+/// installing and reloading leaves it unloaded).
+async fn loaded_check(config: &Config) -> Check {
+    let live = config.haproxy_cfg_path.display();
+    match haproxy::loaded(config).await {
+        None => skipped(
+            "live config",
+            format!("{live} is not installed yet; doproxy reload installs it"),
+        ),
+        Some(Loaded::Yes) => ok("live config", format!("HAProxy has loaded {live}")),
+        Some(Loaded::No(reason)) => failed("live config", format!("{reason}; run doproxy reload")),
+        Some(Loaded::Unknown(reason)) => skipped("live config", reason),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reload_alternatives_are_judged_in_order() {
+        let default = alternatives("systemctl reload haproxy || service haproxy reload");
+        assert_eq!(default.len(), 2);
+        assert_eq!(
+            (default[1].program.as_str(), default[1].systemctl),
+            ("service", false)
+        );
+        assert!(default[0].systemctl);
+        let with_systemd = judge_reload(&default, &[true, true], true);
+        assert_eq!(
+            with_systemd.line(),
+            "✓ reload command: systemctl is available"
+        );
+        let fallback = judge_reload(&default, &[true, true], false).line();
+        assert!(
+            fallback.starts_with("✓ ")
+                && fallback.ends_with("so `service haproxy reload` does the reload"),
+            "{fallback}"
+        );
+        let only_systemctl = alternatives("systemctl reload haproxy");
+        let line = judge_reload(&only_systemctl, &[true], false).line();
+        assert!(
+            line.starts_with("✗ reload command: `systemctl reload haproxy` needs systemd")
+                && line.contains("service haproxy reload"),
+            "{line}"
+        );
+        let missing = alternatives("'/opt/bin/reload-it' now");
+        assert_eq!(missing[0].program, "/opt/bin/reload-it");
+        assert_eq!(
+            judge_reload(&missing, &[false], true).line(),
+            "✗ reload command: /opt/bin/reload-it is not found; fix haproxy_reload_command"
+        );
+    }
 
     #[test]
     fn lines_carry_their_mark() {

@@ -1,6 +1,6 @@
 //! `print`: the inventory, one line per droplet, exactly as DOProxy printed it.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use super::{App, LOCK_TIMEOUT, Report};
 use crate::cli::PrintArgs;
@@ -22,9 +22,21 @@ pub async fn run(app: &App, args: &PrintArgs) -> Result<Report> {
         );
     }
     // What HAProxy thinks of each server, when its admin socket is set:
-    // always in JSON, in the text lines only with --health.
+    // always in JSON, in the text lines only with --health. JSON without it
+    // is still the inventory, so a silent socket only costs the states there.
     let states = match &app.config.haproxy_socket {
-        Some(_) if args.health || app.json_output => Some(haproxy::server_states(&app.config)?),
+        Some(_) if args.health => Some(
+            haproxy::server_states(&app.config)
+                .await
+                .context("print --health cannot show HAProxy's view")?,
+        ),
+        Some(_) if app.json_output => match haproxy::server_states(&app.config).await {
+            Ok(states) => Some(states),
+            Err(err) => {
+                tracing::warn!("{err:#}; printing the inventory without haproxy_state");
+                None
+            }
+        },
         _ => None,
     };
     let state = |entry: &Entry| {

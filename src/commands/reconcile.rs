@@ -1,17 +1,24 @@
-//! `reconcile`: find where the inventory and DigitalOcean disagree, and with
-//! `--apply` make them agree, so nothing a crash or a failed call left behind
-//! keeps costing money or serving traffic unseen.
+//! `reconcile`: find where the inventory, DigitalOcean and the running
+//! HAProxy disagree, and with `--apply` make them agree, so nothing a crash
+//! or a failed call left behind keeps costing money or serving traffic
+//! unseen.
+//!
+//! Droplets carrying the pool's tag but not named like the pool's
+//! (`<hostname_prefix>-<n>`) belong to someone else sharing the tag: they
+//! are reported as foreign and never adopted or pruned.
 
+use std::io::{IsTerminal, Write};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
 use serde_json::json;
 
+use super::delete::{self, Leaving, Retire};
 use super::{App, Report};
 use crate::cli::ReconcileArgs;
 use crate::digitalocean::{ApiError, Client, Droplet};
-use crate::haproxy::{self, Reload};
+use crate::haproxy;
 use crate::inventory::{Entry, Status, drift};
 use crate::readiness;
 
@@ -28,16 +35,55 @@ pub async fn run(app: &App, args: &ReconcileArgs) -> Result<Report> {
     };
     let mut entries = app.entries(lock.as_ref()).await?;
     let existing = existing_droplets(api, tag, &entries).await?;
-    let drift = drift(&entries, &existing, tag);
+    let mut drift = drift(&entries, &existing, tag);
+    let prefix = app.config.hostname_prefix.as_deref();
+    let foreign = take_foreign(&mut drift.orphans, prefix);
+    let haproxy = haproxy::divergence(&app.config, &entries)
+        .await
+        .unwrap_or_else(|err| {
+            tracing::warn!("cannot compare HAProxy with the inventory: {err:#}");
+            None
+        });
     let mut text = drift.lines();
-    if drift.is_empty() {
+    text.extend(foreign.iter().map(|e| {
+        format!(
+            "foreign: {} {} carries the pool's tag but is not named {}-<n>, so it is left alone",
+            e.id,
+            e.name,
+            prefix.unwrap_or("<droplet_options.hostname_prefix>")
+        )
+    }));
+    if let Some(reason) = &haproxy {
+        text.push(format!("haproxy: {reason}"));
+    }
+    let agree = drift.is_empty() && haproxy.is_none();
+    if agree {
         text.push("No drift: the inventory matches DigitalOcean.".to_string());
     }
-    if !args.apply || drift.is_empty() {
-        return Report::new(text, json!({ "drift": drift, "applied": false }));
+    let mut drift_json = serde_json::to_value(&drift)?;
+    drift_json["foreign"] = serde_json::to_value(&foreign)?;
+    drift_json["haproxy"] = haproxy.clone().into();
+    if !args.apply || agree {
+        return Report::new(text, json!({ "drift": drift_json, "applied": false }));
     }
 
     let lock = lock.as_ref().expect("--apply holds the lock");
+    if args.prune && !drift.orphans.is_empty() {
+        let doomed: Vec<String> = drift
+            .orphans
+            .iter()
+            .map(|e| format!("to prune: {} {}", e.id, e.name))
+            .collect();
+        let go_ahead = args.yes || confirmed(&doomed).await?;
+        text.extend(doomed);
+        if !go_ahead {
+            let report = Report::new(text, json!({ "drift": drift_json, "applied": false }))?;
+            return Ok(report.failed(anyhow!(
+                "reconcile --prune would destroy the {} droplet(s) listed above and was not confirmed, so nothing was changed; add --yes to go ahead",
+                drift.orphans.len()
+            )));
+        }
+    }
     entries.retain(|e| !drift.gone.iter().any(|g| g.id == e.id));
     for change in &drift.changed {
         if let Some(entry) = entries.iter_mut().find(|e| e.id == change.after.id) {
@@ -62,8 +108,14 @@ pub async fn run(app: &App, args: &ReconcileArgs) -> Result<Report> {
     }
     // One short pass: a droplet still starting is simply checked next time.
     let check = &app.config.health_check;
-    let ready =
-        readiness::wait_until_ready(check, &booted, check.ready_timeout.min(READY_PASS)).await?;
+    let ready = tokio::select! {
+        stopped = app.shutdown.signalled() => {
+            return Err(anyhow::Error::new(stopped).context(
+                "reconcile changed nothing; run doproxy reconcile --apply again",
+            ));
+        }
+        ready = readiness::wait_until_ready(check, &booted, check.ready_timeout.min(READY_PASS)) => ready?,
+    };
     for entry in entries
         .iter_mut()
         .filter(|e| booted.iter().any(|(id, _)| *id == e.id))
@@ -82,21 +134,26 @@ pub async fn run(app: &App, args: &ReconcileArgs) -> Result<Report> {
             .context("cannot tag the untagged droplets")?;
     }
     app.store.save(&entries, lock).await?;
-    let applied = haproxy::apply(&app.config, &entries, Reload::IfChanged, false).await?;
 
-    let mut doomed: Vec<u64> = drift.unfinished_destroys.iter().map(|e| e.id).collect();
+    // Unfinished deletes, and pruned orphans, leave the way a delete does:
+    // drained first, then out of HAProxy, then destroyed.
+    let mut leaving: Vec<Leaving> = drift
+        .unfinished_destroys
+        .iter()
+        .map(Leaving::listed)
+        .collect();
     if args.prune {
-        doomed.extend(drift.orphans.iter().map(|e| e.id));
+        leaving.extend(drift.orphans.iter().map(|orphan| Leaving {
+            entry: orphan.clone(),
+            before: None,
+        }));
     }
-    let mut failures = Vec::new();
-    lock.check().await?;
-    for (id, outcome) in api.delete_droplets(&doomed).await {
-        match outcome {
-            Ok(_) => entries.retain(|e| e.id != id),
-            Err(err) => failures.push(format!("{id}: {err}")),
-        }
-    }
-    app.store.save(&entries, lock).await?;
+    let how = Retire {
+        drain_timeout: args.drain_timeout,
+        allow_empty: false,
+        retry: "doproxy reconcile --apply",
+    };
+    let retired = delete::retire(app, lock, &mut entries, &leaving, &how).await?;
 
     text.push(format!(
         "Fixed: dropped {}, {} {}, updated {}, added {} ready, destroyed {}, tagged {}.",
@@ -105,20 +162,65 @@ pub async fn run(app: &App, args: &ReconcileArgs) -> Result<Report> {
         drift.orphans.len(),
         drift.changed.len(),
         ready.len(),
-        doomed.len() - failures.len(),
+        retired.destroyed.len(),
         drift.untagged.len()
     ));
+    if haproxy.is_some() && retired.applied.reloaded {
+        text.push("Fixed: HAProxy reloaded with the inventory's servers.".to_string());
+    }
     let report = Report::new(
         text,
-        json!({ "drift": drift, "applied": true, "haproxy": applied }),
+        json!({ "drift": drift_json, "applied": true, "haproxy": retired.applied }),
     )?;
-    if failures.is_empty() {
+    if retired.failures.is_empty() {
         return Ok(report);
     }
-    Ok(report.failed(anyhow::anyhow!(
+    Ok(report.failed(anyhow!(
         "could not destroy droplet {}; run doproxy reconcile --apply again",
-        failures.join("; droplet ")
+        retired.failures.join("; droplet ")
     )))
+}
+
+/// Asks on the terminal whether to destroy the droplets `doomed` lists;
+/// false without a terminal to ask on.
+async fn confirmed(doomed: &[String]) -> Result<bool> {
+    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+        return Ok(false);
+    }
+    let question = format!(
+        "{}\nDestroy these {} droplet(s)? [y/N] ",
+        doomed.join("\n"),
+        doomed.len()
+    );
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut stderr = std::io::stderr();
+        stderr.write_all(question.as_bytes())?;
+        stderr.flush()?;
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        Ok::<_, std::io::Error>(answer)
+    })
+    .await
+    .context("cannot ask on the terminal")?
+    .context("cannot ask on the terminal")?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
+/// Whether `name` is one this pool's `create` gives: `<prefix>-<n>`.
+fn is_pool_name(name: &str, prefix: &str) -> bool {
+    name.strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Takes the orphans not named like this pool's droplets out of `orphans`
+/// and returns them; without a hostname_prefix no name is the pool's.
+fn take_foreign(orphans: &mut Vec<Entry>, prefix: Option<&str>) -> Vec<Entry> {
+    let (own, foreign) = orphans
+        .drain(..)
+        .partition(|e| prefix.is_some_and(|prefix| is_pool_name(&e.name, prefix)));
+    *orphans = own;
+    foreign
 }
 
 /// The pool's tagged droplets (one paginated list), plus inventory droplets
@@ -144,4 +246,47 @@ async fn existing_droplets(api: &Client, tag: &str, entries: &[Entry]) -> Result
         }
     }
     Ok(existing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_names_are_the_prefix_a_dash_and_a_number() {
+        assert!(is_pool_name("auto-nginx-0", "auto-nginx"));
+        assert!(is_pool_name("auto-nginx-12", "auto-nginx"));
+        for other in [
+            "auto-nginx-",
+            "auto-nginx",
+            "auto-nginx-web-1",
+            "auto-nginx-1-0",
+            "auto-nginx2-0",
+            "auto-nginx-+1",
+            "other-0",
+            "stray-0",
+        ] {
+            assert!(!is_pool_name(other, "auto-nginx"), "{other}");
+        }
+        // A shorter prefix does not claim a longer pool's droplets.
+        assert!(!is_pool_name("auto-nginx-0", "auto"));
+    }
+
+    #[test]
+    fn foreign_orphans_are_set_apart() {
+        let entry = |id, name: &str| Entry {
+            id,
+            name: name.into(),
+            private_ip: None,
+            public_ip: None,
+            status: Status::Active,
+            created_at: None,
+        };
+        let mut orphans = vec![entry(1, "web-3"), entry(2, "shop-0"), entry(3, "web-x")];
+        let foreign = take_foreign(&mut orphans, Some("web"));
+        assert_eq!(orphans, vec![entry(1, "web-3")]);
+        assert_eq!(foreign, vec![entry(2, "shop-0"), entry(3, "web-x")]);
+        let foreign = take_foreign(&mut orphans, None);
+        assert_eq!((orphans.len(), foreign.len()), (0, 1));
+    }
 }

@@ -1,42 +1,47 @@
 //! HAProxy: render the config from the inventory, check it with HAProxy
 //! itself, install it atomically, reload — and leave the live config alone
-//! when any step fails.
+//! when any step fails. Every command and socket exchange is bounded, and
+//! nothing here blocks the async runtime.
 
+mod command;
+mod loaded;
 mod render;
 mod runtime;
 
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
+use tokio::time::Instant;
 
 use crate::atomic_file;
 use crate::config::Config;
 use crate::digitalocean::metadata;
 use crate::inventory::Entry;
 use crate::lockfile::LockFile;
+pub use loaded::Loaded;
 pub use render::{BUILTIN_TEMPLATE, TemplateContext, render, server_name};
 use runtime::{AdminState, Runtime};
 
 /// How long to wait for another run's HAProxy update on this machine.
 const UPDATE_LOCK_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// How long a reload may take to hand over to a new worker.
-const RELOAD_WAIT: Duration = Duration::from_secs(15);
-
 /// How often a drain checks whether sessions have ended.
 const DRAIN_POLL: Duration = Duration::from_millis(200);
+
+/// How often to ask the admin socket whether a new worker took over.
+const WORKER_POLL: Duration = Duration::from_millis(20);
 
 /// Whether to reload when the rendered config equals the installed one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reload {
     /// `doproxy reload`: the user asked for it.
     Always,
-    /// After create and delete: an identical config needs no reload.
+    /// After create and delete: an identical config that HAProxy has loaded
+    /// needs no reload.
     IfChanged,
 }
 
@@ -84,21 +89,59 @@ pub async fn render_config(config: &Config, entries: &[Entry]) -> Result<(String
 }
 
 /// Runs haproxy_check_command on a config file.
-pub fn check_file(config: &Config, file: &Path) -> Result<()> {
+pub async fn check_file(config: &Config, file: &Path) -> Result<()> {
     let command = config
         .haproxy_check_command
         .replace("{file}", &shell_quote(file));
-    run("haproxy_check_command", &command)
+    command::run(
+        "haproxy_check_command",
+        &command,
+        config.haproxy_check_timeout,
+    )
+    .await
 }
 
-/// The PID of the HAProxy worker answering on the admin socket.
-pub fn worker_pid(socket: &Path) -> Result<u32> {
-    Runtime::new(socket).worker_pid()
+/// The PID of the HAProxy worker answering on haproxy_socket; None when the
+/// socket is not set.
+pub async fn worker_pid(config: &Config) -> Option<Result<u32>> {
+    Some(Runtime::of(config)?.worker_pid().await)
+}
+
+/// Whether HAProxy runs the config installed in haproxy_cfg_path; None when
+/// nothing is installed yet.
+pub async fn loaded(config: &Config) -> Option<Loaded> {
+    let installed = fs::read(&config.haproxy_cfg_path).ok()?;
+    Some(loaded::check(config, &installed).await)
+}
+
+/// How HAProxy differs from what the inventory `entries` gives: the live
+/// config is not the one they render, or HAProxy has not loaded it. None
+/// when they agree (or nothing can tell).
+pub async fn divergence(config: &Config, entries: &[Entry]) -> Result<Option<String>> {
+    let (rendered, servers) = render_config(config, entries).await?;
+    let live = &config.haproxy_cfg_path;
+    let installed = fs::read(live).ok();
+    if installed.as_deref() != Some(rendered.as_bytes()) {
+        let installed_servers = installed.as_deref().map_or(0, count_servers);
+        return Ok(Some(format!(
+            "the live config {} is not what the inventory gives ({installed_servers} server(s) instead of {servers})",
+            live.display()
+        )));
+    }
+    Ok(match loaded::check(config, rendered.as_bytes()).await {
+        Loaded::No(reason) => Some(reason),
+        Loaded::Yes | Loaded::Unknown(_) => None,
+    })
 }
 
 /// generate, check with haproxy_check_command, install into haproxy_cfg_path
-/// (keeping the previous one as `.bak`) and run haproxy_reload_command. A
-/// failed check or reload leaves the live config as it was.
+/// (keeping the previous one as `.bak`), run haproxy_reload_command and, with
+/// haproxy_socket, wait until a new worker answers. A failed check or reload
+/// leaves the live config as it was.
+///
+/// An unchanged config is reloaded all the same when HAProxy has not loaded
+/// it (a run died between install and reload), or when nothing can tell.
+/// Only a confirmed reload is recorded as loaded.
 ///
 /// A config without servers is refused while the live one has some, unless
 /// `allow_empty`: bad inventory data must not empty the pool.
@@ -115,7 +158,7 @@ pub async fn apply(
     let servers = generate(config, entries).await?;
     let staged = &config.haproxy_cfg_file;
     let live = &config.haproxy_cfg_path;
-    check(config, staged)?;
+    check(config, staged).await?;
     let new = fs::read(staged).with_context(|| format!("cannot read back {}", staged.display()))?;
     let previous = fs::read(live).ok();
     let live_servers = previous.as_deref().map_or(0, count_servers);
@@ -134,11 +177,17 @@ pub async fn apply(
         reloaded: false,
     };
     if !changed && reload == Reload::IfChanged {
-        tracing::info!(
-            "HAProxy config {} is unchanged; no reload needed",
-            live.display()
-        );
-        return Ok(applied);
+        match loaded::check(config, &new).await {
+            Loaded::Yes => {
+                tracing::info!(
+                    "HAProxy config {} is unchanged; no reload needed",
+                    live.display()
+                );
+                return Ok(applied);
+            }
+            Loaded::No(reason) => tracing::warn!("{reason}; reloading it"),
+            Loaded::Unknown(reason) => tracing::info!("{reason}; reloading once to be sure"),
+        }
     }
     if changed {
         if let Some(previous) = &previous {
@@ -146,20 +195,19 @@ pub async fn apply(
         }
         atomic_file::write(live, &new)?;
     }
-    let runtime = config.haproxy_socket.as_deref().map(Runtime::new);
-    let old_worker = runtime.as_ref().and_then(|r| r.worker_pid().ok());
-    if let Err(err) = run("haproxy_reload_command", &config.haproxy_reload_command) {
-        if changed {
+    if let Err(err) = reload_and_confirm(config).await {
+        let left = if changed {
             restore(live, previous.as_deref())?;
-        }
+            "put back"
+        } else {
+            "left"
+        };
         return Err(err.context(format!(
-            "HAProxy did not reload, so {} was put back as it was; fix the cause and run doproxy reload",
+            "HAProxy did not reload, so {} was {left} as it was; fix the cause and run doproxy reload",
             live.display()
         )));
     }
-    if let (Some(runtime), Some(old_worker)) = (&runtime, old_worker) {
-        wait_for_new_worker(runtime, old_worker).await;
-    }
+    loaded::record(live, &new);
     tracing::info!(
         "HAProxy reloaded with {servers} servers from {}",
         live.display()
@@ -168,14 +216,62 @@ pub async fn apply(
     Ok(applied)
 }
 
+/// Runs haproxy_reload_command and, with haproxy_socket, waits until a new
+/// worker answers on it, so the new config serves before doproxy goes on
+/// (reload commands such as `kill -USR2` return before HAProxy switches).
+/// A worker that never changes is a failed reload.
+async fn reload_and_confirm(config: &Config) -> Result<()> {
+    let runtime = Runtime::of(config);
+    let old_worker = match &runtime {
+        Some(runtime) => runtime.worker_pid().await.ok(),
+        None => None,
+    };
+    let bound = config.haproxy_reload_timeout;
+    command::run(
+        "haproxy_reload_command",
+        &config.haproxy_reload_command,
+        bound,
+    )
+    .await?;
+    let Some(runtime) = runtime else {
+        return Ok(());
+    };
+    let deadline = Instant::now() + bound;
+    loop {
+        if let Ok(pid) = runtime.worker_pid().await
+            && Some(pid) != old_worker
+        {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let socket = config
+                .haproxy_socket
+                .as_deref()
+                .expect("a runtime has a socket")
+                .display();
+            let wait = humantime::format_duration(bound);
+            match old_worker {
+                Some(old) => bail!(
+                    "haproxy_reload_command succeeded but HAProxy's worker {old} still answers on {socket} {wait} later (haproxy_reload_timeout), so the new config is not live; check that the command reloads the HAProxy behind haproxy_socket"
+                ),
+                None => bail!(
+                    "haproxy_reload_command succeeded but no HAProxy worker answered on {socket} within {wait} (haproxy_reload_timeout); check that HAProxy runs with that admin socket"
+                ),
+            }
+        }
+        tokio::time::sleep(WORKER_POLL).await;
+    }
+}
+
 /// HAProxy's view of each droplet's server (UP, DOWN, DRAIN, MAINT, ...),
 /// by droplet ID, from the admin socket.
-pub fn server_states(config: &Config) -> Result<HashMap<u64, String>> {
-    let Some(socket) = &config.haproxy_socket else {
+pub async fn server_states(config: &Config) -> Result<HashMap<u64, String>> {
+    let Some(runtime) = Runtime::of(config) else {
         return Ok(HashMap::new());
     };
-    Ok(Runtime::new(socket)
-        .servers()?
+    Ok(runtime
+        .servers()
+        .await?
         .into_iter()
         .filter_map(|s| Some((s.server.strip_prefix("www-")?.parse().ok()?, s.status)))
         .collect())
@@ -192,12 +288,10 @@ pub struct PoolLoad {
     pub queued: u64,
 }
 
-pub fn pool_load(config: &Config, ids: &[u64]) -> Result<PoolLoad> {
-    let socket = config
-        .haproxy_socket
-        .as_deref()
-        .context("HAProxy metrics need its admin socket; set haproxy_socket")?;
-    let rows = Runtime::new(socket).servers()?;
+pub async fn pool_load(config: &Config, ids: &[u64]) -> Result<PoolLoad> {
+    let runtime =
+        Runtime::of(config).context("HAProxy metrics need its admin socket; set haproxy_socket")?;
+    let rows = runtime.servers().await?;
     let names: Vec<String> = ids.iter().map(|&id| server_name(id)).collect();
     let mut load = PoolLoad::default();
     let mut backends = Vec::new();
@@ -217,33 +311,16 @@ pub fn pool_load(config: &Config, ids: &[u64]) -> Result<PoolLoad> {
     Ok(load)
 }
 
-/// Waits until a new HAProxy worker answers on the admin socket, so the new
-/// config serves before doproxy goes on (reload commands such as `kill
-/// -USR2` return before HAProxy has switched). Gives up with a warning.
-async fn wait_for_new_worker(runtime: &Runtime<'_>, old_worker: u32) {
-    let started = Instant::now();
-    while started.elapsed() < RELOAD_WAIT {
-        if runtime.worker_pid().is_ok_and(|pid| pid != old_worker) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tracing::warn!(
-        "HAProxy's worker {old_worker} still answers {} after the reload; the new config may not be live yet",
-        humantime::format_duration(RELOAD_WAIT)
-    );
-}
-
 /// Takes the servers of droplets `ids` out of rotation in the running HAProxy
 /// before they leave the config: `drain` (no new sessions), wait until their
 /// sessions end (at most `timeout`), then `maint`. Does nothing without
-/// haproxy_socket; servers HAProxy does not know are skipped.
+/// haproxy_socket; servers HAProxy does not know are skipped. Callers that
+/// stop on a signal drop this future and `undrain`.
 pub async fn drain(config: &Config, ids: &[u64], timeout: Duration) -> Result<()> {
-    let Some(socket) = &config.haproxy_socket else {
+    let Some(runtime) = Runtime::of(config).filter(|_| !ids.is_empty()) else {
         return Ok(());
     };
-    let runtime = Runtime::new(socket);
-    let targets = set_state(&runtime, ids, AdminState::Drain)?;
+    let targets = set_state(&runtime, ids, AdminState::Drain).await?;
     if !targets.is_empty() {
         tracing::info!("draining {} server(s) in HAProxy", targets.len());
     }
@@ -251,7 +328,8 @@ pub async fn drain(config: &Config, ids: &[u64], timeout: Duration) -> Result<()
     let mut status = crate::progress::Status::new();
     loop {
         let open: u64 = runtime
-            .servers()?
+            .servers()
+            .await?
             .iter()
             .filter(|s| {
                 targets
@@ -273,74 +351,50 @@ pub async fn drain(config: &Config, ids: &[u64], timeout: Duration) -> Result<()
         status.show(&format!("draining: {open} session(s) still open"));
         tokio::time::sleep(DRAIN_POLL).await;
     }
-    set_state(&runtime, ids, AdminState::Maint)?;
+    set_state(&runtime, ids, AdminState::Maint).await?;
     Ok(())
 }
 
 /// Puts drained servers back into rotation, after a delete that did not go
-/// ahead. Best effort: failing here changes nothing the user can act on.
-pub fn undrain(config: &Config, ids: &[u64]) {
-    if let Some(socket) = &config.haproxy_socket
-        && let Err(err) = set_state(&Runtime::new(socket), ids, AdminState::Ready)
-    {
-        tracing::warn!("could not put the servers back into rotation: {err:#}");
-    }
+/// ahead.
+pub async fn undrain(config: &Config, ids: &[u64]) -> Result<()> {
+    let Some(runtime) = Runtime::of(config).filter(|_| !ids.is_empty()) else {
+        return Ok(());
+    };
+    set_state(&runtime, ids, AdminState::Ready).await?;
+    Ok(())
 }
 
 /// Sets the running servers of droplets `ids` to `state`; returns their
 /// (backend, server) names.
-fn set_state(runtime: &Runtime, ids: &[u64], state: AdminState) -> Result<Vec<(String, String)>> {
+async fn set_state(
+    runtime: &Runtime<'_>,
+    ids: &[u64],
+    state: AdminState,
+) -> Result<Vec<(String, String)>> {
     let names: Vec<String> = ids.iter().map(|&id| server_name(id)).collect();
     let targets: Vec<(String, String)> = runtime
-        .servers()?
+        .servers()
+        .await?
         .into_iter()
         .filter(|s| names.contains(&s.server))
         .map(|s| (s.backend, s.server))
         .collect();
     for (backend, server) in &targets {
-        runtime.set_state(backend, server, state)?;
+        runtime.set_state(backend, server, state).await?;
     }
     Ok(targets)
 }
 
 /// Runs haproxy_check_command on the staged file.
-fn check(config: &Config, staged: &Path) -> Result<()> {
-    check_file(config, staged).with_context(|| {
+async fn check(config: &Config, staged: &Path) -> Result<()> {
+    check_file(config, staged).await.with_context(|| {
         format!(
-            "HAProxy rejected the generated config {}, so the live config {} was not touched; fix the template and retry",
+            "the generated config {} did not pass haproxy_check_command, so the live config {} was not touched; fix the template (or the command) and retry",
             staged.display(),
             config.haproxy_cfg_path.display()
         )
     })
-}
-
-/// Runs `command` through `sh -c`; an error carries its exit status and output.
-fn run(key: &str, command: &str) -> Result<()> {
-    tracing::debug!("running {key}: {command}");
-    let output = Command::new("sh")
-        .arg("-c")
-        .arg(command)
-        .output()
-        .with_context(|| format!("cannot run {key} ({command})"))?;
-    let text = String::from_utf8_lossy(&output.stdout).to_string()
-        + &String::from_utf8_lossy(&output.stderr);
-    // HAProxy's [NOTICE] lines (version, executable path) only hide the alert.
-    let text: Vec<&str> = text
-        .lines()
-        .filter(|l| !l.starts_with("[NOTICE]"))
-        .collect();
-    let text = text.join("\n");
-    if output.status.success() {
-        if !text.trim().is_empty() {
-            tracing::debug!("{key} said: {}", text.trim());
-        }
-        return Ok(());
-    }
-    bail!(
-        "{key} `{command}` failed ({}): {}",
-        output.status,
-        text.trim()
-    )
 }
 
 fn restore(live: &Path, previous: Option<&[u8]>) -> Result<()> {
@@ -431,20 +485,5 @@ mod tests {
             backup_path(Path::new("/etc/haproxy/haproxy.cfg")),
             Path::new("/etc/haproxy/haproxy.cfg.bak")
         );
-    }
-
-    #[test]
-    fn failed_commands_carry_their_output() {
-        let err = run(
-            "haproxy_check_command",
-            "echo '[ALERT] bad line' >&2; exit 3",
-        )
-        .unwrap_err();
-        let text = format!("{err:#}");
-        assert!(
-            text.contains("[ALERT] bad line") && text.contains("exit status: 3"),
-            "{text}"
-        );
-        run("haproxy_reload_command", "true").unwrap();
     }
 }

@@ -1,15 +1,17 @@
 //! HAProxy's runtime API on its admin socket (`stats socket ... level admin`):
 //! take a server out of rotation before its droplet dies, and read what
-//! HAProxy sees (state, sessions, queue, request rate).
+//! HAProxy sees (state, sessions, queue, request rate). Every exchange is
+//! bounded as a whole (haproxy_socket_timeout), so a socket that accepts and
+//! then never answers, or answers forever, cannot hold doproxy and its locks.
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
 
-const SOCKET_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::config::Config;
 
 /// One server (or backend) row of `show stat`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,35 +43,43 @@ pub enum AdminState {
 /// A connection point to HAProxy's admin socket.
 pub struct Runtime<'a> {
     socket: &'a Path,
+    /// Longest one exchange may take.
+    timeout: Duration,
 }
 
 impl<'a> Runtime<'a> {
-    pub fn new(socket: &'a Path) -> Runtime<'a> {
-        Runtime { socket }
+    /// The admin socket of `config`, if haproxy_socket is set.
+    pub fn of(config: &'a Config) -> Option<Runtime<'a>> {
+        Some(Runtime {
+            socket: config.haproxy_socket.as_deref()?,
+            timeout: config.haproxy_socket_timeout,
+        })
     }
 
     /// Every server row of `show stat`.
-    pub fn servers(&self) -> Result<Vec<ServerStat>> {
-        parse_show_stat(&self.command("show stat")?)
+    pub async fn servers(&self) -> Result<Vec<ServerStat>> {
+        parse_show_stat(&self.command("show stat").await?)
     }
 
     /// The PID of the worker answering on the socket; it changes once a
     /// reload has handed the socket to a new worker.
-    pub fn worker_pid(&self) -> Result<u32> {
-        let info = self.command("show info")?;
+    pub async fn worker_pid(&self) -> Result<u32> {
+        let info = self.command("show info").await?;
         info.lines()
             .find_map(|line| line.strip_prefix("Pid: "))
             .and_then(|pid| pid.trim().parse().ok())
             .context("HAProxy's `show info` answer has no Pid line")
     }
 
-    pub fn set_state(&self, backend: &str, server: &str, state: AdminState) -> Result<()> {
+    pub async fn set_state(&self, backend: &str, server: &str, state: AdminState) -> Result<()> {
         let state = match state {
             AdminState::Ready => "ready",
             AdminState::Drain => "drain",
             AdminState::Maint => "maint",
         };
-        let answer = self.command(&format!("set server {backend}/{server} state {state}"))?;
+        let answer = self
+            .command(&format!("set server {backend}/{server} state {state}"))
+            .await?;
         if !answer.trim().is_empty() {
             bail!(
                 "HAProxy refused to set {backend}/{server} to {state}: {}",
@@ -80,28 +90,33 @@ impl<'a> Runtime<'a> {
     }
 
     /// Sends one command and reads the whole answer (the socket closes after
-    /// one command when not in interactive mode).
-    fn command(&self, command: &str) -> Result<String> {
-        let reach = || {
-            format!(
-                "cannot talk to HAProxy's admin socket {}; check that HAProxy runs with `stats socket {} level admin`, or unset haproxy_socket",
-                self.socket.display(),
-                self.socket.display()
-            )
+    /// one command when not in interactive mode), all within the timeout.
+    async fn command(&self, command: &str) -> Result<String> {
+        let fix = format!(
+            "check that HAProxy runs with `stats socket {} level admin`, or unset haproxy_socket",
+            self.socket.display()
+        );
+        let exchange = async {
+            let mut stream = UnixStream::connect(self.socket).await?;
+            stream.write_all(format!("{command}\n").as_bytes()).await?;
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).await?;
+            Ok::<_, std::io::Error>(answer)
         };
-        let mut stream = UnixStream::connect(self.socket).with_context(reach)?;
-        stream
-            .set_read_timeout(Some(SOCKET_TIMEOUT))
-            .with_context(reach)?;
-        stream
-            .set_write_timeout(Some(SOCKET_TIMEOUT))
-            .with_context(reach)?;
-        stream
-            .write_all(format!("{command}\n").as_bytes())
-            .with_context(reach)?;
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).with_context(reach)?;
-        Ok(answer)
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(err)) => Err(err).with_context(|| {
+                format!(
+                    "cannot talk to HAProxy's admin socket {}; {fix}",
+                    self.socket.display()
+                )
+            }),
+            Err(_) => bail!(
+                "HAProxy's admin socket {} did not answer `{command}` within {} (haproxy_socket_timeout); {fix}",
+                self.socket.display(),
+                humantime::format_duration(self.timeout)
+            ),
+        }
     }
 }
 

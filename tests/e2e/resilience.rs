@@ -176,7 +176,7 @@ fn reconcile_reports_drift_and_changes_nothing_without_apply() {
     project.run(&["create", "--count", "2"]).success();
     let orphan = project
         .sim
-        .seed_droplets(1, "stray", &["doproxy:auto-nginx".to_string()], false)[0]
+        .seed_droplets(1, "auto-nginx", &["doproxy:auto-nginx".to_string()], false)[0]
         .id;
     let untagged = project.sim.seed_droplets(1, "legacy", &[], false)[0].id;
     let inventory = format!("{}{untagged}\n", project.inventory());
@@ -198,9 +198,11 @@ fn reconcile_reports_drift_and_changes_nothing_without_apply() {
 
     let stray = project
         .sim
-        .seed_droplets(1, "stray", &["doproxy:auto-nginx".to_string()], false)[0]
+        .seed_droplets(1, "auto-nginx", &["doproxy:auto-nginx".to_string()], false)[0]
         .id;
-    project.run(&["reconcile", "--apply", "--prune"]).success();
+    project
+        .run(&["reconcile", "--apply", "--prune", "--yes"])
+        .success();
     assert!(
         project.sim.droplets().iter().all(|d| d.id != stray),
         "the orphan was not pruned"

@@ -1,0 +1,215 @@
+//! Installed is not loaded: whether the running HAProxy serves the config
+//! installed in haproxy_cfg_path.
+//!
+//! A run that dies between installing a config and reloading (SIGKILL, a
+//! power cut, a reload that failed) leaves a live file HAProxy never read; a
+//! later run comparing only files would call it unchanged forever. So after
+//! every confirmed reload doproxy keeps a copy of what HAProxy loaded
+//! (`<haproxy_cfg_path>.loaded`), and with an admin socket it also compares
+//! the servers HAProxy runs with the ones the live file names.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::runtime::Runtime;
+use crate::atomic_file;
+use crate::config::Config;
+
+/// Whether HAProxy runs the installed config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Loaded {
+    /// It does, as far as the record and the admin socket can tell.
+    Yes,
+    /// It does not; why, as a clause.
+    No(String),
+    /// Nothing can tell (no record yet and no admin socket); why.
+    Unknown(String),
+}
+
+/// Where the copy of the last config HAProxy confirmed loading lives.
+pub fn record_path(live: &Path) -> PathBuf {
+    let mut name = live.file_name().unwrap_or_default().to_os_string();
+    name.push(".loaded");
+    live.with_file_name(name)
+}
+
+/// Records `config` as what HAProxy runs now, after a confirmed reload. A
+/// record that cannot be written only costs one more reload next time.
+pub fn record(live: &Path, config: &[u8]) {
+    if let Err(err) = atomic_file::write(&record_path(live), config) {
+        tracing::warn!("{err:#}; the next run will reload HAProxy once more to be sure");
+    }
+}
+
+/// Whether HAProxy runs `installed`, the current text of haproxy_cfg_path.
+pub async fn check(config: &Config, installed: &[u8]) -> Loaded {
+    let live = &config.haproxy_cfg_path;
+    let recorded = fs::read(record_path(live)).ok();
+    if recorded.as_deref().is_some_and(|r| r != installed) {
+        return Loaded::No(format!(
+            "HAProxy has not loaded {}: it was installed but no reload confirmed it (doproxy was stopped, or the reload failed)",
+            live.display()
+        ));
+    }
+    let running = match Runtime::of(config) {
+        Some(runtime) => runtime.servers().await.ok(),
+        None => None,
+    };
+    if let Some(running) = running {
+        let running: Vec<(String, String)> = running
+            .into_iter()
+            .map(|row| (row.backend, row.server))
+            .collect();
+        if let Some(difference) = server_difference(installed, &running) {
+            return Loaded::No(format!(
+                "HAProxy does not run the servers of {}: {difference}",
+                live.display()
+            ));
+        }
+        return Loaded::Yes;
+    }
+    match recorded {
+        Some(_) => Loaded::Yes,
+        None => Loaded::Unknown(format!(
+            "nothing records whether HAProxy loaded {} yet (the first reload records it)",
+            live.display()
+        )),
+    }
+}
+
+/// How the servers HAProxy runs (backend, server) differ from those `config`
+/// names, in the backends `config` defines; None when they agree. Backends
+/// using `server-template` are skipped: their server names are made by
+/// HAProxy.
+fn server_difference(config: &[u8], running: &[(String, String)]) -> Option<String> {
+    let wanted = config_servers(&String::from_utf8_lossy(config));
+    let mut missing = Vec::new();
+    let mut extra = Vec::new();
+    for (backend, servers) in &wanted {
+        let Some(servers) = servers else { continue };
+        let live: BTreeSet<&str> = running
+            .iter()
+            .filter(|(b, s)| b == backend && s != "BACKEND")
+            .map(|(_, s)| s.as_str())
+            .collect();
+        missing.extend(
+            servers
+                .iter()
+                .filter(|s| !live.contains(s.as_str()))
+                .cloned(),
+        );
+        extra.extend(
+            live.iter()
+                .filter(|s| !servers.contains(**s))
+                .map(|s| s.to_string()),
+        );
+    }
+    let list = |names: &[String]| names.join(", ");
+    match (missing.is_empty(), extra.is_empty()) {
+        (true, true) => None,
+        (false, true) => Some(format!("it lacks {}", list(&missing))),
+        (true, false) => Some(format!("it still runs {}", list(&extra))),
+        (false, false) => Some(format!(
+            "it lacks {} and still runs {}",
+            list(&missing),
+            list(&extra)
+        )),
+    }
+}
+
+/// The `server` names of each backend (and listen section) of a config;
+/// None for a backend with a `server-template` line.
+fn config_servers(config: &str) -> BTreeMap<String, Option<BTreeSet<String>>> {
+    let mut backends = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in config.lines() {
+        let line = line.split('#').next().unwrap_or("");
+        let mut words = line.split_whitespace();
+        let Some(first) = words.next() else { continue };
+        let section_start = !line.starts_with([' ', '\t']);
+        if section_start {
+            current = match (first, words.next()) {
+                ("backend" | "listen", Some(name)) => {
+                    backends.insert(name.to_string(), Some(BTreeSet::new()));
+                    Some(name.to_string())
+                }
+                _ => None,
+            };
+            continue;
+        }
+        let Some(backend) = &current else { continue };
+        let servers = backends.get_mut(backend).expect("inserted at its start");
+        match (first, words.next(), servers.as_mut()) {
+            ("server", Some(name), Some(names)) => {
+                names.insert(name.to_string());
+            }
+            ("server-template", _, _) => *servers = None,
+            _ => {}
+        }
+    }
+    backends
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = "\
+global
+    stats socket /run/haproxy/admin.sock level admin
+frontend www-http
+    bind *:80
+    default_backend www-backend
+backend www-backend
+    balance roundrobin
+    server www-1 10.0.0.1:80 check # id:1, hostname:web-0
+    server www-2 10.0.0.2:80 check
+    # server www-9 10.0.0.9:80 check
+listen stats
+    bind *:8404
+backend dynamic
+    server-template app 3 10.0.0.5:80
+";
+
+    fn rows(rows: &[(&str, &str)]) -> Vec<(String, String)> {
+        rows.iter()
+            .map(|(b, s)| (b.to_string(), s.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn servers_are_read_per_backend() {
+        let servers = config_servers(CONFIG);
+        let names: BTreeSet<String> = ["www-1", "www-2"].map(String::from).into();
+        assert_eq!(servers["www-backend"], Some(names));
+        assert_eq!(servers["stats"], Some(BTreeSet::new()));
+        assert_eq!(servers["dynamic"], None);
+        assert!(!servers.contains_key("www-http"));
+    }
+
+    #[test]
+    fn running_servers_are_compared_with_the_config() {
+        let agree = rows(&[
+            ("www-backend", "www-1"),
+            ("www-backend", "www-2"),
+            ("www-backend", "BACKEND"),
+            ("dynamic", "app1"),
+            ("elsewhere", "x"),
+        ]);
+        assert_eq!(server_difference(CONFIG.as_bytes(), &agree), None);
+        let behind = rows(&[("www-backend", "www-1"), ("www-backend", "www-7")]);
+        assert_eq!(
+            server_difference(CONFIG.as_bytes(), &behind).unwrap(),
+            "it lacks www-2 and still runs www-7"
+        );
+    }
+
+    #[test]
+    fn the_record_sits_beside_the_live_config() {
+        assert_eq!(
+            record_path(Path::new("/etc/haproxy/haproxy.cfg")),
+            Path::new("/etc/haproxy/haproxy.cfg.loaded")
+        );
+    }
+}

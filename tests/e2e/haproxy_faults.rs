@@ -1,0 +1,718 @@
+//! HAProxy when things go wrong: commands that hang, an admin socket that
+//! never answers, a run killed between installing a config and reloading, a
+//! signal in the middle of a drain, an interrupted delete finished under
+//! load, another pool's droplets under the same tag, and what doctor says
+//! about all that. Real HAProxy, real etcd, the simulator.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::etcd_server::Etcd;
+use crate::support::{Project, Run, terminate, wait_until};
+
+/// Waits for a spawned run, killing it and failing the test if it is still
+/// running after `bound`.
+#[track_caller]
+fn finish_within(mut child: Child, bound: Duration) -> Run {
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > bound {
+            let _ = child.kill();
+            let run = Run::wait(child);
+            panic!(
+                "doproxy still ran after {bound:?}:\nstdout: {}\nstderr: {}",
+                run.stdout, run.stderr
+            );
+        }
+        thread::sleep(Duration::from_millis(25));
+    }
+    Run::wait(child)
+}
+
+/// PIDs of live processes whose command line is `sleep <seconds>`.
+fn sleeps(seconds: &str) -> Vec<u32> {
+    let wanted = format!("sleep\0{seconds}\0");
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| cmdline.ends_with(wanted.as_bytes()))
+        })
+        .collect()
+}
+
+/// The ID in `Success: <id> created and added to backend.`
+fn created_id(run: &Run) -> u64 {
+    run.stdout
+        .split(' ')
+        .nth(1)
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("no created ID in {:?}", run.stdout))
+}
+
+/// One server of the running HAProxy's backend, as `show stat` gives it.
+#[derive(Debug)]
+struct Running {
+    name: String,
+    status: String,
+    sessions: u64,
+}
+
+/// The servers the HAProxy behind `socket` runs in its backend.
+fn running(socket: &Path) -> Vec<Running> {
+    let mut stream = UnixStream::connect(socket).unwrap();
+    stream.write_all(b"show stat\n").unwrap();
+    let mut csv = String::new();
+    stream.read_to_string(&mut csv).unwrap();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap()
+        .trim_start_matches("# ")
+        .split(',')
+        .collect();
+    let column = |name: &str| header.iter().position(|c| *c == name).unwrap();
+    let (backend, server) = (column("pxname"), column("svname"));
+    let (status, sessions) = (column("status"), column("scur"));
+    lines
+        .map(|line| line.split(',').collect::<Vec<_>>())
+        .filter(|f| f.len() > status && f[backend] == "www-backend" && f[server] != "BACKEND")
+        .map(|f| Running {
+            name: f[server].to_string(),
+            status: f[status].to_string(),
+            sessions: f[sessions].parse().unwrap_or(0),
+        })
+        .collect()
+}
+
+fn running_names(socket: &Path) -> BTreeSet<String> {
+    running(socket).into_iter().map(|s| s.name).collect()
+}
+
+fn server_of(socket: &Path, id: u64) -> Option<Running> {
+    running(socket)
+        .into_iter()
+        .find(|s| s.name == format!("www-{id}"))
+}
+
+/// The value of `key` in the project's doproxy.yml.
+fn setting(project: &Project, key: &str) -> String {
+    fs::read_to_string(project.path("doproxy.yml"))
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{key}: ")))
+        .unwrap_or_else(|| panic!("{key} is not set"))
+        .to_string()
+}
+
+/// The droplet IDs of the inventory file, in its order (the lines `print`
+/// numbers).
+fn inventory_ids(project: &Project) -> Vec<u64> {
+    project
+        .inventory()
+        .lines()
+        .filter_map(|line| line.split(' ').next()?.parse().ok())
+        .collect()
+}
+
+/// Rewrites the status of droplet `id` in the inventory file, as a run cut
+/// short after writing it would have left it.
+fn set_status(project: &Project, id: u64, status: &str) {
+    let inventory = project.inventory();
+    let rewritten: Vec<String> = inventory
+        .lines()
+        .map(|line| {
+            let mut fields: Vec<&str> = line.split(' ').collect();
+            if fields[0] == id.to_string() {
+                fields[4] = status;
+            }
+            fields.join(" ")
+        })
+        .collect();
+    fs::write(project.path("inventory"), rewritten.join("\n") + "\n").unwrap();
+}
+
+/// Requests to `/slow?ms=<ms>` through `frontend`, each on its own thread;
+/// each joins with the status line of a non-200 answer or the error. Keep
+/// `ms` under the template's `timeout server 30s`.
+fn slow_requests(
+    frontend: SocketAddr,
+    count: usize,
+    ms: u64,
+) -> Vec<thread::JoinHandle<Result<(), String>>> {
+    (0..count)
+        .map(|_| thread::spawn(move || slow_get(frontend, ms)))
+        .collect()
+}
+
+/// GET `/slow?ms=<ms>`, waiting as long as that takes (support's http_get
+/// gives up after 10 s).
+fn slow_get(frontend: SocketAddr, ms: u64) -> Result<(), String> {
+    let mut stream = TcpStream::connect(frontend).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(ms) + Duration::from_secs(60)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /slow?ms={ms} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .map_err(|e| e.to_string())?;
+    match answer.lines().next() {
+        Some(status) if status.starts_with("HTTP/1.1 200 ") => Ok(()),
+        status => Err(format!("{status:?}")),
+    }
+}
+
+fn failures(requests: Vec<thread::JoinHandle<Result<(), String>>>) -> Vec<String> {
+    requests
+        .into_iter()
+        .filter_map(|r| r.join().unwrap().err())
+        .collect()
+}
+
+/// A unix socket that accepts every connection and then answers forever,
+/// one byte at a time, never finishing: neither a read timeout nor EOF ever
+/// comes. Stops when dropped.
+struct EndlessSocket {
+    stop: Arc<AtomicBool>,
+}
+
+impl EndlessSocket {
+    fn start(path: &Path) -> EndlessSocket {
+        let listener = UnixListener::bind(path).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                let Ok((mut stream, _)) = listener.accept() else {
+                    thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                let stopped = stopped.clone();
+                thread::spawn(move || {
+                    stream.set_nonblocking(false).unwrap();
+                    while !stopped.load(Ordering::Relaxed) && stream.write_all(b"#").is_ok() {
+                        thread::sleep(Duration::from_millis(100));
+                    }
+                });
+            }
+        });
+        EndlessSocket { stop }
+    }
+}
+
+impl Drop for EndlessSocket {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn hanging_haproxy_commands_are_killed_within_their_bound() {
+    let mut project = Project::new("hung-commands");
+    project.run(&["create"]).success();
+    let live = project.live_config();
+
+    // A reload that never ends: the whole command dies at the bound, the
+    // live config is put back, and nothing is left running.
+    project.set("haproxy_reload_command", Some("'sleep 6071'"));
+    project.set("haproxy_reload_timeout", Some("2s"));
+    let run = finish_within(project.spawn(&["create"]), Duration::from_secs(60));
+    run.fails(
+        1,
+        "haproxy_reload_command `sleep 6071` did not finish within 2s",
+    );
+    assert_eq!(
+        project.live_config(),
+        live,
+        "the live config was not put back"
+    );
+    wait_until(
+        "the reload's sleep to be gone",
+        Duration::from_secs(10),
+        || sleeps("6071").is_empty(),
+    );
+    project.set("haproxy_reload_command", None);
+    // The locks are free at once, and the droplet the run recorded joins.
+    project
+        .run(&["reconcile", "--apply", "--lock-timeout", "0s"])
+        .success();
+    assert_eq!(project.live_config().matches("server www-").count(), 2);
+
+    // The same for a check that never ends; the live config is not touched.
+    let live = project.live_config();
+    project.set("haproxy_check_command", Some("'sleep 6072; true'"));
+    project.set("haproxy_check_timeout", Some("2s"));
+    let run = finish_within(project.spawn(&["create"]), Duration::from_secs(60));
+    run.fails(
+        1,
+        "haproxy_check_command `sleep 6072; true` did not finish within 2s",
+    );
+    assert_eq!(project.live_config(), live);
+    wait_until(
+        "the check's sleep to be gone",
+        Duration::from_secs(10),
+        || sleeps("6072").is_empty(),
+    );
+    project.set("haproxy_check_command", None);
+    project
+        .run(&["reconcile", "--apply", "--lock-timeout", "0s"])
+        .success();
+    assert_eq!(project.live_config().matches("server www-").count(), 3);
+}
+
+#[test]
+fn an_admin_socket_that_never_finishes_answering_cannot_hang_print_or_delete() {
+    let mut project = Project::new("endless-socket");
+    project.run(&["create", "--count", "2"]).success();
+
+    // Nothing listens: JSON still lists the inventory, --health says why not.
+    project.set("haproxy_socket", Some("admin.sock"));
+    let json = project.run(&["print", "-o", "json"]).success();
+    assert_eq!(json.json().as_array().unwrap().len(), 2);
+    assert!(
+        json.json()[0].get("haproxy_state").is_none(),
+        "{}",
+        json.stdout
+    );
+    assert!(
+        json.stderr.contains("without haproxy_state"),
+        "{}",
+        json.stderr
+    );
+    project
+        .run(&["print", "--health"])
+        .fails(1, "cannot talk to HAProxy's admin socket");
+
+    let _socket = EndlessSocket::start(&project.path("admin.sock"));
+    project.set("haproxy_socket_timeout", Some("1s"));
+    let bound = Duration::from_secs(60);
+    finish_within(project.spawn(&["print", "--health"]), bound)
+        .fails(1, "did not answer `show stat` within 1s");
+    let json = finish_within(project.spawn(&["print", "-o", "json"]), bound).success();
+    assert_eq!(json.json().as_array().unwrap().len(), 2);
+
+    let inventory = project.inventory();
+    finish_within(project.spawn(&["delete", "0"]), bound).fails(1, "nothing was deleted");
+    assert_eq!(project.inventory(), inventory);
+    assert_eq!(project.sim.droplets().len(), 2);
+}
+
+#[test]
+fn a_slow_check_command_does_not_cost_the_etcd_lock() {
+    let etcd = Etcd::start();
+    let mut project = Project::new("slow-check");
+    project.set("inventory_backend", Some("etcd"));
+    project.set("etcd_endpoints", Some(&format!("[{}]", etcd.url())));
+    project.run(&["create", "--count", "2"]).success();
+    // Longer than the lock's 10 s lease: only a runtime that keeps renewing
+    // the lease while the check runs still holds the lock afterwards.
+    project.set("haproxy_check_command", Some("'sleep 13; true'"));
+    project.run(&["delete", "0"]).success();
+    assert_eq!(project.ids().len(), 1);
+    assert_eq!(project.sim.droplets().len(), 1);
+}
+
+#[test]
+fn a_run_killed_between_install_and_reload_is_caught_up() {
+    let mut project = Project::new("install-not-load");
+    let haproxy = project.start_haproxy();
+    let socket = haproxy.socket.clone();
+    let reload = setting(&project, "haproxy_reload_command");
+    let first = created_id(&project.run(&["create"]).success());
+
+    // The reload command kills doproxy (sh's parent) just before reloading.
+    let killed = |project: &mut Project, args: &[&str]| {
+        project.set("haproxy_reload_command", Some("'kill -9 $PPID'"));
+        let run = project.run(args);
+        assert_eq!(run.code, -1, "not killed: {}", run.stderr);
+        project.set("haproxy_reload_command", Some(&reload));
+    };
+    killed(&mut project, &["create"]);
+    let second = *inventory_ids(&project).last().unwrap();
+    assert!(
+        project
+            .live_config()
+            .contains(&format!("server www-{second} "))
+    );
+    let before: BTreeSet<String> = [format!("www-{first}")].into();
+    assert_eq!(running_names(&socket), before);
+
+    // doctor and reconcile see it; reconcile --apply fixes it.
+    let doctor = project.run(&["doctor"]);
+    assert_eq!(doctor.code, 1, "{}", doctor.stdout);
+    assert!(
+        doctor
+            .stdout
+            .contains("✗ live config: HAProxy has not loaded"),
+        "{}",
+        doctor.stdout
+    );
+    let drift = project.run(&["reconcile"]).success();
+    assert!(
+        drift.stdout.contains("haproxy: HAProxy has not loaded")
+            && !drift.stdout.contains("No drift"),
+        "{}",
+        drift.stdout
+    );
+    project.run(&["reconcile", "--apply"]).success();
+    let both: BTreeSet<String> = [format!("www-{first}"), format!("www-{second}")].into();
+    assert_eq!(running_names(&socket), both);
+    wait_until("both droplets to serve", Duration::from_secs(15), || {
+        let pages: BTreeSet<String> = haproxy.get_many(6).into_iter().flatten().collect();
+        pages.contains(&project.page(first)) && pages.contains(&project.page(second))
+    });
+    let doctor = project.run(&["doctor"]).success();
+    assert!(
+        doctor.stdout.contains("✓ live config: "),
+        "{}",
+        doctor.stdout
+    );
+    assert_eq!(
+        project.run(&["reconcile"]).success().stdout,
+        "No drift: the inventory matches DigitalOcean.\n"
+    );
+
+    // A create whose own droplet never becomes ready changes no server, yet
+    // reloads the config HAProxy missed.
+    killed(&mut project, &["create"]);
+    let third = *inventory_ids(&project).last().unwrap();
+    assert!(!running_names(&socket).contains(&format!("www-{third}")));
+    project.set("ready_timeout", Some("1s"));
+    project.sim.set_http_delay(Duration::from_secs(3600));
+    project
+        .run(&["create"])
+        .fails(1, "kept out of HAProxy as unready");
+    assert!(running_names(&socket).contains(&format!("www-{third}")));
+
+    // And a plain reload.
+    killed(&mut project, &["delete", "--id", &third.to_string()]);
+    assert!(running_names(&socket).contains(&format!("www-{third}")));
+    project.run(&["reload"]).success();
+    assert!(!running_names(&socket).contains(&format!("www-{third}")));
+
+    // A reload after which the same worker still answers did not happen:
+    // a failure, the live config put back, nothing recorded as loaded.
+    let (live, loaded) = (
+        project.live_config(),
+        fs::read_to_string(project.path("live/haproxy.cfg.loaded")).unwrap(),
+    );
+    assert_eq!(live, loaded);
+    project.set("haproxy_reload_command", Some("'true'"));
+    project.set("haproxy_reload_timeout", Some("2s"));
+    project.set("frontend_bind", Some("127.0.0.1:9"));
+    project.run(&["reload"]).fails(1, "still answers");
+    assert_eq!(project.live_config(), live);
+    assert_eq!(
+        fs::read_to_string(project.path("live/haproxy.cfg.loaded")).unwrap(),
+        loaded
+    );
+    drop(haproxy);
+}
+
+#[test]
+fn sigterm_during_a_drain_rolls_the_delete_back() {
+    let mut project = Project::new("drain-signal");
+    let haproxy = project.start_haproxy();
+    let socket = haproxy.socket.clone();
+    project.run(&["create", "--count", "2"]).success();
+    let target = inventory_ids(&project)[0];
+    wait_until("both servers to be UP", Duration::from_secs(15), || {
+        running(&socket).iter().filter(|s| s.status == "UP").count() == 2
+    });
+    let (inventory, live) = (project.inventory(), project.live_config());
+    // Open sessions on both servers keep the drain waiting.
+    let requests = slow_requests(haproxy.frontend, 4, 25_000);
+    wait_until("a session on the target", Duration::from_secs(10), || {
+        server_of(&socket, target).is_some_and(|s| s.sessions > 0)
+    });
+    let delete = project.spawn(&["delete", "0", "--drain-timeout", "5m"]);
+    wait_until("the drain to start", Duration::from_secs(20), || {
+        server_of(&socket, target).is_some_and(|s| s.status == "DRAIN")
+    });
+    terminate(&delete);
+    let run = finish_within(delete, Duration::from_secs(10)).fails(1, "stopped by SIGTERM");
+    assert!(
+        run.stderr.contains("nothing was deleted")
+            && run
+                .stderr
+                .contains(&format!("droplet {target} is back in rotation"))
+            && run
+                .stderr
+                .contains(&format!("run doproxy delete --id {target}")),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(project.inventory(), inventory);
+    assert_eq!(project.live_config(), live);
+    assert_eq!(project.sim.droplets().len(), 2);
+    assert_eq!(server_of(&socket, target).unwrap().status, "UP");
+    assert_eq!(failures(requests), Vec::<String>::new());
+
+    // A signal while HAProxy is being updated lets the update finish, then
+    // stops before destroying anything.
+    let checking = project.path("checking");
+    project.set(
+        "haproxy_check_command",
+        Some(&format!(
+            "'touch {}; sleep 2; haproxy -c -f {{file}}'",
+            checking.display()
+        )),
+    );
+    let delete = project.spawn(&["delete", "0"]);
+    wait_until("the check to run", Duration::from_secs(20), || {
+        checking.exists()
+    });
+    terminate(&delete);
+    let run = finish_within(delete, Duration::from_secs(30)).fails(1, "stopped by SIGTERM");
+    assert!(
+        run.stderr.contains(&format!(
+            "droplet {target} left HAProxy but was not destroyed; the inventory keeps it as destroying, so run doproxy reconcile --apply"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(server_of(&socket, target).is_none(), "still in HAProxy");
+    assert!(!project.live_config().contains(&format!("www-{target}")));
+    assert!(project.inventory().contains(" destroying "));
+    assert_eq!(project.sim.droplets().len(), 2);
+    project.set("haproxy_check_command", None);
+    project.run(&["reconcile", "--apply"]).success();
+    assert_eq!(project.sim.droplets().len(), 1);
+}
+
+/// A project behind a real HAProxy with three serving droplets, the first
+/// marked `destroying` as a delete cut short leaves it: out of the
+/// inventory's config, still serving in HAProxy.
+fn interrupted_delete(label: &str) -> (Project, crate::support::Haproxy, Vec<u64>) {
+    let mut project = Project::new(label);
+    let haproxy = project.start_haproxy();
+    project.run(&["create", "--count", "3"]).success();
+    let ids = inventory_ids(&project);
+    wait_until("three servers to be UP", Duration::from_secs(15), || {
+        running(&haproxy.socket)
+            .iter()
+            .filter(|s| s.status == "UP")
+            .count()
+            == 3
+    });
+    set_status(&project, ids[0], "destroying");
+    (project, haproxy, ids)
+}
+
+#[test]
+fn finishing_an_interrupted_delete_drains_it_first() {
+    for finish in [
+        &["reconcile", "--apply"][..],
+        &["delete", "--id", "<third>"][..],
+    ] {
+        let (project, haproxy, ids) = interrupted_delete("finish-drains");
+        let socket = haproxy.socket.clone();
+        let requests = slow_requests(haproxy.frontend, 8, 6_000);
+        wait_until("8 requests in flight", Duration::from_secs(10), || {
+            let servers = running(&socket);
+            servers.iter().map(|s| s.sessions).sum::<u64>() == 8
+                && servers
+                    .iter()
+                    .any(|s| s.name == format!("www-{}", ids[0]) && s.sessions > 0)
+        });
+        let third = ids[2].to_string();
+        let args: Vec<&str> = finish
+            .iter()
+            .map(|a| if *a == "<third>" { third.as_str() } else { a })
+            .collect();
+        project.run(&args).success();
+        assert_eq!(failures(requests), Vec::<String>::new(), "{args:?}");
+        assert!(project.sim.droplets().iter().all(|d| d.id != ids[0]));
+        assert!(!project.ids().contains(&ids[0]));
+        assert!(!running_names(&socket).contains(&format!("www-{}", ids[0])));
+    }
+}
+
+#[test]
+fn sigterm_during_reconciles_drain_destroys_nothing() {
+    let (project, haproxy, ids) = interrupted_delete("reconcile-signal");
+    let socket = haproxy.socket.clone();
+    let requests = slow_requests(haproxy.frontend, 3, 25_000);
+    wait_until(
+        "a session on the leaving droplet",
+        Duration::from_secs(10),
+        || server_of(&socket, ids[0]).is_some_and(|s| s.sessions > 0),
+    );
+    let reconcile = project.spawn(&["reconcile", "--apply", "--drain-timeout", "5m"]);
+    wait_until("the drain to start", Duration::from_secs(20), || {
+        server_of(&socket, ids[0]).is_some_and(|s| s.status == "DRAIN")
+    });
+    let inventory = project.inventory();
+    terminate(&reconcile);
+    let run = finish_within(reconcile, Duration::from_secs(10)).fails(1, "stopped by SIGTERM");
+    assert!(
+        run.stderr.contains(&format!(
+            "nothing was deleted: droplet {} stays marked destroying; run doproxy reconcile --apply",
+            ids[0]
+        )),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(project.inventory(), inventory);
+    assert!(
+        project
+            .inventory()
+            .lines()
+            .any(|l| l.starts_with(&format!("{} ", ids[0])) && l.contains(" destroying ")),
+        "{}",
+        project.inventory()
+    );
+    assert_eq!(project.sim.droplets().len(), 3);
+    assert_eq!(failures(requests), Vec::<String>::new());
+    project.run(&["reconcile", "--apply"]).success();
+    assert_eq!(project.sim.droplets().len(), 2);
+}
+
+#[test]
+fn prune_never_touches_another_pools_droplets_and_asks_first() {
+    let project = Project::new("prune");
+    project.run(&["create", "--count", "2"]).success();
+    let own = project.ids();
+    // Another pool carries this pool's tag (a copied config); and a create
+    // lost its inventory line.
+    let shop: BTreeSet<u64> = project
+        .sim
+        .seed_droplets(2, "shop", &["doproxy:auto-nginx".to_string()], true)
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    let orphan = created_id(&project.run(&["create"]).success());
+    let lines: Vec<String> = project
+        .inventory()
+        .lines()
+        .filter(|l| !l.starts_with(&orphan.to_string()))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(project.path("inventory"), lines.concat()).unwrap();
+
+    let report = project.run(&["reconcile", "-o", "json"]).success().json();
+    let ids = |v: &serde_json::Value| -> BTreeSet<u64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(ids(&report["drift"]["orphans"]), [orphan].into());
+    assert_eq!(ids(&report["drift"]["foreign"]), shop);
+    let text = project.run(&["reconcile"]).success().stdout;
+    assert!(
+        text.contains(&format!("orphan: {orphan} auto-nginx-2 "))
+            && text.contains("shop-0 carries the pool's tag but is not named auto-nginx-<n>"),
+        "{text}"
+    );
+
+    // Without a terminal and without --yes: the list, and nothing changes.
+    let inventory = project.inventory();
+    project.sim.clear_requests();
+    let refused = project
+        .run(&["reconcile", "--apply", "--prune"])
+        .fails(1, "add --yes");
+    assert!(
+        refused
+            .stdout
+            .contains(&format!("to prune: {orphan} auto-nginx-2\n")),
+        "{}",
+        refused.stdout
+    );
+    assert!(
+        refused
+            .stdout
+            .lines()
+            .all(|l| !(l.starts_with("to prune: ") && l.contains("shop-"))),
+        "{}",
+        refused.stdout
+    );
+    assert_eq!(project.inventory(), inventory);
+    assert_eq!(project.changing_requests(), Vec::<String>::new());
+
+    project
+        .run(&["reconcile", "--apply", "--prune", "--yes"])
+        .success();
+    let left: BTreeSet<u64> = project.sim.droplets().iter().map(|d| d.id).collect();
+    assert_eq!(left, own.union(&shop).copied().collect());
+    // Nor are they ever adopted.
+    project.run(&["reconcile", "--apply"]).success();
+    assert_eq!(project.ids(), own);
+}
+
+/// `command` run as user nobody when this test runs as root (who may write
+/// anywhere), otherwise as it is.
+fn unprivileged(command: Command) -> Command {
+    if fs::metadata("/proc/self").unwrap().uid() != 0 {
+        return command;
+    }
+    let mut outer = Command::new("setpriv");
+    outer
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(command.get_program())
+        .args(command.get_args());
+    for (name, value) in command.get_envs() {
+        match value {
+            Some(value) => outer.env(name, value),
+            None => outer.env_remove(name),
+        };
+    }
+    outer
+}
+
+#[test]
+fn doctor_flags_a_read_only_folder_and_systemctl_without_systemd() {
+    let mut project = Project::new("doctor-faults");
+    let folder: PathBuf = project.dir.path().to_path_buf();
+    fs::set_permissions(&folder, fs::Permissions::from_mode(0o555)).unwrap();
+    let run = Run::from_output(&mut unprivileged(project.command(&["doctor"])));
+    fs::set_permissions(&folder, fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let failed: Vec<&str> = run.stdout.lines().filter(|l| l.starts_with('✗')).collect();
+    assert_eq!(failed.len(), 1, "{}", run.stdout);
+    assert!(
+        failed[0].starts_with("✗ folders: cannot create files in ")
+            && failed[0].contains(&format!("{} (of inventory_file)", folder.display())),
+        "{}",
+        failed[0]
+    );
+    let good = project.run(&["doctor"]).success();
+    assert!(good.stdout.contains("✓ folders: "), "{}", good.stdout);
+
+    project.set("haproxy_reload_command", Some("'systemctl reload haproxy'"));
+    let run = project.run(&["doctor"]);
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.contains(" reload command: "))
+        .unwrap()
+        .to_string();
+    if Path::new("/run/systemd/system").exists() {
+        assert!(line.starts_with("✓ "), "{line}");
+    } else {
+        assert_eq!(run.code, 1);
+        assert!(
+            line.starts_with("✗ reload command: ")
+                && line.contains("set haproxy_reload_command to `service haproxy reload`"),
+            "{line}"
+        );
+    }
+}
