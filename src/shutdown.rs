@@ -55,9 +55,26 @@ impl fmt::Display for Signal {
 
 /// A command stopped between steps because a signal asked it to.
 #[derive(Debug, thiserror::Error)]
-#[error("stopped by {signal}")]
+#[error("stopped by {signal}{}", left.map(|left| format!(" {left}")).unwrap_or_default())]
 pub struct Interrupted {
     pub signal: Signal,
+    /// What the stop left, when the place it happened knows it all.
+    pub left: Option<&'static str>,
+}
+
+impl Interrupted {
+    fn new(signal: Signal) -> Interrupted {
+        Interrupted { signal, left: None }
+    }
+
+    /// This stop, saying what it left: "while waiting for the inventory
+    /// lock; nothing was changed".
+    pub fn leaving(self, left: &'static str) -> Interrupted {
+        Interrupted {
+            left: Some(left),
+            ..self
+        }
+    }
 }
 
 /// Whether a stop was asked for; clones share the flag. Passed into every
@@ -112,7 +129,7 @@ impl Shutdown {
     /// Err once a stop was asked for: call it between steps.
     pub fn check(&self) -> Result<(), Interrupted> {
         match Signal::from_number(RECEIVED.load(Ordering::SeqCst)) {
-            Some(signal) => Err(Interrupted { signal }),
+            Some(signal) => Err(Interrupted::new(signal)),
             None => Ok(()),
         }
     }
@@ -125,9 +142,7 @@ impl Shutdown {
         }
         let mut requested = self.requested.clone();
         match requested.wait_for(Option::is_some).await {
-            Ok(signal) => Interrupted {
-                signal: signal.expect("waited for Some"),
-            },
+            Ok(signal) => Interrupted::new(signal.expect("waited for Some")),
             // The listener never ends while the runtime runs.
             Err(_) => std::future::pending().await,
         }

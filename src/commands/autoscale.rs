@@ -266,7 +266,7 @@ async fn load_state(app: &App) -> Result<State> {
 /// Appends `record` to the history (and restarts the cooldown if the pool
 /// was scaled), under the store's lock.
 async fn save_record(app: &App, record: &Record, scaled: bool) -> Result<()> {
-    let lock = app.store.lock(Duration::from_secs(300)).await?;
+    let lock = app.lock(Duration::from_secs(300)).await?;
     let mut state = load_state(app).await?;
     if scaled {
         let now = SystemTime::now()

@@ -154,7 +154,10 @@ pub async fn create(app: &App, options: &CreateOptions) -> Result<Report> {
     }
 
     // Under the lock again: record the outcome, then one reload for the batch.
-    let lock = app.store.lock(options.lock_timeout).await?;
+    let lock = app
+        .lock(options.lock_timeout)
+        .await
+        .map_err(|err| stopped_in(err, Stage::Recording, &created))?;
     let mut entries = app.entries(Some(&lock)).await?;
     entries.retain(|e| !destroyed.contains(&e.id) && !boot.gone.iter().any(|d| d.id == e.id));
     for entry in entries.iter_mut().filter(|e| created.contains(&e.id)) {
@@ -214,7 +217,10 @@ async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Made> {
     let spec = config.droplet_spec()?;
     let user_data = read_user_data(config)?;
     let api = app.api()?;
-    let lock = app.store.lock(options.lock_timeout).await?;
+    let lock = app
+        .lock(options.lock_timeout)
+        .await
+        .map_err(|err| stopped_in(err, Stage::Created, &[]))?;
     let mut entries = app.entries(Some(&lock)).await?;
     let pool_size = entries
         .iter()
@@ -316,11 +322,22 @@ enum Stage {
     Created,
     Booting,
     Readiness,
+    /// Waiting for the lock to record how the wait went.
+    Recording,
+}
+
+/// `err` as `stopped_create` says it, when a signal stopped a lock wait.
+fn stopped_in(err: anyhow::Error, stage: Stage, created: &[u64]) -> anyhow::Error {
+    match err.downcast::<Interrupted>() {
+        Ok(stopped) => stopped_create(stopped, stage, created),
+        Err(err) => err,
+    }
 }
 
 /// The one sentence a stopped create ends with: what it left behind, and
 /// what to run about it.
 fn stopped_create(stopped: Interrupted, stage: Stage, created: &[u64]) -> anyhow::Error {
+    let stopped = format!("stopped by {}", stopped.signal);
     if created.is_empty() {
         return anyhow!("{stopped} before any droplet was created; nothing changed");
     }
@@ -329,6 +346,7 @@ fn stopped_create(stopped: Interrupted, stage: Stage, created: &[u64]) -> anyhow
         Stage::Created => format!("after creating droplet(s) {ids}"),
         Stage::Booting => format!("while droplet(s) {ids} booted"),
         Stage::Readiness => format!("while droplet(s) {ids} were checked for readiness"),
+        Stage::Recording => format!("while droplet(s) {ids} waited for the inventory lock"),
     };
     let spaced: Vec<String> = created.iter().map(u64::to_string).collect();
     anyhow!(

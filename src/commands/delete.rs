@@ -46,7 +46,7 @@ pub async fn run(app: &App, args: &DeleteArgs) -> Result<Report> {
 
 pub async fn delete(app: &App, options: &DeleteOptions) -> Result<Report> {
     app.api()?;
-    let lock = app.store.lock(options.lock_timeout).await?;
+    let lock = app.lock(options.lock_timeout).await?;
     let mut entries = app.entries(Some(&lock)).await?;
     let targets = select(&entries, &options.selector)?;
     let serving_after = entries

@@ -40,7 +40,7 @@ async fn import(app: &App, args: &ImportArgs) -> Result<Report> {
     let entries = parse(&text).map_err(|err| {
         anyhow::anyhow!("{source} is not an inventory: {err}; fix that line and retry")
     })?;
-    let lock = app.store.lock(args.lock.lock_timeout).await?;
+    let lock = app.lock(args.lock.lock_timeout).await?;
     let present = app.store.load().await?;
     if !present.is_empty() && !args.replace {
         bail!(

@@ -94,6 +94,12 @@ impl App {
         Ok(self.client.get_or_init(|| client))
     }
 
+    /// The store's exclusive lock, waiting up to `timeout` for another run;
+    /// a signal ends the wait with nothing changed.
+    pub async fn lock(&self, timeout: Duration) -> Result<StoreLock> {
+        self.store.lock(timeout, &self.shutdown).await
+    }
+
     /// The inventory, with Ruby DOProxy ID-only lines filled in from the API
     /// and written back. `held` is the caller's lock, if it holds one;
     /// otherwise the lock is taken only when there is something to fill in.
@@ -104,7 +110,7 @@ impl App {
         }
         let own = match held {
             Some(_) => None,
-            None => Some(self.store.lock(LOCK_TIMEOUT).await?),
+            None => Some(self.lock(LOCK_TIMEOUT).await?),
         };
         let lock = held.or(own.as_ref()).expect("one of the two is set");
         let mut entries = self.store.load().await?;

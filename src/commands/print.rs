@@ -75,7 +75,7 @@ pub async fn run(app: &App, args: &PrintArgs) -> Result<Report> {
 /// of the pool's droplets, saved.
 async fn refresh(app: &App) -> Result<Vec<Entry>> {
     let api = app.api()?;
-    let lock = app.store.lock(LOCK_TIMEOUT).await?;
+    let lock = app.lock(LOCK_TIMEOUT).await?;
     let mut entries = app.entries(Some(&lock)).await?;
     let listed = api.list_droplets(app.config.pool_tag()).await?;
     let mut missing = 0;

@@ -29,7 +29,7 @@ pub async fn run(app: &App, args: &ReconcileArgs) -> Result<Report> {
     let api = app.api()?;
     let tag = app.config.pool_tag();
     let lock = if args.apply {
-        Some(app.store.lock(args.lock.lock_timeout).await?)
+        Some(app.lock(args.lock.lock_timeout).await?)
     } else {
         None
     };

@@ -27,6 +27,7 @@ use anyhow::{Result, bail};
 use super::entry::Entry;
 use crate::config::EtcdSettings;
 use crate::etcd::{self, Client, Compare, Credentials, EtcdError, Put, TlsFiles, WatchUpdate};
+use crate::shutdown::Shutdown;
 
 /// How long the lock outlives a run that stops renewing it (killed, or cut
 /// off from etcd): the longest another run waits for a crashed holder. The
@@ -143,7 +144,8 @@ impl EtcdInventory {
 
     /// Takes the pool's lock, waiting up to `timeout` for a run on this or
     /// another proxy to finish, and says so while it waits.
-    pub async fn lock(&self, timeout: Duration) -> Result<EtcdLock> {
+    /// A signal ends the wait, leaving the queue at once.
+    pub async fn lock(&self, timeout: Duration, shutdown: &Shutdown) -> Result<EtcdLock> {
         let granted = tokio::time::Instant::now();
         let lease = self.client.grant_lease(LOCK_TTL).await?;
         let keep_alive = self.client.keep_alive(lease, LOCK_TTL, granted);
@@ -153,18 +155,25 @@ impl EtcdInventory {
                 "waiting for another doproxy run ({holder}) to release etcd lock {name}"
             );
         }
-        let owner_key = match tokio::time::timeout(
-            timeout.max(MIN_LOCK_WAIT),
-            self.client.lock(&name, lease),
-        )
-        .await
-        {
+        let waited = tokio::select! {
+            stopped = shutdown.signalled() => Err(Some(stopped)),
+            locked = tokio::time::timeout(timeout.max(MIN_LOCK_WAIT), self.client.lock(&name, lease)) => {
+                locked.map_err(|_| None)
+            }
+        };
+        let owner_key = match waited {
             Ok(Ok(key)) => key,
             Ok(Err(err)) => {
                 self.revoke_quietly(lease).await;
                 return Err(err.into());
             }
-            Err(_) => {
+            Err(Some(stopped)) => {
+                // Our place in the queue is a key on our lease: revoking
+                // it leaves the queue.
+                self.revoke_quietly(lease).await;
+                return Err(stopped.leaving(super::LOCK_WAIT_STOPPED).into());
+            }
+            Err(None) => {
                 // Our place in the queue is a key on our lease: revoking
                 // it leaves the queue.
                 self.revoke_quietly(lease).await;

@@ -13,11 +13,15 @@ use anyhow::Result;
 
 use crate::config::Config;
 use crate::lockfile::LockFile;
+use crate::shutdown::Shutdown;
 pub use drift::drift;
 pub use entry::{Comments, Entry, Status, parse, render};
 use etcd::EtcdLock;
 pub use etcd::{EtcdInventory, InventoryChange};
 use file::FileInventory;
+
+/// What a signal during a lock wait leaves.
+const LOCK_WAIT_STOPPED: &str = "while waiting for the inventory lock; nothing was changed";
 
 /// Where the inventory lives.
 pub enum Store {
@@ -68,10 +72,14 @@ impl Store {
     }
 
     /// Takes the exclusive lock, waiting up to `timeout` for another run.
-    pub async fn lock(&self, timeout: Duration) -> Result<StoreLock> {
+    /// A signal ends the wait, with nothing changed.
+    pub async fn lock(&self, timeout: Duration, shutdown: &Shutdown) -> Result<StoreLock> {
         Ok(match self {
-            Store::File(file) => StoreLock::File(file.lock(timeout).await?),
-            Store::Etcd(etcd) => StoreLock::Etcd(etcd.lock(timeout).await?),
+            Store::File(file) => tokio::select! {
+                stopped = shutdown.signalled() => return Err(stopped.leaving(LOCK_WAIT_STOPPED).into()),
+                lock = file.lock(timeout) => StoreLock::File(lock?),
+            },
+            Store::Etcd(etcd) => StoreLock::Etcd(etcd.lock(timeout, shutdown).await?),
         })
     }
 

@@ -81,13 +81,15 @@ fn runs_killed_at_random_moments_leave_nothing_unrecorded() {
 
 #[test]
 fn a_flaky_api_never_makes_a_duplicate() {
-    let project = Project::new("flaky");
-    // The scenario makes only a dozen requests, so faults must be common
-    // for one to be all but certain (a chance in several thousand that none
-    // is drawn).
+    let mut project = Project::new("flaky");
+    // Each failed create costs a 30 s lookup before it is sent again, so the
+    // budget must allow a few; one failed delete makes a fault certain
+    // whatever the dice say.
+    project.set("api_retry_budget", Some("10m"));
     project.sim.set_faults(Faults {
-        error_rate: 0.4,
-        drop_rate: 0.2,
+        error_rate: 0.25,
+        drop_rate: 0.05,
+        fail_deletes: 1,
         ..Faults::default()
     });
     project.run(&["create", "--count", "2"]).success();
@@ -174,10 +176,11 @@ fn a_failed_destroy_stays_marked_until_reconcile_finishes_it() {
 fn reconcile_reports_drift_and_changes_nothing_without_apply() {
     let project = Project::new("drift");
     project.run(&["create", "--count", "2"]).success();
-    let orphan = project
-        .sim
-        .seed_droplets(1, "auto-nginx", &["doproxy:auto-nginx".to_string()], false)[0]
-        .id;
+    let orphan =
+        project
+            .sim
+            .seed_droplets(1, "auto-nginx", &["doproxy:auto-nginx".to_string()], false)[0]
+            .id;
     let untagged = project.sim.seed_droplets(1, "legacy", &[], false)[0].id;
     let inventory = format!("{}{untagged}\n", project.inventory());
     fs::write(project.path("inventory"), &inventory).unwrap();
@@ -196,10 +199,11 @@ fn reconcile_reports_drift_and_changes_nothing_without_apply() {
     assert_eq!(project.ids(), tagged(&project));
     assert!(project.ids().contains(&orphan) && project.ids().contains(&untagged));
 
-    let stray = project
-        .sim
-        .seed_droplets(1, "auto-nginx", &["doproxy:auto-nginx".to_string()], false)[0]
-        .id;
+    let stray =
+        project
+            .sim
+            .seed_droplets(1, "auto-nginx", &["doproxy:auto-nginx".to_string()], false)[0]
+            .id;
     project
         .run(&["reconcile", "--apply", "--prune", "--yes"])
         .success();

@@ -177,11 +177,12 @@ fn a_signal_before_the_create_request_changes_nothing() {
     let create = Started::new(&project, &["create"]);
     create.wait_for(WAITING_FOR_LOCK, 1);
     create.signal("INT");
-    drop(lock);
+    // The wait ends at once: the lock is still held.
     create.finish(WAIT).fails(
         1,
         "stopped by SIGINT before any droplet was created; nothing changed",
     );
+    drop(lock);
     assert_eq!(posts(&project), 0);
     assert!(project.sim.droplets().is_empty());
     assert_inventory_true(&project);
