@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::config::parse_duration;
+
 /// Scale a web application tier on DigitalOcean droplets behind HAProxy.
 ///
 /// doproxy keeps an inventory of the droplets it created, renders the HAProxy
@@ -189,7 +191,7 @@ pub struct ReconcileArgs {
 
     /// With haproxy_socket set: how long to let open sessions finish on the
     /// servers of droplets whose unfinished delete is completed.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
     #[command(flatten)]
@@ -241,7 +243,7 @@ pub struct DeleteArgs {
 
     /// With haproxy_socket set: how long to let open sessions finish after a
     /// server stops taking new ones, before it is removed anyway.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
     #[command(flatten)]
@@ -298,7 +300,7 @@ pub struct ScaleWaits {
 
     /// When shrinking: how long open sessions may take to finish (with
     /// haproxy_socket).
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
     #[command(flatten)]
@@ -308,12 +310,12 @@ pub struct ScaleWaits {
 #[derive(Debug, Args)]
 pub struct WatchArgs {
     /// Update HAProxy once no change has come for this long.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub quiet_period: Duration,
 
     /// Update HAProxy at the latest this long after the first change, even
     /// if changes keep coming.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub max_wait: Duration,
 
     /// With no news from etcd for this long, re-read the whole inventory and
@@ -374,7 +376,7 @@ pub struct CompletionsArgs {
 /// A duration such as 90s or 10m that is not zero: waiting 0s for droplets
 /// to boot would destroy every one of them, resyncing every 0s would spin.
 fn longer_than_zero(text: &str) -> Result<Duration, String> {
-    match humantime::parse_duration(text) {
+    match parse_duration(text) {
         Ok(duration) if duration.is_zero() => Err("must be longer than 0s, e.g. 10m".to_string()),
         parsed => parsed.map_err(|err| err.to_string()),
     }
@@ -383,7 +385,7 @@ fn longer_than_zero(text: &str) -> Result<Duration, String> {
 #[derive(Debug, Args)]
 pub struct LockArgs {
     /// How long to wait for another doproxy run that holds the inventory lock.
-    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub lock_timeout: Duration,
 }
 
@@ -427,6 +429,26 @@ mod tests {
             assert!(err.to_string().contains("longer than 0s"), "{err}");
         }
         assert!(Cli::try_parse_from(["doproxy", "create", "--timeout", "1s"]).is_ok());
+    }
+
+    #[test]
+    fn absurd_durations_are_usage_errors() {
+        for args in [
+            &[
+                "doproxy",
+                "delete",
+                "0",
+                "--lock-timeout",
+                "18446744073709551615s",
+            ][..],
+            &["doproxy", "watch", "--max-wait", "11y"],
+            &["doproxy", "create", "--timeout", "999999999999h"],
+        ] {
+            let err = Cli::try_parse_from(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+            assert!(err.to_string().contains("10 years"), "{err}");
+        }
+        assert!(Cli::try_parse_from(["doproxy", "watch", "--max-wait", "9y"]).is_ok());
     }
 
     #[test]

@@ -270,6 +270,20 @@ fn autoscale_policy(
     })
 }
 
+/// The longest wait doproxy accepts: far beyond any real one, and far from
+/// where adding it to the clock could overflow.
+const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// A duration as users write it, `90s`, `10m`, `1h 30m`, for the config
+/// file and the command line alike; refused beyond ten years.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|err| err.to_string())?;
+    if duration > MAX_DURATION {
+        return Err("longer than 10 years, the most doproxy waits for anything".to_string());
+    }
+    Ok(duration)
+}
+
 impl Config {
     /// Finds and reads the config file: `explicit` (from --config or
     /// $DOPROXY_CONFIG, which clap merges), else ./doproxy.yml.
@@ -305,7 +319,7 @@ impl Config {
         let folder = path.parent().unwrap_or(Path::new("/"));
         let duration = |key: &str, text: Option<String>, default_secs: u64| match text {
             None => Ok(Duration::from_secs(default_secs)),
-            Some(text) => humantime::parse_duration(&text).map_err(|err| {
+            Some(text) => parse_duration(&text).map_err(|err| {
                 anyhow::anyhow!(
                     "{key} {text:?} in {} is not a duration ({err}); write it like 90s or 2m",
                     path.display()
@@ -669,6 +683,13 @@ droplet_options:
             .unwrap_err()
             .to_string();
         assert!(err.contains("api_retry_budget"), "{err}");
+        let err = Config::parse("ready_timeout: 500y\n", Path::new("/x/d.yml"), no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ready_timeout") && err.contains("10 years"),
+            "{err}"
+        );
         let err = Config::parse("haproxy_cfg_pth: x\n", Path::new("/x/d.yml"), no_env)
             .unwrap_err()
             .to_string();
