@@ -144,8 +144,8 @@ impl EtcdInventory {
 
     /// Takes the pool's lock, waiting up to `timeout` for a run on this or
     /// another proxy to finish, and says so while it waits.
-    /// A signal ends the wait, leaving the queue at once.
-    pub async fn lock(&self, timeout: Duration, shutdown: &Shutdown) -> Result<EtcdLock> {
+    /// With `shutdown`, a signal ends the wait, leaving the queue at once.
+    pub async fn lock(&self, timeout: Duration, shutdown: Option<&Shutdown>) -> Result<EtcdLock> {
         let granted = tokio::time::Instant::now();
         let lease = self.client.grant_lease(LOCK_TTL).await?;
         let keep_alive = self.client.keep_alive(lease, LOCK_TTL, granted);
@@ -155,8 +155,14 @@ impl EtcdInventory {
                 "waiting for another doproxy run ({holder}) to release etcd lock {name}"
             );
         }
+        let stopped = async {
+            match shutdown {
+                Some(shutdown) => shutdown.signalled().await,
+                None => std::future::pending().await,
+            }
+        };
         let waited = tokio::select! {
-            stopped = shutdown.signalled() => Err(Some(stopped)),
+            stopped = stopped => Err(Some(stopped)),
             locked = tokio::time::timeout(timeout.max(MIN_LOCK_WAIT), self.client.lock(&name, lease)) => {
                 locked.map_err(|_| None)
             }

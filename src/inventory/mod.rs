@@ -72,14 +72,18 @@ impl Store {
     }
 
     /// Takes the exclusive lock, waiting up to `timeout` for another run.
-    /// A signal ends the wait, with nothing changed.
+    /// A signal that arrives during the wait ends it, with nothing changed;
+    /// one that came before does not: a run that stops still takes the lock
+    /// to record what it leaves.
     pub async fn lock(&self, timeout: Duration, shutdown: &Shutdown) -> Result<StoreLock> {
-        Ok(match self {
-            Store::File(file) => tokio::select! {
+        let shutdown = shutdown.check().is_ok().then_some(shutdown);
+        Ok(match (self, shutdown) {
+            (Store::File(file), Some(shutdown)) => tokio::select! {
                 stopped = shutdown.signalled() => return Err(stopped.leaving(LOCK_WAIT_STOPPED).into()),
                 lock = file.lock(timeout) => StoreLock::File(lock?),
             },
-            Store::Etcd(etcd) => StoreLock::Etcd(etcd.lock(timeout, shutdown).await?),
+            (Store::File(file), None) => StoreLock::File(file.lock(timeout).await?),
+            (Store::Etcd(etcd), shutdown) => StoreLock::Etcd(etcd.lock(timeout, shutdown).await?),
         })
     }
 

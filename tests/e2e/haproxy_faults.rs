@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -18,7 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::etcd_server::Etcd;
-use crate::support::{Project, Run, terminate, wait_until};
+use crate::support::{Project, Run, http_get_within, terminate, wait_until};
 
 /// Waits for a spawned run, killing it and failing the test if it is still
 /// running after `bound`.
@@ -156,26 +156,10 @@ fn slow_requests(
         .collect()
 }
 
-/// GET `/slow?ms=<ms>`, waiting as long as that takes (support's http_get
-/// gives up after 10 s).
+/// GET `/slow?ms=<ms>`, waiting as long as that takes.
 fn slow_get(frontend: SocketAddr, ms: u64) -> Result<(), String> {
-    let mut stream = TcpStream::connect(frontend).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_millis(ms) + Duration::from_secs(60)))
-        .unwrap();
-    write!(
-        stream,
-        "GET /slow?ms={ms} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
-    let mut answer = String::new();
-    stream
-        .read_to_string(&mut answer)
-        .map_err(|e| e.to_string())?;
-    match answer.lines().next() {
-        Some(status) if status.starts_with("HTTP/1.1 200 ") => Ok(()),
-        status => Err(format!("{status:?}")),
-    }
+    let patience = Duration::from_millis(ms) + Duration::from_secs(60);
+    http_get_within(frontend, &format!("/slow?ms={ms}"), patience).map(drop)
 }
 
 fn failures(requests: Vec<thread::JoinHandle<Result<(), String>>>) -> Vec<String> {

@@ -113,16 +113,7 @@ fn reads_make_no_api_request_and_refresh_lists_per_200() {
         &["doproxy:auto-nginx".to_string()],
         false,
     );
-    let inventory: String = seeded
-        .iter()
-        .map(|d| {
-            format!(
-                "{} {} {} {} active -\n",
-                d.id, d.name, d.private_ip, d.public_ip
-            )
-        })
-        .collect();
-    fs::write(project.path("inventory"), inventory).unwrap();
+    project.write_inventory(&seeded);
     project.sim.clear_requests();
     project.run(&["print"]).success();
     project.run(&["generate"]).success();

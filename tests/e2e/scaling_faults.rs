@@ -531,16 +531,7 @@ fn droplets_from_before_pool_tags_are_tagged_by_reconcile_and_others_left_alone(
     let legacy = vec!["doproxy".to_string()];
     let ours = project.sim.seed_droplets(2, "auto-nginx", &legacy, true);
     let theirs = project.sim.seed_droplets(1, "api", &legacy, true);
-    let inventory: String = ours
-        .iter()
-        .map(|d| {
-            format!(
-                "{} {} {} {} active -\n",
-                d.id, d.name, d.private_ip, d.public_ip
-            )
-        })
-        .collect();
-    fs::write(project.path("inventory"), inventory).unwrap();
+    project.write_inventory(&ours);
 
     let report = project.run(&["reconcile", "-o", "json"]).success().json();
     let untagged: BTreeSet<u64> = report["drift"]["untagged"]

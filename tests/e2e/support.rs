@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use doproxy_sim::{SimConfig, SimGuard, Simulator};
+use doproxy_sim::{SimConfig, SimDroplet, SimGuard, Simulator};
 
 pub const TOKEN: &str = "sim-token";
 
@@ -276,6 +276,20 @@ impl Project {
         fs::read_to_string(self.path("inventory")).unwrap_or_default()
     }
 
+    /// Writes an inventory of `droplets`, each active.
+    pub fn write_inventory(&self, droplets: &[SimDroplet]) {
+        let lines: String = droplets
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} {} {} {} active -\n",
+                    d.id, d.name, d.private_ip, d.public_ip
+                )
+            })
+            .collect();
+        fs::write(self.path("inventory"), lines).unwrap();
+    }
+
     pub fn live_config(&self) -> String {
         fs::read_to_string(self.path("live/haproxy.cfg")).unwrap_or_default()
     }
@@ -434,11 +448,14 @@ impl Traffic {
 /// GET `path` over HTTP/1.1; the body of a 200 answer, else an error naming
 /// what came back.
 pub fn http_get(addr: SocketAddr, path: &str) -> Result<String, String> {
+    http_get_within(addr, path, Duration::from_secs(10))
+}
+
+/// `http_get`, waiting up to `patience` for the answer (a slow page).
+pub fn http_get_within(addr: SocketAddr, path: &str, patience: Duration) -> Result<String, String> {
     let mut stream =
         TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    stream.set_read_timeout(Some(patience)).unwrap();
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
