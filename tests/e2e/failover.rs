@@ -476,3 +476,43 @@ fn pump(mut from: TcpStream, mut to: TcpStream, born: usize, state: &Mutex<LinkS
         let _ = to.shutdown(std::net::Shutdown::Write);
     }
 }
+
+#[test]
+fn failover_says_what_it_needs_and_doctor_checks_the_reserved_ip() {
+    let mut project = Project::new("failover-setup");
+    project.run(&["failover"]).fails(
+        1,
+        "failover elects a leader through etcd; set inventory_backend: etcd",
+    );
+    let etcd = Etcd::start();
+    project.set("inventory_backend", Some("etcd"));
+    project.set("etcd_endpoints", Some(&format!("[{}]", etcd.url())));
+    project
+        .run(&["failover"])
+        .fails(1, "none is set; add reserved_ip: <address> to");
+    project.set("reserved_ip", Some("127.0.0.9"));
+    project.set("frontend_bind", Some("'*:80'"));
+    project.run(&["failover"]).fails(
+        1,
+        "set haproxy_socket (or frontend_bind to an address:port)",
+    );
+    project.set("frontend_bind", None);
+    let history = project.run(&["failover", "--history"]).success();
+    assert_eq!(history.stdout, "No reserved IP assignment recorded yet.\n");
+
+    let doctor = project.run(&["doctor"]).stdout;
+    assert!(
+        doctor.contains("✗ reserved ip: 127.0.0.9 is not a reserved IP of this account"),
+        "{doctor}"
+    );
+    let reserved = project.sim.create_reserved_ip();
+    project.set("reserved_ip", Some(&reserved.ip.to_string()));
+    let doctor = project.run(&["doctor"]).stdout;
+    assert!(
+        doctor.contains(&format!(
+            "✓ reserved ip: {} exists and no droplet holds it",
+            reserved.ip
+        )),
+        "{doctor}"
+    );
+}
