@@ -215,16 +215,15 @@ impl Proxy<'_> {
         let now = Instant::now();
         let min_hold = self.app.config.failover.min_hold;
         let step = failover::decide(self.role, self.health, seen, now, min_hold);
-        self.holding = step == Step::Hold && {
-            if !self.holding {
-                tracing::warn!(
-                    "{}; not touching reserved IP {} until etcd answers",
-                    why.as_deref().unwrap_or_default(),
-                    self.reserved_ip
-                );
-            }
-            true
-        };
+        let holding = step == Step::Hold;
+        if holding && !self.holding {
+            tracing::warn!(
+                "{}; not touching reserved IP {} until etcd answers",
+                why.as_deref().unwrap_or_default(),
+                self.reserved_ip
+            );
+        }
+        self.holding = holding;
         match step {
             Step::Wait | Step::Hold => {}
             Step::Campaign => self.campaign().await,

@@ -507,7 +507,7 @@ impl Election {
             if let Err(err) = self.client.revoke_lease(lease).await {
                 tracing::debug!("cannot revoke etcd lease {lease:x}, it will expire: {err}");
             }
-            return Ok(won.map(|_| None)?);
+            return won.map(|_| None).map_err(Into::into);
         }
         Ok(Some(Leadership {
             client: self.client.clone(),
@@ -532,13 +532,18 @@ impl Leadership {
     /// that the leader key is still on it. A leader that cannot confirm does
     /// nothing, so a proxy cut off from etcd never acts beside a new leader.
     pub async fn confirm(&self) -> Result<(), Unconfirmed> {
-        if self.keep_alive.time_left() < self.ttl / 2 {
-            return Err(Unconfirmed::Lost(
-                "no renewal of its lease got through in time".to_string(),
-            ));
-        }
+        // Checked again after the read, which may have taken a while.
+        let renewed = || {
+            if self.keep_alive.time_left() < self.ttl / 2 {
+                return Err(Unconfirmed::Lost(
+                    "its lease was not renewed in time".to_string(),
+                ));
+            }
+            Ok(())
+        };
+        renewed()?;
         match self.client.get_key(&self.leader_key).await {
-            Ok(Some(kv)) if kv.lease == self.lease => Ok(()),
+            Ok(Some(kv)) if kv.lease == self.lease => renewed(),
             Ok(_) => Err(Unconfirmed::Lost(
                 "its lease ran out or was revoked".to_string(),
             )),

@@ -125,10 +125,14 @@ impl Pair {
             pair.holder() == Some(pair.a.droplet.id)
         });
         pair.b.failover = Some(Failover::start(&pair.b.project));
-        wait_until("B to see that A leads", FAILOVER_BOUND, || {
-            pair.b.project.path("failover.log").exists()
-                && pair.print_health(&pair.b).contains("leader: proxy-a")
-        });
+        wait_until(
+            "print --health to name A the leader",
+            FAILOVER_BOUND,
+            || {
+                pair.b.project.path("failover.log").exists()
+                    && pair.print_health(&pair.b).contains("leader: proxy-a")
+            },
+        );
         assert!(
             http_get(pair.reserved.forwarder, "/").is_ok(),
             "no answer through the reserved IP"
