@@ -118,6 +118,19 @@ pub enum Command {
     /// Example: doproxy watch --quiet-period 2s
     Watch(WatchArgs),
 
+    /// Hold the pool's reserved IP on the leading proxy, moving it on failure.
+    ///
+    /// The proxies elect a leader through an etcd lease; the leader assigns
+    /// reserved_ip to its own droplet and checks it every
+    /// failover_recheck_interval. A proxy claims leadership only while its
+    /// own HAProxy answers, and a leader whose HAProxy stops answering
+    /// resigns. Runs until stopped (as a systemd service: contrib/systemd);
+    /// on SIGTERM a leader resigns so another takes over at once. --history
+    /// shows the recorded assignments.
+    ///
+    /// Example: doproxy failover --history
+    Failover(FailoverArgs),
+
     /// Copy the inventory out of or into the configured store (file or etcd).
     ///
     /// Example: doproxy inventory export > inventory.txt
@@ -323,6 +336,13 @@ pub struct WatchArgs {
     /// hide a change.
     #[arg(long, default_value = "10s", value_parser = longer_than_zero)]
     pub resync_interval: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct FailoverArgs {
+    /// Show the recorded reserved IP assignments instead of taking part.
+    #[arg(long)]
+    pub history: bool,
 }
 
 #[derive(Debug, Subcommand)]
