@@ -109,6 +109,27 @@ pub struct DropletOptions {
     pub size: Option<String>,
     pub image: Option<Image>,
     pub tags: Option<Vec<String>>,
+    pub vpc_uuid: Option<String>,
+    pub ipv6: Option<bool>,
+    pub backups: Option<bool>,
+    pub monitoring: Option<bool>,
+    pub with_droplet_agent: Option<bool>,
+    pub project_id: Option<String>,
+}
+
+/// What new droplets get beyond the original four options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DropletFeatures {
+    /// None: the region's default VPC.
+    pub vpc_uuid: Option<String>,
+    pub ipv6: bool,
+    pub backups: bool,
+    /// The DigitalOcean agent for Monitoring (CPU for autoscale); on by default.
+    pub monitoring: bool,
+    /// None: DigitalOcean's default (installed where the image supports it).
+    pub with_droplet_agent: Option<bool>,
+    /// The project new droplets are assigned to; None: the default project.
+    pub project_id: Option<String>,
 }
 
 /// The API token. Its Debug and Display never show the secret.
@@ -144,6 +165,7 @@ pub struct Config {
     pub size: Option<String>,
     pub image: Option<Image>,
     pub tags: Vec<String>,
+    pub droplet_features: DropletFeatures,
     pub api_url: String,
     pub metadata_url: String,
     pub frontend_bind: Option<String>,
@@ -358,6 +380,7 @@ impl Config {
                 tags.first().map_or(SHARED_TAG, String::as_str)
             )
         });
+        let droplet_features = droplet_features(&file.droplet_options, path)?;
         let tags = droplet_tags(
             file.droplet_options.tags,
             file.pool.as_deref(),
@@ -392,6 +415,7 @@ impl Config {
             size: file.droplet_options.size,
             image: file.droplet_options.image,
             tags,
+            droplet_features,
             api_url: api_url.trim_end_matches('/').to_string(),
             metadata_url: file
                 .metadata_url
@@ -525,6 +549,51 @@ impl Config {
     pub fn pool_tag(&self) -> &str {
         &self.tags[0]
     }
+}
+
+/// The new droplet options, with vpc_uuid and project_id checked to be UUIDs
+/// (a typo would otherwise fail every create).
+fn droplet_features(options: &DropletOptions, path: &Path) -> Result<DropletFeatures> {
+    for (key, value, example, source) in [
+        (
+            "vpc_uuid",
+            &options.vpc_uuid,
+            "760e09ef-dc84-11e8-981e-3cfdfeaae000",
+            "doctl vpcs list",
+        ),
+        (
+            "project_id",
+            &options.project_id,
+            "4e1bfbc3-dc3e-41f2-a18f-1b4d7ba71679",
+            "doctl projects list",
+        ),
+    ] {
+        if let Some(value) = value
+            && !is_uuid(value)
+        {
+            bail!(
+                "droplet_options.{key} {value:?} in {} is not a UUID such as {example}; copy it from {source}",
+                path.display()
+            );
+        }
+    }
+    Ok(DropletFeatures {
+        vpc_uuid: options.vpc_uuid.clone(),
+        ipv6: options.ipv6.unwrap_or(false),
+        backups: options.backups.unwrap_or(false),
+        monitoring: options.monitoring.unwrap_or(true),
+        with_droplet_agent: options.with_droplet_agent,
+        project_id: options.project_id.clone(),
+    })
+}
+
+/// `8-4-4-4-12` hex digits.
+fn is_uuid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups
+            .iter()
+            .all(|g| g.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// The tags new droplets get, the pool's own tag first. An explicit
@@ -801,6 +870,44 @@ droplet_options:
         let text = "droplet_options: {tags: [web]}\ninventory_backend: etcd\netcd_endpoints: [http://e:2379]\n";
         let config = Config::parse(text, Path::new("/x/d.yml"), no_env).unwrap();
         assert_eq!(config.etcd.unwrap().prefix, "/doproxy/web/");
+    }
+
+    #[test]
+    fn new_droplet_options_have_defaults_and_uuids_are_checked() {
+        let config = Config::parse(ORIGINAL, Path::new("/x/d.yml"), no_env).unwrap();
+        let defaults = DropletFeatures {
+            vpc_uuid: None,
+            ipv6: false,
+            backups: false,
+            monitoring: true,
+            with_droplet_agent: None,
+            project_id: None,
+        };
+        assert_eq!(config.droplet_features, defaults);
+        let text = format!(
+            "{ORIGINAL}  vpc_uuid: 760e09ef-dc84-11e8-981e-3cfdfeaae000\n  ipv6: true\n  backups: true\n  monitoring: false\n  with_droplet_agent: false\n  project_id: 4e1bfbc3-dc3e-41f2-a18f-1b4d7ba71679\n"
+        );
+        let config = Config::parse(&text, Path::new("/x/d.yml"), no_env).unwrap();
+        let features = config.droplet_features;
+        assert_eq!(
+            features.vpc_uuid.as_deref(),
+            Some("760e09ef-dc84-11e8-981e-3cfdfeaae000")
+        );
+        assert!(features.ipv6 && features.backups && !features.monitoring);
+        assert_eq!(features.with_droplet_agent, Some(false));
+        assert!(features.project_id.is_some());
+        for (line, needle) in [
+            (
+                "  vpc_uuid: default\n",
+                "droplet_options.vpc_uuid \"default\"",
+            ),
+            ("  project_id: web\n", "doctl projects list"),
+        ] {
+            let err = Config::parse(&format!("{ORIGINAL}{line}"), Path::new("/x/d.yml"), no_env)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle) && err.contains("/x/d.yml"), "{err}");
+        }
     }
 
     #[test]

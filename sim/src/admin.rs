@@ -20,6 +20,8 @@ pub(crate) fn routes() -> Router<Simulator> {
         .route("/_sim/droplets", get(droplets))
         .route("/_sim/droplets/{id}/cpu", put(set_cpu))
         .route("/_sim/droplets/{id}/serving", put(set_serving))
+        .route("/_sim/droplets/{id}/power", put(set_power))
+        .route("/_sim/projects", post(add_project))
         .route("/_sim/requests", get(requests).delete(clear_requests))
         .route("/_sim/faults", put(set_faults))
         .route("/_sim/seed", post(seed))
@@ -70,6 +72,37 @@ async fn set_serving(
 ) -> Result<StatusCode, ApiError> {
     let serving: Serving = parse(&body)?;
     found(sim.set_serving(id, serving.serving))
+}
+
+#[derive(Deserialize)]
+struct Power {
+    on: bool,
+}
+
+async fn set_power(
+    State(sim): State<Simulator>,
+    Path(id): Path<u64>,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let power: Power = parse(&body)?;
+    found(sim.set_power(id, power.on))
+}
+
+#[derive(Deserialize)]
+struct Project {
+    name: String,
+}
+
+async fn add_project(
+    State(sim): State<Simulator>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let project: Project = parse(&body)?;
+    let id = sim.add_project(&project.name);
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({"project": {"id": id, "name": project.name}})),
+    ))
 }
 
 fn found(exists: bool) -> Result<StatusCode, ApiError> {

@@ -244,6 +244,36 @@ impl Simulator {
         true
     }
 
+    /// false powers a droplet off as its owner or a fault would: status
+    /// `off`, its HTTP server stopped; true powers it on again (serving at
+    /// once if it serves). Returns false if there is no such droplet.
+    pub fn set_power(&self, droplet_id: u64, on: bool) -> bool {
+        let mut state = self.lock();
+        let Some(droplet) = state.droplets.get_mut(&droplet_id) else {
+            return false;
+        };
+        droplet.powered_off = !on;
+        if on {
+            droplet.http_at = droplet.http_at.min(SystemTime::now());
+        }
+        drop(state);
+        self.sync_servers(&[droplet_id]);
+        true
+    }
+
+    /// Adds a project to the account; returns its ID (a UUID), which
+    /// POST /v2/projects/{id}/resources then accepts.
+    pub fn add_project(&self, name: &str) -> String {
+        let hex = |digits: usize| {
+            (0..digits)
+                .map(|_| char::from_digit(fastrand::u32(0..16), 16).expect("below 16"))
+                .collect::<String>()
+        };
+        let id = format!("{}-{}-{}-{}-{}", hex(8), hex(4), hex(4), hex(4), hex(12));
+        self.lock().projects.insert(id.clone(), name.to_owned());
+        id
+    }
+
     /// Applies to droplets created from now on.
     pub fn set_boot_delay(&self, delay: Duration) {
         self.lock().settings.boot_delay = delay;
@@ -346,7 +376,7 @@ impl Simulator {
             let Some(droplet) = state.droplets.get_mut(id) else {
                 continue;
             };
-            if !droplet.serve_http {
+            if !droplet.serve_http || droplet.powered_off {
                 droplet.stop_server();
             } else if !droplet.has_server() {
                 let generation = droplet.next_server_generation();

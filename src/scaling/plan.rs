@@ -63,6 +63,8 @@ mod tests {
             public_ip: None,
             status,
             created_at: Some(created.to_string()),
+            build: None,
+            replaces: None,
         }
     }
 
