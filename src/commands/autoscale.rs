@@ -16,11 +16,12 @@ use super::delete::{self, DeleteOptions};
 use super::{App, Report};
 use crate::cli::AutoscaleArgs;
 use crate::haproxy;
-use crate::inventory::{Entry, Status};
+use crate::inventory::Entry;
 use crate::lockfile::LockFile;
 use crate::scaling::autoscale::{
     Action, Decision, Metric, Policy, PoolSize, Reading, decide, metric_name,
 };
+use crate::scaling::rollout::pool_members;
 use crate::scaling::{Pick, Selector};
 
 /// Where the state lives in the store.
@@ -119,11 +120,10 @@ async fn step(
     let _deciding = LockFile::acquire(&lock_path, args.waits.lock.lock_timeout).await?;
     let entries = app.entries(None).await?;
     let serving: Vec<Entry> = entries.iter().filter(|e| e.is_serving()).cloned().collect();
+    // A replacement under way (rollout, heal) and the droplet it replaces
+    // count once: they are one droplet of the pool.
     let pool = PoolSize {
-        total: entries
-            .iter()
-            .filter(|e| e.status != Status::Destroying)
-            .count(),
+        total: pool_members(&entries).count(),
         serving: serving.len(),
     };
     let readings = read_metrics(app, policy, &serving).await;

@@ -53,6 +53,11 @@ pub enum Count {
     /// As many as the pool (every entry not being destroyed, booting ones
     /// included) lacks to reach this size; none if it has that many.
     UpTo(usize),
+    /// One replacement for each of these droplets, recorded as replacing
+    /// it. Worked out under the lock: a droplet no longer in the pool, being
+    /// destroyed or already being replaced gets none, so two runs never
+    /// replace one droplet twice.
+    Replacing(Vec<u64>),
 }
 
 /// What a create asks for; `scale` and `autoscale` build one too.
@@ -123,6 +128,8 @@ pub async fn create(app: &App, options: &CreateOptions) -> Result<Report> {
 pub enum Resume {
     /// `reconcile --apply` adds them, `delete` destroys them.
     Reconcile,
+    /// This command continues where it stopped (`doproxy rollout`).
+    Run(&'static str),
 }
 
 /// How `join` went.
@@ -310,13 +317,17 @@ pub async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Mad
         .iter()
         .filter(|e| e.status != Status::Destroying)
         .count();
-    let replacing: Vec<u64> = Vec::new();
+    let replacing: Vec<u64> = match &options.count {
+        Count::Replacing(ids) => replaceable(&entries, ids),
+        Count::More(_) | Count::UpTo(_) => Vec::new(),
+    };
     let count = match options.count {
         Count::More(count) => count,
         Count::UpTo(size) => match plan(&entries, size, Pick::Newest) {
             Plan::Add { count } => count,
             Plan::Stay { .. } | Plan::Remove { .. } => 0,
         },
+        Count::Replacing(_) => replacing.len(),
     };
     let all_names = next_names(
         spec.hostname_prefix,
@@ -423,6 +434,20 @@ pub async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Mad
     })
 }
 
+/// Of `ids`, those that can get a replacement now: in the inventory, not
+/// being destroyed and not already replaced by another droplet.
+fn replaceable(entries: &[Entry], ids: &[u64]) -> Vec<u64> {
+    ids.iter()
+        .copied()
+        .filter(|id| {
+            entries
+                .iter()
+                .any(|e| e.id == *id && e.status != Status::Destroying)
+                && !entries.iter().any(|e| e.replaces == Some(*id))
+        })
+        .collect()
+}
+
 /// Where a create was when a signal stopped it.
 #[derive(Debug, Clone, Copy)]
 pub enum Stage {
@@ -469,6 +494,7 @@ pub fn stopped_create(
                 spaced.join(" ")
             )
         }
+        Resume::Run(command) => format!("run {command} again to continue where it stopped"),
     };
     anyhow!(
         "{stopped} {when}; they are recorded in the inventory as new and kept out of HAProxy: {what_to_run}"
@@ -630,6 +656,28 @@ fn poll_interval(elapsed: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_droplet_gets_one_replacement_at_most() {
+        let entry = |id, status, replaces| Entry {
+            id,
+            name: format!("web-{id}"),
+            private_ip: None,
+            public_ip: None,
+            status,
+            created_at: None,
+            build: None,
+            replaces,
+        };
+        let entries = [
+            entry(1, Status::Active, None),
+            entry(2, Status::Active, None),
+            entry(3, Status::Destroying, None),
+            entry(4, Status::New, Some(2)),
+        ];
+        // 2 is being replaced by 4, 3 is on its way out, 9 is gone.
+        assert_eq!(replaceable(&entries, &[1, 2, 3, 9]), vec![1]);
+    }
 
     #[test]
     fn polls_stay_within_two_seconds() {

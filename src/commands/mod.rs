@@ -13,6 +13,7 @@ mod inventory;
 mod print;
 mod reconcile;
 mod reload;
+mod rollout;
 mod scale;
 mod watch;
 
@@ -163,5 +164,6 @@ pub async fn run(app: &App, command: &Command) -> Result<Report> {
         Command::Delete(args) => delete::run(app, args).await,
         Command::Generate => generate::run(app).await,
         Command::Reload(args) => reload::run(app, args).await,
+        Command::Rollout(args) => rollout::run(app, args).await,
     }
 }

@@ -8,6 +8,6 @@ pub mod metadata;
 mod retry;
 
 pub use client::{Client, Deleted};
-pub use droplet::{CreateRequest, Droplet};
+pub use droplet::{CreateRequest, Droplet, Networks};
 pub use error::ApiError;
 pub use retry::RetryPolicy;

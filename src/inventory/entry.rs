@@ -187,7 +187,7 @@ impl Entry {
     /// readiness check. What doproxy alone knows (build, replaces) stays.
     pub fn update_from(&mut self, droplet: &Droplet) -> bool {
         let mut updated = Entry {
-            build: self.build.take(),
+            build: self.build.clone(),
             replaces: self.replaces,
             ..Entry::from_droplet(droplet)
         };
@@ -588,7 +588,14 @@ mod tests {
         .unwrap();
         assert!(entry.update_from(&droplet));
         assert_eq!(entry.private_ip, Some(Ipv4Addr::new(10, 0, 0, 6)));
-        assert_eq!((entry.build, entry.replaces), (Some(build()), Some(9)));
+        assert_eq!(
+            (entry.build.clone(), entry.replaces),
+            (Some(build()), Some(9))
+        );
+        assert!(
+            !entry.update_from(&droplet),
+            "nothing changed the second time"
+        );
     }
 
     #[test]

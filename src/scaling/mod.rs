@@ -4,6 +4,7 @@
 pub mod autoscale;
 mod naming;
 mod plan;
+pub mod rollout;
 mod targets;
 
 pub use naming::next_names;
