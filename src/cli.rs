@@ -95,6 +95,18 @@ pub enum Command {
     /// Example: doproxy rollout --only-stale --batch 2
     Rollout(RolloutArgs),
 
+    /// Replace droplets that died: DOWN in HAProxy past a grace period, or
+    /// off or gone at DigitalOcean.
+    ///
+    /// New droplet first, then the old one is drained and destroyed. Uses
+    /// the heal section of doproxy.yml (defaults without one). Replaces at
+    /// most heal.max_share_per_hour of the pool per hour, and nothing DOWN
+    /// when most of the pool is DOWN at once (an outage, reported). Without
+    /// --once it runs a pass every heal.interval until stopped.
+    ///
+    /// Example: doproxy heal --once --dry-run
+    Heal(HealArgs),
+
     /// Compare the inventory with DigitalOcean and report the differences.
     ///
     /// Finds entries whose droplet is gone, droplets carrying the pool's tag
@@ -314,6 +326,21 @@ pub struct RolloutArgs {
     /// destroyed; the old droplets they were to replace keep serving).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_unready: u32,
+
+    #[command(flatten)]
+    pub waits: ScaleWaits,
+}
+
+#[derive(Debug, Args)]
+pub struct HealArgs {
+    /// Make one pass and exit (for cron).
+    #[arg(long)]
+    pub once: bool,
+
+    /// Show what would be replaced, and why, without changing anything
+    /// (implies --once).
+    #[arg(long)]
+    pub dry_run: bool,
 
     #[command(flatten)]
     pub waits: ScaleWaits,

@@ -13,6 +13,7 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
 use crate::scaling::autoscale::{Metric, Policy, metric_name};
+use crate::scaling::heal::Policy as HealPolicy;
 
 /// Where the config file is looked for when neither --config nor
 /// $DOPROXY_CONFIG names one.
@@ -68,6 +69,17 @@ struct ConfigFile {
     etcd_cert_file: Option<PathBuf>,
     etcd_key_file: Option<PathBuf>,
     autoscale: Option<AutoscaleFile>,
+    heal: Option<HealFile>,
+}
+
+/// The `heal:` section as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealFile {
+    grace: Option<String>,
+    max_share_per_hour: Option<u8>,
+    outage_share: Option<u8>,
+    interval: Option<String>,
 }
 
 /// The `autoscale:` section as written.
@@ -187,6 +199,9 @@ pub struct Config {
     pub etcd: Option<EtcdSettings>,
     /// The `autoscale:` section, validated.
     pub autoscale: Option<Policy>,
+    /// The `heal:` section, validated; its presence also turns healing on
+    /// in the autoscale loop.
+    pub heal: Option<HealPolicy>,
     /// The file itself holds a secret (token or etcd password), so it must
     /// not be readable by others.
     pub secrets_in_file: bool,
@@ -288,6 +303,38 @@ fn autoscale_policy(
         targets,
         cooldown: duration("autoscale.cooldown", section.cooldown, 300)?,
         scale_in_step,
+        interval,
+    })
+}
+
+/// Checks the heal section; errors are one sentence saying what to write.
+fn heal_policy(
+    section: HealFile,
+    duration: &impl Fn(&str, Option<String>, u64) -> Result<Duration>,
+) -> Result<HealPolicy> {
+    let defaults = HealPolicy::default();
+    let max_share_per_hour = section
+        .max_share_per_hour
+        .unwrap_or(defaults.max_share_per_hour);
+    if !(1..=100).contains(&max_share_per_hour) {
+        bail!("max_share_per_hour is a percentage of the pool from 1 to 100");
+    }
+    let outage_share = section.outage_share.unwrap_or(defaults.outage_share);
+    if outage_share > 100 {
+        bail!("outage_share is a percentage of the pool from 0 to 100");
+    }
+    let interval = duration(
+        "heal.interval",
+        section.interval,
+        defaults.interval.as_secs(),
+    )?;
+    if interval.is_zero() {
+        bail!("interval must be longer than 0s");
+    }
+    Ok(HealPolicy {
+        grace: duration("heal.grace", section.grace, defaults.grace.as_secs())?,
+        max_share_per_hour,
+        outage_share,
         interval,
     })
 }
@@ -455,6 +502,7 @@ impl Config {
             },
             etcd: None,
             autoscale: None,
+            heal: None,
             secrets_in_file,
         };
         config.etcd = match file.inventory_backend.as_deref() {
@@ -487,6 +535,13 @@ impl Config {
                     "the autoscale section of {} is invalid: {err}",
                     path.display()
                 )
+            })?;
+        config.heal = file
+            .heal
+            .map(|section| heal_policy(section, &duration))
+            .transpose()
+            .map_err(|err| {
+                anyhow::anyhow!("the heal section of {} is invalid: {err}", path.display())
             })?;
         if !config.health_check.path.starts_with('/') {
             bail!(
@@ -812,6 +867,39 @@ droplet_options:
             assert!(
                 err.contains("autoscale") && err.contains(needle),
                 "{text:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn heal_policies_have_defaults_and_are_checked() {
+        let heal = |text: &str| {
+            Config::parse(&format!("heal:{text}"), Path::new("/x/d.yml"), no_env).map(|c| c.heal)
+        };
+        assert_eq!(heal(" {}\n").unwrap(), Some(HealPolicy::default()));
+        assert_eq!(
+            Config::parse("", Path::new("/x/d.yml"), no_env)
+                .unwrap()
+                .heal,
+            None
+        );
+        let policy =
+            heal(" {grace: 30s, max_share_per_hour: 50, outage_share: 80, interval: 5s}\n")
+                .unwrap()
+                .unwrap();
+        assert_eq!(policy.grace, Duration::from_secs(30));
+        assert_eq!((policy.max_share_per_hour, policy.outage_share), (50, 80));
+        for (text, needle) in [
+            (" {max_share_per_hour: 0}\n", "from 1 to 100"),
+            (" {outage_share: 101}\n", "from 0 to 100"),
+            (" {interval: 0s}\n", "longer than 0s"),
+            (" {grace: soon}\n", "heal.grace"),
+            (" {graze: 1m}\n", "heal: unknown field `graze`"),
+        ] {
+            let err = format!("{:#}", heal(text).unwrap_err());
+            assert!(
+                err.contains("heal") && err.contains(needle),
+                "{text}: {err}"
             );
         }
     }

@@ -8,6 +8,7 @@ mod create;
 mod delete;
 mod doctor;
 mod generate;
+mod heal;
 mod init;
 mod inventory;
 mod print;
@@ -165,5 +166,6 @@ pub async fn run(app: &App, command: &Command) -> Result<Report> {
         Command::Generate => generate::run(app).await,
         Command::Reload(args) => reload::run(app, args).await,
         Command::Rollout(args) => rollout::run(app, args).await,
+        Command::Heal(args) => heal::run(app, args).await,
     }
 }

@@ -2,6 +2,7 @@
 //! means, how to reach a pool size. No I/O here, so every rule is unit-tested.
 
 pub mod autoscale;
+pub mod heal;
 mod naming;
 mod plan;
 pub mod rollout;
