@@ -22,6 +22,7 @@ pub(crate) fn routes() -> Router<Simulator> {
         .route("/_sim/droplets/{id}/serving", put(set_serving))
         .route("/_sim/droplets/{id}/power", put(set_power))
         .route("/_sim/projects", post(add_project))
+        .route("/_sim/images", post(add_snapshot))
         .route("/_sim/requests", get(requests).delete(clear_requests))
         .route("/_sim/faults", put(set_faults))
         .route("/_sim/seed", post(seed))
@@ -102,6 +103,23 @@ async fn add_project(
     Ok((
         StatusCode::CREATED,
         Json(serde_json::json!({"project": {"id": id, "name": project.name}})),
+    ))
+}
+
+#[derive(Deserialize)]
+struct Snapshot {
+    name: String,
+}
+
+async fn add_snapshot(
+    State(sim): State<Simulator>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let snapshot: Snapshot = parse(&body)?;
+    let id = sim.add_snapshot(&snapshot.name);
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({"image": {"id": id, "name": snapshot.name}})),
     ))
 }
 

@@ -209,18 +209,29 @@ async fn sizes(State(sim): State<Simulator>, Query(q): Params) -> Json<Value> {
     paginated(&sim, "/v2/sizes", &q, "sizes", SIZES, |s| s.json())
 }
 
-/// All catalog images are public distribution images: `type=application`
-/// and `private=true` list nothing.
+/// The catalog's public distribution images and the account's snapshots:
+/// `private=true` lists the snapshots alone, `type=distribution` the
+/// public ones, `type=application` and `tag_name` nothing.
 async fn images(State(sim): State<Simulator>, Query(q): Params) -> Json<Value> {
-    let none = q.get("type").is_some_and(|t| t == "application")
-        || q.get("private").is_some_and(|p| p == "true")
-        || q.contains_key("tag_name");
-    let images = if none { &[][..] } else { IMAGES };
-    paginated(&sim, "/v2/images", &q, "images", images, |i| i.json())
+    let snapshots = sim.lock().snapshots.clone();
+    let private = q.get("private").is_some_and(|p| p == "true");
+    let images: Vec<&catalog::Image> = match q.get("type").map(String::as_str) {
+        _ if q.contains_key("tag_name") => Vec::new(),
+        Some("application") => Vec::new(),
+        Some("distribution") if private => Vec::new(),
+        Some("distribution") => IMAGES.iter().collect(),
+        _ if private => snapshots,
+        _ => IMAGES.iter().chain(snapshots).collect(),
+    };
+    paginated(&sim, "/v2/images", &q, "images", &images, |i| i.json())
 }
 
-async fn image(Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let image = catalog::image_by_slug_or_id(&id).ok_or_else(ApiError::not_found)?;
+async fn image(
+    State(sim): State<Simulator>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let snapshots = sim.lock().snapshots.clone();
+    let image = catalog::image_in(&id, &snapshots).ok_or_else(ApiError::not_found)?;
     Ok(Json(json!({"image": image.json()})))
 }
 
@@ -288,7 +299,8 @@ async fn get_droplet(
 /// 202 with the new droplets (status `new`, no addresses yet) and a link to
 /// each one's create action.
 async fn create_droplets(State(sim): State<Simulator>, body: Bytes) -> Result<Response, ApiError> {
-    let (new, multi) = create::parse(&body)?;
+    let snapshots = sim.lock().snapshots.clone();
+    let (new, multi) = create::parse(&body, &snapshots)?;
     let now = SystemTime::now();
     let (ids, body) = {
         let mut state = sim.lock();

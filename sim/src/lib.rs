@@ -261,6 +261,19 @@ impl Simulator {
         true
     }
 
+    /// Adds a snapshot to the account, as taking one of a droplet running a
+    /// new release does; returns its image ID, which creates accept as
+    /// `image`.
+    pub fn add_snapshot(&self, name: &str) -> u64 {
+        let mut state = self.lock();
+        let id = 200_000_000 + state.snapshots.len() as u64;
+        let created_at = time::rfc3339(SystemTime::now());
+        state
+            .snapshots
+            .push(catalog::Image::snapshot(id, name, created_at));
+        id
+    }
+
     /// Adds a project to the account; returns its ID (a UUID), which
     /// POST /v2/projects/{id}/resources then accepts.
     pub fn add_project(&self, name: &str) -> String {

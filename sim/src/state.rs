@@ -34,6 +34,8 @@ pub(crate) struct State {
     pub(crate) tags: std::collections::BTreeSet<String>,
     /// The account's projects by ID (made with `Simulator::add_project`).
     pub(crate) projects: BTreeMap<String, String>,
+    /// The account's snapshots (made with `Simulator::add_snapshot`).
+    pub(crate) snapshots: Vec<&'static Image>,
     pub(crate) requests: Vec<RequestRecord>,
     pub(crate) rate_limit: RateLimit,
     /// Set once `serve` has returned: no droplet server starts again.
@@ -213,6 +215,7 @@ impl State {
             actions: BTreeMap::new(),
             tags: std::collections::BTreeSet::new(),
             projects: BTreeMap::new(),
+            snapshots: Vec::new(),
             requests: Vec::new(),
             rate_limit: RateLimit {
                 used: 0,
@@ -328,7 +331,7 @@ impl Droplet {
             tags: self.tags.clone(),
             created_at: self.created_at,
             serving_http: self.server.as_ref().is_some_and(|s| s.listening),
-            image: if self.image.slug.is_empty() {
+            image: if self.image.is_snapshot() {
                 self.image.id.to_string()
             } else {
                 self.image.slug.to_owned()

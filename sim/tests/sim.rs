@@ -516,6 +516,35 @@ fn a_powered_off_droplet_is_off_and_serves_nothing_until_powered_on() {
 }
 
 #[test]
+fn snapshots_are_private_images_droplets_can_be_created_from() {
+    let sim = spawn(0);
+    let id = sim.add_snapshot("web-2026-11-28");
+    let image = api(&sim, "GET", &format!("/v2/images/{id}"), None).json();
+    assert_eq!(image["image"]["public"], false);
+    assert_eq!(image["image"]["slug"], Value::Null);
+    let private = api(&sim, "GET", "/v2/images?private=true", None).json();
+    assert_eq!(private["images"].as_array().unwrap().len(), 1);
+    assert_eq!(private["images"][0]["id"], id);
+    let all = api(&sim, "GET", "/v2/images?per_page=200", None).json();
+    assert_eq!(all["meta"]["total"], 5);
+    let reply = api(
+        &sim,
+        "POST",
+        "/v2/droplets",
+        Some(create_body(json!({"name": "web-1", "image": id}))),
+    );
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    assert_eq!(sim.droplets()[0].image, id.to_string());
+    let reply = api(
+        &sim,
+        "POST",
+        "/v2/droplets",
+        Some(create_body(json!({"name": "web-2", "image": id + 1}))),
+    );
+    assert_eq!(reply.status, 422);
+}
+
+#[test]
 fn droplets_are_assigned_to_projects_the_account_has() {
     let sim = spawn(0);
     let droplet = sim.seed_droplets(1, "web", &[], true).remove(0);

@@ -275,10 +275,14 @@ async fn step(app: &App, waits: &ScaleWaits, replace: Vec<u64>, early: &[u64]) -
 /// droplets still booting join HAProxy once they pass the health check
 /// (those that never do are destroyed), then each droplet whose replacement
 /// serves is retired, and links to droplets already gone are dropped.
-/// `command` continues it after a stop.
+/// `command` continues it after a stop. Takes no lock when nothing is
+/// under way.
 pub async fn settle(app: &App, waits: &ScaleWaits, command: &'static str) -> Result<Settled> {
     let mut settled = Settled::default();
     let entries = app.entries(None).await?;
+    if !entries.iter().any(|e| e.replaces.is_some()) {
+        return Ok(settled);
+    }
     let booting: Vec<Droplet> = entries
         .iter()
         .filter(|e| e.replaces.is_some() && matches!(e.status, Status::New | Status::Unready))

@@ -245,10 +245,9 @@ fn a_rollout_under_load_fails_no_request_and_never_drops_below_the_floor() {
         http_get(haproxy.frontend, "/").is_ok()
     });
     let before: Vec<u64> = project.sim.droplets().iter().map(|d| d.id).collect();
-    project.set(
-        "droplet_options",
-        Some(&options_with_image("debian-12-x64")),
-    );
+    // The new version: a snapshot of a droplet running it.
+    let snapshot = project.sim.add_snapshot("web-v2").to_string();
+    project.set("droplet_options", Some(&options_with_image(&snapshot)));
     let plan = project
         .run(&["rollout", "--dry-run", "-o", "json"])
         .success()
@@ -283,7 +282,7 @@ fn a_rollout_under_load_fails_no_request_and_never_drops_below_the_floor() {
         .map(|r| r["old"]["id"].as_u64().unwrap())
         .collect();
     assert_eq!(olds, before.into_iter().collect());
-    assert_rolled_out(&project, 6, "debian-12-x64");
+    assert_rolled_out(&project, 6, &snapshot);
     // Nothing is stale any more, so --only-stale has nothing to do.
     let again = project.run(&["rollout", "--only-stale"]).success();
     assert!(
