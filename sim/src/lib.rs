@@ -2,7 +2,9 @@
 //! doproxy's tests and demos run against something faithful to the official
 //! OpenAPI spec without any network: droplets boot, get loopback addresses and
 //! serve HTTP on them, requests can be faulted, CPU metrics follow what a test
-//! sets. Everything listens on loopback only.
+//! sets; droplets can stop serving or be powered off, snapshots stand for new
+//! versions of an image, projects take droplets. Everything listens on
+//! loopback only.
 //!
 //! In-process use (synchronous tests):
 //!

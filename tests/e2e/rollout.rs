@@ -15,6 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
+use doproxy_sim::{SimConfig, Simulator};
+
+use crate::etcd_server::Etcd;
 use crate::support::{Project, Run, Traffic, http_get, repo_file, terminate, wait_until};
 
 /// Generous: the machine is shared by several builds.
@@ -427,4 +430,56 @@ fn sigterm_stops_a_rollout_with_one_sentence_and_the_next_run_finishes_it() {
     assert_eq!(project.ids().len(), 3, "the replacement stays recorded");
     project.run(&["rollout"]).success();
     assert_rolled_out(&project, 2, "debian-12-x64");
+}
+
+#[test]
+fn a_rollout_killed_on_one_proxy_is_finished_from_the_other_through_etcd() {
+    let etcd = Etcd::start();
+    let sim = Arc::new(Simulator::spawn(SimConfig {
+        boot_delay: Duration::from_millis(1500),
+        ..SimConfig::default()
+    }));
+    let proxy = |name: &str| {
+        let mut project = Project::with_sim(&format!("rollout-etcd-{name}"), sim.clone());
+        project.set("inventory_backend", Some("etcd"));
+        project.set("etcd_endpoints", Some(&format!("[{}]", etcd.url())));
+        project.set(
+            "droplet_options",
+            Some(&options_with_image("debian-12-x64")),
+        );
+        project
+    };
+    let (mut a, b) = (proxy("a"), proxy("b"));
+    a.set("droplet_options", Some(OPTIONS));
+    a.run(&["create", "--count", "3"]).success();
+    a.set(
+        "droplet_options",
+        Some(&options_with_image("debian-12-x64")),
+    );
+    sim.clear_requests();
+
+    let mut child = rollout_in_background(&a);
+    wait_until("a replacement to be recorded in etcd", WAIT, || {
+        b.run(&["inventory", "export"]).stdout.contains("replaces=")
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let run = b.run(&["rollout", "-o", "json"]).success();
+    assert!(run.json()["resumed"].as_bool().unwrap(), "{}", run.stdout);
+    let droplets = sim.droplets();
+    assert_eq!(droplets.len(), 3, "{droplets:#?}");
+    assert!(droplets.iter().all(|d| d.image == "debian-12-x64"));
+    let creates = b
+        .changing_requests()
+        .iter()
+        .filter(|r| r.as_str() == "POST /v2/droplets")
+        .count();
+    assert_eq!(creates, 3, "each droplet is replaced exactly once");
+    let exported = b.run(&["inventory", "export"]).success().stdout;
+    assert!(!exported.contains("replaces="), "{exported}");
+    assert_eq!(
+        exported.matches(" image=debian-12-x64 ").count(),
+        3,
+        "{exported}"
+    );
 }
