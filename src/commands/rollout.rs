@@ -118,13 +118,16 @@ pub async fn run(app: &App, args: &RolloutArgs) -> Result<Report> {
     let mut failures: Vec<String> = Vec::new();
     loop {
         let settled = settle(app, &args.waits, RESUME).await?;
+        let entries = app.entries(None).await?;
+        // Droplets of the plan no longer in the pool: replaced, by this run
+        // or one before it.
+        let done = rollout
+            .olds
+            .iter()
+            .filter(|id| !entries.iter().any(|e| e.id == **id))
+            .count();
         for pair in &settled.replaced {
-            tracing::info!(
-                "rollout: {} replaced by {} ({} of {total} done)",
-                pair.old,
-                pair.new,
-                replaced.len() + 1
-            );
+            tracing::info!("rollout: {} replaced by {}", pair.old, pair.new);
             replaced.push(pair.clone());
         }
         for failure in &settled.unready_failures {
@@ -135,22 +138,19 @@ pub async fn run(app: &App, args: &RolloutArgs) -> Result<Report> {
         failures.extend(settled.failures);
         let stop = if unready.len() >= args.max_unready as usize {
             Some(anyhow!(
-                "{}; the rollout stopped after replacing {} of {total} droplet(s), and the old droplets those were to replace keep serving: run {RESUME} again once new droplets can pass the health check",
-                unready_failures.join("; "),
-                replaced.len()
+                "{}; the rollout stopped with {done} of {total} droplet(s) replaced, and the old droplets those were to replace keep serving: run {RESUME} again once new droplets can pass the health check",
+                unready_failures.join("; ")
             ))
         } else if !failures.is_empty() {
             Some(anyhow!(
-                "{}; the rollout stopped after replacing {} of {total} droplet(s): run {RESUME} again to continue",
-                failures.join("; "),
-                replaced.len()
+                "{}; the rollout stopped with {done} of {total} droplet(s) replaced: run {RESUME} again to continue",
+                failures.join("; ")
             ))
         } else {
             app.shutdown.check().err().map(|stopped| {
                 anyhow!(
-                    "stopped by {} between two steps of the rollout, after replacing {} of {total} droplet(s); the droplets not replaced yet serve as before: run {RESUME} again to continue",
-                    stopped.signal,
-                    replaced.len()
+                    "stopped by {} between two steps of the rollout, with {done} of {total} droplet(s) replaced; the droplets not replaced yet serve as before: run {RESUME} again to continue",
+                    stopped.signal
                 )
             })
         };
@@ -158,7 +158,6 @@ pub async fn run(app: &App, args: &RolloutArgs) -> Result<Report> {
             let report = summary(&replaced, &unready, &rollout, started, resumed, false)?;
             return Ok(report.failed(stop));
         }
-        let entries = app.entries(None).await?;
         let (replace, early) = match next_step(&rollout, &entries, &current) {
             Next::Done => break,
             Next::Blocked(reason) => {
@@ -173,9 +172,8 @@ pub async fn run(app: &App, args: &RolloutArgs) -> Result<Report> {
             .map(|e| Named::of(e).to_string())
             .collect();
         tracing::info!(
-            "rollout: replacing {} ({} of {total} done so far)",
-            names.join(", "),
-            total - remaining(&rollout, &entries, &current).len()
+            "rollout: replacing {} ({done} of {total} replaced so far)",
+            names.join(", ")
         );
         step(app, &args.waits, replace, &early).await?;
     }
