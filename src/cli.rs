@@ -84,6 +84,29 @@ pub enum Command {
     /// Example: doproxy scale --to 10 --dry-run
     Scale(ScaleArgs),
 
+    /// Replace droplets with new ones built from droplet_options as it is now.
+    ///
+    /// Step by step: new droplets first, each joining HAProxy once it passes
+    /// the health check, then the old ones are drained and destroyed, never
+    /// letting serving droplets drop below --min-healthy. A stopped rollout
+    /// continues where it stopped on the next run. New droplets that fail
+    /// the health check are destroyed and the old ones keep serving.
+    ///
+    /// Example: doproxy rollout --only-stale --batch 2
+    Rollout(RolloutArgs),
+
+    /// Replace droplets that died: DOWN in HAProxy past a grace period, or
+    /// off or gone at DigitalOcean.
+    ///
+    /// New droplet first, then the old one is drained and destroyed. Uses
+    /// the heal section of doproxy.yml (defaults without one). Replaces at
+    /// most heal.max_share_per_hour of the pool per hour, and nothing DOWN
+    /// when most of the pool is DOWN at once (an outage, reported). Without
+    /// --once it runs a pass every heal.interval until stopped.
+    ///
+    /// Example: doproxy heal --once --dry-run
+    Heal(HealArgs),
+
     /// Compare the inventory with DigitalOcean and report the differences.
     ///
     /// Finds entries whose droplet is gone, droplets carrying the pool's tag
@@ -287,6 +310,65 @@ pub struct ScaleArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct RolloutArgs {
+    /// Droplets replaced per step (default 1).
+    #[arg(long, value_name = "N", conflicts_with = "max_surge", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub batch: Option<u32>,
+
+    /// Droplets the pool may have beyond its size during a step; with
+    /// --min-healthy below 100 more are replaced per step, old ones
+    /// leaving first.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub max_surge: Option<u32>,
+
+    /// Serving droplets kept at all times, in percent of those serving when
+    /// the rollout starts (rounded up, at least one), e.g. 100 or 50%.
+    #[arg(long, value_name = "PCT", default_value = "100", value_parser = percent)]
+    pub min_healthy: u8,
+
+    /// Replace only droplets built from other options than droplet_options
+    /// has now, and those whose build is unknown.
+    #[arg(long)]
+    pub only_stale: bool,
+
+    /// Show what would be replaced, and how, without changing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Stop once this many new droplets failed to join (they are
+    /// destroyed; the old droplets they were to replace keep serving).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_unready: u32,
+
+    #[command(flatten)]
+    pub waits: ScaleWaits,
+}
+
+#[derive(Debug, Args)]
+pub struct HealArgs {
+    /// Make one pass and exit (for cron).
+    #[arg(long)]
+    pub once: bool,
+
+    /// Show what would be replaced, and why, without changing anything
+    /// (implies --once).
+    #[arg(long)]
+    pub dry_run: bool,
+
+    #[command(flatten)]
+    pub waits: ScaleWaits,
+}
+
+/// A percentage, 0 to 100, with or without a trailing %.
+fn percent(text: &str) -> Result<u8, String> {
+    text.trim_end_matches('%')
+        .parse::<u8>()
+        .ok()
+        .filter(|pct| *pct <= 100)
+        .ok_or_else(|| format!("{text:?} is no percentage from 0 to 100"))
+}
+
+#[derive(Debug, Args)]
 pub struct AutoscaleArgs {
     /// Make one decision, act on it and exit (for cron).
     #[arg(long)]
@@ -481,6 +563,29 @@ mod tests {
         let err = Cli::try_parse_from(["doproxy", "watch", "--resync-interval", "0s"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("longer than 0s"), "{err}");
+    }
+
+    #[test]
+    fn rollout_takes_a_batch_or_a_surge_and_a_percentage() {
+        let cli = Cli::try_parse_from(["doproxy", "rollout", "--min-healthy", "50%"]).unwrap();
+        let Command::Rollout(args) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            (args.min_healthy, args.batch, args.max_unready),
+            (50, None, 1)
+        );
+        for bad in [
+            &["doproxy", "rollout", "--batch", "2", "--max-surge", "1"][..],
+            &["doproxy", "rollout", "--min-healthy", "101"],
+            &["doproxy", "rollout", "--batch", "0"],
+        ] {
+            assert_eq!(
+                Cli::try_parse_from(bad).unwrap_err().exit_code(),
+                2,
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

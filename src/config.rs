@@ -13,6 +13,7 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
 use crate::scaling::autoscale::{Metric, Policy, metric_name};
+use crate::scaling::heal::Policy as HealPolicy;
 
 /// Where the config file is looked for when neither --config nor
 /// $DOPROXY_CONFIG names one.
@@ -73,6 +74,17 @@ struct ConfigFile {
     failover_check_interval: Option<String>,
     failover_recheck_interval: Option<String>,
     failover_min_hold: Option<String>,
+    heal: Option<HealFile>,
+}
+
+/// The `heal:` section as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealFile {
+    grace: Option<String>,
+    max_share_per_hour: Option<u8>,
+    outage_share: Option<u8>,
+    interval: Option<String>,
 }
 
 /// The `autoscale:` section as written.
@@ -114,6 +126,27 @@ pub struct DropletOptions {
     pub size: Option<String>,
     pub image: Option<Image>,
     pub tags: Option<Vec<String>>,
+    pub vpc_uuid: Option<String>,
+    pub ipv6: Option<bool>,
+    pub backups: Option<bool>,
+    pub monitoring: Option<bool>,
+    pub with_droplet_agent: Option<bool>,
+    pub project_id: Option<String>,
+}
+
+/// What new droplets get beyond the original four options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DropletFeatures {
+    /// None: the region's default VPC.
+    pub vpc_uuid: Option<String>,
+    pub ipv6: bool,
+    pub backups: bool,
+    /// The DigitalOcean agent for Monitoring (CPU for autoscale); on by default.
+    pub monitoring: bool,
+    /// None: DigitalOcean's default (installed where the image supports it).
+    pub with_droplet_agent: Option<bool>,
+    /// The project new droplets are assigned to; None: the default project.
+    pub project_id: Option<String>,
 }
 
 /// The API token. Its Debug and Display never show the secret.
@@ -149,6 +182,7 @@ pub struct Config {
     pub size: Option<String>,
     pub image: Option<Image>,
     pub tags: Vec<String>,
+    pub droplet_features: DropletFeatures,
     pub api_url: String,
     pub metadata_url: String,
     pub frontend_bind: Option<String>,
@@ -172,6 +206,9 @@ pub struct Config {
     pub autoscale: Option<Policy>,
     /// The reserved IP `failover` moves, and its timings.
     pub failover: FailoverSettings,
+    /// The `heal:` section, validated; its presence also turns healing on
+    /// in the autoscale loop.
+    pub heal: Option<HealPolicy>,
     /// The file itself holds a secret (token or etcd password), so it must
     /// not be readable by others.
     pub secrets_in_file: bool,
@@ -293,6 +330,38 @@ fn autoscale_policy(
     })
 }
 
+/// Checks the heal section; errors are one sentence saying what to write.
+fn heal_policy(
+    section: HealFile,
+    duration: &impl Fn(&str, Option<String>, u64) -> Result<Duration>,
+) -> Result<HealPolicy> {
+    let defaults = HealPolicy::default();
+    let max_share_per_hour = section
+        .max_share_per_hour
+        .unwrap_or(defaults.max_share_per_hour);
+    if !(1..=100).contains(&max_share_per_hour) {
+        bail!("max_share_per_hour is a percentage of the pool from 1 to 100");
+    }
+    let outage_share = section.outage_share.unwrap_or(defaults.outage_share);
+    if outage_share > 100 {
+        bail!("outage_share is a percentage of the pool from 0 to 100");
+    }
+    let interval = duration(
+        "heal.interval",
+        section.interval,
+        defaults.interval.as_secs(),
+    )?;
+    if interval.is_zero() {
+        bail!("interval must be longer than 0s");
+    }
+    Ok(HealPolicy {
+        grace: duration("heal.grace", section.grace, defaults.grace.as_secs())?,
+        max_share_per_hour,
+        outage_share,
+        interval,
+    })
+}
+
 /// The longest wait doproxy accepts: far beyond any real one, and far from
 /// where adding it to the clock could overflow.
 const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
@@ -381,6 +450,7 @@ impl Config {
                 tags.first().map_or(SHARED_TAG, String::as_str)
             )
         });
+        let droplet_features = droplet_features(&file.droplet_options, path)?;
         let tags = droplet_tags(
             file.droplet_options.tags,
             file.pool.as_deref(),
@@ -415,6 +485,7 @@ impl Config {
             size: file.droplet_options.size,
             image: file.droplet_options.image,
             tags,
+            droplet_features,
             api_url: api_url.trim_end_matches('/').to_string(),
             metadata_url: file
                 .metadata_url
@@ -469,6 +540,7 @@ impl Config {
                 )?,
                 min_hold: duration("failover_min_hold", file.failover_min_hold, 30)?,
             },
+            heal: None,
             secrets_in_file,
         };
         config.etcd = match file.inventory_backend.as_deref() {
@@ -509,6 +581,13 @@ impl Config {
                 path.display()
             );
         }
+        config.heal = file
+            .heal
+            .map(|section| heal_policy(section, &duration))
+            .transpose()
+            .map_err(|err| {
+                anyhow::anyhow!("the heal section of {} is invalid: {err}", path.display())
+            })?;
         if !config.health_check.path.starts_with('/') {
             bail!(
                 "health_check_path {:?} in {} must start with /; write it like /healthz",
@@ -570,6 +649,51 @@ impl Config {
     pub fn pool_tag(&self) -> &str {
         &self.tags[0]
     }
+}
+
+/// The new droplet options, with vpc_uuid and project_id checked to be UUIDs
+/// (a typo would otherwise fail every create).
+fn droplet_features(options: &DropletOptions, path: &Path) -> Result<DropletFeatures> {
+    for (key, value, example, source) in [
+        (
+            "vpc_uuid",
+            &options.vpc_uuid,
+            "760e09ef-dc84-11e8-981e-3cfdfeaae000",
+            "doctl vpcs list",
+        ),
+        (
+            "project_id",
+            &options.project_id,
+            "4e1bfbc3-dc3e-41f2-a18f-1b4d7ba71679",
+            "doctl projects list",
+        ),
+    ] {
+        if let Some(value) = value
+            && !is_uuid(value)
+        {
+            bail!(
+                "droplet_options.{key} {value:?} in {} is not a UUID such as {example}; copy it from {source}",
+                path.display()
+            );
+        }
+    }
+    Ok(DropletFeatures {
+        vpc_uuid: options.vpc_uuid.clone(),
+        ipv6: options.ipv6.unwrap_or(false),
+        backups: options.backups.unwrap_or(false),
+        monitoring: options.monitoring.unwrap_or(true),
+        with_droplet_agent: options.with_droplet_agent,
+        project_id: options.project_id.clone(),
+    })
+}
+
+/// `8-4-4-4-12` hex digits.
+fn is_uuid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups
+            .iter()
+            .all(|g| g.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// The tags new droplets get, the pool's own tag first. An explicit
@@ -793,6 +917,39 @@ droplet_options:
     }
 
     #[test]
+    fn heal_policies_have_defaults_and_are_checked() {
+        let heal = |text: &str| {
+            Config::parse(&format!("heal:{text}"), Path::new("/x/d.yml"), no_env).map(|c| c.heal)
+        };
+        assert_eq!(heal(" {}\n").unwrap(), Some(HealPolicy::default()));
+        assert_eq!(
+            Config::parse("", Path::new("/x/d.yml"), no_env)
+                .unwrap()
+                .heal,
+            None
+        );
+        let policy =
+            heal(" {grace: 30s, max_share_per_hour: 50, outage_share: 80, interval: 5s}\n")
+                .unwrap()
+                .unwrap();
+        assert_eq!(policy.grace, Duration::from_secs(30));
+        assert_eq!((policy.max_share_per_hour, policy.outage_share), (50, 80));
+        for (text, needle) in [
+            (" {max_share_per_hour: 0}\n", "from 1 to 100"),
+            (" {outage_share: 101}\n", "from 0 to 100"),
+            (" {interval: 0s}\n", "longer than 0s"),
+            (" {grace: soon}\n", "heal.grace"),
+            (" {graze: 1m}\n", "heal: unknown field `graze`"),
+        ] {
+            let err = format!("{:#}", heal(text).unwrap_err());
+            assert!(
+                err.contains("heal") && err.contains(needle),
+                "{text}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn each_pool_has_its_own_tag_and_explicit_tags_keep_their_meaning() {
         let tags = |text: &str| Config::parse(text, Path::new("/x/d.yml"), no_env).map(|c| c.tags);
         let prefix = |p: &str| format!("droplet_options: {{hostname_prefix: {p}}}\n");
@@ -870,6 +1027,44 @@ droplet_options:
         ] {
             let err = Config::parse(text, Path::new("/x/d.yml"), no_env).unwrap_err();
             assert!(err.to_string().contains(needle), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn new_droplet_options_have_defaults_and_uuids_are_checked() {
+        let config = Config::parse(ORIGINAL, Path::new("/x/d.yml"), no_env).unwrap();
+        let defaults = DropletFeatures {
+            vpc_uuid: None,
+            ipv6: false,
+            backups: false,
+            monitoring: true,
+            with_droplet_agent: None,
+            project_id: None,
+        };
+        assert_eq!(config.droplet_features, defaults);
+        let text = format!(
+            "{ORIGINAL}  vpc_uuid: 760e09ef-dc84-11e8-981e-3cfdfeaae000\n  ipv6: true\n  backups: true\n  monitoring: false\n  with_droplet_agent: false\n  project_id: 4e1bfbc3-dc3e-41f2-a18f-1b4d7ba71679\n"
+        );
+        let config = Config::parse(&text, Path::new("/x/d.yml"), no_env).unwrap();
+        let features = config.droplet_features;
+        assert_eq!(
+            features.vpc_uuid.as_deref(),
+            Some("760e09ef-dc84-11e8-981e-3cfdfeaae000")
+        );
+        assert!(features.ipv6 && features.backups && !features.monitoring);
+        assert_eq!(features.with_droplet_agent, Some(false));
+        assert!(features.project_id.is_some());
+        for (line, needle) in [
+            (
+                "  vpc_uuid: default\n",
+                "droplet_options.vpc_uuid \"default\"",
+            ),
+            ("  project_id: web\n", "doctl projects list"),
+        ] {
+            let err = Config::parse(&format!("{ORIGINAL}{line}"), Path::new("/x/d.yml"), no_env)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle) && err.contains("/x/d.yml"), "{err}");
         }
     }
 

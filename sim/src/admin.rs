@@ -20,6 +20,9 @@ pub(crate) fn routes() -> Router<Simulator> {
         .route("/_sim/droplets", get(droplets))
         .route("/_sim/droplets/{id}/cpu", put(set_cpu))
         .route("/_sim/droplets/{id}/serving", put(set_serving))
+        .route("/_sim/droplets/{id}/power", put(set_power))
+        .route("/_sim/projects", post(add_project))
+        .route("/_sim/images", post(add_snapshot))
         .route("/_sim/requests", get(requests).delete(clear_requests))
         .route("/_sim/faults", put(set_faults))
         .route("/_sim/seed", post(seed))
@@ -70,6 +73,54 @@ async fn set_serving(
 ) -> Result<StatusCode, ApiError> {
     let serving: Serving = parse(&body)?;
     found(sim.set_serving(id, serving.serving))
+}
+
+#[derive(Deserialize)]
+struct Power {
+    on: bool,
+}
+
+async fn set_power(
+    State(sim): State<Simulator>,
+    Path(id): Path<u64>,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let power: Power = parse(&body)?;
+    found(sim.set_power(id, power.on))
+}
+
+#[derive(Deserialize)]
+struct Project {
+    name: String,
+}
+
+async fn add_project(
+    State(sim): State<Simulator>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let project: Project = parse(&body)?;
+    let id = sim.add_project(&project.name);
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({"project": {"id": id, "name": project.name}})),
+    ))
+}
+
+#[derive(Deserialize)]
+struct Snapshot {
+    name: String,
+}
+
+async fn add_snapshot(
+    State(sim): State<Simulator>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let snapshot: Snapshot = parse(&body)?;
+    let id = sim.add_snapshot(&snapshot.name);
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({"image": {"id": id, "name": snapshot.name}})),
+    ))
 }
 
 fn found(exists: bool) -> Result<StatusCode, ApiError> {

@@ -50,6 +50,66 @@ pub(crate) fn routes() -> Router<Simulator> {
             "/v2/tags/{tag}/resources",
             axum::routing::post(tag_resources),
         )
+        .route(
+            "/v2/projects/{project_id}/resources",
+            axum::routing::post(assign_resources),
+        )
+}
+
+/// The spec's projects_assign_resources: 404 for a project the account
+/// lacks, 422 for a URN that is not `do:<type>:<id>`; otherwise 200 with
+/// each resource's status (`assigned`, `already_assigned`, or `not_found`
+/// for droplets that do not exist and other resource types).
+async fn assign_resources(
+    State(sim): State<Simulator>,
+    Path(project_id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let body: Value = serde_json::from_slice(&body)
+        .map_err(|_| ApiError::bad_request("The request body is not valid JSON."))?;
+    let urns: Vec<&str> = body
+        .get("resources")
+        .and_then(Value::as_array)
+        .and_then(|items| items.iter().map(Value::as_str).collect())
+        .ok_or_else(|| ApiError::unprocessable("resources must be an array of URNs"))?;
+    let mut state = sim.lock();
+    if !state.projects.contains_key(&project_id) {
+        return Err(ApiError::not_found());
+    }
+    let now = rfc3339(SystemTime::now());
+    let mut assigned = Vec::new();
+    for urn in urns {
+        let Some((kind, id)) = urn
+            .strip_prefix("do:")
+            .and_then(|rest| rest.split_once(':'))
+            .filter(|(kind, id)| !kind.is_empty() && !id.is_empty())
+        else {
+            return Err(ApiError::unprocessable(format!(
+                "{urn:?} is not a URN such as do:droplet:13457723"
+            )));
+        };
+        let droplet = (kind == "droplet")
+            .then(|| id.parse::<u64>().ok())
+            .flatten()
+            .and_then(|id| state.droplets.get_mut(&id));
+        let status = match droplet {
+            None => "not_found",
+            Some(droplet) if droplet.project_id.as_deref() == Some(&project_id) => {
+                "already_assigned"
+            }
+            Some(droplet) => {
+                droplet.project_id = Some(project_id.clone());
+                "assigned"
+            }
+        };
+        assigned.push(json!({
+            "urn": urn,
+            "assigned_at": now,
+            "links": {"self": format!("{}/v2/{kind}s/{id}", sim.url())},
+            "status": status,
+        }));
+    }
+    Ok(Json(json!({ "resources": assigned })))
 }
 
 /// 201 with the tag, whether or not it existed (tag creation is idempotent).
@@ -149,18 +209,29 @@ async fn sizes(State(sim): State<Simulator>, Query(q): Params) -> Json<Value> {
     paginated(&sim, "/v2/sizes", &q, "sizes", SIZES, |s| s.json())
 }
 
-/// All catalog images are public distribution images: `type=application`
-/// and `private=true` list nothing.
+/// The catalog's public distribution images and the account's snapshots:
+/// `private=true` lists the snapshots alone, `type=distribution` the
+/// public ones, `type=application` and `tag_name` nothing.
 async fn images(State(sim): State<Simulator>, Query(q): Params) -> Json<Value> {
-    let none = q.get("type").is_some_and(|t| t == "application")
-        || q.get("private").is_some_and(|p| p == "true")
-        || q.contains_key("tag_name");
-    let images = if none { &[][..] } else { IMAGES };
-    paginated(&sim, "/v2/images", &q, "images", images, |i| i.json())
+    let snapshots = sim.lock().snapshots.clone();
+    let private = q.get("private").is_some_and(|p| p == "true");
+    let images: Vec<&catalog::Image> = match q.get("type").map(String::as_str) {
+        _ if q.contains_key("tag_name") => Vec::new(),
+        Some("application") => Vec::new(),
+        Some("distribution") if private => Vec::new(),
+        Some("distribution") => IMAGES.iter().collect(),
+        _ if private => snapshots,
+        _ => IMAGES.iter().chain(snapshots).collect(),
+    };
+    paginated(&sim, "/v2/images", &q, "images", &images, |i| i.json())
 }
 
-async fn image(Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let image = catalog::image_by_slug_or_id(&id).ok_or_else(ApiError::not_found)?;
+async fn image(
+    State(sim): State<Simulator>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let snapshots = sim.lock().snapshots.clone();
+    let image = catalog::image_in(&id, &snapshots).ok_or_else(ApiError::not_found)?;
     Ok(Json(json!({"image": image.json()})))
 }
 
@@ -228,7 +299,8 @@ async fn get_droplet(
 /// 202 with the new droplets (status `new`, no addresses yet) and a link to
 /// each one's create action.
 async fn create_droplets(State(sim): State<Simulator>, body: Bytes) -> Result<Response, ApiError> {
-    let (new, multi) = create::parse(&body)?;
+    let snapshots = sim.lock().snapshots.clone();
+    let (new, multi) = create::parse(&body, &snapshots)?;
     let now = SystemTime::now();
     let (ids, body) = {
         let mut state = sim.lock();
@@ -321,7 +393,7 @@ async fn cpu_metrics(
 /// The spec's `droplet` schema; addresses only once active.
 fn droplet_json(sim: &Simulator, d: &Droplet, now: SystemTime) -> Value {
     let status = d.status(now);
-    let (v4, v6) = if status == DropletStatus::Active {
+    let (v4, v6) = if status != DropletStatus::New {
         let private = json!({
             "ip_address": d.private_ip.to_string(),
             "netmask": "255.255.0.0",

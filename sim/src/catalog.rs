@@ -23,6 +23,7 @@ pub(crate) struct Size {
 
 pub(crate) struct Image {
     pub(crate) id: u64,
+    /// Empty for a snapshot.
     pub(crate) slug: &'static str,
     name: &'static str,
     distribution: &'static str,
@@ -151,6 +152,11 @@ pub(crate) fn image_by_slug_or_id(key: &str) -> Option<&'static Image> {
         .find(|i| i.slug == key || key.parse() == Ok(i.id))
 }
 
+/// A public image by slug or id, else one of the account's `snapshots` by id.
+pub(crate) fn image_in(key: &str, snapshots: &[&'static Image]) -> Option<&'static Image> {
+    image_by_slug_or_id(key).or_else(|| snapshots.iter().copied().find(|i| key.parse() == Ok(i.id)))
+}
+
 /// Keys can be named by numeric id or by fingerprint.
 pub(crate) fn ssh_key(key: &str) -> Option<&'static SshKey> {
     SSH_KEYS
@@ -221,13 +227,33 @@ impl Size {
 }
 
 impl Image {
+    /// A snapshot of the account, as building a new version makes one. It
+    /// lives as long as the process: the simulator hands out `&'static`
+    /// images, and a test makes only a few.
+    pub(crate) fn snapshot(id: u64, name: &str, created_at: String) -> &'static Image {
+        Box::leak(Box::new(Image {
+            id,
+            slug: "",
+            name: Box::leak(name.to_owned().into_boxed_str()),
+            distribution: "Ubuntu",
+            created_at: Box::leak(created_at.into_boxed_str()),
+            min_disk_size: 25,
+            size_gigabytes: 2.4,
+        }))
+    }
+
+    pub(crate) fn is_snapshot(&self) -> bool {
+        self.slug.is_empty()
+    }
+
     pub(crate) fn json(&self) -> Value {
+        let slug = (!self.is_snapshot()).then_some(self.slug);
         json!({
             "id": self.id,
             "name": self.name,
             "distribution": self.distribution,
-            "slug": self.slug,
-            "public": true,
+            "slug": slug,
+            "public": !self.is_snapshot(),
             "regions": region_slugs(),
             "created_at": self.created_at,
             // DigitalOcean's own distribution images have type "snapshot".

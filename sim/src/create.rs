@@ -15,7 +15,11 @@ const MAX_USER_DATA: usize = 64 * 1024;
 
 /// Parses and validates a create body into what to create, and whether it
 /// was a multi-create (`names`), which is answered with `droplets`.
-pub(crate) fn parse(body: &[u8]) -> Result<(NewDroplets, bool), ApiError> {
+/// `snapshots` are the account's own images, named by id.
+pub(crate) fn parse(
+    body: &[u8],
+    snapshots: &[&'static Image],
+) -> Result<(NewDroplets, bool), ApiError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|_| ApiError::bad_request("error parsing request body"))?;
     let Value::Object(fields) = value else {
@@ -29,7 +33,7 @@ pub(crate) fn parse(body: &[u8]) -> Result<(NewDroplets, bool), ApiError> {
         None => catalog::region("nyc3").expect("nyc3 is in the catalog"),
     };
     let size = size(&body)?;
-    let image = image(&body)?;
+    let image = image(&body, snapshots)?;
     ssh_keys(&body)?;
     let mut features = Vec::new();
     for feature in ["backups", "ipv6", "monitoring"] {
@@ -139,14 +143,14 @@ fn size(body: &Body) -> Result<&'static Size, ApiError> {
 }
 
 /// A slug or a numeric id.
-fn image(body: &Body) -> Result<&'static Image, ApiError> {
+fn image(body: &Body, snapshots: &[&'static Image]) -> Result<&'static Image, ApiError> {
     let key = match body.get("image") {
         Some(Value::String(slug)) => slug.clone(),
         Some(Value::Number(id)) if id.is_u64() => id.to_string(),
         Some(_) => return Err(wrong_type("image", "a string or an integer")),
         None => return Err(invalid("image")),
     };
-    catalog::image_by_slug_or_id(&key).ok_or_else(|| invalid("image"))
+    catalog::image_in(&key, snapshots).ok_or_else(|| invalid("image"))
 }
 
 /// Each an id or a fingerprint of a key on the account.
@@ -238,7 +242,7 @@ mod tests {
     use super::*;
 
     fn parse_json(body: Value) -> Result<NewDroplets, String> {
-        parse(body.to_string().as_bytes())
+        parse(body.to_string().as_bytes(), &[])
             .map(|(new, _)| new)
             .map_err(|e| format!("{e:?}"))
     }

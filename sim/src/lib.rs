@@ -2,7 +2,9 @@
 //! doproxy's tests and demos run against something faithful to the official
 //! OpenAPI spec without any network: droplets boot, get loopback addresses and
 //! serve HTTP on them, requests can be faulted, CPU metrics follow what a test
-//! sets. Everything listens on loopback only.
+//! sets; droplets can stop serving or be powered off, snapshots stand for new
+//! versions of an image, projects take droplets. Everything listens on
+//! loopback only.
 //!
 //! In-process use (synchronous tests):
 //!
@@ -247,6 +249,49 @@ impl Simulator {
         true
     }
 
+    /// false powers a droplet off as its owner or a fault would: status
+    /// `off`, its HTTP server stopped; true powers it on again (serving at
+    /// once if it serves). Returns false if there is no such droplet.
+    pub fn set_power(&self, droplet_id: u64, on: bool) -> bool {
+        let mut state = self.lock();
+        let Some(droplet) = state.droplets.get_mut(&droplet_id) else {
+            return false;
+        };
+        droplet.powered_off = !on;
+        if on {
+            droplet.http_at = droplet.http_at.min(SystemTime::now());
+        }
+        drop(state);
+        self.sync_servers(&[droplet_id]);
+        true
+    }
+
+    /// Adds a snapshot to the account, as taking one of a droplet running a
+    /// new release does; returns its image ID, which creates accept as
+    /// `image`.
+    pub fn add_snapshot(&self, name: &str) -> u64 {
+        let mut state = self.lock();
+        let id = 200_000_000 + state.snapshots.len() as u64;
+        let created_at = time::rfc3339(SystemTime::now());
+        state
+            .snapshots
+            .push(catalog::Image::snapshot(id, name, created_at));
+        id
+    }
+
+    /// Adds a project to the account; returns its ID (a UUID), which
+    /// POST /v2/projects/{id}/resources then accepts.
+    pub fn add_project(&self, name: &str) -> String {
+        let hex = |digits: usize| {
+            (0..digits)
+                .map(|_| char::from_digit(fastrand::u32(0..16), 16).expect("below 16"))
+                .collect::<String>()
+        };
+        let id = format!("{}-{}-{}-{}-{}", hex(8), hex(4), hex(4), hex(4), hex(12));
+        self.lock().projects.insert(id.clone(), name.to_owned());
+        id
+    }
+
     /// Applies to droplets created from now on.
     pub fn set_boot_delay(&self, delay: Duration) {
         self.lock().settings.boot_delay = delay;
@@ -349,7 +394,7 @@ impl Simulator {
             let Some(droplet) = state.droplets.get_mut(id) else {
                 continue;
             };
-            if !droplet.serve_http {
+            if !droplet.serve_http || droplet.powered_off {
                 droplet.stop_server();
             } else if !droplet.has_server() {
                 let generation = droplet.next_server_generation();

@@ -32,6 +32,10 @@ pub(crate) struct State {
     pub(crate) actions: BTreeMap<u64, Action>,
     /// Tags created with POST /v2/tags (droplets' own tags exist too).
     pub(crate) tags: std::collections::BTreeSet<String>,
+    /// The account's projects by ID (made with `Simulator::add_project`).
+    pub(crate) projects: BTreeMap<String, String>,
+    /// The account's snapshots (made with `Simulator::add_snapshot`).
+    pub(crate) snapshots: Vec<&'static Image>,
     pub(crate) requests: Vec<RequestRecord>,
     pub(crate) rate_limit: RateLimit,
     /// Reserved IPs, their actions and the proxy droplets' frontends.
@@ -92,6 +96,10 @@ pub(crate) struct Droplet {
     /// When its HTTP server may start listening.
     pub(crate) http_at: SystemTime,
     pub(crate) serve_http: bool,
+    /// Powered off (`Simulator::set_power`): status `off`, no HTTP server.
+    pub(crate) powered_off: bool,
+    /// The project it was assigned to with POST /v2/projects/{id}/resources.
+    pub(crate) project_id: Option<String>,
     pub(crate) cpu: Cpu,
     /// Its create action.
     pub(crate) action_id: u64,
@@ -118,6 +126,7 @@ impl Drop for ServerTask {
 pub enum DropletStatus {
     New,
     Active,
+    Off,
 }
 
 impl DropletStatus {
@@ -126,6 +135,7 @@ impl DropletStatus {
         match self {
             DropletStatus::New => "new",
             DropletStatus::Active => "active",
+            DropletStatus::Off => "off",
         }
     }
 }
@@ -143,6 +153,14 @@ pub struct SimDroplet {
     pub created_at: SystemTime,
     /// Its HTTP server is listening right now.
     pub serving_http: bool,
+    /// The slug of its image (the ID for an image without one).
+    pub image: String,
+    pub size: String,
+    pub region: String,
+    pub vpc_uuid: String,
+    /// backups, ipv6, monitoring, private_networking as created.
+    pub features: Vec<String>,
+    pub project_id: Option<String>,
 }
 
 /// One request to /v2 or /metadata.
@@ -198,6 +216,8 @@ impl State {
             droplets: BTreeMap::new(),
             actions: BTreeMap::new(),
             tags: std::collections::BTreeSet::new(),
+            projects: BTreeMap::new(),
+            snapshots: Vec::new(),
             requests: Vec::new(),
             rate_limit: RateLimit {
                 used: 0,
@@ -259,6 +279,8 @@ impl State {
                     active_at,
                     http_at: active_at + http_delay,
                     serve_http: new.serve_http,
+                    powered_off: false,
+                    project_id: None,
                     cpu: Cpu::new(new.size.vcpus, now),
                     action_id,
                     server: None,
@@ -289,7 +311,9 @@ impl State {
 
 impl Droplet {
     pub(crate) fn status(&self, now: SystemTime) -> DropletStatus {
-        if now >= self.active_at {
+        if self.powered_off {
+            DropletStatus::Off
+        } else if now >= self.active_at {
             DropletStatus::Active
         } else {
             DropletStatus::New
@@ -310,6 +334,16 @@ impl Droplet {
             tags: self.tags.clone(),
             created_at: self.created_at,
             serving_http: self.server.as_ref().is_some_and(|s| s.listening),
+            image: if self.image.is_snapshot() {
+                self.image.id.to_string()
+            } else {
+                self.image.slug.to_owned()
+            },
+            size: self.size.slug.to_owned(),
+            region: self.region.slug.to_owned(),
+            vpc_uuid: self.vpc_uuid.clone(),
+            features: self.features.iter().map(|f| f.to_string()).collect(),
+            project_id: self.project_id.clone(),
         }
     }
 

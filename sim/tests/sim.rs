@@ -496,6 +496,95 @@ fn set_serving_stops_and_restarts_a_server() {
 }
 
 #[test]
+fn a_powered_off_droplet_is_off_and_serves_nothing_until_powered_on() {
+    let sim = spawn(0);
+    let droplet = sim.seed_droplets(1, "web", &[], true).remove(0);
+    let ip = droplet.private_ip.to_string();
+    assert!(sim.set_power(droplet.id, false));
+    assert_eq!(sim.droplets()[0].status, DropletStatus::Off);
+    assert!(droplet_page(&sim, &ip, "/").is_err());
+    let listed = api(&sim, "GET", &format!("/v2/droplets/{}", droplet.id), None).json();
+    assert_eq!(listed["droplet"]["status"], "off");
+    assert_eq!(
+        listed["droplet"]["networks"]["v4"][0]["ip_address"], ip,
+        "an off droplet keeps its addresses"
+    );
+    assert!(sim.set_power(droplet.id, true));
+    assert_eq!(sim.droplets()[0].status, DropletStatus::Active);
+    assert_eq!(droplet_page(&sim, &ip, "/").unwrap().status, 200);
+    assert!(!sim.set_power(1, false));
+}
+
+#[test]
+fn snapshots_are_private_images_droplets_can_be_created_from() {
+    let sim = spawn(0);
+    let id = sim.add_snapshot("web-2026-11-28");
+    let image = api(&sim, "GET", &format!("/v2/images/{id}"), None).json();
+    assert_eq!(image["image"]["public"], false);
+    assert_eq!(image["image"]["slug"], Value::Null);
+    let private = api(&sim, "GET", "/v2/images?private=true", None).json();
+    assert_eq!(private["images"].as_array().unwrap().len(), 1);
+    assert_eq!(private["images"][0]["id"], id);
+    let all = api(&sim, "GET", "/v2/images?per_page=200", None).json();
+    assert_eq!(all["meta"]["total"], 5);
+    let reply = api(
+        &sim,
+        "POST",
+        "/v2/droplets",
+        Some(create_body(json!({"name": "web-1", "image": id}))),
+    );
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    assert_eq!(sim.droplets()[0].image, id.to_string());
+    let reply = api(
+        &sim,
+        "POST",
+        "/v2/droplets",
+        Some(create_body(json!({"name": "web-2", "image": id + 1}))),
+    );
+    assert_eq!(reply.status, 422);
+}
+
+#[test]
+fn droplets_are_assigned_to_projects_the_account_has() {
+    let sim = spawn(0);
+    let droplet = sim.seed_droplets(1, "web", &[], true).remove(0);
+    assert_eq!(droplet.image, "ubuntu-24-04-x64");
+    assert_eq!(droplet.project_id, None);
+    let project = sim.add_project("web");
+    let urn = format!("do:droplet:{}", droplet.id);
+    let body = json!({"resources": [urn, "do:droplet:1", "do:domain:example.com"]});
+    let path = format!("/v2/projects/{project}/resources");
+    let reply = api(&sim, "POST", &path, Some(body.clone()));
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let answer = reply.json();
+    let statuses: Vec<&str> = answer["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["assigned", "not_found", "not_found"]);
+    assert_eq!(sim.droplets()[0].project_id.as_deref(), Some(&*project));
+    let again = api(&sim, "POST", &path, Some(json!({"resources": [urn]})));
+    assert_eq!(again.json()["resources"][0]["status"], "already_assigned");
+    let unknown = "4e1bfbc3-dc3e-41f2-a18f-1b4d7ba71679";
+    let reply = api(
+        &sim,
+        "POST",
+        &format!("/v2/projects/{unknown}/resources"),
+        Some(body),
+    );
+    assert_eq!(reply.status, 404);
+    let bad = api(
+        &sim,
+        "POST",
+        &path,
+        Some(json!({"resources": ["droplet:1"]})),
+    );
+    assert_eq!(bad.status, 422);
+}
+
+#[test]
 fn cpu_metrics_give_back_the_utilization_set() {
     let sim = spawn(0);
     let id = sim.seed_droplets(1, "web", &[], false)[0].id;

@@ -1,7 +1,8 @@
 //! `autoscale`: read the load, decide (scaling::autoscale::decide), act
 //! through the same create and delete paths as `scale`, and record every
 //! decision, and how acting on it went, with the store, where the cooldown
-//! survives between cron runs. Droplets still booting count toward the pool,
+//! survives between cron runs. With a `heal:` section, each decision is
+//! followed by one `heal` pass. Droplets still booting count toward the pool,
 //! and create works out under the lock how many the pool still lacks, so a
 //! decision taken while earlier ones boot never goes past `max`.
 
@@ -13,14 +14,16 @@ use serde_json::json;
 
 use super::create::{self, Count, CreateOptions};
 use super::delete::{self, DeleteOptions};
+use super::heal;
 use super::{App, Report};
 use crate::cli::AutoscaleArgs;
 use crate::haproxy;
-use crate::inventory::{Entry, Status};
+use crate::inventory::Entry;
 use crate::lockfile::LockFile;
 use crate::scaling::autoscale::{
     Action, Decision, Metric, Policy, PoolSize, Reading, decide, metric_name,
 };
+use crate::scaling::rollout::pool_members;
 use crate::scaling::{Pick, Selector};
 
 /// Where the state lives in the store.
@@ -67,14 +70,28 @@ pub async fn run(app: &App, args: &AutoscaleArgs) -> Result<Report> {
         let (record, report) = step(app, policy, args).await?;
         let mut text = vec![describe(&record)];
         let mut json = json!({ "decision": record });
+        let mut failures = Vec::new();
         if let Some(report) = report {
             text.extend(report.text);
             json["result"] = report.json;
-            if let Some(failure) = report.failure {
-                return Ok(Report::new(text, json)?.failed(failure));
-            }
+            failures.extend(report.failure);
         }
-        return Report::new(text, json);
+        // After the scaling decision, one heal pass when the heal section asks for it.
+        if let Some(heal_policy) = &app.config.heal {
+            let healed = heal::pass(app, heal_policy, &args.waits, args.dry_run).await?;
+            text.extend(healed.text.iter().map(|line| format!("heal: {line}")));
+            json["heal"] = healed.json;
+            failures.extend(healed.failure);
+        }
+        let report = Report::new(text, json)?;
+        return Ok(match failures.len() {
+            0 => report,
+            1 => report.failed(failures.remove(0)),
+            _ => {
+                let all: Vec<String> = failures.iter().map(|f| format!("{f:#}")).collect();
+                report.failed(anyhow::anyhow!("{}", all.join("; ")))
+            }
+        });
     }
     tracing::info!(
         "autoscaling every {}",
@@ -92,6 +109,15 @@ pub async fn run(app: &App, args: &AutoscaleArgs) -> Result<Report> {
             // A step a signal cut short says what it left; that ends the service.
             Err(err) if app.shutdown.check().is_err() => return Err(err),
             Err(err) => tracing::error!("autoscale step failed: {err:#}"),
+        }
+        if let Some(heal_policy) = &app.config.heal
+            && app.shutdown.check().is_ok()
+        {
+            match heal::pass(app, heal_policy, &args.waits, false).await {
+                Ok(report) => heal::log(&report),
+                Err(err) if app.shutdown.check().is_err() => return Err(err),
+                Err(err) => tracing::error!("heal pass failed: {err:#}"),
+            }
         }
         tokio::select! {
             stopped = app.shutdown.signalled() => {
@@ -119,11 +145,10 @@ async fn step(
     let _deciding = LockFile::acquire(&lock_path, args.waits.lock.lock_timeout).await?;
     let entries = app.entries(None).await?;
     let serving: Vec<Entry> = entries.iter().filter(|e| e.is_serving()).cloned().collect();
+    // A replacement under way (rollout, heal) and the droplet it replaces
+    // count once: they are one droplet of the pool.
     let pool = PoolSize {
-        total: entries
-            .iter()
-            .filter(|e| e.status != Status::Destroying)
-            .count(),
+        total: pool_members(&entries).count(),
         serving: serving.len(),
     };
     let readings = read_metrics(app, policy, &serving).await;

@@ -16,6 +16,11 @@
 //! droplets recorded, no further request is sent, and the waits stop at
 //! once: the droplets stay recorded as `new`, out of HAProxy, and the error
 //! says how `reconcile --apply` adds them later.
+//!
+//! Every droplet is recorded with what it was built from (the build), and
+//! replacements (rollout, heal) with the droplet each one replaces, in the
+//! same write: `create_and_record` makes them, `join` brings them into
+//! HAProxy, and rollout and heal call the two halves themselves.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -26,14 +31,14 @@ use serde_json::json;
 
 use super::{App, Report};
 use crate::cli::CreateArgs;
-use crate::config::Config;
+use crate::config::{Config, Image};
 use crate::digitalocean::{ApiError, Client, CreateRequest, Droplet};
-use crate::haproxy::{self, Reload};
-use crate::inventory::{Entry, Status};
+use crate::haproxy::{self, Applied, Reload};
+use crate::inventory::{Build, Entry, Status, user_data_digest};
 use crate::progress;
 use crate::readiness;
 use crate::scaling::{Pick, Plan, next_names, plan};
-use crate::shutdown::Interrupted;
+use crate::shutdown::{Interrupted, Signal};
 
 /// The API creates at most this many droplets per request.
 const MAX_PER_REQUEST: usize = 10;
@@ -41,13 +46,18 @@ const MAX_PER_REQUEST: usize = 10;
 const MAX_USER_DATA: usize = 64 * 1024;
 
 /// How many droplets to make.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Count {
     /// This many more (`create --count N`).
     More(usize),
     /// As many as the pool (every entry not being destroyed, booting ones
     /// included) lacks to reach this size; none if it has that many.
     UpTo(usize),
+    /// One replacement for each of these droplets, recorded as replacing
+    /// it. Worked out under the lock: a droplet no longer in the pool, being
+    /// destroyed or already being replaced gets none, so two runs never
+    /// replace one droplet twice.
+    Replacing(Vec<u64>),
 }
 
 /// What a create asks for; `scale` and `autoscale` build one too.
@@ -71,12 +81,15 @@ pub async fn run(app: &App, args: &CreateArgs) -> Result<Report> {
 }
 
 pub async fn create(app: &App, options: &CreateOptions) -> Result<Report> {
-    let config = &app.config;
-    let api = app.api()?;
     let made = create_and_record(app, options).await?;
     let created: Vec<u64> = made.droplets.iter().map(|d| d.id).collect();
     if let Err(stopped) = app.shutdown.check() {
-        return Err(stopped_create(stopped, Stage::Created, &created));
+        return Err(stopped_create(
+            stopped.signal,
+            Stage::Created,
+            &created,
+            Resume::Reconcile,
+        ));
     }
     if created.is_empty() {
         tracing::info!(
@@ -88,14 +101,74 @@ pub async fn create(app: &App, options: &CreateOptions) -> Result<Report> {
             json!({ "created": [], "unready": [], "destroyed": [], "haproxy": null }),
         );
     }
-    let mut failures: Vec<String> = made.failure.into_iter().collect();
+    let joined = join(app, &made.droplets, options, Resume::Reconcile).await?;
+    let failures: Vec<String> = made.failures.into_iter().chain(joined.failures).collect();
+    let text = created
+        .iter()
+        .filter(|id| joined.ready.contains(id))
+        .map(|id| format!("Success: {id} created and added to backend."))
+        .collect();
+    let added: Vec<&Entry> = joined
+        .entries
+        .iter()
+        .filter(|e| joined.ready.contains(&e.id))
+        .collect();
+    let report = Report::new(
+        text,
+        json!({ "created": added, "unready": joined.unready, "destroyed": joined.destroyed, "haproxy": joined.applied }),
+    )?;
+    if failures.is_empty() {
+        return Ok(report);
+    }
+    Ok(report.failed(anyhow!("{}", failures.join("; "))))
+}
+
+/// How a stopped create or join says what to run about the droplets it left.
+#[derive(Debug, Clone, Copy)]
+pub enum Resume {
+    /// `reconcile --apply` adds them, `delete` destroys them.
+    Reconcile,
+    /// This command continues where it stopped (`doproxy rollout`).
+    Run(&'static str),
+}
+
+/// How `join` went.
+pub struct Joined {
+    /// Passed the health check (or no wait was asked for): in HAProxy now.
+    pub ready: Vec<u64>,
+    /// Active, but never answered the health check.
+    pub unready: Vec<u64>,
+    /// Destroyed: stuck in their boot, or unready with destroy_unready.
+    pub destroyed: Vec<u64>,
+    /// One sentence each about what went wrong.
+    pub failures: Vec<String>,
+    /// The inventory as saved.
+    pub entries: Vec<Entry>,
+    pub applied: Applied,
+}
+
+/// Waits (without the lock) until `droplets`, recorded as `new`, are active
+/// and pass the health check, destroys those stuck in their boot (and the
+/// unready ones with `destroy_unready`), then records the outcome under the
+/// lock and updates HAProxy with one reload. A signal stops the waits at
+/// once, the droplets staying `new`; the error says what to run (`resume`).
+pub async fn join(
+    app: &App,
+    droplets: &[Droplet],
+    options: &CreateOptions,
+    resume: Resume,
+) -> Result<Joined> {
+    let config = &app.config;
+    let api = app.api()?;
+    let created: Vec<u64> = droplets.iter().map(|d| d.id).collect();
+    let mut failures = Vec::new();
 
     // Without the lock, so other runs can create and delete while these boot.
     let boot = tokio::select! {
         stopped = app.shutdown.signalled() => {
-            return Err(stopped_create(stopped, Stage::Booting, &created));
+            return Err(stopped_create(stopped.signal, Stage::Booting, &created, resume));
         }
-        boot = wait_until_active(api, config.pool_tag(), &made.droplets, options.timeout) => boot?,
+        boot = wait_until_active(api, config.pool_tag(), droplets, options.timeout) => boot?,
     };
     let booted: Vec<(u64, Ipv4Addr)> = boot
         .active
@@ -106,7 +179,7 @@ pub async fn create(app: &App, options: &CreateOptions) -> Result<Report> {
         let check = &config.health_check;
         tokio::select! {
             stopped = app.shutdown.signalled() => {
-                return Err(stopped_create(stopped, Stage::Readiness, &created));
+                return Err(stopped_create(stopped.signal, Stage::Readiness, &created, resume));
             }
             ready = readiness::wait_until_ready(check, &booted, check.ready_timeout) => ready?,
         }
@@ -157,7 +230,7 @@ pub async fn create(app: &App, options: &CreateOptions) -> Result<Report> {
     let lock = app
         .lock(options.lock_timeout)
         .await
-        .map_err(|err| stopped_in(err, Stage::Recording, &created))?;
+        .map_err(|err| stopped_in(err, Stage::Recording, &created, resume))?;
     let mut entries = app.entries(Some(&lock)).await?;
     entries.retain(|e| !destroyed.contains(&e.id) && !boot.gone.iter().any(|d| d.id == e.id));
     for entry in entries.iter_mut().filter(|e| created.contains(&e.id)) {
@@ -181,65 +254,89 @@ pub async fn create(app: &App, options: &CreateOptions) -> Result<Report> {
         .context(
             "the droplets are active and recorded in the inventory, but HAProxy was not updated",
         )?;
-
-    let text = created
-        .iter()
-        .filter(|id| ready.contains(id))
-        .map(|id| format!("Success: {id} created and added to backend."))
-        .collect();
-    let added: Vec<&Entry> = entries.iter().filter(|e| ready.contains(&e.id)).collect();
-    let report = Report::new(
-        text,
-        json!({ "created": added, "unready": unready, "destroyed": destroyed, "haproxy": applied }),
-    )?;
-    if failures.is_empty() {
-        return Ok(report);
-    }
-    Ok(report.failed(anyhow!("{}", failures.join("; "))))
+    lock.release().await;
+    Ok(Joined {
+        ready,
+        unready,
+        destroyed,
+        failures,
+        entries,
+        applied,
+    })
 }
 
 /// What `create_and_record` made.
-struct Made {
+pub struct Made {
     /// As the API described them when it accepted them.
-    droplets: Vec<Droplet>,
-    /// Why a later batch failed, when an earlier one worked.
-    failure: Option<String>,
+    pub droplets: Vec<Droplet>,
+    /// Why a later batch failed when an earlier one worked, and project
+    /// assignments that failed.
+    pub failures: Vec<String>,
     /// The pool's size under the lock, before these.
-    pool_size: usize,
+    pub pool_size: usize,
+}
+
+/// The build new droplets get from the options now, and the user data to
+/// send; an error names the missing option or the unreadable file.
+pub fn current_build(config: &Config) -> Result<(Build, Option<String>)> {
+    let spec = config.droplet_spec()?;
+    let user_data = read_user_data(config)?;
+    let image = match spec.image {
+        Image::Id(id) => id.to_string(),
+        Image::Slug(slug) => slug.clone(),
+    };
+    let build = Build {
+        image,
+        size: spec.size.to_string(),
+        region: spec.region.to_string(),
+        user_data: user_data.as_deref().map(user_data_digest),
+        tags: config.tags.clone(),
+        vpc: config.droplet_features.vpc_uuid.clone(),
+    };
+    Ok((build, user_data))
 }
 
 /// Under the lock: works out how many to make from the locked inventory,
 /// picks free names, creates the droplets (up to ten per request) and
-/// records each batch as soon as the API accepts it. Sends no further
+/// records each batch, with its build and what it replaces, as soon as the
+/// API accepts it; then assigns them to droplet_options.project_id (a
+/// failure there is reported, the droplets stay recorded). Sends no further
 /// request once a stop is asked for. Fails only when nothing was created.
-async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Made> {
+pub async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Made> {
     let config = &app.config;
     let spec = config.droplet_spec()?;
-    let user_data = read_user_data(config)?;
+    let (build, user_data) = current_build(config)?;
+    let features = &config.droplet_features;
     let api = app.api()?;
     let lock = app
         .lock(options.lock_timeout)
         .await
-        .map_err(|err| stopped_in(err, Stage::Created, &[]))?;
+        .map_err(|err| stopped_in(err, Stage::Created, &[], Resume::Reconcile))?;
     let mut entries = app.entries(Some(&lock)).await?;
     let pool_size = entries
         .iter()
         .filter(|e| e.status != Status::Destroying)
         .count();
+    let replacing: Vec<u64> = match &options.count {
+        Count::Replacing(ids) => replaceable(&entries, ids),
+        Count::More(_) | Count::UpTo(_) => Vec::new(),
+    };
     let count = match options.count {
         Count::More(count) => count,
         Count::UpTo(size) => match plan(&entries, size, Pick::Newest) {
             Plan::Add { count } => count,
             Plan::Stay { .. } | Plan::Remove { .. } => 0,
         },
+        Count::Replacing(_) => replacing.len(),
     };
-    let names = next_names(
+    let all_names = next_names(
         spec.hostname_prefix,
         entries.iter().map(|e| e.name.as_str()),
         count,
     );
+    let mut failures = Vec::new();
     let mut created: Vec<Droplet> = Vec::new();
-    for batch in names.chunks(MAX_PER_REQUEST) {
+    for batch in all_names.chunks(MAX_PER_REQUEST) {
         if app.shutdown.check().is_err() {
             break;
         }
@@ -256,7 +353,11 @@ async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Made> {
             ssh_keys: &config.ssh_keys,
             user_data: user_data.as_deref(),
             tags: &config.tags,
-            monitoring: true,
+            monitoring: features.monitoring,
+            vpc_uuid: features.vpc_uuid.as_deref(),
+            ipv6: features.ipv6,
+            backups: features.backups,
+            with_droplet_agent: features.with_droplet_agent,
         };
         lock.check().await?;
         // Never cut short by a signal: what the API makes gets recorded.
@@ -276,9 +377,10 @@ async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Made> {
                     return Err(anyhow::Error::new(err).context(what));
                 }
                 lock.release().await;
+                failures.push(format!("{what}: {err}"));
                 return Ok(Made {
                     droplets: created,
-                    failure: Some(format!("{what}: {err}")),
+                    failures,
                     pool_size,
                 });
             }
@@ -295,7 +397,15 @@ async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Made> {
                 droplet.id,
                 droplet.name
             );
-            entries.push(Entry::from_droplet(droplet));
+            let replaces = all_names
+                .iter()
+                .position(|name| *name == droplet.name)
+                .and_then(|i| replacing.get(i).copied());
+            entries.push(Entry {
+                build: Some(build.clone()),
+                replaces,
+                ..Entry::from_droplet(droplet)
+            });
         }
         let ids: Vec<u64> = outcome.droplets.iter().map(|d| d.id).collect();
         created.extend(outcome.droplets);
@@ -306,18 +416,41 @@ async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Made> {
                 app.store.describe()
             )
         })?;
+        if let Some(project) = &features.project_id {
+            lock.check().await?;
+            if let Err(err) = api.assign_to_project(project, &ids).await {
+                failures.push(format!(
+                    "droplet(s) {} could not be assigned to project {project} ({err}), so they run in the account's default project; check droplet_options.project_id (doctl projects list) and move them in the control panel",
+                    list(&ids)
+                ));
+            }
+        }
     }
     lock.release().await;
     Ok(Made {
         droplets: created,
-        failure: None,
+        failures,
         pool_size,
     })
 }
 
+/// Of `ids`, those that can get a replacement now: in the inventory, not
+/// being destroyed and not already replaced by another droplet.
+fn replaceable(entries: &[Entry], ids: &[u64]) -> Vec<u64> {
+    ids.iter()
+        .copied()
+        .filter(|id| {
+            entries
+                .iter()
+                .any(|e| e.id == *id && e.status != Status::Destroying)
+                && !entries.iter().any(|e| e.replaces == Some(*id))
+        })
+        .collect()
+}
+
 /// Where a create was when a signal stopped it.
 #[derive(Debug, Clone, Copy)]
-enum Stage {
+pub enum Stage {
     /// The droplets were created (or none yet).
     Created,
     Booting,
@@ -327,17 +460,22 @@ enum Stage {
 }
 
 /// `err` as `stopped_create` says it, when a signal stopped a lock wait.
-fn stopped_in(err: anyhow::Error, stage: Stage, created: &[u64]) -> anyhow::Error {
+fn stopped_in(err: anyhow::Error, stage: Stage, created: &[u64], resume: Resume) -> anyhow::Error {
     match err.downcast::<Interrupted>() {
-        Ok(stopped) => stopped_create(stopped, stage, created),
+        Ok(stopped) => stopped_create(stopped.signal, stage, created, resume),
         Err(err) => err,
     }
 }
 
 /// The one sentence a stopped create ends with: what it left behind, and
 /// what to run about it.
-fn stopped_create(stopped: Interrupted, stage: Stage, created: &[u64]) -> anyhow::Error {
-    let stopped = format!("stopped by {}", stopped.signal);
+pub fn stopped_create(
+    signal: Signal,
+    stage: Stage,
+    created: &[u64],
+    resume: Resume,
+) -> anyhow::Error {
+    let stopped = format!("stopped by {signal}");
     if created.is_empty() {
         return anyhow!("{stopped} before any droplet was created; nothing changed");
     }
@@ -348,10 +486,18 @@ fn stopped_create(stopped: Interrupted, stage: Stage, created: &[u64]) -> anyhow
         Stage::Readiness => format!("while droplet(s) {ids} were checked for readiness"),
         Stage::Recording => format!("while droplet(s) {ids} waited for the inventory lock"),
     };
-    let spaced: Vec<String> = created.iter().map(u64::to_string).collect();
+    let what_to_run = match resume {
+        Resume::Reconcile => {
+            let spaced: Vec<String> = created.iter().map(u64::to_string).collect();
+            format!(
+                "run doproxy reconcile --apply to add them once they answer the health check, or doproxy delete --id {} to destroy them",
+                spaced.join(" ")
+            )
+        }
+        Resume::Run(command) => format!("run {command} again to continue where it stopped"),
+    };
     anyhow!(
-        "{stopped} {when}; they are recorded in the inventory as new and kept out of HAProxy: run doproxy reconcile --apply to add them once they answer the health check, or doproxy delete --id {} to destroy them",
-        spaced.join(" ")
+        "{stopped} {when}; they are recorded in the inventory as new and kept out of HAProxy: {what_to_run}"
     )
 }
 
@@ -381,7 +527,7 @@ fn unready_failure(config: &Config, unready: &[u64], destroyed: bool) -> String 
     }
 }
 
-fn list(ids: &[u64]) -> String {
+pub fn list(ids: &[u64]) -> String {
     ids.iter()
         .map(u64::to_string)
         .collect::<Vec<_>>()
@@ -510,6 +656,28 @@ fn poll_interval(elapsed: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_droplet_gets_one_replacement_at_most() {
+        let entry = |id, status, replaces| Entry {
+            id,
+            name: format!("web-{id}"),
+            private_ip: None,
+            public_ip: None,
+            status,
+            created_at: None,
+            build: None,
+            replaces,
+        };
+        let entries = [
+            entry(1, Status::Active, None),
+            entry(2, Status::Active, None),
+            entry(3, Status::Destroying, None),
+            entry(4, Status::New, Some(2)),
+        ];
+        // 2 is being replaced by 4, 3 is on its way out, 9 is gone.
+        assert_eq!(replaceable(&entries, &[1, 2, 3, 9]), vec![1]);
+    }
 
     #[test]
     fn polls_stay_within_two_seconds() {

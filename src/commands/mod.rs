@@ -9,11 +9,13 @@ mod delete;
 mod doctor;
 mod failover;
 mod generate;
+mod heal;
 mod init;
 mod inventory;
 mod print;
 mod reconcile;
 mod reload;
+mod rollout;
 mod scale;
 mod watch;
 
@@ -165,5 +167,7 @@ pub async fn run(app: &App, command: &Command) -> Result<Report> {
         Command::Delete(args) => delete::run(app, args).await,
         Command::Generate => generate::run(app).await,
         Command::Reload(args) => reload::run(app, args).await,
+        Command::Rollout(args) => rollout::run(app, args).await,
+        Command::Heal(args) => heal::run(app, args).await,
     }
 }

@@ -1,11 +1,14 @@
 //! `print`: the inventory, one line per droplet, exactly as DOProxy printed it.
+//! A droplet built from other options than droplet_options has now gets a
+//! trailing `[stale: image, size]` (the fields that differ), so the lines
+//! of droplets that match stay the original's byte for byte.
 
 use anyhow::{Context, Result, bail};
 
 use super::{App, LOCK_TIMEOUT, Report};
 use crate::cli::PrintArgs;
 use crate::haproxy;
-use crate::inventory::Entry;
+use crate::inventory::{Build, Entry};
 
 const EMPTY: &str = "The inventory file is empty. Use the create command.";
 
@@ -45,15 +48,34 @@ pub async fn run(app: &App, args: &PrintArgs) -> Result<Report> {
             .and_then(|s| s.get(&entry.id))
             .map(String::as_str)
     };
+    // Options that cannot be read (print needs none) leave staleness unknown.
+    let current = match super::create::current_build(&app.config) {
+        Ok((build, _)) => Some(build),
+        Err(err) => {
+            tracing::debug!("cannot tell stale droplets: {err:#}");
+            None
+        }
+    };
+    let stale = |entry: &Entry| staleness(entry, current.as_ref());
     let mut text = if entries.is_empty() {
         vec![EMPTY.to_string()]
     } else {
         entries
             .iter()
             .enumerate()
-            .map(|(line, entry)| match (args.health, state(entry)) {
-                (false, _) => format_line(line, entry, None),
-                (true, state) => format_line(line, entry, Some(state.unwrap_or("not in HAProxy"))),
+            .map(|(line, entry)| {
+                let line = match (args.health, state(entry)) {
+                    (false, _) => format_line(line, entry, None),
+                    (true, state) => {
+                        format_line(line, entry, Some(state.unwrap_or("not in HAProxy")))
+                    }
+                };
+                match stale(entry) {
+                    Some(fields) if !fields.is_empty() => {
+                        format!("{line} [stale: {}]", fields.join(", "))
+                    }
+                    _ => line,
+                }
             })
             .collect()
     };
@@ -61,17 +83,24 @@ pub async fn run(app: &App, args: &PrintArgs) -> Result<Report> {
         text.extend(super::failover::leader_line(app).await);
     }
     let mut json = serde_json::to_value(&entries)?;
-    if states.is_some() {
-        for (value, entry) in json
-            .as_array_mut()
-            .expect("entries are a list")
-            .iter_mut()
-            .zip(&entries)
-        {
+    for (value, entry) in json
+        .as_array_mut()
+        .expect("entries are a list")
+        .iter_mut()
+        .zip(&entries)
+    {
+        value["stale"] = serde_json::to_value(stale(entry))?;
+        if states.is_some() {
             value["haproxy_state"] = state(entry).into();
         }
     }
     Report::new(text, json)
+}
+
+/// The fields in which `entry`'s build differs from `current`, the build
+/// the options give now; None when either is unknown.
+fn staleness(entry: &Entry, current: Option<&Build>) -> Option<Vec<&'static str>> {
+    Some(entry.build.as_ref()?.differences(current?))
 }
 
 /// The inventory with status and addresses brought up to date from one list
@@ -130,6 +159,8 @@ mod tests {
             public_ip: None,
             status: Status::Active,
             created_at: None,
+            build: None,
+            replaces: None,
         };
         assert_eq!(
             format_line(0, &entry, None),
@@ -139,5 +170,36 @@ mod tests {
             format_line(0, &entry, Some("DRAIN")),
             "0) auto-nginx-0  (pvt ip: 192.0.2.175, status: active, id: 4202645, haproxy: DRAIN)"
         );
+    }
+
+    #[test]
+    fn staleness_is_unknown_without_a_build_on_either_side() {
+        let build = Build {
+            image: "ubuntu-24-04-x64".into(),
+            size: "s-1vcpu-1gb".into(),
+            region: "nyc3".into(),
+            user_data: None,
+            tags: vec!["doproxy".into()],
+            vpc: None,
+        };
+        let mut entry = Entry {
+            id: 1,
+            name: "web-0".into(),
+            private_ip: None,
+            public_ip: None,
+            status: Status::Active,
+            created_at: None,
+            build: None,
+            replaces: None,
+        };
+        assert_eq!(staleness(&entry, Some(&build)), None);
+        entry.build = Some(build.clone());
+        assert_eq!(staleness(&entry, None), None);
+        assert_eq!(staleness(&entry, Some(&build)), Some(vec![]));
+        let bigger = Build {
+            size: "s-2vcpu-2gb".into(),
+            ..build
+        };
+        assert_eq!(staleness(&entry, Some(&bigger)), Some(vec!["size"]));
     }
 }

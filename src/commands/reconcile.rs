@@ -281,6 +281,8 @@ mod tests {
             public_ip: None,
             status: Status::Active,
             created_at: None,
+            build: None,
+            replaces: None,
         };
         let mut orphans = vec![entry(1, "web-3"), entry(2, "shop-0"), entry(3, "web-x")];
         let foreign = take_foreign(&mut orphans, Some("web"));

@@ -289,6 +289,21 @@ impl Client {
         .await
     }
 
+    /// Moves droplets `ids` into project `project_id` (`do:droplet:<id>`
+    /// URNs). Assigning again changes nothing, so it is retried like a read.
+    pub async fn assign_to_project(&self, project_id: &str, ids: &[u64]) -> Result<(), ApiError> {
+        let urns: Vec<String> = ids.iter().map(|id| format!("do:droplet:{id}")).collect();
+        let body =
+            serde_json::to_vec(&serde_json::json!({ "resources": urns })).expect("static JSON");
+        let path = format!("/v2/projects/{project_id}/resources");
+        self.with_retries(&path, || async {
+            self.send(Method::POST, &path, &[], Some(&body))
+                .await
+                .map(drop)
+        })
+        .await
+    }
+
     /// Creates the droplets of `request`, which must carry `tag` and names no
     /// other droplet of that tag has. Retried only when the failed attempt
     /// certainly made nothing, or a lookup by name shows it made nothing.

@@ -26,6 +26,16 @@ pub struct CreateRequest<'a> {
     pub tags: &'a [String],
     /// The DigitalOcean agent, so droplet CPU shows in Monitoring.
     pub monitoring: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vpc_uuid: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ipv6: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub backups: bool,
+    /// The agent behind the control panel's web console; unset leaves
+    /// DigitalOcean's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub with_droplet_agent: Option<bool>,
 }
 
 impl<'a> CreateRequest<'a> {
@@ -101,6 +111,10 @@ mod tests {
             user_data: None,
             tags: &tags,
             monitoring: true,
+            vpc_uuid: None,
+            ipv6: false,
+            backups: false,
+            with_droplet_agent: None,
         };
         let body = serde_json::to_value(&request).unwrap();
         assert_eq!(
@@ -109,6 +123,21 @@ mod tests {
                 "image": "ubuntu-24-04-x64", "tags": ["doproxy"], "monitoring": true})
         );
         assert_eq!(request.droplet_names(), vec!["web-0"]);
+        let full = CreateRequest {
+            vpc_uuid: Some("760e09ef-dc84-11e8-981e-3cfdfeaae000"),
+            ipv6: true,
+            backups: true,
+            monitoring: false,
+            with_droplet_agent: Some(false),
+            ..request
+        };
+        let body = serde_json::to_value(&full).unwrap();
+        assert_eq!(body["vpc_uuid"], "760e09ef-dc84-11e8-981e-3cfdfeaae000");
+        assert_eq!(
+            (&body["ipv6"], &body["backups"], &body["monitoring"]),
+            (&true.into(), &true.into(), &false.into())
+        );
+        assert_eq!(body["with_droplet_agent"], false);
     }
 
     #[test]

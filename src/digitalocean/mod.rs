@@ -9,6 +9,6 @@ pub mod reserved_ip;
 mod retry;
 
 pub use client::{Client, Deleted};
-pub use droplet::{CreateRequest, Droplet};
+pub use droplet::{CreateRequest, Droplet, Networks};
 pub use error::ApiError;
 pub use retry::RetryPolicy;

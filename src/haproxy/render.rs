@@ -119,6 +119,8 @@ mod tests {
             public_ip: None,
             status,
             created_at: None,
+            build: None,
+            replaces: None,
         }
     }
 

@@ -9,6 +9,13 @@
 //! A line holding only an ID is the Ruby DOProxy format; it loads as an entry
 //! whose details must be fetched from the API once.
 //!
+//! After the six fields come optional `key=value` fields: what the droplet
+//! was built from (`image= size= region= user_data= tags= vpc=`), so `print`
+//! and `rollout` can tell droplets that no longer match droplet_options, and
+//! `replaces=<id>` on a droplet made to replace another (rollout, heal) until
+//! that one is gone, so an interrupted replacement resumes instead of
+//! starting over. Lines without them (older doproxy) load as before.
+//!
 //! Comment lines people write into the file survive doproxy's rewrites (see
 //! `Comments`); blank lines do not.
 
@@ -33,6 +40,63 @@ pub struct Entry {
     pub public_ip: Option<Ipv4Addr>,
     pub status: Status,
     pub created_at: Option<String>,
+    /// What it was built from; None for droplets doproxy adopted or made
+    /// before it recorded builds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<Build>,
+    /// The droplet this one replaces (rollout, heal), until that one is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<u64>,
+}
+
+/// The droplet options a droplet was built from that only a new droplet can
+/// change: when the options differ from a droplet's build, it is stale.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Build {
+    /// The image slug or ID.
+    pub image: String,
+    pub size: String,
+    pub region: String,
+    /// `sha256:` and the first 16 hex digits of the user data's SHA-256;
+    /// None without user data.
+    pub user_data: Option<String>,
+    pub tags: Vec<String>,
+    /// None: the region's default VPC.
+    pub vpc: Option<String>,
+}
+
+impl Build {
+    /// The names of the fields in which this build differs from `current`
+    /// (tags compare as a set); empty when it matches.
+    pub fn differences(&self, current: &Build) -> Vec<&'static str> {
+        let sorted = |tags: &[String]| {
+            let mut tags = tags.to_vec();
+            tags.sort();
+            tags
+        };
+        [
+            ("image", self.image != current.image),
+            ("size", self.size != current.size),
+            ("region", self.region != current.region),
+            ("user_data", self.user_data != current.user_data),
+            ("tags", sorted(&self.tags) != sorted(&current.tags)),
+            ("vpc", self.vpc != current.vpc),
+        ]
+        .into_iter()
+        .filter_map(|(name, differs)| differs.then_some(name))
+        .collect()
+    }
+}
+
+/// How the inventory records user data: `sha256:` and the first 16 hex
+/// digits of its SHA-256 (compare with `sha256sum user-data.yml`).
+pub fn user_data_digest(text: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    let hex: String = digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
 }
 
 /// The droplet's state as doproxy knows it. `New`, `Off` and `Archive` are
@@ -111,6 +175,8 @@ impl Entry {
             public_ip: droplet.public_ipv4(),
             status: Status::from_api(&droplet.status),
             created_at: Some(droplet.created_at.clone()),
+            build: None,
+            replaces: None,
         }
     }
 
@@ -118,9 +184,13 @@ impl Entry {
     /// changed. Never puts a droplet into service: an entry being destroyed
     /// stays `destroying`, and one waiting for readiness (`new`, `unready`)
     /// keeps its status when the API says active, until it passes the
-    /// readiness check.
+    /// readiness check. What doproxy alone knows (build, replaces) stays.
     pub fn update_from(&mut self, droplet: &Droplet) -> bool {
-        let mut updated = Entry::from_droplet(droplet);
+        let mut updated = Entry {
+            build: self.build.clone(),
+            replaces: self.replaces,
+            ..Entry::from_droplet(droplet)
+        };
         let waiting = matches!(self.status, Status::New | Status::Unready);
         if self.status == Status::Destroying || (waiting && updated.status == Status::Active) {
             updated.status = self.status;
@@ -147,6 +217,8 @@ impl Entry {
             public_ip: None,
             status: Status::Unknown,
             created_at: None,
+            build: None,
+            replaces: None,
         }
     }
 
@@ -196,21 +268,90 @@ fn parse_line(line: &str) -> Result<Entry, String> {
     let id = fields[0]
         .parse::<u64>()
         .map_err(|_| format!("{:?} is not a droplet ID", fields[0]))?;
-    match fields[..] {
-        [_] => Ok(Entry::legacy(id)),
-        [_, name, private_ip, public_ip, status, created_at] => Ok(Entry {
-            id,
-            name: name.to_string(),
-            private_ip: optional(private_ip).map(parse_ip).transpose()?,
-            public_ip: optional(public_ip).map(parse_ip).transpose()?,
-            status: status.parse()?,
-            created_at: optional(created_at).map(str::to_string),
-        }),
-        _ => Err(format!(
+    if fields.len() == 1 {
+        return Ok(Entry::legacy(id));
+    }
+    let [
+        _,
+        name,
+        private_ip,
+        public_ip,
+        status,
+        created_at,
+        ref extra @ ..,
+    ] = fields[..]
+    else {
+        return Err(format!(
             "expected 6 fields (id name private_ip public_ip status created_at) or a bare ID, found {}",
             fields.len()
-        )),
+        ));
+    };
+    let (build, replaces) = parse_extra(extra)?;
+    Ok(Entry {
+        id,
+        name: name.to_string(),
+        private_ip: optional(private_ip).map(parse_ip).transpose()?,
+        public_ip: optional(public_ip).map(parse_ip).transpose()?,
+        status: status.parse()?,
+        created_at: optional(created_at).map(str::to_string),
+        build,
+        replaces,
+    })
+}
+
+/// The `key=value` fields after the six: the build and `replaces`. Keys a
+/// newer doproxy may write are skipped.
+fn parse_extra(fields: &[&str]) -> Result<(Option<Build>, Option<u64>), String> {
+    let mut values: HashMap<&str, &str> = HashMap::new();
+    for field in fields {
+        let Some((key, value)) = field.split_once('=') else {
+            return Err(format!(
+                "{field:?} after the 6 fields is not a key=value field such as image=ubuntu-24-04-x64"
+            ));
+        };
+        values.insert(key, value);
     }
+    let replaces = values
+        .get("replaces")
+        .map(|id| {
+            id.parse::<u64>()
+                .map_err(|_| format!("replaces={id} is not a droplet ID"))
+        })
+        .transpose()?;
+    let build_keys = ["image", "size", "region", "user_data", "tags", "vpc"];
+    if !build_keys.iter().any(|key| values.contains_key(key)) {
+        return Ok((None, replaces));
+    }
+    let required = |key: &str| {
+        values
+            .get(key)
+            .copied()
+            .and_then(optional)
+            .map(str::to_string)
+            .ok_or_else(|| format!("the build fields lack {key}="))
+    };
+    let build = Build {
+        image: required("image")?,
+        size: required("size")?,
+        region: required("region")?,
+        user_data: values
+            .get("user_data")
+            .copied()
+            .and_then(optional)
+            .map(str::to_string),
+        tags: values
+            .get("tags")
+            .copied()
+            .and_then(optional)
+            .map(|tags| tags.split(',').map(str::to_string).collect())
+            .unwrap_or_default(),
+        vpc: values
+            .get("vpc")
+            .copied()
+            .and_then(optional)
+            .map(str::to_string),
+    };
+    Ok((Some(build), replaces))
 }
 
 fn optional(field: &str) -> Option<&str> {
@@ -289,7 +430,7 @@ pub fn render(entries: &[Entry], comments: &Comments) -> String {
         push_lines(&mut text, above.remove(&e.id).unwrap_or_default());
         let ip = |ip: Option<Ipv4Addr>| ip.map_or(NONE.to_string(), |ip| ip.to_string());
         text.push_str(&format!(
-            "{} {} {} {} {} {}\n",
+            "{} {} {} {} {} {}",
             e.id,
             if e.name.is_empty() { NONE } else { &e.name },
             ip(e.private_ip),
@@ -297,6 +438,26 @@ pub fn render(entries: &[Entry], comments: &Comments) -> String {
             e.status,
             e.created_at.as_deref().unwrap_or(NONE),
         ));
+        if let Some(build) = &e.build {
+            let or_none = |value: Option<&str>| value.unwrap_or(NONE).to_string();
+            let tags = if build.tags.is_empty() {
+                NONE.to_string()
+            } else {
+                build.tags.join(",")
+            };
+            text.push_str(&format!(
+                " image={} size={} region={} user_data={} tags={tags} vpc={}",
+                build.image,
+                build.size,
+                build.region,
+                or_none(build.user_data.as_deref()),
+                or_none(build.vpc.as_deref()),
+            ));
+        }
+        if let Some(replaced) = e.replaces {
+            text.push_str(&format!(" replaces={replaced}"));
+        }
+        text.push('\n');
     }
     push_lines(&mut text, passed_on);
     push_lines(&mut text, comments.end.iter().map(String::as_str));
@@ -322,7 +483,119 @@ mod tests {
             public_ip: None,
             status,
             created_at: Some("2026-11-28T20:41:06Z".into()),
+            build: None,
+            replaces: None,
         }
+    }
+
+    fn build() -> Build {
+        Build {
+            image: "ubuntu-24-04-x64".into(),
+            size: "s-1vcpu-1gb".into(),
+            region: "nyc3".into(),
+            user_data: Some(user_data_digest("#cloud-config\n")),
+            tags: vec!["doproxy:web".into(), "doproxy".into()],
+            vpc: None,
+        }
+    }
+
+    #[test]
+    fn builds_and_replacements_round_trip_after_the_six_fields() {
+        let mut built = entry(1, "web-0", Status::Active);
+        built.build = Some(build());
+        let mut replacing = entry(2, "web-1", Status::New);
+        replacing.build = Some(Build {
+            tags: Vec::new(),
+            user_data: None,
+            vpc: Some("760e09ef-dc84-11e8-981e-3cfdfeaae000".into()),
+            image: "158244651".into(),
+            ..build()
+        });
+        replacing.replaces = Some(1);
+        let entries = vec![built, replacing, entry(3, "web-2", Status::Active)];
+        let text = render(&entries, &Comments::default());
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[1],
+            "1 web-0 10.0.0.5 - active 2026-11-28T20:41:06Z image=ubuntu-24-04-x64 size=s-1vcpu-1gb region=nyc3 user_data=sha256:88c95955b024402a tags=doproxy:web,doproxy vpc=-"
+        );
+        assert!(
+            lines[2].ends_with(
+                " image=158244651 size=s-1vcpu-1gb region=nyc3 user_data=- tags=- vpc=760e09ef-dc84-11e8-981e-3cfdfeaae000 replaces=1"
+            ),
+            "{}",
+            lines[2]
+        );
+        assert_eq!(
+            lines[3], "3 web-2 10.0.0.5 - active 2026-11-28T20:41:06Z",
+            "no build, no extra fields"
+        );
+        assert_eq!(parse(&text).unwrap(), entries);
+        // Keys a newer doproxy writes are skipped; a field that is not
+        // key=value is an error naming it.
+        let newer = parse("4 w - - new - image=a size=b region=c later=x\n").unwrap();
+        assert_eq!(newer[0].build.as_ref().unwrap().image, "a");
+        let err = parse("4 w - - new - image\n").unwrap_err();
+        assert!(err.reason.contains("key=value"), "{err}");
+        let err = parse("4 w - - new - size=b\n").unwrap_err();
+        assert!(err.reason.contains("image="), "{err}");
+        let err = parse("4 w - - new - replaces=x\n").unwrap_err();
+        assert!(err.reason.contains("replaces=x"), "{err}");
+    }
+
+    #[test]
+    fn a_build_differs_by_the_fields_that_changed() {
+        let recorded = build();
+        assert!(recorded.differences(&build()).is_empty());
+        let reordered = Build {
+            tags: vec!["doproxy".into(), "doproxy:web".into()],
+            ..build()
+        };
+        assert!(
+            recorded.differences(&reordered).is_empty(),
+            "tags are a set"
+        );
+        let current = Build {
+            image: "debian-12-x64".into(),
+            user_data: None,
+            vpc: Some("x".into()),
+            ..build()
+        };
+        assert_eq!(
+            recorded.differences(&current),
+            ["image", "user_data", "vpc"]
+        );
+    }
+
+    #[test]
+    fn user_data_is_recorded_by_its_sha256() {
+        // printf '#cloud-config\n' | sha256sum
+        assert_eq!(
+            user_data_digest("#cloud-config\n"),
+            "sha256:88c95955b024402a"
+        );
+    }
+
+    #[test]
+    fn what_the_api_does_not_know_survives_an_update() {
+        let mut entry = entry(1, "web-0", Status::New);
+        entry.build = Some(build());
+        entry.replaces = Some(9);
+        let droplet: Droplet = serde_json::from_value(serde_json::json!({
+            "id": 1, "name": "web-0", "status": "active", "created_at": "2026-11-28T20:41:06Z",
+            "networks": {"v4": [{"ip_address": "10.0.0.6", "type": "private"}]}
+        }))
+        .unwrap();
+        assert!(entry.update_from(&droplet));
+        assert_eq!(entry.private_ip, Some(Ipv4Addr::new(10, 0, 0, 6)));
+        assert_eq!(
+            (entry.build.clone(), entry.replaces),
+            (Some(build()), Some(9))
+        );
+        assert!(
+            !entry.update_from(&droplet),
+            "nothing changed the second time"
+        );
     }
 
     #[test]

@@ -119,6 +119,8 @@ mod tests {
             public_ip: None,
             status: Status::New,
             created_at: None,
+            build: None,
+            replaces: None,
         };
         inventory.save(std::slice::from_ref(&entry)).unwrap();
         assert_eq!(inventory.load().unwrap(), vec![entry]);

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::lockfile::LockFile;
 use crate::shutdown::Shutdown;
 pub use drift::drift;
-pub use entry::{Comments, Entry, Status, parse, render};
+pub use entry::{Build, Comments, Entry, Status, parse, render, user_data_digest};
 use etcd::EtcdLock;
 pub use etcd::{Election, EtcdInventory, InventoryChange, LeaderKey, Leadership, Unconfirmed};
 use file::FileInventory;

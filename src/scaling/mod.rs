@@ -2,8 +2,10 @@
 //! means, how to reach a pool size. No I/O here, so every rule is unit-tested.
 
 pub mod autoscale;
+pub mod heal;
 mod naming;
 mod plan;
+pub mod rollout;
 mod targets;
 
 pub use naming::next_names;

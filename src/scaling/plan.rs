@@ -2,7 +2,8 @@
 
 use serde::Serialize;
 
-use crate::inventory::{Entry, Status};
+use super::rollout::pool_members;
+use crate::inventory::Entry;
 
 /// Which droplets go first when the pool shrinks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,14 +21,13 @@ pub enum Plan {
     Remove { ids: Vec<u64> },
 }
 
-/// The plan to bring the pool (every entry not already being destroyed) to
+/// The plan to bring the pool (every entry not already being destroyed, a
+/// replacement under way and the droplet it replaces counting once) to
 /// `target` droplets. Removal takes droplets that serve no traffic (booting,
-/// unready) before serving ones, then the newest (or oldest) first.
+/// unready) before serving ones, then the newest (or oldest) first, and
+/// never a replacement under way.
 pub fn plan(entries: &[Entry], target: usize, pick: Pick) -> Plan {
-    let mut pool: Vec<&Entry> = entries
-        .iter()
-        .filter(|e| e.status != Status::Destroying)
-        .collect();
+    let mut pool: Vec<&Entry> = pool_members(entries).collect();
     let size = pool.len();
     if target > size {
         return Plan::Add {
@@ -54,6 +54,7 @@ pub fn plan(entries: &[Entry], target: usize, pick: Pick) -> Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inventory::Status;
 
     fn entry(id: u64, created: &str, status: Status) -> Entry {
         Entry {
@@ -63,6 +64,8 @@ mod tests {
             public_ip: None,
             status,
             created_at: Some(created.to_string()),
+            build: None,
+            replaces: None,
         }
     }
 
@@ -96,6 +99,16 @@ mod tests {
             plan(&pool(), 0, Pick::Oldest),
             Plan::Remove { ids: vec![1, 3, 2] }
         );
+    }
+
+    #[test]
+    fn a_replacement_under_way_is_neither_counted_nor_removed() {
+        let mut pool = pool();
+        let mut replacing = entry(5, "2026-01-05T00:00:00Z", Status::New);
+        replacing.replaces = Some(1);
+        pool.push(replacing);
+        assert_eq!(plan(&pool, 3, Pick::Newest), Plan::Stay { size: 3 });
+        assert_eq!(plan(&pool, 2, Pick::Newest), Plan::Remove { ids: vec![2] });
     }
 
     #[test]

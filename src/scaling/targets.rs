@@ -100,6 +100,8 @@ mod tests {
                 public_ip: None,
                 status: Status::Active,
                 created_at: None,
+                build: None,
+                replaces: None,
             })
             .collect()
     }

@@ -1,0 +1,511 @@
+//! `rollout`: replace the pool's droplets with new ones built from the
+//! options as they are now, step by step, never letting serving capacity
+//! drop below the floor (`--min-healthy`).
+//!
+//! A step claims replacements with `create` (each new droplet recorded as
+//! replacing an old one, in the write that records it), lets the old ones
+//! the floor allows go first, then `settle`s: the new droplets join HAProxy
+//! once they pass the health check, and only then do the old ones leave
+//! through `retire` (drain, reload, destroy). The plan lives in the store,
+//! and the pairs in the inventory, so a rollout stopped at any point (a
+//! signal between steps, kill -9 anywhere) resumes on the next run: a
+//! droplet already being replaced is never replaced again, and every
+//! droplet made is recorded. New droplets that fail the health check are
+//! destroyed; once `--max-unready` have, the rollout stops and the old
+//! droplets they were to replace keep serving.
+//!
+//! The inventory lock is taken only for each change, as `create` does;
+//! a lock file beside the inventory keeps to one rollout at a time on
+//! this proxy.
+
+use std::collections::HashSet;
+use std::time::{Instant, SystemTime};
+
+use anyhow::{Context, Result, anyhow};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::create::{self, Count, CreateOptions, Resume};
+use super::delete::{self, Leaving, Retire};
+use super::{App, Report};
+use crate::cli::{RolloutArgs, ScaleWaits};
+use crate::digitalocean::{Droplet, Networks};
+use crate::inventory::{Build, Entry, Status};
+use crate::lockfile::LockFile;
+use crate::scaling::rollout::{Next, Rollout, StepSize, is_stale, next_step, remaining, start};
+
+/// Where the rollout under way lives in the store.
+const STATE: &str = "rollout";
+/// What to run to continue a stopped rollout.
+const RESUME: &str = "doproxy rollout";
+
+/// What survives between runs.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct State {
+    /// The rollout under way; None once it finished.
+    under_way: Option<Rollout>,
+}
+
+/// One droplet, for reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Named {
+    pub id: u64,
+    pub name: String,
+}
+
+impl Named {
+    fn of(entry: &Entry) -> Named {
+        Named {
+            id: entry.id,
+            name: entry.name.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for Named {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.id, self.name)
+    }
+}
+
+/// A finished replacement: the old droplet is destroyed, the new one serves.
+#[derive(Debug, Clone, Serialize)]
+pub struct Replaced {
+    pub old: Named,
+    pub new: Named,
+}
+
+/// What settling the replacements under way did.
+#[derive(Debug, Default)]
+pub struct Settled {
+    pub replaced: Vec<Replaced>,
+    /// New droplets that did not join: they never became active or passed
+    /// the health check (and were destroyed), or someone destroyed them.
+    pub unready: Vec<u64>,
+    /// Why, one sentence each.
+    pub unready_failures: Vec<String>,
+    /// One sentence each about what else went wrong.
+    pub failures: Vec<String>,
+}
+
+pub async fn run(app: &App, args: &RolloutArgs) -> Result<Report> {
+    let (current, _) = create::current_build(&app.config)?;
+    if args.dry_run {
+        return dry_run(app, args, &current).await;
+    }
+    let _rolling = LockFile::acquire(
+        &beside_inventory(app, "rollout.lock"),
+        args.waits.lock.lock_timeout,
+    )
+    .await?;
+    let (rollout, resumed) = begin(app, args, &current).await?;
+    if rollout.olds.is_empty() {
+        let text = if args.only_stale {
+            "Nothing to roll out: every droplet matches droplet_options."
+        } else {
+            "Nothing to roll out: the pool has no droplet to replace."
+        };
+        return Report::new(
+            vec![text.to_string()],
+            json!({ "replaced": [], "unready": [], "floor": rollout.floor, "resumed": false }),
+        );
+    }
+    let started = Instant::now();
+    let total = rollout.olds.len();
+    let mut replaced: Vec<Replaced> = Vec::new();
+    let mut unready: Vec<u64> = Vec::new();
+    let mut unready_failures: Vec<String> = Vec::new();
+    let mut failures: Vec<String> = Vec::new();
+    loop {
+        let settled = settle(app, &args.waits, RESUME).await?;
+        let entries = app.entries(None).await?;
+        // Droplets of the plan no longer in the pool: replaced, by this run
+        // or one before it.
+        let done = rollout
+            .olds
+            .iter()
+            .filter(|id| !entries.iter().any(|e| e.id == **id))
+            .count();
+        for pair in &settled.replaced {
+            tracing::info!("rollout: {} replaced by {}", pair.old, pair.new);
+            replaced.push(pair.clone());
+        }
+        for failure in &settled.unready_failures {
+            tracing::warn!("rollout: {failure}");
+        }
+        unready.extend(&settled.unready);
+        unready_failures.extend(settled.unready_failures);
+        failures.extend(settled.failures);
+        let stop = if unready.len() >= args.max_unready as usize {
+            Some(anyhow!(
+                "{}; the rollout stopped with {done} of {total} droplet(s) replaced, and the old droplets those were to replace keep serving: run {RESUME} again once new droplets can pass the health check",
+                unready_failures.join("; ")
+            ))
+        } else if !failures.is_empty() {
+            Some(anyhow!(
+                "{}; the rollout stopped with {done} of {total} droplet(s) replaced: run {RESUME} again to continue",
+                failures.join("; ")
+            ))
+        } else {
+            app.shutdown.check().err().map(|stopped| {
+                anyhow!(
+                    "stopped by {} between two steps of the rollout, with {done} of {total} droplet(s) replaced; the droplets not replaced yet serve as before: run {RESUME} again to continue",
+                    stopped.signal
+                )
+            })
+        };
+        if let Some(stop) = stop {
+            let report = summary(&replaced, &unready, &rollout, started, resumed, false)?;
+            return Ok(report.failed(stop));
+        }
+        let (replace, early) = match next_step(&rollout, &entries, &current) {
+            Next::Done => break,
+            Next::Blocked(reason) => {
+                let report = summary(&replaced, &unready, &rollout, started, resumed, false)?;
+                return Ok(report.failed(anyhow!("the rollout cannot go on: {reason}")));
+            }
+            Next::Step { replace, early } => (replace, early),
+        };
+        let names: Vec<String> = replace
+            .iter()
+            .filter_map(|id| entries.iter().find(|e| e.id == *id))
+            .map(|e| Named::of(e).to_string())
+            .collect();
+        tracing::info!(
+            "rollout: replacing {} ({done} of {total} replaced so far)",
+            names.join(", ")
+        );
+        step(app, &args.waits, replace, &early).await?;
+    }
+    finish(app, &args.waits).await?;
+    summary(&replaced, &unready, &rollout, started, resumed, true)
+}
+
+/// The rollout to carry out: the one under way (resumed), or a new one,
+/// written to the store before anything is replaced.
+async fn begin(app: &App, args: &RolloutArgs, current: &Build) -> Result<(Rollout, bool)> {
+    let lock = app.lock(args.waits.lock.lock_timeout).await?;
+    let entries = app.entries(Some(&lock)).await?;
+    let mut state = load_state(app).await?;
+    if let Some(rollout) = state.under_way {
+        lock.release().await;
+        tracing::info!(
+            "resuming the rollout started at {} ({} droplet(s), at least {} serving); this run's flags apply to the next rollout",
+            rollout.started_at,
+            rollout.olds.len(),
+            rollout.floor
+        );
+        return Ok((rollout, true));
+    }
+    let step = match (args.batch, args.max_surge) {
+        (_, Some(surge)) => StepSize::MaxSurge(surge as usize),
+        (batch, None) => StepSize::Batch(batch.unwrap_or(1) as usize),
+    };
+    let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    let rollout = start(
+        &entries,
+        current,
+        args.only_stale,
+        step,
+        args.min_healthy,
+        now,
+    )
+    .map_err(|reason| anyhow!("{reason}"))?;
+    if !rollout.olds.is_empty() {
+        state.under_way = Some(rollout.clone());
+        save_state(app, &state, &lock).await?;
+    }
+    lock.release().await;
+    Ok((rollout, false))
+}
+
+/// One step: claims a replacement for each of `replace` (recorded at once),
+/// then retires the ones of `early` that got one, before their
+/// replacements serve. The next `settle` does the rest.
+async fn step(app: &App, waits: &ScaleWaits, replace: Vec<u64>, early: &[u64]) -> Result<()> {
+    let options = CreateOptions {
+        count: Count::Replacing(replace),
+        timeout: waits.timeout,
+        lock_timeout: waits.lock.lock_timeout,
+        ready_wait: true,
+        destroy_unready: true,
+    };
+    let made = create::create_and_record(app, &options).await?;
+    for failure in &made.failures {
+        tracing::warn!("{failure}");
+    }
+    let created: Vec<u64> = made.droplets.iter().map(|d| d.id).collect();
+    if let Err(stopped) = app.shutdown.check() {
+        return Err(create::stopped_create(
+            stopped.signal,
+            create::Stage::Created,
+            &created,
+            Resume::Run(RESUME),
+        ));
+    }
+    if early.is_empty() {
+        return Ok(());
+    }
+    let lock = app.lock(waits.lock.lock_timeout).await?;
+    let mut entries = app.entries(Some(&lock)).await?;
+    let leaving: Vec<Leaving> = entries
+        .iter()
+        .filter(|e| early.contains(&e.id) && entries.iter().any(|n| n.replaces == Some(e.id)))
+        .map(Leaving::listed)
+        .collect();
+    let how = Retire {
+        drain_timeout: waits.drain_timeout,
+        allow_empty: false,
+        retry: RESUME,
+    };
+    let retired = delete::retire(app, &lock, &mut entries, &leaving, &how).await?;
+    lock.release().await;
+    if !retired.failures.is_empty() {
+        tracing::warn!(
+            "could not destroy droplet {}; it stays in the inventory as destroying",
+            retired.failures.join("; droplet ")
+        );
+    }
+    Ok(())
+}
+
+/// Finishes every replacement under way (entries with `replaces`): new
+/// droplets still booting join HAProxy once they pass the health check
+/// (those that never do are destroyed), then each droplet whose replacement
+/// serves is retired, and links to droplets already gone are dropped.
+/// `command` continues it after a stop. Takes no lock when nothing is
+/// under way.
+pub async fn settle(app: &App, waits: &ScaleWaits, command: &'static str) -> Result<Settled> {
+    let mut settled = Settled::default();
+    let entries = app.entries(None).await?;
+    if !entries.iter().any(|e| e.replaces.is_some()) {
+        return Ok(settled);
+    }
+    let booting: Vec<Droplet> = entries
+        .iter()
+        .filter(|e| e.replaces.is_some() && matches!(e.status, Status::New | Status::Unready))
+        .map(as_droplet)
+        .collect();
+    if !booting.is_empty() {
+        let options = CreateOptions {
+            count: Count::More(0),
+            timeout: waits.timeout,
+            lock_timeout: waits.lock.lock_timeout,
+            ready_wait: true,
+            destroy_unready: true,
+        };
+        let joined = create::join(app, &booting, &options, Resume::Run(command)).await?;
+        settled.unready = booting
+            .iter()
+            .map(|d| d.id)
+            .filter(|id| !joined.ready.contains(id))
+            .collect();
+        settled.unready_failures = joined.failures;
+    }
+
+    let lock = app.lock(waits.lock.lock_timeout).await?;
+    let mut entries = app.entries(Some(&lock)).await?;
+    let pairs: Vec<(Entry, Entry)> = entries
+        .iter()
+        .filter(|new| new.is_serving())
+        .filter_map(|new| {
+            let old = entries.iter().find(|e| Some(e.id) == new.replaces)?;
+            Some((old.clone(), new.clone()))
+        })
+        .collect();
+    if !pairs.is_empty() {
+        let leaving: Vec<Leaving> = pairs.iter().map(|(old, _)| Leaving::listed(old)).collect();
+        let how = Retire {
+            drain_timeout: waits.drain_timeout,
+            allow_empty: false,
+            retry: command,
+        };
+        let retired = delete::retire(app, &lock, &mut entries, &leaving, &how).await?;
+        for (old, new) in &pairs {
+            if retired.destroyed.iter().any(|e| e.id == old.id) {
+                settled.replaced.push(Replaced {
+                    old: Named::of(old),
+                    new: Named::of(new),
+                });
+            }
+        }
+        if !retired.failures.is_empty() {
+            settled.failures.push(format!(
+                "could not destroy droplet {}; it is out of HAProxy and stays in the inventory as destroying",
+                retired.failures.join("; droplet ")
+            ));
+        }
+    }
+    // A link is done once its droplet is gone; one whose replacement
+    // neither boots nor serves (someone deletes it, it is off) is dropped,
+    // so the droplet can be replaced again.
+    let present: HashSet<u64> = entries.iter().map(|e| e.id).collect();
+    let mut unlinked = false;
+    for entry in entries.iter_mut().filter(|e| e.replaces.is_some()) {
+        let old = entry.replaces.expect("filtered");
+        let alive = matches!(entry.status, Status::New | Status::Unready | Status::Active);
+        if !present.contains(&old) || !alive {
+            entry.replaces = None;
+            unlinked = true;
+        }
+    }
+    if unlinked {
+        app.store.save(&entries, &lock).await?;
+    }
+    lock.release().await;
+    Ok(settled)
+}
+
+/// What `create::join` needs of a droplet the inventory knows.
+fn as_droplet(entry: &Entry) -> Droplet {
+    Droplet {
+        id: entry.id,
+        name: entry.name.clone(),
+        status: entry.status.to_string(),
+        created_at: entry.created_at.clone().unwrap_or_default(),
+        networks: Networks::default(),
+        tags: Vec::new(),
+    }
+}
+
+/// Forgets the finished rollout.
+async fn finish(app: &App, waits: &ScaleWaits) -> Result<()> {
+    let lock = app.lock(waits.lock.lock_timeout).await?;
+    save_state(app, &State::default(), &lock).await?;
+    lock.release().await;
+    Ok(())
+}
+
+/// The final report: one line per replacement and a summary.
+fn summary(
+    replaced: &[Replaced],
+    unready: &[u64],
+    rollout: &Rollout,
+    started: Instant,
+    resumed: bool,
+    done: bool,
+) -> Result<Report> {
+    let seconds = started.elapsed().as_secs_f64();
+    let mut text: Vec<String> = replaced
+        .iter()
+        .map(|r| format!("Replaced {} with {}.", r.old, r.new))
+        .collect();
+    if done {
+        text.push(format!(
+            "Rollout done: {} droplet(s) replaced in {}, keeping at least {} serving.",
+            replaced.len(),
+            humantime::format_duration(std::time::Duration::from_secs(seconds.round() as u64)),
+            rollout.floor
+        ));
+    }
+    Report::new(
+        text,
+        json!({
+            "replaced": replaced,
+            "unready": unready,
+            "floor": rollout.floor,
+            "seconds": (seconds * 10.0).round() / 10.0,
+            "resumed": resumed,
+            "done": done,
+        }),
+    )
+}
+
+/// What a rollout would replace now, and how, without changing anything.
+async fn dry_run(app: &App, args: &RolloutArgs, current: &Build) -> Result<Report> {
+    let entries = app.entries(None).await?;
+    let (rollout, resuming) = match load_state(app).await?.under_way {
+        Some(rollout) => (rollout, true),
+        None => {
+            let step = match (args.batch, args.max_surge) {
+                (_, Some(surge)) => StepSize::MaxSurge(surge as usize),
+                (batch, None) => StepSize::Batch(batch.unwrap_or(1) as usize),
+            };
+            let rollout = start(
+                &entries,
+                current,
+                args.only_stale,
+                step,
+                args.min_healthy,
+                "-".into(),
+            )
+            .map_err(|reason| anyhow!("{reason}"))?;
+            (rollout, false)
+        }
+    };
+    let todo = remaining(&rollout, &entries, current);
+    let per_step = match rollout.step {
+        StepSize::Batch(n) => format!("{n} at a time"),
+        StepSize::MaxSurge(n) => format!("at most {n} beyond the pool's size"),
+    };
+    let mut text = vec![if resuming {
+        format!(
+            "A rollout started at {} is under way: {} droplet(s) left, {per_step}, keeping at least {} serving; doproxy rollout continues it.",
+            rollout.started_at,
+            todo.len(),
+            rollout.floor
+        )
+    } else {
+        format!(
+            "Would replace {} droplet(s), {per_step}, keeping at least {} serving (--min-healthy {}%).",
+            todo.len(),
+            rollout.floor,
+            rollout.min_healthy
+        )
+    }];
+    let mut planned = Vec::new();
+    for entry in todo
+        .iter()
+        .filter_map(|id| entries.iter().find(|e| e.id == *id))
+    {
+        let why = match &entry.build {
+            None => "build unknown".to_string(),
+            Some(build) if is_stale(entry, current) => {
+                format!("stale: {}", build.differences(current).join(", "))
+            }
+            Some(_) => "matches droplet_options".to_string(),
+        };
+        text.push(format!("  {} {}: {why}", entry.id, entry.name));
+        planned.push(json!({ "id": entry.id, "name": entry.name, "why": why }));
+    }
+    let under_way: Vec<_> = entries
+        .iter()
+        .filter_map(|new| Some(json!({ "old": new.replaces?, "new": new.id })))
+        .collect();
+    Report::new(
+        text,
+        json!({
+            "dry_run": true,
+            "resuming": resuming,
+            "floor": rollout.floor,
+            "step": rollout.step,
+            "replace": planned,
+            "under_way": under_way,
+        }),
+    )
+}
+
+async fn load_state(app: &App) -> Result<State> {
+    match app.store.read_meta(STATE).await? {
+        None => Ok(State::default()),
+        Some(text) => serde_json::from_str(&text).with_context(|| {
+            format!(
+                "the rollout state in {} is unreadable; delete it to start afresh (droplets already replaced stay replaced)",
+                app.store.describe()
+            )
+        }),
+    }
+}
+
+async fn save_state(app: &App, state: &State, lock: &crate::inventory::StoreLock) -> Result<()> {
+    app.store
+        .write_meta(STATE, &serde_json::to_string(state)?, lock)
+        .await
+}
+
+/// `<inventory_file>.<suffix>`.
+fn beside_inventory(app: &App, suffix: &str) -> std::path::PathBuf {
+    let mut path = app.config.inventory_file.clone().into_os_string();
+    path.push(format!(".{suffix}"));
+    std::path::PathBuf::from(path)
+}
