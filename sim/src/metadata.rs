@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use crate::Simulator;
 use crate::error::ApiError;
+use crate::state::Subnet;
 
 const HOSTNAME: &str = "doproxy-proxy";
 const REGION: &str = "nyc3";
@@ -25,6 +26,10 @@ pub(crate) fn routes() -> Router<Simulator> {
             get(public_ipv4),
         )
         .route(
+            "/metadata/v1/interfaces/public/0/anchor_ipv4/address",
+            get(anchor_ipv4),
+        )
+        .route(
             "/metadata/v1/interfaces/private/0/ipv4/address",
             get(private_ipv4),
         )
@@ -34,6 +39,10 @@ pub(crate) fn routes() -> Router<Simulator> {
         .route(
             "/proxies/{id}/metadata/v1/interfaces/public/0/ipv4/address",
             get(proxy_public_ipv4),
+        )
+        .route(
+            "/proxies/{id}/metadata/v1/interfaces/public/0/anchor_ipv4/address",
+            get(proxy_anchor_ipv4),
         )
         .route(
             "/proxies/{id}/metadata/v1/interfaces/private/0/ipv4/address",
@@ -83,12 +92,23 @@ async fn proxy_private_ipv4(
     proxy_value(&sim, id, |d| d.private_ip.to_string())
 }
 
+async fn proxy_anchor_ipv4(
+    State(sim): State<Simulator>,
+    Path(id): Path<u64>,
+) -> Result<String, ApiError> {
+    proxy_value(&sim, id, |d| Subnet::anchor_ip(d.private_ip).to_string())
+}
+
 async fn id(State(sim): State<Simulator>) -> String {
     sim.inner.proxy_id.to_string()
 }
 
 async fn public_ipv4(State(sim): State<Simulator>) -> String {
     sim.inner.proxy_public_ip.to_string()
+}
+
+async fn anchor_ipv4(State(sim): State<Simulator>) -> String {
+    sim.inner.subnet.proxy_anchor_ip().to_string()
 }
 
 async fn private_ipv4(State(sim): State<Simulator>) -> String {

@@ -420,12 +420,24 @@ impl Subnet {
         Ipv4Addr::new(127, self.a, 0, 1)
     }
 
+    /// The proxy droplet's anchor IPv4, where traffic for a reserved IP
+    /// assigned to it arrives.
+    pub(crate) fn proxy_anchor_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::new(127, self.a, 100, 1)
+    }
+
     pub(crate) fn private_ip(&self, host: u32) -> Ipv4Addr {
         self.ip(0, host)
     }
 
     pub(crate) fn public_ip(&self, host: u32) -> Ipv4Addr {
         self.ip(200, host)
+    }
+
+    /// The anchor IPv4 of the droplet at private address `private`.
+    pub(crate) fn anchor_ip(private: Ipv4Addr) -> Ipv4Addr {
+        let [_, a, third, last] = private.octets();
+        Ipv4Addr::new(127, a, third + 100, last)
     }
 
     pub(crate) fn public_gateway(&self) -> Ipv4Addr {
