@@ -68,6 +68,8 @@ struct ConfigFile {
     etcd_cert_file: Option<PathBuf>,
     etcd_key_file: Option<PathBuf>,
     autoscale: Option<AutoscaleFile>,
+    haproxy_runtime_updates: Option<bool>,
+    haproxy_stats_bind: Option<String>,
 }
 
 /// The `autoscale:` section as written.
@@ -168,6 +170,12 @@ pub struct Config {
     /// The file itself holds a secret (token or etcd password), so it must
     /// not be readable by others.
     pub secrets_in_file: bool,
+    /// With haproxy_socket: servers are added and removed through HAProxy's
+    /// runtime API instead of a reload.
+    pub haproxy_runtime_updates: bool,
+    /// Where the built-in template serves HAProxy's own stats page and
+    /// Prometheus exporter; None: nowhere.
+    pub haproxy_stats_bind: Option<String>,
 }
 
 /// Where the inventory lives in etcd and how to reach it.
@@ -432,6 +440,8 @@ impl Config {
             etcd: None,
             autoscale: None,
             secrets_in_file,
+            haproxy_runtime_updates: file.haproxy_runtime_updates.unwrap_or(true),
+            haproxy_stats_bind: file.haproxy_stats_bind,
         };
         config.etcd = match file.inventory_backend.as_deref() {
             None | Some("file") => None,

@@ -11,6 +11,7 @@ mod haproxy_faults;
 mod operator;
 mod operator_faults;
 mod resilience;
+mod runtime_api;
 mod scaling;
 mod scaling_faults;
 mod shared_pool;
