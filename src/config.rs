@@ -6,6 +6,7 @@
 //! that never prints it.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -70,6 +71,9 @@ struct ConfigFile {
     autoscale: Option<AutoscaleFile>,
     haproxy_runtime_updates: Option<bool>,
     haproxy_stats_bind: Option<String>,
+    metrics_listen: Option<SocketAddr>,
+    metrics_allow_remote: Option<bool>,
+    metrics_textfile: Option<PathBuf>,
 }
 
 /// The `autoscale:` section as written.
@@ -176,6 +180,12 @@ pub struct Config {
     /// Where the built-in template serves HAProxy's own stats page and
     /// Prometheus exporter; None: nowhere.
     pub haproxy_stats_bind: Option<String>,
+    /// Where `watch` and `autoscale` serve Prometheus metrics.
+    pub metrics_listen: Option<SocketAddr>,
+    /// metrics_listen may be an address other machines reach.
+    pub metrics_allow_remote: bool,
+    /// Where one-shot commands leave their metrics for node-exporter.
+    pub metrics_textfile: Option<PathBuf>,
 }
 
 /// Where the inventory lives in etcd and how to reach it.
@@ -442,6 +452,9 @@ impl Config {
             secrets_in_file,
             haproxy_runtime_updates: file.haproxy_runtime_updates.unwrap_or(true),
             haproxy_stats_bind: file.haproxy_stats_bind,
+            metrics_listen: file.metrics_listen,
+            metrics_allow_remote: file.metrics_allow_remote.unwrap_or(false),
+            metrics_textfile: file.metrics_textfile.map(resolve),
         };
         config.etcd = match file.inventory_backend.as_deref() {
             None | Some("file") => None,

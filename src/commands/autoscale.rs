@@ -76,6 +76,7 @@ pub async fn run(app: &App, args: &AutoscaleArgs) -> Result<Report> {
         }
         return Report::new(text, json);
     }
+    let _metrics = crate::metrics::serve(&app.config, args.metrics_listen, &app.shutdown).await?;
     tracing::info!(
         "autoscaling every {}",
         humantime::format_duration(policy.interval)
@@ -118,6 +119,7 @@ async fn step(
     };
     let _deciding = LockFile::acquire(&lock_path, args.waits.lock.lock_timeout).await?;
     let entries = app.entries(None).await?;
+    crate::metrics::pool(&entries);
     let serving: Vec<Entry> = entries.iter().filter(|e| e.is_serving()).cloned().collect();
     let pool = PoolSize {
         total: entries
@@ -133,6 +135,7 @@ async fn step(
         .last_scaled
         .and_then(|secs| SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs)));
     let decision = decide(policy, pool, &readings, last_scaled, now);
+    crate::metrics::autoscale(&decision);
     let mut record = Record {
         at: humantime::format_rfc3339_seconds(now).to_string(),
         readings,

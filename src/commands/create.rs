@@ -182,6 +182,7 @@ pub async fn create(app: &App, options: &CreateOptions) -> Result<Report> {
             "the droplets are active and recorded in the inventory, but HAProxy was not updated",
         )?;
 
+    crate::metrics::scaled(crate::metrics::Direction::Out, ready.len());
     let text = created
         .iter()
         .filter(|id| ready.contains(id))

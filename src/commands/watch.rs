@@ -19,6 +19,8 @@
 //! inventory without servers empty HAProxy until it has seen servers there
 //! (nor at start: an etcd rebuilt empty looks just like an empty pool).
 //! SIGTERM and SIGINT stop it between updates, never in the middle of one.
+//! With metrics_listen (or --metrics-listen) it serves Prometheus metrics
+//! meanwhile.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -31,6 +33,7 @@ use super::{App, Report};
 use crate::cli::WatchArgs;
 use crate::haproxy::{self, Reload};
 use crate::inventory::{Entry, EtcdInventory, InventoryChange, Store};
+use crate::metrics;
 use crate::shutdown::Interrupted;
 
 /// Longest pause between attempts to reach etcd again.
@@ -45,6 +48,7 @@ pub async fn run(app: &App, args: &WatchArgs) -> Result<Report> {
             app.config.path.display()
         );
     };
+    let _metrics = metrics::serve(&app.config, args.metrics_listen, &app.shutdown).await?;
     let stopped = match keep_in_step(Follower::new(app, etcd, args)).await {
         Err(err) => err,
         Ok(never) => match never {},
@@ -240,6 +244,7 @@ impl<'a> Follower<'a> {
         self.read = Some(entries.clone());
         if self.applied.as_ref() == Some(&entries) {
             self.retry_at = None;
+            metrics::reconciled();
             return Ok(());
         }
         // A failed update is tried again on its own schedule, unless the
@@ -259,6 +264,7 @@ impl<'a> Follower<'a> {
                 if self.apply_failures > 0 {
                     tracing::info!("HAProxy is up to date with revision {revision} again");
                 }
+                metrics::reconciled();
                 self.applied = Some(entries);
                 self.apply_failures = 0;
                 self.retry_at = None;

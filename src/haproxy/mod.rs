@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::digitalocean::metadata;
 use crate::inventory::Entry;
 use crate::lockfile::LockFile;
+use crate::metrics::{self, HaproxyUpdate};
 use dynamic::{Layout, Step};
 pub use loaded::Loaded;
 pub use render::{BUILTIN_TEMPLATE, TemplateContext, render, server_name};
@@ -168,6 +169,7 @@ pub async fn apply(
     // run by hand must not interleave their writes and reloads.
     let _updating =
         LockFile::acquire(&lock_path(&config.haproxy_cfg_file), UPDATE_LOCK_TIMEOUT).await?;
+    metrics::pool(entries);
     let servers = generate(config, entries).await?;
     let staged = &config.haproxy_cfg_file;
     let live = &config.haproxy_cfg_path;
@@ -218,6 +220,7 @@ pub async fn apply(
         Some(Ok((runtime, steps))) => match update_at_runtime(&runtime, &steps, &new).await {
             Ok(()) => {
                 loaded::record(live, &new);
+                metrics::haproxy(HaproxyUpdate::AtRuntime);
                 tracing::info!(
                     "HAProxy runs {servers} servers from {} without a reload{}",
                     live.display(),
@@ -226,14 +229,18 @@ pub async fn apply(
                 applied.runtime_updated = true;
                 return Ok(applied);
             }
-            Err(err) => tracing::warn!(
-                "could not update HAProxy through its runtime API ({err:#}); reloading it instead"
-            ),
+            Err(err) => {
+                metrics::haproxy(HaproxyUpdate::RuntimeRefused);
+                tracing::warn!(
+                    "could not update HAProxy through its runtime API ({err:#}); reloading it instead"
+                )
+            }
         },
         Some(Err(reason)) => tracing::info!("{reason}, so HAProxy is reloaded"),
         None => {}
     }
     if let Err(err) = reload_and_confirm(config).await {
+        metrics::haproxy(HaproxyUpdate::ReloadFailed);
         let left = if changed {
             restore(live, previous.as_deref())?;
             "put back"
@@ -246,6 +253,7 @@ pub async fn apply(
         )));
     }
     loaded::record(live, &new);
+    metrics::haproxy(HaproxyUpdate::Reloaded);
     tracing::info!(
         "HAProxy reloaded with {servers} servers from {}",
         live.display()

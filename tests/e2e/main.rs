@@ -8,6 +8,7 @@ mod core;
 mod etcd_faults;
 mod etcd_server;
 mod haproxy_faults;
+mod metrics;
 mod operator;
 mod operator_faults;
 mod resilience;
