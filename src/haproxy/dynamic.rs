@@ -54,6 +54,12 @@ pub enum Step {
     Remove { backend: String, server: String },
 }
 
+/// What HAProxy gives a server of the config but not one added at run time
+/// (2.6 leaves the latter without idle connections to reuse, so every
+/// request would open a new connection to the droplet): the options of each
+/// `add server` start with them, and the config's own can override them.
+const CONFIG_SERVER_DEFAULTS: [&str; 4] = ["pool-purge-delay", "5s", "pool-max-conn", "-1"];
+
 /// Characters the admin socket would read differently from the config
 /// parser: quoting, escapes, environment variables, command separators.
 const UNSAFE: [char; 5] = ['"', '\'', '\\', '$', ';'];
@@ -208,11 +214,10 @@ impl Layout {
                 ));
             }
             for (server, line) in added {
-                let options: Vec<String> = backend
-                    .defaults
+                let options: Vec<String> = CONFIG_SERVER_DEFAULTS
                     .iter()
-                    .chain(&line.options)
-                    .cloned()
+                    .map(|o| o.to_string())
+                    .chain(backend.defaults.iter().chain(&line.options).cloned())
                     .collect();
                 if std::iter::once(&line.address)
                     .chain(&options)
@@ -340,7 +345,7 @@ backend dynamic
                     backend: "www-backend".into(),
                     server: "www-3".into(),
                     address: "10.0.0.3:80".into(),
-                    options: "inter 2s fall 2 rise 1 port 8081 check"
+                    options: "pool-purge-delay 5s pool-max-conn -1 inter 2s fall 2 rise 1 port 8081 check"
                         .split(' ')
                         .map(String::from)
                         .collect(),
@@ -428,7 +433,10 @@ listen c
             .map(|s| match s {
                 Step::Add {
                     server, options, ..
-                } => (server.clone(), options.join(" ")),
+                } => (
+                    server.clone(),
+                    options[CONFIG_SERVER_DEFAULTS.len()..].join(" "),
+                ),
                 Step::Remove { .. } => unreachable!(),
             })
             .collect();

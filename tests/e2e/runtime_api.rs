@@ -68,6 +68,20 @@ fn worker(socket: &Path) -> String {
         .to_string()
 }
 
+/// Each server's idle-connection settings (purge delay, idle limit), as
+/// `show servers conn` gives them: HAProxy sets them for the servers of its
+/// config, not for servers added at run time unless told.
+fn connection_pools(socket: &Path) -> BTreeSet<(String, String, String)> {
+    admin(socket, "show servers conn www-backend")
+        .lines()
+        .filter(|l| l.starts_with("www-backend/"))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[0].to_string(), f[5].to_string(), f[11].to_string())
+        })
+        .collect()
+}
+
 /// Makes haproxy_reload_command also count its runs; returns the counter.
 fn count_reloads(project: &mut Project) -> impl Fn() -> usize + use<> {
     let text = fs::read_to_string(project.path("doproxy.yml")).unwrap();
@@ -136,6 +150,8 @@ fn scaling_ten_times_under_load_reloads_nothing_and_fails_no_request() {
     // The file holds the runtime state: a reload changes no server, and
     // nothing reports a difference.
     let before = running(&socket);
+    let pools = connection_pools(&socket);
+    assert_eq!(pools.len(), 1);
     let json = project.run(&["reload", "-o", "json"]).success().json();
     assert_eq!(
         (json["changed"].clone(), json["reloaded"].clone()),
@@ -144,6 +160,11 @@ fn scaling_ten_times_under_load_reloads_nothing_and_fails_no_request() {
     assert_eq!(reloads(), 1);
     assert_ne!(worker(&socket), first_worker);
     assert_eq!(running(&socket), before);
+    assert_eq!(
+        connection_pools(&socket),
+        pools,
+        "a server added at run time reuses connections like one of the config"
+    );
     assert_in_step(&project, &socket);
     assert_eq!(
         project.run(&["reconcile"]).success().stdout,
