@@ -3,7 +3,8 @@
 //!
 //! Changes are debounced like consul-template's wait timers: HAProxy is
 //! updated once changes have been quiet for `--quiet-period`, or `--max-wait`
-//! after the first one, so a batch of changes costs one reload. Every update
+//! after the first one, so a batch of changes costs one update (through the
+//! runtime API when only servers changed, else one reload). Every update
 //! reads the whole inventory at one revision.
 //!
 //! A watch can fall silent without any error: a connection gone half-open (a
