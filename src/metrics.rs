@@ -598,6 +598,39 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn scrapes_get_the_metrics_and_nothing_else() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        for (request, status, body) in [
+            ("GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n", "200", true),
+            ("HEAD /metrics HTTP/1.1\r\n\r\n", "200", false),
+            ("GET / HTTP/1.1\r\n\r\n", "404", true),
+            ("POST /metrics HTTP/1.1\r\n\r\n", "405", true),
+        ] {
+            let client = async {
+                let mut stream = TcpStream::connect(address).await.unwrap();
+                stream.write_all(request.as_bytes()).await.unwrap();
+                let mut answer = String::new();
+                stream.read_to_string(&mut answer).await.unwrap();
+                answer
+            };
+            let server = async { answer(listener.accept().await.unwrap().0).await };
+            let (answer, served) = tokio::join!(client, server);
+            served.unwrap();
+            let (head, rest) = answer.split_once("\r\n\r\n").unwrap();
+            assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{answer}");
+            assert_eq!(!rest.is_empty(), body, "{request}: {answer}");
+            if body {
+                let length = format!("Content-Length: {}", rest.len());
+                assert!(head.contains(&length), "{head}");
+            }
+            if status == "200" {
+                assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+            }
+        }
+    }
+
     #[test]
     fn a_textfile_adds_up_counters_and_keeps_the_latest_gauges() {
         let mut earlier = Samples::new();

@@ -220,12 +220,49 @@ fn a_delete_drains_before_removing_the_server_at_run_time() {
     assert_eq!(left, [format!("www-{}", ids[1])].into());
     assert_in_step(&project, &socket);
 
+    // Sessions that outlast --drain-timeout keep HAProxy from deleting the
+    // server: the delete reloads instead, and says so.
+    project.run(&["create"]).success();
+    let slow =
+        thread::spawn(move || http_get_within(frontend, "/slow?ms=20000", Duration::from_secs(60)));
+    let busy = wait_for_session(&socket);
+    let run = project
+        .run(&["delete", "--id", &busy, "--drain-timeout", "1s"])
+        .success();
+    assert!(
+        run.stderr
+            .contains("could not update HAProxy through its runtime API")
+            && run.stderr.contains("reloading it instead"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(reloads(), 1);
+    assert_eq!(running(&socket).len(), 1);
+    assert_in_step(&project, &socket);
+    // Its droplet is gone, so how the request ends does not matter here.
+    let _ = slow.join();
+
     // The empty-backend guard holds; a deliberate empty pool goes at run time too.
     project.run(&["delete", "0"]).fails(1, "--allow-empty");
     project.run(&["delete", "0", "--allow-empty"]).success();
     assert!(running(&socket).is_empty());
     assert_in_step(&project, &socket);
-    assert_eq!(reloads(), 0);
+    assert_eq!(reloads(), 1);
+}
+
+/// Waits until a server has a session; the ID of its droplet.
+fn wait_for_session(socket: &Path) -> String {
+    let mut busy = None;
+    wait_until("a session on a server", Duration::from_secs(10), || {
+        busy = admin(socket, "show stat")
+            .lines()
+            .filter(|l| l.starts_with("www-backend,www-"))
+            .map(|l| l.split(',').collect::<Vec<_>>())
+            .find(|f| f[4] != "0")
+            .map(|f| f[1].trim_start_matches("www-").to_string());
+        busy.is_some()
+    });
+    busy.unwrap()
 }
 
 #[test]
