@@ -155,7 +155,8 @@ pub async fn divergence(config: &Config, entries: &[Entry]) -> Result<Option<Str
 ///
 /// An unchanged config is reloaded all the same when HAProxy has not loaded
 /// it (a run died between install and reload), or when nothing can tell.
-/// Only a confirmed reload is recorded as loaded.
+/// Only a confirmed reload, or a runtime update after which HAProxy runs the
+/// config's servers, is recorded as loaded.
 ///
 /// A config without servers is refused while the live one has some, unless
 /// `allow_empty`: bad inventory data must not empty the pool.
