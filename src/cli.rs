@@ -118,6 +118,19 @@ pub enum Command {
     /// Example: doproxy watch --quiet-period 2s
     Watch(WatchArgs),
 
+    /// Hold the pool's reserved IP on the leading proxy, moving it on failure.
+    ///
+    /// The proxies elect a leader through an etcd lease; the leader assigns
+    /// reserved_ip to its own droplet and checks it every
+    /// failover_recheck_interval. A proxy claims leadership only while its
+    /// own HAProxy answers, and a leader whose HAProxy stops answering
+    /// resigns. Runs until stopped (as a systemd service: contrib/systemd);
+    /// on SIGTERM a leader resigns so another takes over at once. --history
+    /// shows the recorded assignments.
+    ///
+    /// Example: doproxy failover --history
+    Failover(FailoverArgs),
+
     /// Copy the inventory out of or into the configured store (file or etcd).
     ///
     /// Example: doproxy inventory export > inventory.txt
@@ -333,6 +346,13 @@ pub struct WatchArgs {
     /// e.g. 127.0.0.1:9477.
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct FailoverArgs {
+    /// Show the recorded reserved IP assignments instead of taking part.
+    #[arg(long)]
+    pub history: bool,
 }
 
 #[derive(Debug, Subcommand)]

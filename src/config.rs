@@ -74,6 +74,11 @@ struct ConfigFile {
     metrics_listen: Option<SocketAddr>,
     metrics_allow_remote: Option<bool>,
     metrics_textfile: Option<PathBuf>,
+    reserved_ip: Option<std::net::Ipv4Addr>,
+    failover_lease_ttl: Option<String>,
+    failover_check_interval: Option<String>,
+    failover_recheck_interval: Option<String>,
+    failover_min_hold: Option<String>,
 }
 
 /// The `autoscale:` section as written.
@@ -171,6 +176,8 @@ pub struct Config {
     pub etcd: Option<EtcdSettings>,
     /// The `autoscale:` section, validated.
     pub autoscale: Option<Policy>,
+    /// The reserved IP `failover` moves, and its timings.
+    pub failover: FailoverSettings,
     /// The file itself holds a secret (token or etcd password), so it must
     /// not be readable by others.
     pub secrets_in_file: bool,
@@ -209,6 +216,22 @@ impl fmt::Debug for EtcdSettings {
             .field("password", &self.password.as_ref().map(|_| "<hidden>"))
             .finish_non_exhaustive()
     }
+}
+
+/// `doproxy failover`: the reserved IP and how leadership is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailoverSettings {
+    pub reserved_ip: Option<std::net::Ipv4Addr>,
+    /// The leader's etcd lease: how long a leader that died or was cut off
+    /// from etcd keeps the others waiting.
+    pub lease_ttl: Duration,
+    /// How often each proxy checks its own HAProxy and the leader key.
+    pub check_interval: Duration,
+    /// How often the leader reads the reserved IP back from the API.
+    pub recheck_interval: Duration,
+    /// How long a proxy that gave leadership up waits before it claims it
+    /// again, so a HAProxy failing on and off cannot bounce the IP.
+    pub min_hold: Duration,
 }
 
 /// The HTTP check that says a droplet's application is up: used by doproxy
@@ -449,6 +472,21 @@ impl Config {
             },
             etcd: None,
             autoscale: None,
+            failover: FailoverSettings {
+                reserved_ip: file.reserved_ip,
+                lease_ttl: positive("failover_lease_ttl", file.failover_lease_ttl, 10)?,
+                check_interval: positive(
+                    "failover_check_interval",
+                    file.failover_check_interval,
+                    1,
+                )?,
+                recheck_interval: positive(
+                    "failover_recheck_interval",
+                    file.failover_recheck_interval,
+                    30,
+                )?,
+                min_hold: duration("failover_min_hold", file.failover_min_hold, 30)?,
+            },
             secrets_in_file,
             haproxy_runtime_updates: file.haproxy_runtime_updates.unwrap_or(true),
             haproxy_stats_bind: file.haproxy_stats_bind,
@@ -487,6 +525,13 @@ impl Config {
                     path.display()
                 )
             })?;
+        // etcd counts leases in whole seconds, and renews them every third.
+        if config.failover.lease_ttl < Duration::from_secs(3) {
+            bail!(
+                "failover_lease_ttl in {} must be at least 3s; write it like 10s",
+                path.display()
+            );
+        }
         if !config.health_check.path.starts_with('/') {
             bail!(
                 "health_check_path {:?} in {} must start with /; write it like /healthz",
@@ -824,6 +869,31 @@ droplet_options:
         let text = "droplet_options: {tags: [web]}\ninventory_backend: etcd\netcd_endpoints: [http://e:2379]\n";
         let config = Config::parse(text, Path::new("/x/d.yml"), no_env).unwrap();
         assert_eq!(config.etcd.unwrap().prefix, "/doproxy/web/");
+    }
+
+    #[test]
+    fn failover_keys_have_defaults_and_bounds() {
+        let config = Config::parse(ORIGINAL, Path::new("/x/d.yml"), no_env).unwrap();
+        let defaults = FailoverSettings {
+            reserved_ip: None,
+            lease_ttl: Duration::from_secs(10),
+            check_interval: Duration::from_secs(1),
+            recheck_interval: Duration::from_secs(30),
+            min_hold: Duration::from_secs(30),
+        };
+        assert_eq!(config.failover, defaults);
+        let text = format!("{ORIGINAL}reserved_ip: 203.0.113.7\nfailover_min_hold: 0s\n");
+        let config = Config::parse(&text, Path::new("/x/d.yml"), no_env).unwrap();
+        assert_eq!(config.failover.reserved_ip, Some([203, 0, 113, 7].into()));
+        assert_eq!(config.failover.min_hold, Duration::ZERO);
+        for (text, needle) in [
+            ("failover_lease_ttl: 2s\n", "at least 3s"),
+            ("failover_check_interval: 0s\n", "longer than 0s"),
+            ("reserved_ip: 203.0.113\n", "reserved_ip"),
+        ] {
+            let err = Config::parse(text, Path::new("/x/d.yml"), no_env).unwrap_err();
+            assert!(err.to_string().contains(needle), "{text}: {err}");
+        }
     }
 
     #[test]

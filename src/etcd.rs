@@ -125,6 +125,9 @@ pub struct KeyValue {
     pub value: Vec<u8>,
     #[serde(default, deserialize_with = "int64")]
     pub create_revision: i64,
+    /// The lease the key is attached to; 0 for none.
+    #[serde(default, deserialize_with = "int64")]
+    pub lease: i64,
 }
 
 /// The keys under a prefix, all read at one revision.
@@ -137,6 +140,10 @@ pub struct Range {
 pub enum Compare {
     /// The key exists (its create revision is above zero).
     KeyExists(String),
+    /// The key does not exist (its create revision is zero).
+    KeyMissing(String),
+    /// The key exists and is attached to this lease.
+    LeaseIs(String, i64),
 }
 
 /// One key a transaction writes, optionally attached to a lease.
@@ -356,6 +363,13 @@ impl Client {
         Ok(response.kvs.into_iter().next().map(|kv| kv.value))
     }
 
+    /// One key with its value and lease, if the key exists.
+    pub async fn get_key(&self, key: &str) -> Result<Option<KeyValue>, EtcdError> {
+        let body = json!({"key": base64::encode(key.as_bytes())});
+        let response: RangeResponse = self.call("/v3/kv/range", &body).await?;
+        Ok(response.kvs.into_iter().next())
+    }
+
     /// Every key starting with `prefix`, in key order, at one revision.
     pub async fn range_prefix(&self, prefix: &str) -> Result<Range, EtcdError> {
         let body =
@@ -383,6 +397,18 @@ impl Client {
                     "target": "CREATE",
                     "result": "GREATER",
                     "create_revision": "0",
+                }),
+                Compare::KeyMissing(key) => json!({
+                    "key": base64::encode(key.as_bytes()),
+                    "target": "CREATE",
+                    "result": "EQUAL",
+                    "create_revision": "0",
+                }),
+                Compare::LeaseIs(key, lease) => json!({
+                    "key": base64::encode(key.as_bytes()),
+                    "target": "LEASE",
+                    "result": "EQUAL",
+                    "lease": lease.to_string(),
                 }),
             })
             .collect();
@@ -651,6 +677,18 @@ impl KeepAlive {
     pub fn lost(&self) -> Option<LeaseLost> {
         let health = *self.health.lock().unwrap_or_else(|e| e.into_inner());
         health.lost(Instant::now())
+    }
+}
+
+impl KeepAlive {
+    /// How long the lease lasts at least without another renewal, as far as
+    /// this run knows; zero once it is lost.
+    pub fn time_left(&self) -> Duration {
+        let health = *self.health.lock().unwrap_or_else(|e| e.into_inner());
+        match health.lost(Instant::now()) {
+            Some(_) => Duration::ZERO,
+            None => health.expires.saturating_duration_since(Instant::now()),
+        }
     }
 }
 

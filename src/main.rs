@@ -8,6 +8,7 @@ mod commands;
 mod config;
 mod digitalocean;
 mod etcd;
+mod failover;
 mod haproxy;
 mod http;
 mod inventory;

@@ -20,8 +20,10 @@ mod create;
 mod droplet_http;
 mod error;
 mod faults;
+mod forwarder;
 mod metadata;
 mod metrics;
+mod reserved_ips;
 mod server;
 mod state;
 mod time;
@@ -38,6 +40,7 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 pub use faults::Faults;
+pub use reserved_ips::{SimAssignment, SimProxy, SimReservedIp};
 pub use state::{DropletStatus, RequestRecord, SimDroplet};
 
 use state::{NewDroplets, State, Subnet};

@@ -23,7 +23,7 @@ use tower::ServiceExt;
 use crate::error::ApiError;
 use crate::faults::{self, Injected};
 use crate::state::{RATE_LIMIT, RequestRecord};
-use crate::{Simulator, admin, api, metadata, time};
+use crate::{Simulator, admin, api, metadata, reserved_ips, time};
 
 /// Accepts connections until `shutdown` resolves, serving each with `serve`
 /// in its own task; the tasks are aborted (their connections closed) when
@@ -88,6 +88,7 @@ pub(crate) async fn run(
 ) {
     let router = Router::new()
         .merge(api::routes())
+        .merge(reserved_ips::routes())
         .merge(metadata::routes())
         .merge(admin::routes())
         .fallback(not_found)

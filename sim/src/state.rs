@@ -34,6 +34,8 @@ pub(crate) struct State {
     pub(crate) tags: std::collections::BTreeSet<String>,
     pub(crate) requests: Vec<RequestRecord>,
     pub(crate) rate_limit: RateLimit,
+    /// Reserved IPs, their actions and the proxy droplets' frontends.
+    pub(crate) reserved_ips: crate::reserved_ips::ReservedIps,
     /// Set once `serve` has returned: no droplet server starts again.
     pub(crate) stopped: bool,
     next_droplet_id: u64,
@@ -201,6 +203,7 @@ impl State {
                 used: 0,
                 reset_at: 0,
             },
+            reserved_ips: Default::default(),
             stopped: false,
             next_droplet_id: fastrand::u64(100_000_000..500_000_000),
             next_action_id: fastrand::u64(1_000_000_000..2_000_000_000),

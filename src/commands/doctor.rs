@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::{App, Report};
 use crate::config::{Config, Image, SshKey};
-use crate::digitalocean::Client;
+use crate::digitalocean::{ApiError, Client, reserved_ip};
 use crate::haproxy::{self, Loaded};
 
 /// The API refuses larger user data.
@@ -116,6 +116,12 @@ pub async fn run(app: &App) -> Result<Report> {
             }
         }
     }
+    if let Some(ip) = config.failover.reserved_ip {
+        checks.push(match api {
+            Some(api) => reserved_ip_check(ip, api).await,
+            None => skipped("reserved ip", "needs a working token"),
+        });
+    }
     checks.push(user_data_check(config));
     checks.push(folders_check(config));
     checks.push(template_check(app).await);
@@ -152,6 +158,29 @@ pub async fn run(app: &App) -> Result<Report> {
     Ok(report.failed(anyhow!(
         "{failures} check(s) failed; fix what the ✗ lines say and run doproxy doctor again"
     )))
+}
+
+/// The reserved IP `failover` moves: that it exists, and who holds it.
+async fn reserved_ip_check(ip: std::net::Ipv4Addr, api: &Client) -> Check {
+    const CHECK: &str = "reserved ip";
+    match reserved_ip::get(api, ip).await {
+        Ok(reserved) => ok(
+            CHECK,
+            match reserved.droplet {
+                Some(holder) => format!("{ip} is held by {} (droplet {})", holder.name, holder.id),
+                None => format!(
+                    "{ip} exists and no droplet holds it; doproxy failover assigns it to the leading proxy"
+                ),
+            },
+        ),
+        Err(ApiError::NotFound) => failed(
+            CHECK,
+            format!(
+                "{ip} is not a reserved IP of this account; create one in the proxies' region and set reserved_ip to it"
+            ),
+        ),
+        Err(err) => failed(CHECK, err.to_string()),
+    }
 }
 
 /// SSH keys, region, size and image, as this account sees them.

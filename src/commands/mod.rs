@@ -7,6 +7,7 @@ mod completions;
 mod create;
 mod delete;
 mod doctor;
+mod failover;
 mod generate;
 mod init;
 mod inventory;
@@ -176,6 +177,7 @@ async fn run_command(app: &App, command: &Command) -> Result<Report> {
         Command::Reconcile(args) => reconcile::run(app, args).await,
         Command::Scale(args) => scale::run(app, args).await,
         Command::Watch(args) => watch::run(app, args).await,
+        Command::Failover(args) => failover::run(app, args).await,
         Command::Autoscale(args) => autoscale::run(app, args).await,
         Command::Doctor => doctor::run(app).await,
         Command::Init(_) | Command::Completions(_) | Command::Man => {

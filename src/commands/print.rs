@@ -45,7 +45,7 @@ pub async fn run(app: &App, args: &PrintArgs) -> Result<Report> {
             .and_then(|s| s.get(&entry.id))
             .map(String::as_str)
     };
-    let text = if entries.is_empty() {
+    let mut text = if entries.is_empty() {
         vec![EMPTY.to_string()]
     } else {
         entries
@@ -57,6 +57,9 @@ pub async fn run(app: &App, args: &PrintArgs) -> Result<Report> {
             })
             .collect()
     };
+    if args.health {
+        text.extend(super::failover::leader_line(app).await);
+    }
     let mut json = serde_json::to_value(&entries)?;
     if states.is_some() {
         for (value, entry) in json

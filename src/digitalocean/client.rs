@@ -155,6 +155,20 @@ impl Client {
         .await
     }
 
+    /// A POST whose effect does not depend on how often it arrives
+    /// (assigning a reserved IP to a droplet), so it is retried like a read.
+    pub async fn post_idempotent(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, ApiError> {
+        let body = serde_json::to_vec(body).map_err(|err| ApiError::Malformed(err.to_string()))?;
+        self.with_retries(path, || async {
+            parse(&self.send(Method::POST, path, &[], Some(&body)).await?)
+        })
+        .await
+    }
+
     pub async fn get_droplet(&self, id: u64) -> Result<Droplet, ApiError> {
         let path = format!("/v2/droplets/{id}");
         self.with_retries(&path, || async {

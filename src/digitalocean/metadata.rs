@@ -1,25 +1,52 @@
 //! The droplet metadata service (169.254.169.254 on a droplet): where the
-//! proxy droplet learns its own public address to bind HAProxy's frontend.
+//! proxy droplet learns its own public address to bind HAProxy's frontend,
+//! and its droplet ID and name, to claim the reserved IP for itself.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use anyhow::Context;
+
 /// Off a droplet the service does not exist; give up quickly.
 const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// This droplet's ID and name. Failover cannot work without them, so
+/// failures say so.
+pub async fn droplet_identity(metadata_url: &str) -> anyhow::Result<(u64, String)> {
+    let fix = "failover runs on a proxy droplet; check metadata_url";
+    let id = text(metadata_url, "id").await.with_context(|| {
+        format!("cannot learn this droplet's ID from the metadata service at {metadata_url}; {fix}")
+    })?;
+    let id = id.trim().parse().with_context(|| {
+        format!("the metadata service at {metadata_url} gave no droplet ID but {id:?}; {fix}")
+    })?;
+    let name = text(metadata_url, "hostname")
+        .await
+        .map(|name| name.trim().to_string())
+        .unwrap_or_default();
+    Ok((id, name))
+}
+
+/// One value of the service, `/metadata/v1/<path>`, as text.
+async fn text(metadata_url: &str, path: &str) -> reqwest::Result<String> {
+    let url = format!("{metadata_url}/metadata/v1/{path}");
+    crate::http::builder()
+        .timeout(TIMEOUT)
+        .build()?
+        .get(&url)
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await
+}
 
 /// This droplet's public IPv4, or None when the metadata service does not
 /// answer in time (not on a droplet) or answers something else.
 pub async fn public_ipv4(metadata_url: &str) -> Option<Ipv4Addr> {
-    let url = format!("{metadata_url}/metadata/v1/interfaces/public/0/ipv4/address");
-    let client = crate::http::builder().timeout(TIMEOUT).build().ok()?;
-    let answer = client
-        .get(&url)
-        .send()
+    let text = text(metadata_url, "interfaces/public/0/ipv4/address")
         .await
-        .ok()?
-        .error_for_status()
         .ok()?;
-    let text = answer.text().await.ok()?;
     match text.trim().parse() {
         Ok(ip) => Some(ip),
         Err(_) => {

@@ -5,6 +5,7 @@ mod client;
 mod droplet;
 mod error;
 pub mod metadata;
+pub mod reserved_ip;
 mod retry;
 
 pub use client::{Client, Deleted};

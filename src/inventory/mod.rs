@@ -17,7 +17,7 @@ use crate::shutdown::Shutdown;
 pub use drift::drift;
 pub use entry::{Comments, Entry, Status, parse, render};
 use etcd::EtcdLock;
-pub use etcd::{EtcdInventory, InventoryChange};
+pub use etcd::{Election, EtcdInventory, InventoryChange, LeaderKey, Leadership, Unconfirmed};
 use file::FileInventory;
 
 /// What a signal during a lock wait leaves.

@@ -377,6 +377,12 @@ pub struct Haproxy {
 }
 
 impl Haproxy {
+    /// Kills the master with SIGKILL, as a crash would; its workers follow.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends `count` requests through the frontend; the body of each answer
     /// (or the error, for a failed request).
     pub fn get_many(&self, count: usize) -> Vec<Result<String, String>> {
@@ -389,6 +395,7 @@ impl Drop for Haproxy {
         // SIGTERM stops the master and its workers at once.
         let _ = Command::new("kill")
             .arg(self.child.id().to_string())
+            .stderr(Stdio::null())
             .status();
         let _ = self.child.wait();
     }

@@ -1,0 +1,383 @@
+//! Reserved IPs (formerly floating IPs): an address that moves between
+//! droplets through `assign` and `unassign` actions, as two proxies behind
+//! one address use it. Each reserved IP is a loopback address of the
+//! simulator's subnet with a forwarder listening on it (`forwarder`), so a
+//! test sends traffic to "the reserved IP" and reaches whichever proxy holds
+//! it. Proxies are droplets too (`Simulator::add_proxy`), each with its own
+//! metadata service and the frontend the forwarder sends to.
+//!
+//! An action completes `delay` after it was accepted (the API's assign takes
+//! seconds); until then the reserved IP is `locked` and a new action is
+//! refused with 422, as the API refuses one while an event is pending.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, SystemTime};
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::Simulator;
+use crate::catalog::{self, Region};
+use crate::error::ApiError;
+use crate::state::{Droplet, NewDroplets};
+use crate::time::{self, rfc3339};
+
+/// How long an assign or unassign takes unless a test sets otherwise.
+const DEFAULT_DELAY: Duration = Duration::from_millis(200);
+
+/// The account's reserved IPs, their actions, and where each proxy droplet
+/// serves.
+pub(crate) struct ReservedIps {
+    ips: BTreeMap<Ipv4Addr, ReservedIp>,
+    actions: BTreeMap<u64, IpAction>,
+    next_action_id: u64,
+    pub(crate) delay: Duration,
+    /// Proxy droplets and their HAProxy frontends.
+    pub(crate) frontends: BTreeMap<u64, SocketAddr>,
+    /// Every completed assign, oldest first.
+    assignments: Vec<SimAssignment>,
+}
+
+struct ReservedIp {
+    region: &'static Region,
+    droplet: Option<u64>,
+    /// The action under way, if any: the IP is locked until it completes.
+    pending: Option<u64>,
+}
+
+struct IpAction {
+    id: u64,
+    ip: Ipv4Addr,
+    /// The droplet to assign to; None unassigns.
+    target: Option<u64>,
+    started_at: SystemTime,
+    completed_at: SystemTime,
+    /// Settled: Some(true) completed, Some(false) errored (the droplet went
+    /// away meanwhile).
+    outcome: Option<bool>,
+}
+
+/// A reserved IP as a test sees it: its address, and the forwarder's address
+/// on it that reaches the proxy holding it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SimReservedIp {
+    pub ip: Ipv4Addr,
+    pub forwarder: SocketAddr,
+}
+
+/// A proxy droplet as a test sees it: its droplet ID and the metadata URL
+/// (for doproxy's `metadata_url`) that answers as that droplet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SimProxy {
+    pub id: u64,
+    pub name: String,
+    pub metadata_url: String,
+}
+
+/// One completed assign: the reserved IP moved to `droplet_id`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SimAssignment {
+    pub ip: Ipv4Addr,
+    pub droplet_id: u64,
+    /// When the assign was requested, and when it took effect.
+    #[serde(serialize_with = "time::serialize")]
+    pub requested_at: SystemTime,
+    #[serde(serialize_with = "time::serialize")]
+    pub completed_at: SystemTime,
+}
+
+impl Default for ReservedIps {
+    fn default() -> Self {
+        ReservedIps {
+            ips: BTreeMap::new(),
+            actions: BTreeMap::new(),
+            next_action_id: fastrand::u64(3_000_000_000..4_000_000_000),
+            delay: DEFAULT_DELAY,
+            frontends: BTreeMap::new(),
+            assignments: Vec::new(),
+        }
+    }
+}
+
+impl ReservedIps {
+    /// Applies the actions whose time has come; an assign to a droplet that
+    /// no longer exists errors and changes nothing.
+    pub(crate) fn settle(&mut self, now: SystemTime, droplets: &BTreeMap<u64, Droplet>) {
+        for action in self.actions.values_mut() {
+            if action.outcome.is_some() || action.completed_at > now {
+                continue;
+            }
+            let ip = self
+                .ips
+                .get_mut(&action.ip)
+                .expect("actions name known IPs");
+            ip.pending = None;
+            let exists = action.target.is_none_or(|id| droplets.contains_key(&id));
+            action.outcome = Some(exists);
+            if exists {
+                ip.droplet = action.target;
+                if let Some(droplet_id) = action.target {
+                    self.assignments.push(SimAssignment {
+                        ip: action.ip,
+                        droplet_id,
+                        requested_at: action.started_at,
+                        completed_at: action.completed_at,
+                    });
+                }
+            }
+        }
+        // A destroyed droplet holds nothing.
+        for ip in self.ips.values_mut() {
+            if ip.droplet.is_some_and(|id| !droplets.contains_key(&id)) {
+                ip.droplet = None;
+            }
+        }
+    }
+
+    /// The frontend of the proxy holding `ip`, if one does.
+    pub(crate) fn route(&self, ip: Ipv4Addr) -> Option<SocketAddr> {
+        let holder = self.ips.get(&ip)?.droplet?;
+        self.frontends.get(&holder).copied()
+    }
+}
+
+impl Simulator {
+    /// A proxy droplet named `name` whose HAProxy frontend listens on
+    /// `frontend`: listed like any droplet (untagged), with a metadata
+    /// service of its own at the returned URL.
+    pub fn add_proxy(&self, name: &str, frontend: SocketAddr) -> SimProxy {
+        let new = NewDroplets {
+            names: vec![name.to_string()],
+            serve_http: false,
+            ..NewDroplets::seeded()
+        };
+        let mut state = self.lock();
+        let id = state.create(&self.inner.subnet, &new, SystemTime::now())[0];
+        state.reserved_ips.frontends.insert(id, frontend);
+        SimProxy {
+            id,
+            name: name.to_string(),
+            metadata_url: format!("{}/proxies/{id}", self.url()),
+        }
+    }
+
+    /// A new reserved IP in nyc3, held by no droplet, with its forwarder
+    /// listening. Panics before the simulator serves.
+    pub fn create_reserved_ip(&self) -> SimReservedIp {
+        let subnet = self.inner.subnet.proxy_private_ip().octets()[1];
+        let mut state = self.lock();
+        let ip = (2..250)
+            .map(|host| Ipv4Addr::new(127, subnet, 255, host))
+            .find(|ip| !state.reserved_ips.ips.contains_key(ip))
+            .expect("doproxy-sim: at most 248 reserved IPs");
+        state.reserved_ips.ips.insert(
+            ip,
+            ReservedIp {
+                region: catalog::region("nyc3").expect("nyc3 is in the catalog"),
+                droplet: None,
+                pending: None,
+            },
+        );
+        drop(state);
+        let forwarder = crate::forwarder::start(self.clone(), ip);
+        SimReservedIp { ip, forwarder }
+    }
+
+    /// The droplet holding `ip` now, if any.
+    pub fn reserved_ip_holder(&self, ip: Ipv4Addr) -> Option<u64> {
+        let mut state = self.lock();
+        state.settle_reserved_ips(SystemTime::now());
+        state.reserved_ips.ips.get(&ip)?.droplet
+    }
+
+    /// Every completed assign so far, oldest first.
+    pub fn reserved_ip_assignments(&self) -> Vec<SimAssignment> {
+        let mut state = self.lock();
+        state.settle_reserved_ips(SystemTime::now());
+        state.reserved_ips.assignments.clone()
+    }
+
+    /// How long assign and unassign actions take from now on.
+    pub fn set_reserved_ip_delay(&self, delay: Duration) {
+        self.lock().reserved_ips.delay = delay;
+    }
+
+    /// Where the proxy holding `ip` serves, if one does.
+    pub(crate) fn reserved_ip_route(&self, ip: Ipv4Addr) -> Option<SocketAddr> {
+        let mut state = self.lock();
+        state.settle_reserved_ips(SystemTime::now());
+        state.reserved_ips.route(ip)
+    }
+}
+
+impl crate::state::State {
+    pub(crate) fn settle_reserved_ips(&mut self, now: SystemTime) {
+        self.reserved_ips.settle(now, &self.droplets);
+    }
+}
+
+pub(crate) fn routes() -> Router<Simulator> {
+    Router::new()
+        .route("/v2/reserved_ips", get(list))
+        .route("/v2/reserved_ips/{ip}", get(show))
+        .route("/v2/reserved_ips/{ip}/actions", post(act))
+        .route("/v2/reserved_ips/{ip}/actions/{id}", get(action))
+}
+
+async fn list(
+    State(sim): State<Simulator>,
+    Query(_): Query<HashMap<String, String>>,
+) -> Json<Value> {
+    let now = SystemTime::now();
+    let mut state = sim.lock();
+    state.settle_reserved_ips(now);
+    let ips: Vec<Value> = state
+        .reserved_ips
+        .ips
+        .iter()
+        .map(|(ip, r)| reserved_ip_json(&state.droplets, *ip, r))
+        .collect();
+    let total = ips.len();
+    Json(json!({"reserved_ips": ips, "links": {}, "meta": {"total": total}}))
+}
+
+async fn show(
+    State(sim): State<Simulator>,
+    Path(ip): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let mut state = sim.lock();
+    state.settle_reserved_ips(SystemTime::now());
+    let (ip, reserved) = find(&state.reserved_ips, &ip)?;
+    Ok(Json(
+        json!({"reserved_ip": reserved_ip_json(&state.droplets, ip, reserved)}),
+    ))
+}
+
+/// 201 with the new action; 422 while another action is pending, or for a
+/// droplet that does not exist.
+async fn act(
+    State(sim): State<Simulator>,
+    Path(ip): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let body: Value = serde_json::from_slice(&body)
+        .map_err(|_| ApiError::bad_request("The request body is not valid JSON."))?;
+    let now = SystemTime::now();
+    let mut state = sim.lock();
+    state.settle_reserved_ips(now);
+    let (ip, reserved) = find(&state.reserved_ips, &ip)?;
+    let target = match body.get("type").and_then(Value::as_str) {
+        Some("assign") => {
+            let id = body
+                .get("droplet_id")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| ApiError::unprocessable("droplet_id is required to assign"))?;
+            if !state.droplets.contains_key(&id) {
+                return Err(ApiError::unprocessable(format!(
+                    "Droplet {id} could not be found."
+                )));
+            }
+            Some(id)
+        }
+        Some("unassign") => None,
+        _ => {
+            return Err(ApiError::unprocessable("type must be assign or unassign"));
+        }
+    };
+    if reserved.pending.is_some() {
+        return Err(ApiError::unprocessable(
+            "The reserved IP has a pending event.",
+        ));
+    }
+    let region = reserved.region;
+    let registry = &mut state.reserved_ips;
+    let id = registry.next_action_id;
+    registry.next_action_id += 1;
+    let action = IpAction {
+        id,
+        ip,
+        target,
+        started_at: now,
+        completed_at: now + registry.delay,
+        outcome: None,
+    };
+    let body = json!({"action": action_json(&action, region)});
+    registry.actions.insert(id, action);
+    registry.ips.get_mut(&ip).expect("found above").pending = Some(id);
+    // A zero delay completes at once.
+    state.settle_reserved_ips(now);
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+async fn action(
+    State(sim): State<Simulator>,
+    Path((ip, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let now = SystemTime::now();
+    let mut state = sim.lock();
+    state.settle_reserved_ips(now);
+    let (ip, reserved) = find(&state.reserved_ips, &ip)?;
+    let action = id
+        .parse()
+        .ok()
+        .and_then(|id| state.reserved_ips.actions.get(&id))
+        .filter(|a| a.ip == ip)
+        .ok_or_else(ApiError::not_found)?;
+    Ok(Json(
+        json!({"action": action_json(action, reserved.region)}),
+    ))
+}
+
+fn find<'a>(registry: &'a ReservedIps, ip: &str) -> Result<(Ipv4Addr, &'a ReservedIp), ApiError> {
+    let ip: Ipv4Addr = ip.parse().map_err(|_| ApiError::not_found())?;
+    let reserved = registry.ips.get(&ip).ok_or_else(ApiError::not_found)?;
+    Ok((ip, reserved))
+}
+
+/// The spec's `reserved_ip` schema; `droplet` is the holder's droplet
+/// object (id, name, status and networks suffice for doproxy) or null.
+fn reserved_ip_json(droplets: &BTreeMap<u64, Droplet>, ip: Ipv4Addr, r: &ReservedIp) -> Value {
+    let droplet = r.droplet.and_then(|id| droplets.get(&id)).map(|d| {
+        json!({
+            "id": d.id,
+            "name": d.name,
+            "status": "active",
+            "tags": d.tags,
+            "networks": {"v4": [{"ip_address": d.public_ip.to_string(), "type": "public"}]},
+        })
+    });
+    json!({
+        "ip": ip.to_string(),
+        "region": r.region.json(),
+        "droplet": droplet,
+        "locked": r.pending.is_some(),
+        "project_id": "746c6152-2fa2-11ed-92d3-27aaa54e4988",
+    })
+}
+
+/// The spec's `action` schema for a reserved IP action.
+fn action_json(a: &IpAction, region: &Region) -> Value {
+    let status = match a.outcome {
+        Some(true) => "completed",
+        Some(false) => "errored",
+        None => "in-progress",
+    };
+    json!({
+        "id": a.id,
+        "status": status,
+        "type": if a.target.is_some() { "assign_ip" } else { "unassign_ip" },
+        "started_at": rfc3339(a.started_at),
+        "completed_at": (status != "in-progress").then(|| rfc3339(a.completed_at)),
+        "resource_id": u32::from(a.ip),
+        "resource_type": "reserved_ip",
+        "region": region.json(),
+        "region_slug": region.slug,
+    })
+}
