@@ -382,6 +382,11 @@ pub struct AutoscaleArgs {
     #[arg(long, conflicts_with_all = ["once", "dry_run"])]
     pub history: bool,
 
+    /// Serve Prometheus metrics on this address (instead of metrics_listen),
+    /// e.g. 127.0.0.1:9477.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
     #[command(flatten)]
     pub waits: ScaleWaits,
 }
@@ -418,6 +423,11 @@ pub struct WatchArgs {
     /// hide a change.
     #[arg(long, default_value = "10s", value_parser = longer_than_zero)]
     pub resync_interval: Duration,
+
+    /// Serve Prometheus metrics on this address (instead of metrics_listen),
+    /// e.g. 127.0.0.1:9477.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]

@@ -6,6 +6,7 @@
 //! that never prints it.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -69,6 +70,11 @@ struct ConfigFile {
     etcd_cert_file: Option<PathBuf>,
     etcd_key_file: Option<PathBuf>,
     autoscale: Option<AutoscaleFile>,
+    haproxy_runtime_updates: Option<bool>,
+    haproxy_stats_bind: Option<String>,
+    metrics_listen: Option<SocketAddr>,
+    metrics_allow_remote: Option<bool>,
+    metrics_textfile: Option<PathBuf>,
     reserved_ip: Option<std::net::Ipv4Addr>,
     failover_lease_ttl: Option<String>,
     failover_check_interval: Option<String>,
@@ -212,6 +218,18 @@ pub struct Config {
     /// The file itself holds a secret (token or etcd password), so it must
     /// not be readable by others.
     pub secrets_in_file: bool,
+    /// With haproxy_socket: servers are added and removed through HAProxy's
+    /// runtime API instead of a reload.
+    pub haproxy_runtime_updates: bool,
+    /// Where the built-in template serves HAProxy's own stats page and
+    /// Prometheus exporter; None: nowhere.
+    pub haproxy_stats_bind: Option<String>,
+    /// Where `watch` and `autoscale` serve Prometheus metrics.
+    pub metrics_listen: Option<SocketAddr>,
+    /// metrics_listen may be an address other machines reach.
+    pub metrics_allow_remote: bool,
+    /// Where one-shot commands leave their metrics for node-exporter.
+    pub metrics_textfile: Option<PathBuf>,
 }
 
 /// Where the inventory lives in etcd and how to reach it.
@@ -542,6 +560,11 @@ impl Config {
             },
             heal: None,
             secrets_in_file,
+            haproxy_runtime_updates: file.haproxy_runtime_updates.unwrap_or(true),
+            haproxy_stats_bind: file.haproxy_stats_bind,
+            metrics_listen: file.metrics_listen,
+            metrics_allow_remote: file.metrics_allow_remote.unwrap_or(false),
+            metrics_textfile: file.metrics_textfile.map(resolve),
         };
         config.etcd = match file.inventory_backend.as_deref() {
             None | Some("file") => None,

@@ -13,6 +13,7 @@ mod haproxy;
 mod http;
 mod inventory;
 mod lockfile;
+mod metrics;
 mod progress;
 mod readiness;
 mod scaling;

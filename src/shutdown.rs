@@ -141,7 +141,10 @@ impl Shutdown {
             return stopped;
         }
         let mut requested = self.requested.clone();
-        match requested.wait_for(Option::is_some).await {
+        // Copied out at once: holding the borrow would make this future
+        // unsendable (the metrics endpoint awaits it in a task of its own).
+        let signal = requested.wait_for(Option::is_some).await.map(|s| *s);
+        match signal {
             Ok(signal) => Interrupted::new(signal.expect("waited for Some")),
             // The listener never ends while the runtime runs.
             Err(_) => std::future::pending().await,

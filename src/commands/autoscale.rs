@@ -93,6 +93,7 @@ pub async fn run(app: &App, args: &AutoscaleArgs) -> Result<Report> {
             }
         });
     }
+    let _metrics = crate::metrics::serve(&app.config, args.metrics_listen, &app.shutdown).await?;
     tracing::info!(
         "autoscaling every {}",
         humantime::format_duration(policy.interval)
@@ -144,6 +145,7 @@ async fn step(
     };
     let _deciding = LockFile::acquire(&lock_path, args.waits.lock.lock_timeout).await?;
     let entries = app.entries(None).await?;
+    crate::metrics::pool(&entries);
     let serving: Vec<Entry> = entries.iter().filter(|e| e.is_serving()).cloned().collect();
     // A replacement under way (rollout, heal) and the droplet it replaces
     // count once: they are one droplet of the pool.
@@ -158,6 +160,7 @@ async fn step(
         .last_scaled
         .and_then(|secs| SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs)));
     let decision = decide(policy, pool, &readings, last_scaled, now);
+    crate::metrics::autoscale(&decision);
     let mut record = Record {
         at: humantime::format_rfc3339_seconds(now).to_string(),
         readings,

@@ -254,6 +254,8 @@ pub async fn join(
         .context(
             "the droplets are active and recorded in the inventory, but HAProxy was not updated",
         )?;
+
+    crate::metrics::scaled(crate::metrics::Direction::Out, ready.len());
     lock.release().await;
     Ok(Joined {
         ready,

@@ -235,6 +235,7 @@ pub async fn retire(
         }
     }
     app.store.save(entries, lock).await?;
+    crate::metrics::scaled(crate::metrics::Direction::In, destroyed.len());
     Ok(Retired {
         applied,
         destroyed,

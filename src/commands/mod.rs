@@ -100,7 +100,7 @@ impl App {
     /// The store's exclusive lock, waiting up to `timeout` for another run;
     /// a signal ends the wait with nothing changed.
     pub async fn lock(&self, timeout: Duration) -> Result<StoreLock> {
-        self.store.lock(timeout, &self.shutdown).await
+        crate::metrics::lock_wait(self.store.lock(timeout, &self.shutdown)).await
     }
 
     /// The inventory, with Ruby DOProxy ID-only lines filled in from the API
@@ -151,6 +151,31 @@ pub fn run_without_config(command: &Command) -> Option<Result<Report>> {
 }
 
 pub async fn run(app: &App, command: &Command) -> Result<Report> {
+    let report = run_command(app, command).await;
+    if leaves_textfile(command) {
+        crate::metrics::leave_textfile(&app.config).await;
+    }
+    report
+}
+
+/// Whether `command` leaves its metrics in metrics_textfile: the one-shot
+/// commands that change something, whether they succeeded or not (`watch`
+/// and the `autoscale` service serve theirs instead).
+fn leaves_textfile(command: &Command) -> bool {
+    match command {
+        Command::Create(_)
+        | Command::Delete(_)
+        | Command::Scale(_)
+        | Command::Reconcile(_)
+        | Command::Rollout(_)
+        | Command::Reload(_) => true,
+        Command::Autoscale(args) => args.once || args.dry_run,
+        Command::Heal(args) => args.once || args.dry_run,
+        _ => false,
+    }
+}
+
+async fn run_command(app: &App, command: &Command) -> Result<Report> {
     match command {
         Command::Print(args) => print::run(app, args).await,
         Command::Reconcile(args) => reconcile::run(app, args).await,

@@ -63,6 +63,9 @@ pub async fn run(app: &App, args: &ReconcileArgs) -> Result<Report> {
     let mut drift_json = serde_json::to_value(&drift)?;
     drift_json["foreign"] = serde_json::to_value(&foreign)?;
     drift_json["haproxy"] = haproxy.clone().into();
+    if agree {
+        crate::metrics::reconciled();
+    }
     if !args.apply || agree {
         return Report::new(text, json!({ "drift": drift_json, "applied": false }));
     }
@@ -173,6 +176,7 @@ pub async fn run(app: &App, args: &ReconcileArgs) -> Result<Report> {
         json!({ "drift": drift_json, "applied": true, "haproxy": retired.applied }),
     )?;
     if retired.failures.is_empty() {
+        crate::metrics::reconciled();
         return Ok(report);
     }
     Ok(report.failed(anyhow!(

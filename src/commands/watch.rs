@@ -3,7 +3,8 @@
 //!
 //! Changes are debounced like consul-template's wait timers: HAProxy is
 //! updated once changes have been quiet for `--quiet-period`, or `--max-wait`
-//! after the first one, so a batch of changes costs one reload. Every update
+//! after the first one, so a batch of changes costs one update (through the
+//! runtime API when only servers changed, else one reload). Every update
 //! reads the whole inventory at one revision.
 //!
 //! A watch can fall silent without any error: a connection gone half-open (a
@@ -19,6 +20,8 @@
 //! inventory without servers empty HAProxy until it has seen servers there
 //! (nor at start: an etcd rebuilt empty looks just like an empty pool).
 //! SIGTERM and SIGINT stop it between updates, never in the middle of one.
+//! With metrics_listen (or --metrics-listen) it serves Prometheus metrics
+//! meanwhile.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -31,6 +34,7 @@ use super::{App, Report};
 use crate::cli::WatchArgs;
 use crate::haproxy::{self, Reload};
 use crate::inventory::{Entry, EtcdInventory, InventoryChange, Store};
+use crate::metrics;
 use crate::shutdown::Interrupted;
 
 /// Longest pause between attempts to reach etcd again.
@@ -45,6 +49,7 @@ pub async fn run(app: &App, args: &WatchArgs) -> Result<Report> {
             app.config.path.display()
         );
     };
+    let _metrics = metrics::serve(&app.config, args.metrics_listen, &app.shutdown).await?;
     let stopped = match keep_in_step(Follower::new(app, etcd, args)).await {
         Err(err) => err,
         Ok(never) => match never {},
@@ -240,6 +245,7 @@ impl<'a> Follower<'a> {
         self.read = Some(entries.clone());
         if self.applied.as_ref() == Some(&entries) {
             self.retry_at = None;
+            metrics::reconciled();
             return Ok(());
         }
         // A failed update is tried again on its own schedule, unless the
@@ -259,6 +265,7 @@ impl<'a> Follower<'a> {
                 if self.apply_failures > 0 {
                     tracing::info!("HAProxy is up to date with revision {revision} again");
                 }
+                metrics::reconciled();
                 self.applied = Some(entries);
                 self.apply_failures = 0;
                 self.retry_at = None;

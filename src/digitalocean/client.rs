@@ -412,6 +412,7 @@ impl Client {
             delay.as_secs_f64(),
             attempt + 1
         );
+        crate::metrics::api_retry();
         tokio::time::sleep(delay).await;
         Ok(())
     }
@@ -426,6 +427,7 @@ impl Client {
     ) -> Result<Vec<u8>, ApiError> {
         let url = format!("{}{path}", self.api_url);
         tracing::debug!("{method} {url}");
+        let label = method.to_string();
         let mut request = self
             .http
             .request(method, &url)
@@ -436,10 +438,9 @@ impl Client {
                 .header("content-type", "application/json")
                 .body(body.to_vec());
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|err| ApiError::from_transport(&url, &err))?;
+        let response = request.send().await;
+        crate::metrics::api_request(&label, response.as_ref().ok().map(|r| r.status().as_u16()));
+        let response = response.map_err(|err| ApiError::from_transport(&url, &err))?;
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = response

@@ -6,12 +6,17 @@
 //! later run comparing only files would call it unchanged forever. So after
 //! every confirmed reload doproxy keeps a copy of what HAProxy loaded
 //! (`<haproxy_cfg_path>.loaded`), and with an admin socket it also compares
-//! the servers HAProxy runs with the ones the live file names.
+//! the servers HAProxy runs with the ones the live file names. A runtime
+//! update (servers added or removed through the admin socket) records the
+//! config it brought HAProxy to as well; a run stopped before recording it
+//! leaves a record that differs from the live file only in server lines,
+//! and then the servers HAProxy runs decide.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use super::dynamic::Layout;
 use super::runtime::Runtime;
 use crate::atomic_file;
 use crate::config::Config;
@@ -46,26 +51,41 @@ pub fn record(live: &Path, config: &[u8]) {
 pub async fn check(config: &Config, installed: &[u8]) -> Loaded {
     let live = &config.haproxy_cfg_path;
     let recorded = fs::read(record_path(live)).ok();
-    if recorded.as_deref().is_some_and(|r| r != installed) {
-        return Loaded::No(format!(
-            "HAProxy has not loaded {}: it was installed but no reload confirmed it (doproxy was stopped, or the reload failed)",
-            live.display()
-        ));
-    }
     let running = match Runtime::of(config) {
         Some(runtime) => runtime.servers().await.ok(),
         None => None,
     };
+    let unconfirmed = recorded.as_deref().filter(|r| *r != installed);
+    if let Some(recorded) = unconfirmed {
+        // Servers added or removed through the runtime API leave the frame
+        // alone: then the servers HAProxy runs tell (a run stopped between
+        // the runtime update and recording it). Anything else needs a reload.
+        let only_servers = running.is_some()
+            && Layout::parse(&String::from_utf8_lossy(recorded))
+                .differs_only_in_servers(&Layout::parse(&String::from_utf8_lossy(installed)));
+        if !only_servers {
+            return Loaded::No(format!(
+                "HAProxy has not loaded {}: it was installed but no reload confirmed it (doproxy was stopped, or the reload failed)",
+                live.display()
+            ));
+        }
+    }
     if let Some(running) = running {
         let running: Vec<(String, String)> = running
             .into_iter()
             .map(|row| (row.backend, row.server))
             .collect();
         if let Some(difference) = server_difference(installed, &running) {
-            return Loaded::No(format!(
-                "HAProxy does not run the servers of {}: {difference}",
-                live.display()
-            ));
+            return Loaded::No(match unconfirmed {
+                Some(_) => format!(
+                    "HAProxy has not loaded {}: it was installed but neither a reload nor the runtime API confirmed it (doproxy was stopped, or the update failed), and {difference}",
+                    live.display()
+                ),
+                None => format!(
+                    "HAProxy does not run the servers of {}: {difference}",
+                    live.display()
+                ),
+            });
         }
         return Loaded::Yes;
     }
@@ -82,8 +102,8 @@ pub async fn check(config: &Config, installed: &[u8]) -> Loaded {
 /// names, in the backends `config` defines; None when they agree. Backends
 /// using `server-template` are skipped: their server names are made by
 /// HAProxy.
-fn server_difference(config: &[u8], running: &[(String, String)]) -> Option<String> {
-    let wanted = config_servers(&String::from_utf8_lossy(config));
+pub(super) fn server_difference(config: &[u8], running: &[(String, String)]) -> Option<String> {
+    let wanted = Layout::parse(&String::from_utf8_lossy(config)).server_names();
     let mut missing = Vec::new();
     let mut extra = Vec::new();
     for (backend, servers) in &wanted {
@@ -118,39 +138,6 @@ fn server_difference(config: &[u8], running: &[(String, String)]) -> Option<Stri
     }
 }
 
-/// The `server` names of each backend (and listen section) of a config;
-/// None for a backend with a `server-template` line.
-fn config_servers(config: &str) -> BTreeMap<String, Option<BTreeSet<String>>> {
-    let mut backends = BTreeMap::new();
-    let mut current: Option<String> = None;
-    for line in config.lines() {
-        let line = line.split('#').next().unwrap_or("");
-        let mut words = line.split_whitespace();
-        let Some(first) = words.next() else { continue };
-        let section_start = !line.starts_with([' ', '\t']);
-        if section_start {
-            current = match (first, words.next()) {
-                ("backend" | "listen", Some(name)) => {
-                    backends.insert(name.to_string(), Some(BTreeSet::new()));
-                    Some(name.to_string())
-                }
-                _ => None,
-            };
-            continue;
-        }
-        let Some(backend) = &current else { continue };
-        let servers = backends.get_mut(backend).expect("inserted at its start");
-        match (first, words.next(), servers.as_mut()) {
-            ("server", Some(name), Some(names)) => {
-                names.insert(name.to_string());
-            }
-            ("server-template", _, _) => *servers = None,
-            _ => {}
-        }
-    }
-    backends
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,16 +163,6 @@ backend dynamic
         rows.iter()
             .map(|(b, s)| (b.to_string(), s.to_string()))
             .collect()
-    }
-
-    #[test]
-    fn servers_are_read_per_backend() {
-        let servers = config_servers(CONFIG);
-        let names: BTreeSet<String> = ["www-1", "www-2"].map(String::from).into();
-        assert_eq!(servers["www-backend"], Some(names));
-        assert_eq!(servers["stats"], Some(BTreeSet::new()));
-        assert_eq!(servers["dynamic"], None);
-        assert!(!servers.contains_key("www-http"));
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! HAProxy: render the config from the inventory, check it with HAProxy
-//! itself, install it atomically, reload — and leave the live config alone
-//! when any step fails. Every command and socket exchange is bounded, and
-//! nothing here blocks the async runtime.
+//! itself, install it atomically, then bring HAProxy to it: through the
+//! runtime API when only servers changed (no reload, no new worker), else
+//! with a reload — and leave the live config alone when any step fails.
+//! Every command and socket exchange is bounded, and nothing here blocks
+//! the async runtime.
 
 mod command;
+mod dynamic;
 mod loaded;
 mod render;
 mod runtime;
@@ -22,6 +25,8 @@ use crate::config::Config;
 use crate::digitalocean::metadata;
 use crate::inventory::Entry;
 use crate::lockfile::LockFile;
+use crate::metrics::{self, HaproxyUpdate};
+use dynamic::{Layout, Step};
 pub use loaded::Loaded;
 pub use render::{BUILTIN_TEMPLATE, TemplateContext, render, server_name};
 use runtime::{AdminState, Runtime};
@@ -53,6 +58,9 @@ pub struct Applied {
     pub servers: usize,
     pub changed: bool,
     pub reloaded: bool,
+    /// HAProxy was brought to the new config through its runtime API,
+    /// without a reload.
+    pub runtime_updated: bool,
 }
 
 /// Renders the config for `entries` and writes it to haproxy_cfg_file.
@@ -72,6 +80,7 @@ pub async fn render_config(config: &Config, entries: &[Entry]) -> Result<(String
         config.backend_port,
         config.haproxy_socket.as_deref(),
         &config.health_check,
+        config.haproxy_stats_bind.as_deref(),
     );
     let text = match &config.haproxy_template_file {
         Some(path) => {
@@ -139,9 +148,15 @@ pub async fn divergence(config: &Config, entries: &[Entry]) -> Result<Option<Str
 /// haproxy_socket, wait until a new worker answers. A failed check or reload
 /// leaves the live config as it was.
 ///
+/// With haproxy_socket (and haproxy_runtime_updates), a config that differs
+/// from the one HAProxy runs only in its servers is brought live through the
+/// runtime API instead: servers added, then removed, then checked, without a
+/// reload. When HAProxy refuses a step, it is reloaded after all, saying so.
+///
 /// An unchanged config is reloaded all the same when HAProxy has not loaded
 /// it (a run died between install and reload), or when nothing can tell.
-/// Only a confirmed reload is recorded as loaded.
+/// Only a confirmed reload, or a runtime update after which HAProxy runs the
+/// config's servers, is recorded as loaded.
 ///
 /// A config without servers is refused while the live one has some, unless
 /// `allow_empty`: bad inventory data must not empty the pool.
@@ -155,6 +170,7 @@ pub async fn apply(
     // run by hand must not interleave their writes and reloads.
     let _updating =
         LockFile::acquire(&lock_path(&config.haproxy_cfg_file), UPDATE_LOCK_TIMEOUT).await?;
+    metrics::pool(entries);
     let servers = generate(config, entries).await?;
     let staged = &config.haproxy_cfg_file;
     let live = &config.haproxy_cfg_path;
@@ -175,6 +191,7 @@ pub async fn apply(
         servers,
         changed,
         reloaded: false,
+        runtime_updated: false,
     };
     if !changed && reload == Reload::IfChanged {
         match loaded::check(config, &new).await {
@@ -189,13 +206,42 @@ pub async fn apply(
             Loaded::Unknown(reason) => tracing::info!("{reason}; reloading once to be sure"),
         }
     }
+    // Worked out before installing: it compares with what HAProxy runs now.
+    let runtime_plan = match (changed, reload, previous.as_deref()) {
+        (true, Reload::IfChanged, Some(previous)) => runtime_plan(config, previous, &new).await,
+        _ => None,
+    };
     if changed {
         if let Some(previous) = &previous {
             atomic_file::write(&backup_path(live), previous)?;
         }
         atomic_file::write(live, &new)?;
     }
+    match runtime_plan {
+        Some(Ok((runtime, steps))) => match update_at_runtime(&runtime, &steps, &new).await {
+            Ok(()) => {
+                loaded::record(live, &new);
+                metrics::haproxy(HaproxyUpdate::AtRuntime);
+                tracing::info!(
+                    "HAProxy runs {servers} servers from {} without a reload{}",
+                    live.display(),
+                    describe_steps(&steps)
+                );
+                applied.runtime_updated = true;
+                return Ok(applied);
+            }
+            Err(err) => {
+                metrics::haproxy(HaproxyUpdate::RuntimeRefused);
+                tracing::warn!(
+                    "could not update HAProxy through its runtime API ({err:#}); reloading it instead"
+                )
+            }
+        },
+        Some(Err(reason)) => tracing::info!("{reason}, so HAProxy is reloaded"),
+        None => {}
+    }
     if let Err(err) = reload_and_confirm(config).await {
+        metrics::haproxy(HaproxyUpdate::ReloadFailed);
         let left = if changed {
             restore(live, previous.as_deref())?;
             "put back"
@@ -208,12 +254,71 @@ pub async fn apply(
         )));
     }
     loaded::record(live, &new);
+    metrics::haproxy(HaproxyUpdate::Reloaded);
     tracing::info!(
         "HAProxy reloaded with {servers} servers from {}",
         live.display()
     );
     applied.reloaded = true;
     Ok(applied)
+}
+
+/// Whether the runtime API can bring HAProxy from `previous` (the live
+/// config) to `new`: the socket and the steps, or why not (a clause). None
+/// when there is no runtime API to use.
+async fn runtime_plan<'a>(
+    config: &'a Config,
+    previous: &[u8],
+    new: &[u8],
+) -> Option<Result<(Runtime<'a>, Vec<Step>), String>> {
+    if !config.haproxy_runtime_updates {
+        return None;
+    }
+    let runtime = Runtime::of(config)?;
+    let plan = match loaded::check(config, previous).await {
+        Loaded::Yes => Layout::parse(&String::from_utf8_lossy(previous))
+            .steps_to(&Layout::parse(&String::from_utf8_lossy(new))),
+        Loaded::No(reason) | Loaded::Unknown(reason) => Err(reason),
+    };
+    Some(plan.map(|steps| (runtime, steps)))
+}
+
+/// Takes `steps` through the admin socket, then confirms that HAProxy runs
+/// exactly the servers of `new`.
+async fn update_at_runtime(runtime: &Runtime<'_>, steps: &[Step], new: &[u8]) -> Result<()> {
+    for step in steps {
+        runtime.take(step).await?;
+    }
+    let running: Vec<(String, String)> = runtime
+        .servers()
+        .await?
+        .into_iter()
+        .map(|row| (row.backend, row.server))
+        .collect();
+    if let Some(difference) = loaded::server_difference(new, &running) {
+        bail!("after the runtime update HAProxy's servers are not the config's: {difference}");
+    }
+    Ok(())
+}
+
+/// "; added www-1, www-2; removed www-3", for the log.
+fn describe_steps(steps: &[Step]) -> String {
+    let names = |add: bool| -> Vec<String> {
+        steps
+            .iter()
+            .filter(|s| matches!(s, Step::Add { .. }) == add)
+            .map(|s| match s {
+                Step::Add { server, .. } | Step::Remove { server, .. } => server.clone(),
+            })
+            .collect()
+    };
+    let mut text = String::new();
+    for (verb, servers) in [("added", names(true)), ("removed", names(false))] {
+        if !servers.is_empty() {
+            text.push_str(&format!("; {verb} {}", servers.join(", ")));
+        }
+    }
+    text
 }
 
 /// Runs haproxy_reload_command and, with haproxy_socket, waits until a new

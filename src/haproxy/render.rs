@@ -24,6 +24,9 @@ pub struct TemplateContext {
     pub health_check_path: String,
     pub health_check_port: u16,
     pub health_check_status: u16,
+    /// Where HAProxy serves its stats page and its own Prometheus exporter
+    /// (haproxy_stats_bind); unset: nowhere.
+    pub stats_bind: Option<String>,
     pub servers: Vec<Server>,
 }
 
@@ -48,6 +51,7 @@ impl TemplateContext {
         backend_port: u16,
         admin_socket: Option<&Path>,
         health_check: &HealthCheck,
+        stats_bind: Option<&str>,
     ) -> TemplateContext {
         let servers = entries
             .iter()
@@ -69,6 +73,7 @@ impl TemplateContext {
             health_check_path: health_check.path.clone(),
             health_check_port: health_check.port,
             health_check_status: health_check.status,
+            stats_bind: stats_bind.map(str::to_string),
             servers,
         }
     }
@@ -131,7 +136,7 @@ mod tests {
             status: 204,
             ready_timeout: std::time::Duration::ZERO,
         };
-        TemplateContext::new(entries, "203.0.113.7:80".into(), 8080, None, &check)
+        TemplateContext::new(entries, "203.0.113.7:80".into(), 8080, None, &check, None)
     }
 
     #[test]
@@ -173,6 +178,14 @@ mod tests {
         };
         let text = render("builtin", BUILTIN_TEMPLATE, &with_socket).unwrap();
         assert!(text.contains("stats socket /run/haproxy/admin.sock mode 660 level admin"));
+        assert!(!text.contains("prometheus-exporter"));
+        let with_stats = TemplateContext {
+            stats_bind: Some("127.0.0.1:8404".into()),
+            ..context(&entries)
+        };
+        let text = render("builtin", BUILTIN_TEMPLATE, &with_stats).unwrap();
+        assert!(text.contains("    bind 127.0.0.1:8404\n"));
+        assert!(text.contains("http-request use-service prometheus-exporter if { path /metrics }"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! HAProxy's runtime API on its admin socket (`stats socket ... level admin`):
-//! take a server out of rotation before its droplet dies, and read what
-//! HAProxy sees (state, sessions, queue, request rate). Every exchange is
+//! add and remove servers without a reload, take a server out of rotation
+//! before its droplet dies, and read what HAProxy sees (state, sessions,
+//! queue, request rate). Every exchange is
 //! bounded as a whole (haproxy_socket_timeout), so a socket that accepts and
 //! then never answers, or answers forever, cannot hold doproxy and its locks.
 
@@ -11,6 +12,7 @@ use anyhow::{Context, Result, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
+use super::dynamic::Step;
 use crate::config::Config;
 
 /// One server (or backend) row of `show stat`.
@@ -85,6 +87,48 @@ impl<'a> Runtime<'a> {
                 "HAProxy refused to set {backend}/{server} to {state}: {}",
                 answer.trim()
             );
+        }
+        Ok(())
+    }
+
+    /// Takes one step of a runtime update; an answer other than the one
+    /// HAProxy gives on success is an error quoting it.
+    pub async fn take(&self, step: &Step) -> Result<()> {
+        let target = step.target();
+        let commands: Vec<(String, &str)> = match step {
+            Step::Add {
+                address, options, ..
+            } => {
+                let has = |word: &str| options.iter().any(|o| o == word);
+                let mut commands = vec![(
+                    format!("add server {target} {address} {}", options.join(" ")),
+                    "New server registered.",
+                )];
+                if has("check") {
+                    commands.push((format!("enable health {target}"), ""));
+                }
+                if has("agent-check") {
+                    commands.push((format!("enable agent {target}"), ""));
+                }
+                if !has("disabled") {
+                    commands.push((format!("enable server {target}"), ""));
+                }
+                commands
+            }
+            Step::Remove { .. } => vec![
+                (format!("set server {target} state maint"), ""),
+                (format!("del server {target}"), "Server deleted."),
+            ],
+        };
+        for (command, success) in commands {
+            let answer = self.command(command.trim_end()).await?;
+            if answer.trim() != success {
+                bail!(
+                    "HAProxy refused `{}`: {}",
+                    command.trim_end(),
+                    answer.trim()
+                );
+            }
         }
         Ok(())
     }

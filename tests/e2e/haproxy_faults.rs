@@ -316,6 +316,8 @@ fn a_slow_check_command_does_not_cost_the_etcd_lock() {
 #[test]
 fn a_run_killed_between_install_and_reload_is_caught_up() {
     let mut project = Project::new("install-not-load");
+    // The reload path: a runtime update would never run the reload command.
+    project.set("haproxy_runtime_updates", Some("false"));
     let haproxy = project.start_haproxy();
     let socket = haproxy.socket.clone();
     let reload = setting(&project, "haproxy_reload_command");

@@ -1,0 +1,417 @@
+//! Metrics: `watch` and `autoscale` serve Prometheus metrics on loopback,
+//! one-shot commands add theirs up in a node-exporter textfile, and the
+//! built-in template can turn on HAProxy's own exporter. Every scrape is
+//! read by a real parser of Prometheus' text format, which refuses anything
+//! malformed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, SystemTime};
+
+use doproxy_sim::Faults;
+use openmetrics_parser::{PrometheusType, PrometheusValue, prometheus::parse_prometheus};
+
+use crate::etcd_server::Etcd;
+use crate::support::{Project, Run, free_port, http_get, terminate, wait_until};
+
+/// One sample: its labels and value.
+type Sample = (BTreeMap<String, String>, f64);
+
+/// A parsed scrape: each family's type and samples.
+struct Scrape {
+    families: HashMap<String, (PrometheusType, Vec<Sample>)>,
+}
+
+impl Scrape {
+    /// Parses `text`, failing the test with the parser's error if it is not
+    /// valid Prometheus text format.
+    #[track_caller]
+    fn parse(text: &str) -> Scrape {
+        let exposition =
+            parse_prometheus(text).unwrap_or_else(|err| panic!("unparseable ({err:?}):\n{text}"));
+        let families = exposition
+            .families
+            .into_iter()
+            .map(|(name, family)| {
+                let samples = family
+                    .iter_samples()
+                    .map(|sample| {
+                        let labels = sample
+                            .get_labelset()
+                            .unwrap()
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect();
+                        let value = match &sample.value {
+                            PrometheusValue::Counter(c) => c.value.as_f64(),
+                            PrometheusValue::Gauge(n) | PrometheusValue::Unknown(n) => n.as_f64(),
+                            other => panic!("{name}: unexpected {other:?}"),
+                        };
+                        (labels, value)
+                    })
+                    .collect();
+                (name, (family.family_type, samples))
+            })
+            .collect();
+        Scrape { families }
+    }
+
+    /// The value of `name` with exactly `labels`, if present.
+    fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let wanted: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (_, samples) = self.families.get(name)?;
+        samples
+            .iter()
+            .find(|(l, _)| *l == wanted)
+            .map(|(_, value)| *value)
+    }
+
+    #[track_caller]
+    fn kind(&self, name: &str) -> &PrometheusType {
+        &self
+            .families
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name}"))
+            .0
+    }
+}
+
+/// GET /metrics, parsed (HAProxy's exporter answers in chunks); None until
+/// something answers 200.
+fn scrape(address: SocketAddr) -> Option<Scrape> {
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?;
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status == "200").then(|| Scrape::parse(&body))
+}
+
+/// The body of a chunked HTTP answer.
+fn dechunk(mut chunked: &str) -> String {
+    let mut body = String::new();
+    while let Some((size, rest)) = chunked.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap();
+        if size == 0 {
+            break;
+        }
+        body.push_str(&rest[..size]);
+        chunked = &rest[size + 2..];
+    }
+    body
+}
+
+/// Seconds since the Unix epoch.
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+#[test]
+fn watch_serves_metrics_on_loopback_until_stopped() {
+    let etcd = Etcd::start();
+    let sim = std::sync::Arc::new(doproxy_sim::Simulator::spawn(doproxy_sim::SimConfig {
+        boot_delay: Duration::from_millis(300),
+        ..doproxy_sim::SimConfig::default()
+    }));
+    let proxy = |name: &str| {
+        let mut project = Project::with_sim(&format!("metrics-watch-{name}"), sim.clone());
+        project.set("inventory_backend", Some("etcd"));
+        project.set("etcd_endpoints", Some(&format!("[{}]", etcd.url())));
+        project
+    };
+    let (a, mut b) = (proxy("a"), proxy("b"));
+    let _haproxy = b.start_haproxy();
+    let address = free_port();
+    b.set("metrics_listen", Some(&address.to_string()));
+    let watch = b.spawn(&["watch", "--quiet-period", "200ms"]);
+    wait_until("watch to serve metrics", Duration::from_secs(15), || {
+        scrape(address).is_some()
+    });
+    a.run(&["create", "--count", "2"]).success();
+    let ids: Vec<u64> = a.ids().into_iter().collect();
+    a.run(&["delete", "--id", &ids[0].to_string()]).success();
+    wait_until(
+        "watch to count the pool and its update",
+        Duration::from_secs(15),
+        || {
+            let scrape = scrape(address).unwrap();
+            let pool = &scrape.families["doproxy_pool_droplets"].1;
+            scrape.value("doproxy_pool_droplets", &[("status", "active")]) == Some(1.0)
+                && pool.iter().map(|(_, n)| n).sum::<f64>() == 1.0
+                && scrape.value("doproxy_haproxy_runtime_updates_total", &[]) >= Some(1.0)
+        },
+    );
+    let scrape = scrape(address).unwrap();
+    assert_eq!(
+        scrape.value("doproxy_haproxy_reloads_total", &[]),
+        Some(0.0)
+    );
+    assert_eq!(
+        *scrape.kind("doproxy_haproxy_reloads_total"),
+        PrometheusType::Counter
+    );
+    assert_eq!(*scrape.kind("doproxy_pool_droplets"), PrometheusType::Gauge);
+    let reconciled = scrape
+        .value("doproxy_last_reconcile_success_timestamp_seconds", &[])
+        .unwrap();
+    assert!((now() - reconciled).abs() < 120.0, "{reconciled}");
+    assert_eq!(
+        scrape.value(
+            "doproxy_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        Some(1.0)
+    );
+    // Only /metrics is served.
+    let other = http_get(address, "/").unwrap_err();
+    assert!(other.starts_with("status 404"), "{other}");
+
+    // SIGTERM stops watch, and its endpoint with it.
+    terminate(&watch);
+    let run = Run::wait(watch);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(http_get(address, "/metrics").is_err());
+}
+
+#[test]
+fn autoscale_serves_its_decisions_and_a_remote_address_is_refused() {
+    let mut project = Project::new("metrics-autoscale");
+    project.set(
+        "autoscale",
+        Some("{min: 1, max: 3, sessions_per_server: 1000, interval: 300ms}"),
+    );
+    let _haproxy = project.start_haproxy();
+    project.run(&["create"]).success();
+
+    // The endpoint has no authentication: not on an address others reach.
+    project.set("metrics_listen", Some("0.0.0.0:9477"));
+    project
+        .run(&["autoscale"])
+        .fails(1, "metrics_listen 0.0.0.0:9477 is not a loopback address");
+    project.set("metrics_listen", None);
+
+    let address = free_port();
+    let _autoscale = project.background(&["autoscale", "--metrics-listen", &address.to_string()]);
+    wait_until("two decisions", Duration::from_secs(20), || {
+        scrape(address).is_some_and(|s| {
+            s.value("doproxy_autoscale_decisions_total", &[("action", "hold")])
+                .is_some_and(|n| n >= 2.0)
+        })
+    });
+    let scrape = scrape(address).unwrap();
+    for gauge in [
+        "doproxy_autoscale_current_droplets",
+        "doproxy_autoscale_desired_droplets",
+        "doproxy_autoscale_target_droplets",
+    ] {
+        assert_eq!(scrape.value(gauge, &[]), Some(1.0), "{gauge}");
+        assert_eq!(*scrape.kind(gauge), PrometheusType::Gauge);
+    }
+    assert_eq!(
+        scrape.value("doproxy_pool_droplets", &[("status", "active")]),
+        Some(1.0)
+    );
+    // Every decision is recorded under the inventory lock.
+    assert!(scrape.value("doproxy_lock_waits_total", &[]).unwrap() >= 2.0);
+    assert!(
+        scrape
+            .value("doproxy_lock_wait_seconds_total", &[])
+            .unwrap()
+            >= 0.0
+    );
+}
+
+#[test]
+fn one_shot_commands_add_up_their_metrics_in_a_textfile() {
+    let mut project = Project::new("metrics-textfile");
+    let _haproxy = project.start_haproxy();
+    fs::create_dir_all(project.path("textfile")).unwrap();
+    project.set("metrics_textfile", Some("textfile/doproxy.prom"));
+    let textfile =
+        || Scrape::parse(&fs::read_to_string(project.path("textfile/doproxy.prom")).unwrap());
+
+    project.run(&["create", "--count", "2"]).success();
+    let after_create = textfile();
+    let value = |s: &Scrape, name: &str, labels: &[(&str, &str)]| s.value(name, labels);
+    assert_eq!(
+        value(
+            &after_create,
+            "doproxy_api_requests_total",
+            &[("method", "POST"), ("status", "202")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &after_create,
+            "doproxy_scale_events_total",
+            &[("direction", "out")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &after_create,
+            "doproxy_scaled_droplets_total",
+            &[("direction", "out")]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(&after_create, "doproxy_haproxy_runtime_updates_total", &[]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&after_create, "doproxy_haproxy_reloads_total", &[]),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(
+            &after_create,
+            "doproxy_pool_droplets",
+            &[("status", "active")]
+        ),
+        Some(2.0)
+    );
+    let gets = value(
+        &after_create,
+        "doproxy_api_requests_total",
+        &[("method", "GET"), ("status", "200")],
+    )
+    .unwrap();
+    assert!(gets >= 1.0);
+
+    // A delete whose first DELETE fails: it is retried, and every count of
+    // the create is still there, added to.
+    project.sim.set_faults(Faults {
+        fail_deletes: 1,
+        ..Faults::default()
+    });
+    project.run(&["delete", "0"]).success();
+    let after_delete = textfile();
+    assert_eq!(
+        value(
+            &after_delete,
+            "doproxy_api_requests_total",
+            &[("method", "POST"), ("status", "202")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &after_delete,
+            "doproxy_api_requests_total",
+            &[("method", "DELETE"), ("status", "500")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &after_delete,
+            "doproxy_api_requests_total",
+            &[("method", "DELETE"), ("status", "204")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &after_delete,
+            "doproxy_api_errors_total",
+            &[("status", "500")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&after_delete, "doproxy_api_retries_total", &[]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &after_delete,
+            "doproxy_scale_events_total",
+            &[("direction", "in")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &after_delete,
+            "doproxy_scale_events_total",
+            &[("direction", "out")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&after_delete, "doproxy_haproxy_runtime_updates_total", &[]),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(
+            &after_delete,
+            "doproxy_pool_droplets",
+            &[("status", "active")]
+        ),
+        Some(1.0)
+    );
+    assert!(
+        value(&after_delete, "doproxy_lock_waits_total", &[]).unwrap()
+            > value(&after_create, "doproxy_lock_waits_total", &[]).unwrap()
+    );
+    // Replaced atomically: nothing but the file (and its lock) in the folder.
+    let mut names: Vec<String> = fs::read_dir(project.path("textfile"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["doproxy.prom", "doproxy.prom.lock"]);
+
+    // Read-only commands leave it alone.
+    let before = fs::read_to_string(project.path("textfile/doproxy.prom")).unwrap();
+    project.run(&["print"]).success();
+    assert_eq!(
+        fs::read_to_string(project.path("textfile/doproxy.prom")).unwrap(),
+        before
+    );
+}
+
+#[test]
+fn the_built_in_template_can_serve_haproxys_own_exporter() {
+    let mut project = Project::new("metrics-haproxy");
+    let stats = free_port();
+    project.set("haproxy_stats_bind", Some(&stats.to_string()));
+    let _haproxy = project.start_haproxy();
+    project.run(&["create", "--count", "2"]).success();
+    wait_until(
+        "HAProxy's exporter to see both servers",
+        Duration::from_secs(15),
+        || {
+            scrape(stats).is_some_and(|s| {
+                s.value(
+                    "haproxy_backend_active_servers",
+                    &[("proxy", "www-backend")],
+                ) == Some(2.0)
+            })
+        },
+    );
+    assert!(http_get(stats, "/stats").is_ok());
+}
