@@ -41,16 +41,50 @@ async fn text(metadata_url: &str, path: &str) -> reqwest::Result<String> {
         .await
 }
 
-/// This droplet's public IPv4, or None when the metadata service does not
+/// An IPv4 address of this droplet the metadata service knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Address {
+    /// Its public address.
+    Public,
+    /// The address on its public interface where a reserved IP's traffic
+    /// arrives.
+    Anchor,
+}
+
+impl Address {
+    fn path(self) -> &'static str {
+        match self {
+            Address::Public => "interfaces/public/0/ipv4/address",
+            Address::Anchor => "interfaces/public/0/anchor_ipv4/address",
+        }
+    }
+
+    /// Where doproxy remembers it: `<haproxy_cfg_file>.<suffix>`.
+    pub fn file_suffix(self) -> &'static str {
+        match self {
+            Address::Public => "public-ip",
+            Address::Anchor => "anchor-ip",
+        }
+    }
+}
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Address::Public => "public IPv4",
+            Address::Anchor => "anchor IPv4",
+        })
+    }
+}
+
+/// This droplet's `address`, or None when the metadata service does not
 /// answer in time (not on a droplet) or answers something else.
-pub async fn public_ipv4(metadata_url: &str) -> Option<Ipv4Addr> {
-    let text = text(metadata_url, "interfaces/public/0/ipv4/address")
-        .await
-        .ok()?;
+pub async fn ipv4(metadata_url: &str, address: Address) -> Option<Ipv4Addr> {
+    let text = text(metadata_url, address.path()).await.ok()?;
     match text.trim().parse() {
         Ok(ip) => Some(ip),
         Err(_) => {
-            tracing::warn!("the metadata service at {metadata_url} gave no IPv4 address");
+            tracing::warn!("the metadata service at {metadata_url} gave no {address}");
             None
         }
     }

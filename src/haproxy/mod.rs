@@ -5,6 +5,7 @@
 //! Every command and socket exchange is bounded, and nothing here blocks
 //! the async runtime.
 
+mod bind;
 mod command;
 mod dynamic;
 mod loaded;
@@ -22,7 +23,6 @@ use tokio::time::Instant;
 
 use crate::atomic_file;
 use crate::config::Config;
-use crate::digitalocean::metadata;
 use crate::inventory::Entry;
 use crate::lockfile::LockFile;
 use crate::metrics::{self, HaproxyUpdate};
@@ -76,7 +76,7 @@ pub async fn generate(config: &Config, entries: &[Entry]) -> Result<usize> {
 pub async fn render_config(config: &Config, entries: &[Entry]) -> Result<(String, usize)> {
     let context = TemplateContext::new(
         entries,
-        frontend_bind(config).await,
+        bind::frontend_bind(config).await,
         config.backend_port,
         config.haproxy_socket.as_deref(),
         &config.health_check,
@@ -530,45 +530,6 @@ fn sibling(file: &Path, suffix: &str) -> PathBuf {
     let mut name = file.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".{suffix}"));
     file.with_file_name(name)
-}
-
-/// The frontend's bind address: frontend_bind, else this droplet's public
-/// IPv4 from the metadata service on port 80. The address is remembered
-/// beside the staged config, so a metadata service that fails for a moment
-/// leaves the frontend where it was instead of moving it; only a proxy that
-/// never got an answer binds every address, and says so.
-async fn frontend_bind(config: &Config) -> String {
-    if let Some(bind) = &config.frontend_bind {
-        return bind.clone();
-    }
-    let remembered = sibling(&config.haproxy_cfg_file, "public-ip");
-    let ip = match metadata::public_ipv4(&config.metadata_url).await {
-        Some(ip) => {
-            if fs::read_to_string(&remembered).ok().as_deref() != Some(&ip.to_string())
-                && let Err(err) = atomic_file::write(&remembered, ip.to_string().as_bytes())
-            {
-                tracing::warn!("cannot remember this proxy's public IPv4: {err:#}");
-            }
-            Some(ip)
-        }
-        None => {
-            let cached = fs::read_to_string(&remembered)
-                .ok()
-                .and_then(|text| text.trim().parse::<std::net::Ipv4Addr>().ok());
-            match cached {
-                Some(ip) => tracing::warn!(
-                    "no public IPv4 from the metadata service at {}; keeping the frontend on {ip}, the address it gave before",
-                    config.metadata_url
-                ),
-                None => tracing::warn!(
-                    "no public IPv4 from the metadata service at {}; binding HAProxy to every address (set frontend_bind to choose)",
-                    config.metadata_url
-                ),
-            }
-            cached
-        }
-    };
-    ip.map_or_else(|| "*:80".to_string(), |ip| format!("{ip}:80"))
 }
 
 /// `path` as one word for `sh -c`.

@@ -3,11 +3,12 @@
 //! file and the README's cron example.
 
 use std::fs;
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use crate::etcd_server::Etcd;
-use crate::support::{Project, Run, TOKEN, free_port, repo_file};
+use crate::support::{Project, Run, TOKEN, assert_haproxy_accepts, free_port, http_get, repo_file};
 
 /// Runs `doproxy args` under a pseudo-terminal (util-linux `script`), so
 /// stderr is a TTY; everything the terminal received, raw.
@@ -236,4 +237,29 @@ fn a_metadata_hiccup_leaves_the_frontend_where_it_was() {
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn with_a_reserved_ip_the_frontend_also_binds_the_anchor_address() {
+    let mut project = Project::new("anchor");
+    project.omit("frontend_bind");
+    project.set("reserved_ip", Some("203.0.113.7"));
+    let sim: SocketAddr = project
+        .sim
+        .url()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let anchor = http_get(sim, "/metadata/v1/interfaces/public/0/anchor_ipv4/address").unwrap();
+    let bind = format!("    bind 127.0.0.1:80,{}:80\n", anchor.trim());
+    project.run(&["generate"]).success();
+    let generated = fs::read_to_string(project.path("haproxy.cfg")).unwrap();
+    assert!(generated.contains(&bind), "{generated}");
+    assert_haproxy_accepts(&project.path("haproxy.cfg"));
+
+    // Remembered like the public address when the service fails.
+    project.set("metadata_url", Some(&format!("http://{}", free_port())));
+    project.run(&["generate"]).success();
+    let generated = fs::read_to_string(project.path("haproxy.cfg")).unwrap();
+    assert!(generated.contains(&bind), "{generated}");
 }
