@@ -30,7 +30,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde_json::json;
 
 use super::{App, Report};
-use crate::cli::CreateArgs;
+use crate::cli::{CreateArgs, ScaleWaits};
 use crate::config::{Config, Image};
 use crate::digitalocean::{ApiError, Client, CreateRequest, Droplet};
 use crate::haproxy::{self, Applied, Reload};
@@ -304,6 +304,35 @@ pub fn current_build(config: &Config) -> Result<(Build, Option<String>)> {
 /// API accepts it; then assigns them to droplet_options.project_id (a
 /// failure there is reported, the droplets stay recorded). Sends no further
 /// request once a stop is asked for. Fails only when nothing was created.
+/// Replacements for droplets `doomed` (rollout, heal), created and recorded
+/// like any create; when a signal came meanwhile, the error says to run
+/// `resume` to go on from there.
+pub async fn create_replacements(
+    app: &App,
+    doomed: Vec<u64>,
+    waits: &ScaleWaits,
+    resume: &'static str,
+) -> Result<Made> {
+    let options = CreateOptions {
+        count: Count::Replacing(doomed),
+        timeout: waits.timeout,
+        lock_timeout: waits.lock.lock_timeout,
+        ready_wait: true,
+        destroy_unready: true,
+    };
+    let made = create_and_record(app, &options).await?;
+    if let Err(stopped) = app.shutdown.check() {
+        let created: Vec<u64> = made.droplets.iter().map(|d| d.id).collect();
+        return Err(stopped_create(
+            stopped.signal,
+            Stage::Created,
+            &created,
+            Resume::Run(resume),
+        ));
+    }
+    Ok(made)
+}
+
 pub async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Made> {
     let config = &app.config;
     let spec = config.droplet_spec()?;
@@ -452,7 +481,7 @@ fn replaceable(entries: &[Entry], ids: &[u64]) -> Vec<u64> {
 
 /// Where a create was when a signal stopped it.
 #[derive(Debug, Clone, Copy)]
-pub enum Stage {
+enum Stage {
     /// The droplets were created (or none yet).
     Created,
     Booting,
@@ -471,12 +500,7 @@ fn stopped_in(err: anyhow::Error, stage: Stage, created: &[u64], resume: Resume)
 
 /// The one sentence a stopped create ends with: what it left behind, and
 /// what to run about it.
-pub fn stopped_create(
-    signal: Signal,
-    stage: Stage,
-    created: &[u64],
-    resume: Resume,
-) -> anyhow::Error {
+fn stopped_create(signal: Signal, stage: Stage, created: &[u64], resume: Resume) -> anyhow::Error {
     let stopped = format!("stopped by {signal}");
     if created.is_empty() {
         return anyhow!("{stopped} before any droplet was created; nothing changed");
@@ -662,14 +686,9 @@ mod tests {
     #[test]
     fn a_droplet_gets_one_replacement_at_most() {
         let entry = |id, status, replaces| Entry {
-            id,
-            name: format!("web-{id}"),
-            private_ip: None,
-            public_ip: None,
             status,
-            created_at: None,
-            build: None,
             replaces,
+            ..Entry::named(id, &format!("web-{id}"))
         };
         let entries = [
             entry(1, Status::Active, None),

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use anyhow::{Context, Result, anyhow};
 use serde_json::json;
 
-use super::create::{self, Count, CreateOptions, Resume};
+use super::create;
 use super::rollout::{self, Replaced};
 use super::{App, Report};
 use crate::cli::{HealArgs, ScaleWaits};
@@ -96,24 +96,8 @@ pub async fn pass(app: &App, policy: &Policy, waits: &ScaleWaits, dry_run: bool)
         lock.release().await;
     }
     if !dry_run && !doomed.is_empty() {
-        let options = CreateOptions {
-            count: Count::Replacing(doomed.clone()),
-            timeout: waits.timeout,
-            lock_timeout: waits.lock.lock_timeout,
-            ready_wait: true,
-            destroy_unready: true,
-        };
-        let made = create::create_and_record(app, &options).await?;
+        let made = create::create_replacements(app, doomed.clone(), waits, RESUME).await?;
         failures.extend(made.failures);
-        let created: Vec<u64> = made.droplets.iter().map(|d| d.id).collect();
-        if let Err(stopped) = app.shutdown.check() {
-            return Err(create::stopped_create(
-                stopped.signal,
-                create::Stage::Created,
-                &created,
-                Resume::Run(RESUME),
-            ));
-        }
         collect(
             rollout::settle(app, waits, RESUME).await?,
             &mut replaced,

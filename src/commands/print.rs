@@ -148,19 +148,12 @@ fn format_line(line: usize, entry: &Entry, haproxy_state: Option<&str>) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::Status;
 
     #[test]
     fn line_matches_the_original() {
         let entry = Entry {
-            id: 4202645,
-            name: "auto-nginx-0".into(),
             private_ip: Some("192.0.2.175".parse().unwrap()),
-            public_ip: None,
-            status: Status::Active,
-            created_at: None,
-            build: None,
-            replaces: None,
+            ..Entry::named(4202645, "auto-nginx-0")
         };
         assert_eq!(
             format_line(0, &entry, None),
@@ -182,16 +175,7 @@ mod tests {
             tags: vec!["doproxy".into()],
             vpc: None,
         };
-        let mut entry = Entry {
-            id: 1,
-            name: "web-0".into(),
-            private_ip: None,
-            public_ip: None,
-            status: Status::Active,
-            created_at: None,
-            build: None,
-            replaces: None,
-        };
+        let mut entry = Entry::named(1, "web-0");
         assert_eq!(staleness(&entry, Some(&build)), None);
         entry.build = Some(build.clone());
         assert_eq!(staleness(&entry, None), None);

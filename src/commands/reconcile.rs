@@ -278,16 +278,7 @@ mod tests {
 
     #[test]
     fn foreign_orphans_are_set_apart() {
-        let entry = |id, name: &str| Entry {
-            id,
-            name: name.into(),
-            private_ip: None,
-            public_ip: None,
-            status: Status::Active,
-            created_at: None,
-            build: None,
-            replaces: None,
-        };
+        let entry = Entry::named;
         let mut orphans = vec![entry(1, "web-3"), entry(2, "shop-0"), entry(3, "web-x")];
         let foreign = take_foreign(&mut orphans, Some("web"));
         assert_eq!(orphans, vec![entry(1, "web-3")]);

@@ -223,25 +223,9 @@ async fn begin(app: &App, args: &RolloutArgs, current: &Build) -> Result<(Rollou
 /// then retires the ones of `early` that got one, before their
 /// replacements serve. The next `settle` does the rest.
 async fn step(app: &App, waits: &ScaleWaits, replace: Vec<u64>, early: &[u64]) -> Result<()> {
-    let options = CreateOptions {
-        count: Count::Replacing(replace),
-        timeout: waits.timeout,
-        lock_timeout: waits.lock.lock_timeout,
-        ready_wait: true,
-        destroy_unready: true,
-    };
-    let made = create::create_and_record(app, &options).await?;
+    let made = create::create_replacements(app, replace, waits, RESUME).await?;
     for failure in &made.failures {
         tracing::warn!("{failure}");
-    }
-    let created: Vec<u64> = made.droplets.iter().map(|d| d.id).collect();
-    if let Err(stopped) = app.shutdown.check() {
-        return Err(create::stopped_create(
-            stopped.signal,
-            create::Stage::Created,
-            &created,
-            Resume::Run(RESUME),
-        ));
     }
     if early.is_empty() {
         return Ok(());

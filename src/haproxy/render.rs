@@ -118,14 +118,9 @@ mod tests {
 
     fn entry(id: u64, status: Status, ip: Option<Ipv4Addr>) -> Entry {
         Entry {
-            id,
-            name: format!("auto-nginx-{id}"),
             private_ip: ip,
-            public_ip: None,
             status,
-            created_at: None,
-            build: None,
-            replaces: None,
+            ..Entry::named(id, &format!("auto-nginx-{id}"))
         }
     }
 

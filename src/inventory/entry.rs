@@ -208,6 +208,16 @@ impl Entry {
             && droplet.private_ipv4().is_some()
     }
 
+    /// An active droplet that is only a name, for tests to fill in.
+    #[cfg(test)]
+    pub fn named(id: u64, name: &str) -> Entry {
+        Entry {
+            name: name.to_string(),
+            status: Status::Active,
+            ..Entry::legacy(id)
+        }
+    }
+
     /// A Ruby DOProxy line: only the ID is known.
     fn legacy(id: u64) -> Entry {
         Entry {
@@ -477,14 +487,10 @@ mod tests {
 
     fn entry(id: u64, name: &str, status: Status) -> Entry {
         Entry {
-            id,
-            name: name.into(),
             private_ip: Some(Ipv4Addr::new(10, 0, 0, 5)),
-            public_ip: None,
             status,
             created_at: Some("2026-11-28T20:41:06Z".into()),
-            build: None,
-            replaces: None,
+            ..Entry::named(id, name)
         }
     }
 

@@ -113,14 +113,8 @@ mod tests {
         let inventory = FileInventory::new(&dir.join("inventory"));
         assert!(inventory.load().unwrap().is_empty());
         let entry = Entry {
-            id: 9,
-            name: "web-0".into(),
-            private_ip: None,
-            public_ip: None,
             status: Status::New,
-            created_at: None,
-            build: None,
-            replaces: None,
+            ..Entry::named(9, "web-0")
         };
         inventory.save(std::slice::from_ref(&entry)).unwrap();
         assert_eq!(inventory.load().unwrap(), vec![entry]);

@@ -58,14 +58,10 @@ mod tests {
 
     fn entry(id: u64, created: &str, status: Status) -> Entry {
         Entry {
-            id,
-            name: format!("web-{id}"),
             private_ip: Some("10.0.0.1".parse().unwrap()),
-            public_ip: None,
             status,
             created_at: Some(created.to_string()),
-            build: None,
-            replaces: None,
+            ..Entry::named(id, &format!("web-{id}"))
         }
     }
 

@@ -198,14 +198,11 @@ mod tests {
 
     fn entry(id: u64, status: Status, image: Option<&str>) -> Entry {
         Entry {
-            id,
-            name: format!("web-{id}"),
             private_ip: Some("10.0.0.1".parse().unwrap()),
-            public_ip: None,
             status,
             created_at: Some(format!("2026-01-{:02}T00:00:00Z", 10 - id)),
             build: image.map(build),
-            replaces: None,
+            ..Entry::named(id, &format!("web-{id}"))
         }
     }
 

@@ -89,20 +89,10 @@ pub fn select(entries: &[Entry], selector: &Selector) -> Result<Vec<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::Status;
 
     fn entries() -> Vec<Entry> {
         (0..3)
-            .map(|i| Entry {
-                id: 100 + i,
-                name: format!("web-{i}"),
-                private_ip: None,
-                public_ip: None,
-                status: Status::Active,
-                created_at: None,
-                build: None,
-                replaces: None,
-            })
+            .map(|i| Entry::named(100 + i, &format!("web-{i}")))
             .collect()
     }
 
