@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use doproxy_sim::{SimConfig, SimGuard, Simulator};
 
+use crate::etcd_server::Cluster;
 use crate::etcd_server::Etcd;
 use crate::support::{Project, Run, terminate, wait_until};
 
@@ -320,6 +321,33 @@ fn comments_in_the_inventory_file_survive_a_delete() {
             "# end of pool",
         ]
     );
+}
+
+#[test]
+fn a_member_cut_off_from_its_cluster_is_never_trusted() {
+    let mut cluster = Cluster::start();
+    let project = etcd_project("no-leader", sim(), &cluster.url(2));
+    project.run(&["create"]).success();
+    let watch = Watching::start(&project);
+    wait_until("watch to follow etcd", Duration::from_secs(10), || {
+        watch.log().contains("watching ")
+    });
+
+    // Member 2 alone has no leader: it must say so at once, not answer
+    // from what it last knew, nor time out as if etcd were slow.
+    cluster.kill(0);
+    cluster.kill(1);
+    wait_until(
+        "member 2 to lose its leader",
+        Duration::from_secs(10),
+        || !cluster.has_leader(2),
+    );
+    let print = project.run(&["print"]);
+    assert_eq!(print.code, 1, "{}", print.stdout);
+    assert!(print.stderr.contains("no leader"), "{}", print.stderr);
+    wait_until("watch to notice", Duration::from_secs(10), || {
+        watch.log().contains("no leader")
+    });
 }
 
 /// `doproxy watch` in the background, its stderr in a file the test reads

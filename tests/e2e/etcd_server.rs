@@ -220,6 +220,106 @@ impl Drop for Etcd {
     }
 }
 
+/// A three-member etcd cluster on loopback, for what a lone member cannot
+/// show: a member cut off from the others has no leader.
+pub struct Cluster {
+    dir: PathBuf,
+    /// (client port, member process) of each member.
+    members: Vec<(u16, Option<Child>)>,
+}
+
+impl Cluster {
+    pub fn start() -> Cluster {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let dir =
+            std::env::temp_dir().join(format!("doproxy-etcd-cluster-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let ports: Vec<(u16, u16)> = (0..3)
+            .map(|_| (free_port().port(), free_port().port()))
+            .collect();
+        let initial_cluster: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .collect();
+        let members = ports
+            .iter()
+            .enumerate()
+            .map(|(i, &(client, peer))| {
+                let client_url = format!("http://127.0.0.1:{client}");
+                let peer_url = format!("http://127.0.0.1:{peer}");
+                let child = Command::new("etcd")
+                    .args(["--name", &format!("m{i}")])
+                    .arg("--data-dir")
+                    .arg(dir.join(format!("m{i}")))
+                    .args(["--listen-client-urls", &client_url])
+                    .args(["--advertise-client-urls", &client_url])
+                    .args(["--listen-peer-urls", &peer_url])
+                    .args(["--initial-advertise-peer-urls", &peer_url])
+                    .args(["--initial-cluster", &initial_cluster.join(",")])
+                    .args(["--heartbeat-interval", "10", "--election-timeout", "100"])
+                    .args(["--log-level", "error"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("cannot run etcd; install it with apt-get install etcd-server");
+                (client, Some(child))
+            })
+            .collect();
+        let cluster = Cluster { dir, members };
+        let started = Instant::now();
+        while !(0..3).all(|i| cluster.healthy(i)) {
+            assert!(
+                started.elapsed() < STARTUP_TIMEOUT,
+                "the etcd cluster did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        cluster
+    }
+
+    /// Member `i`'s client URL.
+    pub fn url(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.members[i].0)
+    }
+
+    /// Kills member `i`, as a crash would.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].1.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether member `i` knows a leader, as `etcdctl endpoint status` says.
+    pub fn has_leader(&self, i: usize) -> bool {
+        let Ok((200, body)) = http(self.members[i].0, "POST", "/v3/maintenance/status", "{}")
+        else {
+            return false;
+        };
+        let status: Value = serde_json::from_str(&body).unwrap_or_default();
+        status["leader"]
+            .as_str()
+            .is_some_and(|leader| leader != "0")
+    }
+
+    fn healthy(&self, i: usize) -> bool {
+        matches!(http(self.members[i].0, "GET", "/health", ""), Ok((200, body)) if body.contains(r#""health":"true""#))
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// One HTTP/1.0 exchange (so the answer is never chunked and ends with the
 /// connection): the status and the body.
 fn http(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
