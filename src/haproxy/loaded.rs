@@ -33,10 +33,8 @@ pub enum Loaded {
 }
 
 /// Where the copy of the last config HAProxy confirmed loading lives.
-pub fn record_path(live: &Path) -> PathBuf {
-    let mut name = live.file_name().unwrap_or_default().to_os_string();
-    name.push(".loaded");
-    live.with_file_name(name)
+fn record_path(live: &Path) -> PathBuf {
+    atomic_file::sibling(live, "loaded")
 }
 
 /// Records `config` as what HAProxy runs now, after a confirmed reload. A

@@ -21,7 +21,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::atomic_file;
+use crate::atomic_file::{self, sibling};
 use crate::config::Config;
 use crate::inventory::Entry;
 use crate::lockfile::LockFile;
@@ -523,13 +523,6 @@ fn lock_path(staged: &Path) -> PathBuf {
 
 fn backup_path(live: &Path) -> PathBuf {
     sibling(live, "bak")
-}
-
-/// `<file>.<suffix>`, in the same folder.
-fn sibling(file: &Path, suffix: &str) -> PathBuf {
-    let mut name = file.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".{suffix}"));
-    file.with_file_name(name)
 }
 
 /// `path` as one word for `sh -c`.

@@ -89,9 +89,7 @@ impl FileInventory {
 
     /// `<inventory>.<suffix>`, in the inventory's folder.
     fn sibling(&self, suffix: &str) -> PathBuf {
-        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
-        name.push(format!(".{suffix}"));
-        self.path.with_file_name(name)
+        atomic_file::sibling(&self.path, suffix)
     }
 }
 
