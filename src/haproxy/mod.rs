@@ -289,12 +289,7 @@ async fn update_at_runtime(runtime: &Runtime<'_>, steps: &[Step], new: &[u8]) ->
     for step in steps {
         runtime.take(step).await?;
     }
-    let running: Vec<(String, String)> = runtime
-        .servers()
-        .await?
-        .into_iter()
-        .map(|row| (row.backend, row.server))
-        .collect();
+    let running = runtime.servers().await?;
     if let Some(difference) = loaded::server_difference(new, &running) {
         bail!("after the runtime update HAProxy's servers are not the config's: {difference}");
     }
