@@ -20,7 +20,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::json;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::{App, Report};
+use super::{App, Report, backoff};
 use crate::cli::FailoverArgs;
 use crate::config::Config;
 use crate::digitalocean::{Client, RetryPolicy, metadata, reserved_ip};
@@ -337,7 +337,7 @@ impl Proxy<'_> {
             }
             Err(err) => {
                 self.assign_failures += 1;
-                let pause = backoff(self.assign_failures).min(recheck);
+                let pause = backoff(self.assign_failures, MAX_ASSIGN_BACKOFF).min(recheck);
                 tracing::error!(
                     "{err:#}; trying again in {}",
                     humantime::format_duration(pause)
@@ -391,13 +391,6 @@ impl Proxy<'_> {
     }
 }
 
-/// 0.5 s, 1 s, 2 s, ... up to MAX_ASSIGN_BACKOFF.
-fn backoff(failures: u32) -> Duration {
-    Duration::from_millis(500)
-        .saturating_mul(1 << failures.saturating_sub(1).min(8))
-        .min(MAX_ASSIGN_BACKOFF)
-}
-
 fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
@@ -408,8 +401,8 @@ mod tests {
 
     #[test]
     fn assign_backoff_doubles_up_to_a_cap() {
-        assert_eq!(backoff(1), Duration::from_millis(500));
-        assert_eq!(backoff(3), Duration::from_secs(2));
-        assert_eq!(backoff(40), MAX_ASSIGN_BACKOFF);
+        assert_eq!(backoff(1, MAX_ASSIGN_BACKOFF), Duration::from_millis(500));
+        assert_eq!(backoff(3, MAX_ASSIGN_BACKOFF), Duration::from_secs(2));
+        assert_eq!(backoff(40, MAX_ASSIGN_BACKOFF), MAX_ASSIGN_BACKOFF);
     }
 }

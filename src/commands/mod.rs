@@ -196,3 +196,12 @@ async fn run_command(app: &App, command: &Command) -> Result<Report> {
         Command::Heal(args) => heal::run(app, args).await,
     }
 }
+
+/// The pause before a long-running command tries a failing step again
+/// (reaching etcd, updating HAProxy, assigning the reserved IP): 0.5 s,
+/// 1 s, 2 s, ... up to `cap`.
+fn backoff(failures: u32, cap: Duration) -> Duration {
+    Duration::from_millis(500)
+        .saturating_mul(1 << failures.saturating_sub(1).min(8))
+        .min(cap)
+}
