@@ -17,7 +17,6 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
-use serde_json::json;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::{App, Report, backoff};
@@ -93,10 +92,7 @@ pub async fn run(app: &App, args: &FailoverArgs) -> Result<Report> {
         }
         None => tracing::info!("{stopped}"),
     }
-    Report::new(
-        Vec::new(),
-        json!({ "stopped_by": stopped.signal.to_string() }),
-    )
+    Report::stopped(&stopped)
 }
 
 /// The line `print --health` shows about the leader, when failover is set

@@ -29,7 +29,7 @@ use crate::cli::Command;
 use crate::config::Config;
 use crate::digitalocean::{ApiError, Client, RetryPolicy};
 use crate::inventory::{Entry, Store, StoreLock};
-use crate::shutdown::Shutdown;
+use crate::shutdown::{Interrupted, Shutdown};
 
 /// Lock wait for commands without --lock-timeout that write the inventory
 /// (filling in legacy lines, print --refresh).
@@ -69,6 +69,15 @@ impl Report {
     fn failed(mut self, failure: anyhow::Error) -> Report {
         self.failure = Some(failure);
         self
+    }
+
+    /// What a long-running command reports when a signal stopped it, as it
+    /// should: nothing printed, `{"stopped_by": "SIGTERM"}` in JSON.
+    fn stopped(stopped: &Interrupted) -> Result<Report> {
+        Report::new(
+            Vec::new(),
+            serde_json::json!({ "stopped_by": stopped.signal.to_string() }),
+        )
     }
 }
 

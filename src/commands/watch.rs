@@ -27,7 +27,6 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use serde_json::json;
 use tokio::time::{Instant, sleep, sleep_until};
 
 use super::{App, Report, backoff};
@@ -55,10 +54,7 @@ pub async fn run(app: &App, args: &WatchArgs) -> Result<Report> {
         Ok(never) => match never {},
     };
     tracing::info!("{stopped}; HAProxy keeps the servers it has");
-    Report::new(
-        Vec::new(),
-        json!({ "stopped_by": stopped.signal.to_string() }),
-    )
+    Report::stopped(&stopped)
 }
 
 /// Why the inventory is read in full.
