@@ -76,7 +76,7 @@ pub async fn run(app: &App, args: &FailoverArgs) -> Result<Report> {
         reserved_ip,
         droplet_id,
         name,
-        role: Role::Follower { stepped_down: None },
+        stepped_down: None,
         health: Health::default(),
         leadership: None,
         verify_at: None,
@@ -175,9 +175,10 @@ struct Proxy<'a> {
     reserved_ip: Ipv4Addr,
     droplet_id: u64,
     name: String,
-    role: Role,
+    /// When this proxy last gave leadership up, if it ever did.
+    stepped_down: Option<Instant>,
     health: Health,
-    /// Held exactly while `role` is Leader.
+    /// Held while this proxy leads.
     leadership: Option<Leadership>,
     /// When the leader next reads the reserved IP back; None: at once.
     verify_at: Option<Instant>,
@@ -210,7 +211,7 @@ impl Proxy<'_> {
         let (seen, why) = self.observe().await;
         let now = Instant::now();
         let min_hold = self.app.config.failover.min_hold;
-        let step = failover::decide(self.role, self.health, seen, now, min_hold);
+        let step = failover::decide(self.role(), self.health, seen, now, min_hold);
         let holding = step == Step::Hold;
         if holding && !self.holding {
             tracing::warn!(
@@ -228,9 +229,7 @@ impl Proxy<'_> {
                 if let Some(leadership) = self.leadership.take() {
                     leadership.resign().await;
                 }
-                self.role = Role::Follower {
-                    stepped_down: Some(now),
-                };
+                self.stepped_down = Some(now);
                 tracing::warn!(
                     "resigned leadership because this proxy's HAProxy stopped answering ({}); another proxy takes over reserved IP {}",
                     self.haproxy_down.as_deref().unwrap_or("no answer"),
@@ -239,9 +238,7 @@ impl Proxy<'_> {
             }
             Step::StandDown => {
                 self.leadership = None;
-                self.role = Role::Follower {
-                    stepped_down: Some(now),
-                };
+                self.stepped_down = Some(now);
                 tracing::error!(
                     "{}; no longer acting on reserved IP {}",
                     why.unwrap_or_else(|| "lost leadership".to_string()),
@@ -250,6 +247,16 @@ impl Proxy<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Leader exactly while it holds leadership.
+    fn role(&self) -> Role {
+        match self.leadership {
+            Some(_) => Role::Leader,
+            None => Role::Follower {
+                stepped_down: self.stepped_down,
+            },
+        }
     }
 
     async fn check_haproxy(&mut self) {
@@ -305,7 +312,6 @@ impl Proxy<'_> {
                     self.reserved_ip
                 );
                 self.leadership = Some(leadership);
-                self.role = Role::Leader;
                 self.verify_at = None;
                 self.assign_failures = 0;
             }
