@@ -28,8 +28,9 @@ use crate::lockfile::LockFile;
 use crate::metrics::{self, HaproxyUpdate};
 use dynamic::{Layout, Step};
 pub use loaded::Loaded;
-pub use render::{BUILTIN_TEMPLATE, TemplateContext, render, server_name};
-use runtime::{AdminState, Runtime};
+pub use render::BUILTIN_TEMPLATE;
+use render::{TemplateContext, droplet_id, render};
+use runtime::{AdminState, Runtime, ServerStat};
 
 /// How long to wait for another run's HAProxy update on this machine.
 const UPDATE_LOCK_TIMEOUT: Duration = Duration::from_secs(120);
@@ -373,7 +374,7 @@ pub async fn server_states(config: &Config) -> Result<HashMap<u64, String>> {
         .servers()
         .await?
         .into_iter()
-        .filter_map(|s| Some((s.server.strip_prefix("www-")?.parse().ok()?, s.status)))
+        .filter_map(|s| Some((droplet_id(&s.server)?, s.status)))
         .collect())
 }
 
@@ -392,10 +393,9 @@ pub async fn pool_load(config: &Config, ids: &[u64]) -> Result<PoolLoad> {
     let runtime =
         Runtime::of(config).context("HAProxy metrics need its admin socket; set haproxy_socket")?;
     let rows = runtime.servers().await?;
-    let names: Vec<String> = ids.iter().map(|&id| server_name(id)).collect();
     let mut load = PoolLoad::default();
     let mut backends = Vec::new();
-    for row in rows.iter().filter(|r| names.contains(&r.server)) {
+    for row in rows.iter().filter(|r| serves_one_of(r, ids)) {
         load.sessions += row.sessions;
         load.rate += row.rate;
         load.queued += row.queued;
@@ -472,18 +472,22 @@ async fn set_state(
     ids: &[u64],
     state: AdminState,
 ) -> Result<Vec<(String, String)>> {
-    let names: Vec<String> = ids.iter().map(|&id| server_name(id)).collect();
     let targets: Vec<(String, String)> = runtime
         .servers()
         .await?
         .into_iter()
-        .filter(|s| names.contains(&s.server))
+        .filter(|s| serves_one_of(s, ids))
         .map(|s| (s.backend, s.server))
         .collect();
     for (backend, server) in &targets {
         runtime.set_state(backend, server, state).await?;
     }
     Ok(targets)
+}
+
+/// Whether `row` is the server of one of droplets `ids`.
+fn serves_one_of(row: &ServerStat, ids: &[u64]) -> bool {
+    droplet_id(&row.server).is_some_and(|id| ids.contains(&id))
 }
 
 /// Runs haproxy_check_command on the staged file.
