@@ -37,8 +37,9 @@ fn record_path(live: &Path) -> PathBuf {
     atomic_file::sibling(live, "loaded")
 }
 
-/// Records `config` as what HAProxy runs now, after a confirmed reload. A
-/// record that cannot be written only costs one more reload next time.
+/// Records `config` as what HAProxy runs now, after a confirmed reload or a
+/// verified runtime update. A record that cannot be written only costs one
+/// more reload next time.
 pub fn record(live: &Path, config: &[u8]) {
     if let Err(err) = atomic_file::write(&record_path(live), config) {
         tracing::warn!("{err:#}; the next run will reload HAProxy once more to be sure");
