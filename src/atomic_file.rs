@@ -4,7 +4,7 @@
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
@@ -50,6 +50,14 @@ pub fn write(path: &Path, contents: &[u8]) -> Result<()> {
             path.display()
         )
     })
+}
+
+/// `<file>.<suffix>`, in the same folder: where doproxy keeps what belongs
+/// to a file (its lock, backup, last-loaded record, metadata).
+pub fn sibling(file: &Path, suffix: &str) -> PathBuf {
+    let mut name = file.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{suffix}"));
+    file.with_file_name(name)
 }
 
 #[cfg(test)]

@@ -358,9 +358,7 @@ impl Client {
 
     /// One key's value, if the key exists.
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, EtcdError> {
-        let body = json!({"key": base64::encode(key.as_bytes())});
-        let response: RangeResponse = self.call("/v3/kv/range", &body).await?;
-        Ok(response.kvs.into_iter().next().map(|kv| kv.value))
+        Ok(self.get_key(key).await?.map(|kv| kv.value))
     }
 
     /// One key with its value and lease, if the key exists.
@@ -678,9 +676,7 @@ impl KeepAlive {
         let health = *self.health.lock().unwrap_or_else(|e| e.into_inner());
         health.lost(Instant::now())
     }
-}
 
-impl KeepAlive {
     /// How long the lease lasts at least without another renewal, as far as
     /// this run knows; zero once it is lost.
     pub fn time_left(&self) -> Duration {

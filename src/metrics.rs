@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -422,9 +422,8 @@ pub async fn leave_textfile(config: &Config) {
 }
 
 async fn write_textfile(path: &Path) -> Result<()> {
-    let mut lock: PathBuf = path.to_path_buf().into_os_string().into();
-    lock.as_mut_os_string().push(".lock");
     // Runs finishing together take turns, so no run's counts are lost.
+    let lock = atomic_file::sibling(path, "lock");
     let _turn = LockFile::acquire(&lock, Duration::from_secs(10)).await?;
     let earlier = match std::fs::read_to_string(path) {
         Ok(text) => parse(&text),

@@ -207,13 +207,9 @@ pub async fn retire(
         });
     }
     if let Err(stopped) = app.shutdown.check() {
-        let listed = ids
-            .iter()
-            .map(u64::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
         return Err(anyhow::Error::new(stopped).context(format!(
-            "droplet {listed} left HAProxy but was not destroyed; the inventory keeps it as {}, so run doproxy reconcile --apply to destroy it",
+            "droplet {} left HAProxy but was not destroyed; the inventory keeps it as {}, so run doproxy reconcile --apply to destroy it",
+            listed(&ids),
             Status::Destroying
         )));
     }
@@ -262,21 +258,16 @@ async fn roll_back(
         }
     }
     app.store.save(entries, lock).await?;
-    let ids = |keep: &dyn Fn(&Leaving) -> bool| {
-        let ids: Vec<u64> = leaving
+    let ids = |keep: fn(&Leaving) -> bool| -> Vec<u64> {
+        leaving
             .iter()
             .filter(|l| keep(l))
             .map(|l| l.entry.id)
-            .collect();
-        let listed = ids
-            .iter()
-            .map(u64::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
-        (ids, listed)
+            .collect()
     };
-    let (served, served_list) = ids(&|l| l.before.is_some() && l.entry.is_serving());
-    let (_, marked_list) = ids(&|l| l.before == Some(Status::Destroying));
+    let served = ids(|l| l.before.is_some() && l.entry.is_serving());
+    let marked = ids(|l| l.before == Some(Status::Destroying));
+    let served_list = listed(&served);
     let mut outcome = Vec::new();
     if !served.is_empty() {
         outcome.push(match haproxy::undrain(&app.config, &served).await {
@@ -289,9 +280,10 @@ async fn roll_back(
             }
         });
     }
-    if !marked_list.is_empty() {
+    if !marked.is_empty() {
         outcome.push(format!(
-            "droplet {marked_list} stays marked {}",
+            "droplet {} stays marked {}",
+            listed(&marked),
             Status::Destroying
         ));
     }
@@ -299,4 +291,12 @@ async fn roll_back(
         outcome.push("HAProxy was left as it was".to_string());
     }
     Ok(outcome.join(" and "))
+}
+
+/// `1, 2, 3`, for messages.
+fn listed(ids: &[u64]) -> String {
+    ids.iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }

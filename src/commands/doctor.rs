@@ -12,6 +12,7 @@ use super::{App, Report};
 use crate::config::{Config, Image, SshKey};
 use crate::digitalocean::{ApiError, Client, reserved_ip};
 use crate::haproxy::{self, Loaded};
+use crate::inventory::Entry;
 
 /// The API refuses larger user data.
 const MAX_USER_DATA: u64 = 64 * 1024;
@@ -80,7 +81,8 @@ pub async fn run(app: &App) -> Result<Report> {
     let config = &app.config;
     let mut checks = vec![ok("config", format!("{} parses", config.path.display()))];
     checks.push(secrets_check(config));
-    checks.push(match app.store.load().await {
+    let inventory = app.store.load().await;
+    checks.push(match &inventory {
         Ok(entries) => ok(
             "inventory",
             format!(
@@ -124,7 +126,8 @@ pub async fn run(app: &App) -> Result<Report> {
     }
     checks.push(user_data_check(config));
     checks.push(folders_check(config));
-    checks.push(template_check(app).await);
+    let entries = inventory.as_deref().unwrap_or_default();
+    checks.push(template_check(config, entries).await);
     checks.push(reload_check(config).await);
     checks.push(match haproxy::worker_pid(config).await {
         None => skipped(
@@ -379,18 +382,17 @@ fn parent(file: &Path) -> &Path {
     file.parent().unwrap_or(Path::new("/"))
 }
 
-/// Renders the template for the current inventory into a scratch file and
-/// runs haproxy_check_command on it; the staged and live configs stay as
+/// Renders the template for the inventory's `entries` into a scratch file
+/// and runs haproxy_check_command on it; the staged and live configs stay as
 /// they are.
-async fn template_check(app: &App) -> Check {
-    let entries = app.store.load().await.unwrap_or_default();
-    let (text, servers) = match haproxy::render_config(&app.config, &entries).await {
+async fn template_check(config: &Config, entries: &[Entry]) -> Check {
+    let (text, servers) = match haproxy::render_config(config, entries).await {
         Ok(rendered) => rendered,
         Err(err) => return failed("template", format!("{err:#}")),
     };
     let scratch = std::env::temp_dir().join(format!("doproxy-doctor-{}.cfg", std::process::id()));
     let checked = match fs::write(&scratch, text) {
-        Ok(()) => haproxy::check_file(&app.config, &scratch).await,
+        Ok(()) => haproxy::check_file(config, &scratch).await,
         Err(err) => Err(err.into()),
     };
     let _ = fs::remove_file(&scratch);
@@ -452,6 +454,14 @@ fn judge_reload(alternatives: &[Alternative], found: &[bool], systemd: bool) -> 
         .zip(found)
         .map(|(alternative, &found)| problem(alternative, found))
         .collect();
+    let all_problems = || {
+        problems
+            .iter()
+            .flatten()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
     match problems.iter().position(Option::is_none) {
         Some(0) => ok(
             "reload command",
@@ -469,23 +479,12 @@ fn judge_reload(alternatives: &[Alternative], found: &[bool], systemd: bool) -> 
             "reload command",
             format!(
                 "{}; without systemd set haproxy_reload_command to `service haproxy reload`, or to `kill -USR2 $(cat /run/haproxy.pid)` for a master-worker HAProxy",
-                problems
-                    .into_iter()
-                    .flatten()
-                    .collect::<Vec<_>>()
-                    .join("; ")
+                all_problems()
             ),
         ),
         None => failed(
             "reload command",
-            format!(
-                "{}; fix haproxy_reload_command",
-                problems
-                    .into_iter()
-                    .flatten()
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ),
+            format!("{}; fix haproxy_reload_command", all_problems()),
         ),
     }
 }

@@ -17,10 +17,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
-use serde_json::json;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::{App, Report};
+use super::{App, Report, backoff};
 use crate::cli::FailoverArgs;
 use crate::config::Config;
 use crate::digitalocean::{Client, RetryPolicy, metadata, reserved_ip};
@@ -77,7 +76,7 @@ pub async fn run(app: &App, args: &FailoverArgs) -> Result<Report> {
         reserved_ip,
         droplet_id,
         name,
-        role: Role::Follower { stepped_down: None },
+        stepped_down: None,
         health: Health::default(),
         leadership: None,
         verify_at: None,
@@ -93,10 +92,7 @@ pub async fn run(app: &App, args: &FailoverArgs) -> Result<Report> {
         }
         None => tracing::info!("{stopped}"),
     }
-    Report::new(
-        Vec::new(),
-        json!({ "stopped_by": stopped.signal.to_string() }),
-    )
+    Report::stopped(&stopped)
 }
 
 /// The line `print --health` shows about the leader, when failover is set
@@ -179,9 +175,10 @@ struct Proxy<'a> {
     reserved_ip: Ipv4Addr,
     droplet_id: u64,
     name: String,
-    role: Role,
+    /// When this proxy last gave leadership up, if it ever did.
+    stepped_down: Option<Instant>,
     health: Health,
-    /// Held exactly while `role` is Leader.
+    /// Held while this proxy leads.
     leadership: Option<Leadership>,
     /// When the leader next reads the reserved IP back; None: at once.
     verify_at: Option<Instant>,
@@ -214,7 +211,7 @@ impl Proxy<'_> {
         let (seen, why) = self.observe().await;
         let now = Instant::now();
         let min_hold = self.app.config.failover.min_hold;
-        let step = failover::decide(self.role, self.health, seen, now, min_hold);
+        let step = failover::decide(self.role(), self.health, seen, now, min_hold);
         let holding = step == Step::Hold;
         if holding && !self.holding {
             tracing::warn!(
@@ -232,9 +229,7 @@ impl Proxy<'_> {
                 if let Some(leadership) = self.leadership.take() {
                     leadership.resign().await;
                 }
-                self.role = Role::Follower {
-                    stepped_down: Some(now),
-                };
+                self.stepped_down = Some(now);
                 tracing::warn!(
                     "resigned leadership because this proxy's HAProxy stopped answering ({}); another proxy takes over reserved IP {}",
                     self.haproxy_down.as_deref().unwrap_or("no answer"),
@@ -243,9 +238,7 @@ impl Proxy<'_> {
             }
             Step::StandDown => {
                 self.leadership = None;
-                self.role = Role::Follower {
-                    stepped_down: Some(now),
-                };
+                self.stepped_down = Some(now);
                 tracing::error!(
                     "{}; no longer acting on reserved IP {}",
                     why.unwrap_or_else(|| "lost leadership".to_string()),
@@ -254,6 +247,16 @@ impl Proxy<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Leader exactly while it holds leadership.
+    fn role(&self) -> Role {
+        match self.leadership {
+            Some(_) => Role::Leader,
+            None => Role::Follower {
+                stepped_down: self.stepped_down,
+            },
+        }
     }
 
     async fn check_haproxy(&mut self) {
@@ -309,7 +312,6 @@ impl Proxy<'_> {
                     self.reserved_ip
                 );
                 self.leadership = Some(leadership);
-                self.role = Role::Leader;
                 self.verify_at = None;
                 self.assign_failures = 0;
             }
@@ -337,7 +339,7 @@ impl Proxy<'_> {
             }
             Err(err) => {
                 self.assign_failures += 1;
-                let pause = backoff(self.assign_failures).min(recheck);
+                let pause = backoff(self.assign_failures, MAX_ASSIGN_BACKOFF).min(recheck);
                 tracing::error!(
                     "{err:#}; trying again in {}",
                     humantime::format_duration(pause)
@@ -391,13 +393,6 @@ impl Proxy<'_> {
     }
 }
 
-/// 0.5 s, 1 s, 2 s, ... up to MAX_ASSIGN_BACKOFF.
-fn backoff(failures: u32) -> Duration {
-    Duration::from_millis(500)
-        .saturating_mul(1 << failures.saturating_sub(1).min(8))
-        .min(MAX_ASSIGN_BACKOFF)
-}
-
 fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
@@ -408,8 +403,8 @@ mod tests {
 
     #[test]
     fn assign_backoff_doubles_up_to_a_cap() {
-        assert_eq!(backoff(1), Duration::from_millis(500));
-        assert_eq!(backoff(3), Duration::from_secs(2));
-        assert_eq!(backoff(40), MAX_ASSIGN_BACKOFF);
+        assert_eq!(backoff(1, MAX_ASSIGN_BACKOFF), Duration::from_millis(500));
+        assert_eq!(backoff(3, MAX_ASSIGN_BACKOFF), Duration::from_secs(2));
+        assert_eq!(backoff(40, MAX_ASSIGN_BACKOFF), MAX_ASSIGN_BACKOFF);
     }
 }

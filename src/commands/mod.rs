@@ -29,7 +29,7 @@ use crate::cli::Command;
 use crate::config::Config;
 use crate::digitalocean::{ApiError, Client, RetryPolicy};
 use crate::inventory::{Entry, Store, StoreLock};
-use crate::shutdown::Shutdown;
+use crate::shutdown::{Interrupted, Shutdown};
 
 /// Lock wait for commands without --lock-timeout that write the inventory
 /// (filling in legacy lines, print --refresh).
@@ -69,6 +69,15 @@ impl Report {
     fn failed(mut self, failure: anyhow::Error) -> Report {
         self.failure = Some(failure);
         self
+    }
+
+    /// What a long-running command reports when a signal stopped it, as it
+    /// should: nothing printed, `{"stopped_by": "SIGTERM"}` in JSON.
+    fn stopped(stopped: &Interrupted) -> Result<Report> {
+        Report::new(
+            Vec::new(),
+            serde_json::json!({ "stopped_by": stopped.signal.to_string() }),
+        )
     }
 }
 
@@ -195,4 +204,13 @@ async fn run_command(app: &App, command: &Command) -> Result<Report> {
         Command::Rollout(args) => rollout::run(app, args).await,
         Command::Heal(args) => heal::run(app, args).await,
     }
+}
+
+/// The pause before a long-running command tries a failing step again
+/// (reaching etcd, updating HAProxy, assigning the reserved IP): 0.5 s,
+/// 1 s, 2 s, ... up to `cap`.
+fn backoff(failures: u32, cap: Duration) -> Duration {
+    Duration::from_millis(500)
+        .saturating_mul(1 << failures.saturating_sub(1).min(8))
+        .min(cap)
 }

@@ -168,8 +168,16 @@ pub async fn run(app: &App, args: &ReconcileArgs) -> Result<Report> {
         retired.destroyed.len(),
         drift.untagged.len()
     ));
-    if haproxy.is_some() && retired.applied.reloaded {
-        text.push("Fixed: HAProxy reloaded with the inventory's servers.".to_string());
+    if haproxy.is_some() {
+        let applied = &retired.applied;
+        if applied.reloaded {
+            text.push("Fixed: HAProxy reloaded with the inventory's servers.".to_string());
+        } else if applied.runtime_updated {
+            text.push(
+                "Fixed: HAProxy runs the inventory's servers, changed through its runtime API."
+                    .to_string(),
+            );
+        }
     }
     let report = Report::new(
         text,

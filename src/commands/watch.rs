@@ -27,10 +27,9 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use serde_json::json;
 use tokio::time::{Instant, sleep, sleep_until};
 
-use super::{App, Report};
+use super::{App, Report, backoff};
 use crate::cli::WatchArgs;
 use crate::haproxy::{self, Reload};
 use crate::inventory::{Entry, EtcdInventory, InventoryChange, Store};
@@ -55,10 +54,7 @@ pub async fn run(app: &App, args: &WatchArgs) -> Result<Report> {
         Ok(never) => match never {},
     };
     tracing::info!("{stopped}; HAProxy keeps the servers it has");
-    Report::new(
-        Vec::new(),
-        json!({ "stopped_by": stopped.signal.to_string() }),
-    )
+    Report::stopped(&stopped)
 }
 
 /// Why the inventory is read in full.
@@ -314,13 +310,6 @@ impl<'a> Follower<'a> {
             () = sleep(pause) => Ok(()),
         }
     }
-}
-
-/// 0.5 s, 1 s, 2 s, ... up to `cap`.
-fn backoff(failures: u32, cap: Duration) -> Duration {
-    Duration::from_millis(500)
-        .saturating_mul(1 << failures.saturating_sub(1).min(8))
-        .min(cap)
 }
 
 #[cfg(test)]

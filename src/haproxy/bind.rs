@@ -8,8 +8,7 @@
 use std::fs;
 use std::net::Ipv4Addr;
 
-use super::sibling;
-use crate::atomic_file;
+use crate::atomic_file::{self, sibling};
 use crate::config::Config;
 use crate::digitalocean::metadata::{self, Address};
 

@@ -17,7 +17,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::dynamic::Layout;
-use super::runtime::Runtime;
+use super::runtime::{Runtime, ServerStat};
 use crate::atomic_file;
 use crate::config::Config;
 
@@ -33,14 +33,13 @@ pub enum Loaded {
 }
 
 /// Where the copy of the last config HAProxy confirmed loading lives.
-pub fn record_path(live: &Path) -> PathBuf {
-    let mut name = live.file_name().unwrap_or_default().to_os_string();
-    name.push(".loaded");
-    live.with_file_name(name)
+fn record_path(live: &Path) -> PathBuf {
+    atomic_file::sibling(live, "loaded")
 }
 
-/// Records `config` as what HAProxy runs now, after a confirmed reload. A
-/// record that cannot be written only costs one more reload next time.
+/// Records `config` as what HAProxy runs now, after a confirmed reload or a
+/// verified runtime update. A record that cannot be written only costs one
+/// more reload next time.
 pub fn record(live: &Path, config: &[u8]) {
     if let Err(err) = atomic_file::write(&record_path(live), config) {
         tracing::warn!("{err:#}; the next run will reload HAProxy once more to be sure");
@@ -71,10 +70,6 @@ pub async fn check(config: &Config, installed: &[u8]) -> Loaded {
         }
     }
     if let Some(running) = running {
-        let running: Vec<(String, String)> = running
-            .into_iter()
-            .map(|row| (row.backend, row.server))
-            .collect();
         if let Some(difference) = server_difference(installed, &running) {
             return Loaded::No(match unconfirmed {
                 Some(_) => format!(
@@ -98,11 +93,11 @@ pub async fn check(config: &Config, installed: &[u8]) -> Loaded {
     }
 }
 
-/// How the servers HAProxy runs (backend, server) differ from those `config`
-/// names, in the backends `config` defines; None when they agree. Backends
-/// using `server-template` are skipped: their server names are made by
-/// HAProxy.
-pub(super) fn server_difference(config: &[u8], running: &[(String, String)]) -> Option<String> {
+/// How the servers HAProxy runs (`show stat` rows) differ from those
+/// `config` names, in the backends `config` defines; None when they agree.
+/// Backends using `server-template` are skipped: their server names are
+/// made by HAProxy.
+pub(super) fn server_difference(config: &[u8], running: &[ServerStat]) -> Option<String> {
     let wanted = Layout::parse(&String::from_utf8_lossy(config)).server_names();
     let mut missing = Vec::new();
     let mut extra = Vec::new();
@@ -110,8 +105,8 @@ pub(super) fn server_difference(config: &[u8], running: &[(String, String)]) -> 
         let Some(servers) = servers else { continue };
         let live: BTreeSet<&str> = running
             .iter()
-            .filter(|(b, s)| b == backend && s != "BACKEND")
-            .map(|(_, s)| s.as_str())
+            .filter(|row| row.backend == *backend && row.server != "BACKEND")
+            .map(|row| row.server.as_str())
             .collect();
         missing.extend(
             servers
@@ -159,9 +154,13 @@ backend dynamic
     server-template app 3 10.0.0.5:80
 ";
 
-    fn rows(rows: &[(&str, &str)]) -> Vec<(String, String)> {
+    fn rows(rows: &[(&str, &str)]) -> Vec<ServerStat> {
         rows.iter()
-            .map(|(b, s)| (b.to_string(), s.to_string()))
+            .map(|(b, s)| ServerStat {
+                backend: b.to_string(),
+                server: s.to_string(),
+                ..ServerStat::default()
+            })
             .collect()
     }
 

@@ -21,15 +21,16 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::atomic_file;
+use crate::atomic_file::{self, sibling};
 use crate::config::Config;
 use crate::inventory::Entry;
 use crate::lockfile::LockFile;
 use crate::metrics::{self, HaproxyUpdate};
 use dynamic::{Layout, Step};
 pub use loaded::Loaded;
-pub use render::{BUILTIN_TEMPLATE, TemplateContext, render, server_name};
-use runtime::{AdminState, Runtime};
+pub use render::BUILTIN_TEMPLATE;
+use render::{TemplateContext, droplet_id, render};
+use runtime::{AdminState, Runtime, ServerStat};
 
 /// How long to wait for another run's HAProxy update on this machine.
 const UPDATE_LOCK_TIMEOUT: Duration = Duration::from_secs(120);
@@ -289,12 +290,7 @@ async fn update_at_runtime(runtime: &Runtime<'_>, steps: &[Step], new: &[u8]) ->
     for step in steps {
         runtime.take(step).await?;
     }
-    let running: Vec<(String, String)> = runtime
-        .servers()
-        .await?
-        .into_iter()
-        .map(|row| (row.backend, row.server))
-        .collect();
+    let running = runtime.servers().await?;
     if let Some(difference) = loaded::server_difference(new, &running) {
         bail!("after the runtime update HAProxy's servers are not the config's: {difference}");
     }
@@ -378,7 +374,7 @@ pub async fn server_states(config: &Config) -> Result<HashMap<u64, String>> {
         .servers()
         .await?
         .into_iter()
-        .filter_map(|s| Some((s.server.strip_prefix("www-")?.parse().ok()?, s.status)))
+        .filter_map(|s| Some((droplet_id(&s.server)?, s.status)))
         .collect())
 }
 
@@ -397,10 +393,9 @@ pub async fn pool_load(config: &Config, ids: &[u64]) -> Result<PoolLoad> {
     let runtime =
         Runtime::of(config).context("HAProxy metrics need its admin socket; set haproxy_socket")?;
     let rows = runtime.servers().await?;
-    let names: Vec<String> = ids.iter().map(|&id| server_name(id)).collect();
     let mut load = PoolLoad::default();
     let mut backends = Vec::new();
-    for row in rows.iter().filter(|r| names.contains(&r.server)) {
+    for row in rows.iter().filter(|r| serves_one_of(r, ids)) {
         load.sessions += row.sessions;
         load.rate += row.rate;
         load.queued += row.queued;
@@ -477,18 +472,22 @@ async fn set_state(
     ids: &[u64],
     state: AdminState,
 ) -> Result<Vec<(String, String)>> {
-    let names: Vec<String> = ids.iter().map(|&id| server_name(id)).collect();
     let targets: Vec<(String, String)> = runtime
         .servers()
         .await?
         .into_iter()
-        .filter(|s| names.contains(&s.server))
+        .filter(|s| serves_one_of(s, ids))
         .map(|s| (s.backend, s.server))
         .collect();
     for (backend, server) in &targets {
         runtime.set_state(backend, server, state).await?;
     }
     Ok(targets)
+}
+
+/// Whether `row` is the server of one of droplets `ids`.
+fn serves_one_of(row: &ServerStat, ids: &[u64]) -> bool {
+    droplet_id(&row.server).is_some_and(|id| ids.contains(&id))
 }
 
 /// Runs haproxy_check_command on the staged file.
@@ -523,13 +522,6 @@ fn lock_path(staged: &Path) -> PathBuf {
 
 fn backup_path(live: &Path) -> PathBuf {
     sibling(live, "bak")
-}
-
-/// `<file>.<suffix>`, in the same folder.
-fn sibling(file: &Path, suffix: &str) -> PathBuf {
-    let mut name = file.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".{suffix}"));
-    file.with_file_name(name)
 }
 
 /// `path` as one word for `sh -c`.

@@ -84,6 +84,12 @@ pub fn server_name(droplet_id: u64) -> String {
     format!("www-{droplet_id}")
 }
 
+/// The droplet a HAProxy server name stands for; None for a server doproxy
+/// did not name.
+pub fn droplet_id(server_name: &str) -> Option<u64> {
+    server_name.strip_prefix("www-")?.parse().ok()
+}
+
 /// Renders `template` (named `template_name` in errors) with `context`.
 pub fn render(template_name: &str, template: &str, context: &TemplateContext) -> Result<String> {
     let mut tera = tera::Tera::new();

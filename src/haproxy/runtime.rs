@@ -16,7 +16,7 @@ use super::dynamic::Step;
 use crate::config::Config;
 
 /// One server (or backend) row of `show stat`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServerStat {
     pub backend: String,
     pub server: String,

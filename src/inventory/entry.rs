@@ -332,11 +332,10 @@ fn parse_extra(fields: &[&str]) -> Result<(Option<Build>, Option<u64>), String> 
     if !build_keys.iter().any(|key| values.contains_key(key)) {
         return Ok((None, replaces));
     }
+    // A field that is absent or `-`: None.
+    let field = |key: &str| values.get(key).copied().and_then(optional);
     let required = |key: &str| {
-        values
-            .get(key)
-            .copied()
-            .and_then(optional)
+        field(key)
             .map(str::to_string)
             .ok_or_else(|| format!("the build fields lack {key}="))
     };
@@ -344,22 +343,11 @@ fn parse_extra(fields: &[&str]) -> Result<(Option<Build>, Option<u64>), String> 
         image: required("image")?,
         size: required("size")?,
         region: required("region")?,
-        user_data: values
-            .get("user_data")
-            .copied()
-            .and_then(optional)
-            .map(str::to_string),
-        tags: values
-            .get("tags")
-            .copied()
-            .and_then(optional)
+        user_data: field("user_data").map(str::to_string),
+        tags: field("tags")
             .map(|tags| tags.split(',').map(str::to_string).collect())
             .unwrap_or_default(),
-        vpc: values
-            .get("vpc")
-            .copied()
-            .and_then(optional)
-            .map(str::to_string),
+        vpc: field("vpc").map(str::to_string),
     };
     Ok((Some(build), replaces))
 }

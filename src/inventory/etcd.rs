@@ -178,22 +178,20 @@ impl EtcdInventory {
                 locked.map_err(|_| None)
             }
         };
+        // Without the lock, leave the queue: our place in it is a key on our
+        // lease, and revoking the lease removes it.
         let owner_key = match waited {
             Ok(Ok(key)) => key,
             Ok(Err(err)) => {
-                self.revoke_quietly(lease).await;
+                revoke_quietly(&self.client, lease).await;
                 return Err(err.into());
             }
             Err(Some(stopped)) => {
-                // Our place in the queue is a key on our lease: revoking
-                // it leaves the queue.
-                self.revoke_quietly(lease).await;
+                revoke_quietly(&self.client, lease).await;
                 return Err(stopped.leaving(super::LOCK_WAIT_STOPPED).into());
             }
             Err(None) => {
-                // Our place in the queue is a key on our lease: revoking
-                // it leaves the queue.
-                self.revoke_quietly(lease).await;
+                revoke_quietly(&self.client, lease).await;
                 let holder = self.lock_holder().await.ok().flatten();
                 let holder = holder.unwrap_or_else(|| "holder unknown".to_string());
                 bail!(
@@ -348,12 +346,6 @@ impl EtcdInventory {
             }))
     }
 
-    async fn revoke_quietly(&self, lease: i64) {
-        if let Err(err) = self.client.revoke_lease(lease).await {
-            tracing::debug!("cannot revoke etcd lease {lease:x}, it will expire: {err}");
-        }
-    }
-
     fn droplets_prefix(&self) -> String {
         format!("{}droplets/", self.prefix)
     }
@@ -421,6 +413,11 @@ async fn give_up(client: &Client, owner_key: &str, lease: i64) {
             humantime::format_duration(LOCK_TTL)
         );
     }
+    revoke_quietly(client, lease).await;
+}
+
+/// Ends `lease` early; one that cannot be revoked simply runs out.
+async fn revoke_quietly(client: &Client, lease: i64) {
     if let Err(err) = client.revoke_lease(lease).await {
         tracing::debug!("cannot revoke etcd lease {lease:x}, it will expire: {err}");
     }
@@ -504,9 +501,7 @@ impl Election {
             .txn(&[Compare::KeyMissing(self.leader_key.clone())], &[put], &[])
             .await;
         if !matches!(won, Ok(true)) {
-            if let Err(err) = self.client.revoke_lease(lease).await {
-                tracing::debug!("cannot revoke etcd lease {lease:x}, it will expire: {err}");
-            }
+            revoke_quietly(&self.client, lease).await;
             return won.map(|_| None).map_err(Into::into);
         }
         Ok(Some(Leadership {

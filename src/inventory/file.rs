@@ -30,13 +30,8 @@ impl FileInventory {
     /// All entries. A missing file is an empty inventory (the original
     /// shipped an empty file; a fresh setup may have none).
     pub fn load(&self) -> Result<Vec<Entry>> {
-        let text = match fs::read_to_string(&self.path) {
-            Ok(text) => text,
-            Err(err) if err.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(err) => bail!(
-                "cannot read inventory file {}: {err}; check its permissions",
-                self.path.display()
-            ),
+        let Some(text) = self.read()? else {
+            return Ok(Vec::new());
         };
         entry::parse(&text).map_err(|err| {
             anyhow::anyhow!(
@@ -49,15 +44,22 @@ impl FileInventory {
     /// Replaces the file with `entries`, keeping the comment lines people
     /// wrote into it.
     pub fn save(&self, entries: &[Entry]) -> Result<()> {
-        let comments = match fs::read_to_string(&self.path) {
-            Ok(text) => Comments::of(&text),
-            Err(err) if err.kind() == ErrorKind::NotFound => Comments::default(),
+        let comments = self
+            .read()?
+            .map_or_else(Comments::default, |text| Comments::of(&text));
+        atomic_file::write(&self.path, entry::render(entries, &comments).as_bytes())
+    }
+
+    /// The file's text; None when there is no file yet.
+    fn read(&self) -> Result<Option<String>> {
+        match fs::read_to_string(&self.path) {
+            Ok(text) => Ok(Some(text)),
+            Err(err) if err.kind() == ErrorKind::NotFound => Ok(None),
             Err(err) => bail!(
                 "cannot read inventory file {}: {err}; check its permissions",
                 self.path.display()
             ),
-        };
-        atomic_file::write(&self.path, entry::render(entries, &comments).as_bytes())
+        }
     }
 
     /// A small named document kept beside the inventory
@@ -89,9 +91,7 @@ impl FileInventory {
 
     /// `<inventory>.<suffix>`, in the inventory's folder.
     fn sibling(&self, suffix: &str) -> PathBuf {
-        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
-        name.push(format!(".{suffix}"));
-        self.path.with_file_name(name)
+        atomic_file::sibling(&self.path, suffix)
     }
 }
 

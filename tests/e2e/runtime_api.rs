@@ -480,3 +480,39 @@ fn watch_follows_another_proxy_without_reloading() {
     });
     assert_eq!(reloads(), 0, "watch reloaded HAProxy");
 }
+
+#[test]
+fn reconcile_says_when_it_brought_haproxy_in_step_through_the_runtime_api() {
+    let etcd = Etcd::start();
+    let sim = std::sync::Arc::new(doproxy_sim::Simulator::spawn(doproxy_sim::SimConfig {
+        boot_delay: Duration::from_millis(300),
+        ..doproxy_sim::SimConfig::default()
+    }));
+    let proxy = |name: &str| {
+        let mut project = Project::with_sim(&format!("runtime-reconcile-{name}"), sim.clone());
+        project.set("inventory_backend", Some("etcd"));
+        project.set("etcd_endpoints", Some(&format!("[{}]", etcd.url())));
+        project
+    };
+    let (a, mut b) = (proxy("a"), proxy("b"));
+    let haproxy_b = b.start_haproxy();
+    let reloads = count_reloads(&mut b);
+    // B runs no watch, so the droplets A creates reach its HAProxy only
+    // through a reconcile there.
+    a.run(&["create", "--count", "2"]).success();
+    let drift = b.run(&["reconcile"]).success().stdout;
+    assert!(
+        drift.contains("haproxy: the live config") && drift.contains("(0 server(s) instead of 2)"),
+        "{drift}"
+    );
+    let fixed = b.run(&["reconcile", "--apply"]).success().stdout;
+    assert_eq!(running(&haproxy_b.socket).len(), 2);
+    assert_eq!(reloads(), 0, "only servers changed");
+    assert!(
+        fixed.contains(
+            "Fixed: HAProxy runs the inventory's servers, changed through its runtime API."
+        ),
+        "{fixed}"
+    );
+    assert_in_step(&b, &haproxy_b.socket);
+}
