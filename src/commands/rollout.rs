@@ -197,26 +197,37 @@ async fn begin(app: &App, args: &RolloutArgs, current: &Build) -> Result<(Rollou
         );
         return Ok((rollout, true));
     }
-    let step = match (args.batch, args.max_surge) {
-        (_, Some(surge)) => StepSize::MaxSurge(surge as usize),
-        (batch, None) => StepSize::Batch(batch.unwrap_or(1) as usize),
-    };
     let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-    let rollout = start(
-        &entries,
-        current,
-        args.only_stale,
-        step,
-        args.min_healthy,
-        now,
-    )
-    .map_err(|reason| anyhow!("{reason}"))?;
+    let rollout = new_rollout(&entries, args, current, now)?;
     if !rollout.olds.is_empty() {
         state.under_way = Some(rollout.clone());
         save_state(app, &state, &lock).await?;
     }
     lock.release().await;
     Ok((rollout, false))
+}
+
+/// The rollout `args` ask for on the pool `entries`; an error when the
+/// flags cannot work.
+fn new_rollout(
+    entries: &[Entry],
+    args: &RolloutArgs,
+    current: &Build,
+    started_at: String,
+) -> Result<Rollout> {
+    let step = match (args.batch, args.max_surge) {
+        (_, Some(surge)) => StepSize::MaxSurge(surge as usize),
+        (batch, None) => StepSize::Batch(batch.unwrap_or(1) as usize),
+    };
+    start(
+        entries,
+        current,
+        args.only_stale,
+        step,
+        args.min_healthy,
+        started_at,
+    )
+    .map_err(|reason| anyhow!("{reason}"))
 }
 
 /// One step: claims a replacement for each of `replace` (recorded at once),
@@ -400,22 +411,7 @@ async fn dry_run(app: &App, args: &RolloutArgs, current: &Build) -> Result<Repor
     let entries = app.entries(None).await?;
     let (rollout, resuming) = match load_state(app).await?.under_way {
         Some(rollout) => (rollout, true),
-        None => {
-            let step = match (args.batch, args.max_surge) {
-                (_, Some(surge)) => StepSize::MaxSurge(surge as usize),
-                (batch, None) => StepSize::Batch(batch.unwrap_or(1) as usize),
-            };
-            let rollout = start(
-                &entries,
-                current,
-                args.only_stale,
-                step,
-                args.min_healthy,
-                "-".into(),
-            )
-            .map_err(|reason| anyhow!("{reason}"))?;
-            (rollout, false)
-        }
+        None => (new_rollout(&entries, args, current, "-".into())?, false),
     };
     let todo = remaining(&rollout, &entries, current);
     let per_step = match rollout.step {
