@@ -37,6 +37,7 @@ use crate::haproxy::{self, Applied, Reload};
 use crate::inventory::{Build, Entry, Status, user_data_digest};
 use crate::progress;
 use crate::readiness;
+use crate::scaling::rollout::replaceable;
 use crate::scaling::{Pick, Plan, next_names, plan};
 use crate::shutdown::{Interrupted, Signal};
 
@@ -349,7 +350,11 @@ pub async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Mad
         .filter(|e| e.status != Status::Destroying)
         .count();
     let replacing: Vec<u64> = match &options.count {
-        Count::Replacing(ids) => replaceable(&entries, ids),
+        Count::Replacing(ids) => ids
+            .iter()
+            .copied()
+            .filter(|id| replaceable(&entries, *id).is_some())
+            .collect(),
         Count::More(_) | Count::UpTo(_) => Vec::new(),
     };
     let count = match options.count {
@@ -463,20 +468,6 @@ pub async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Mad
         failures,
         pool_size,
     })
-}
-
-/// Of `ids`, those that can get a replacement now: in the inventory, not
-/// being destroyed and not already replaced by another droplet.
-fn replaceable(entries: &[Entry], ids: &[u64]) -> Vec<u64> {
-    ids.iter()
-        .copied()
-        .filter(|id| {
-            entries
-                .iter()
-                .any(|e| e.id == *id && e.status != Status::Destroying)
-                && !entries.iter().any(|e| e.replaces == Some(*id))
-        })
-        .collect()
 }
 
 /// Where a create was when a signal stopped it.
@@ -682,23 +673,6 @@ fn poll_interval(elapsed: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_droplet_gets_one_replacement_at_most() {
-        let entry = |id, status, replaces| Entry {
-            status,
-            replaces,
-            ..Entry::named(id, &format!("web-{id}"))
-        };
-        let entries = [
-            entry(1, Status::Active, None),
-            entry(2, Status::Active, None),
-            entry(3, Status::Destroying, None),
-            entry(4, Status::New, Some(2)),
-        ];
-        // 2 is being replaced by 4, 3 is on its way out, 9 is gone.
-        assert_eq!(replaceable(&entries, &[1, 2, 3, 9]), vec![1]);
-    }
 
     #[test]
     fn polls_stay_within_two_seconds() {
