@@ -37,7 +37,7 @@ use crate::haproxy::{self, Applied, Reload};
 use crate::inventory::{Build, Entry, Status, user_data_digest};
 use crate::progress;
 use crate::readiness;
-use crate::scaling::rollout::replaceable;
+use crate::scaling::rollout::{pool_members, replaceable};
 use crate::scaling::{Pick, Plan, next_names, plan};
 use crate::shutdown::{Interrupted, Signal};
 
@@ -275,8 +275,9 @@ pub struct Made {
     /// Why a later batch failed when an earlier one worked, and project
     /// assignments that failed.
     pub failures: Vec<String>,
-    /// The pool's size under the lock, before these.
-    pub pool_size: usize,
+    /// The pool's size under the lock, before these, counted as `plan`
+    /// counts it (a replacement under way and its droplet once).
+    pool_size: usize,
 }
 
 /// The build new droplets get from the options now, and the user data to
@@ -299,12 +300,6 @@ pub fn current_build(config: &Config) -> Result<(Build, Option<String>)> {
     Ok((build, user_data))
 }
 
-/// Under the lock: works out how many to make from the locked inventory,
-/// picks free names, creates the droplets (up to ten per request) and
-/// records each batch, with its build and what it replaces, as soon as the
-/// API accepts it; then assigns them to droplet_options.project_id (a
-/// failure there is reported, the droplets stay recorded). Sends no further
-/// request once a stop is asked for. Fails only when nothing was created.
 /// Replacements for droplets `doomed` (rollout, heal), created and recorded
 /// like any create; when a signal came meanwhile, the error says to run
 /// `resume` to go on from there.
@@ -334,7 +329,13 @@ pub async fn create_replacements(
     Ok(made)
 }
 
-pub async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Made> {
+/// Under the lock: works out how many to make from the locked inventory,
+/// picks free names, creates the droplets (up to ten per request) and
+/// records each batch, with its build and what it replaces, as soon as the
+/// API accepts it; then assigns them to droplet_options.project_id (a
+/// failure there is reported, the droplets stay recorded). Sends no further
+/// request once a stop is asked for. Fails only when nothing was created.
+async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Made> {
     let config = &app.config;
     let spec = config.droplet_spec()?;
     let (build, user_data) = current_build(config)?;
@@ -345,10 +346,7 @@ pub async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Mad
         .await
         .map_err(|err| stopped_in(err, Stage::Created, &[], Resume::Reconcile))?;
     let mut entries = app.entries(Some(&lock)).await?;
-    let pool_size = entries
-        .iter()
-        .filter(|e| e.status != Status::Destroying)
-        .count();
+    let pool_size = pool_members(&entries).count();
     let replacing: Vec<u64> = match &options.count {
         Count::Replacing(ids) => ids
             .iter()
@@ -544,7 +542,7 @@ fn unready_failure(config: &Config, unready: &[u64], destroyed: bool) -> String 
     }
 }
 
-pub fn list(ids: &[u64]) -> String {
+fn list(ids: &[u64]) -> String {
     ids.iter()
         .map(u64::to_string)
         .collect::<Vec<_>>()
