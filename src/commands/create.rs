@@ -22,7 +22,6 @@
 //! same write: `create_and_record` makes them, `join` brings them into
 //! HAProxy, and rollout and heal call the two halves themselves.
 
-use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -32,7 +31,7 @@ use serde_json::json;
 use super::{App, Report};
 use crate::cli::{CreateArgs, ScaleWaits};
 use crate::config::{Config, Image};
-use crate::digitalocean::{ApiError, Client, CreateRequest, Droplet};
+use crate::digitalocean::{Client, CreateRequest, Droplet};
 use crate::haproxy::{self, Applied, Reload};
 use crate::inventory::{Build, Entry, Status, user_data_digest};
 use crate::progress;
@@ -583,9 +582,8 @@ struct Boot {
 
 /// Polls the pool's droplets (one list call per poll, whatever their number)
 /// until every droplet of `created` is active with a private address or
-/// gone, or `timeout` passes. A droplet missing from the list is looked up
-/// by ID: lists may lag right after a create, and a 404 means someone
-/// destroyed it, which is no reason to wait on.
+/// gone, or `timeout` passes. A droplet the API no longer knows was
+/// destroyed by someone, which is no reason to wait on.
 async fn wait_until_active(
     api: &Client,
     tag: &str,
@@ -593,7 +591,7 @@ async fn wait_until_active(
     timeout: Duration,
 ) -> Result<Boot> {
     let started = Instant::now();
-    let mut pending: HashMap<u64, &Droplet> = created.iter().map(|d| (d.id, d)).collect();
+    let mut pending: Vec<&Droplet> = created.iter().collect();
     let mut active = Vec::new();
     let mut gone = Vec::new();
     let mut status = progress::Status::new();
@@ -604,54 +602,38 @@ async fn wait_until_active(
             created.len()
         ));
         tokio::time::sleep(poll_interval(started.elapsed())).await;
-        let mut seen = api
-            .list_droplets(tag)
+        let ids: Vec<u64> = pending.iter().map(|d| d.id).collect();
+        let seen = api
+            .list_pool(tag, &ids)
             .await
             .context("cannot check on the new droplets")?;
-        let unlisted: Vec<u64> = created
-            .iter()
-            .map(|d| d.id)
-            .filter(|id| pending.contains_key(id) && !seen.iter().any(|d| d.id == *id))
-            .collect();
-        for id in unlisted {
-            match api.get_droplet(id).await {
-                Ok(droplet) => seen.push(droplet),
-                Err(ApiError::NotFound) => {
-                    let droplet = pending.remove(&id).expect("pending");
-                    tracing::warn!(
-                        "droplet {id} ({}) no longer exists: another run or someone in the control panel destroyed it",
+        pending.retain(|new| match seen.iter().find(|d| d.id == new.id) {
+            None => {
+                tracing::warn!(
+                    "droplet {} ({}) no longer exists: another run or someone in the control panel destroyed it",
+                    new.id,
+                    new.name
+                );
+                gone.push((*new).clone());
+                false
+            }
+            Some(droplet) => match (Status::from_api(&droplet.status), droplet.private_ipv4()) {
+                (Status::Active, Some(ip)) => {
+                    tracing::info!(
+                        "droplet {} ({}) is active at {ip}",
+                        droplet.id,
                         droplet.name
                     );
-                    gone.push(droplet.clone());
+                    active.push(droplet.clone());
+                    false
                 }
-                Err(err) => {
-                    return Err(anyhow::Error::new(err)
-                        .context(format!("cannot check on new droplet {id}")));
-                }
-            }
-        }
-        for droplet in seen {
-            if let (Status::Active, Some(ip)) =
-                (Status::from_api(&droplet.status), droplet.private_ipv4())
-                && pending.remove(&droplet.id).is_some()
-            {
-                tracing::info!(
-                    "droplet {} ({}) is active at {ip}",
-                    droplet.id,
-                    droplet.name
-                );
-                active.push(droplet);
-            }
-        }
+                _ => true,
+            },
+        });
         if pending.is_empty() || started.elapsed() >= timeout {
-            let stuck = created
-                .iter()
-                .map(|d| d.id)
-                .filter(|id| pending.contains_key(id))
-                .collect();
             return Ok(Boot {
                 active,
-                stuck,
+                stuck: pending.iter().map(|d| d.id).collect(),
                 gone,
             });
         }

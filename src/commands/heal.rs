@@ -16,7 +16,6 @@ use super::create;
 use super::rollout::{self, Replaced};
 use super::{App, Report};
 use crate::cli::{HealArgs, ScaleWaits};
-use crate::digitalocean::ApiError;
 use crate::haproxy;
 use crate::inventory::{Entry, Status};
 use crate::scaling::heal::{self, Api, Observation, Policy, Record};
@@ -160,10 +159,11 @@ async fn observe(app: &App, entries: &[Entry]) -> Result<Vec<Observation>> {
     let members: Vec<&Entry> = pool_members(entries)
         .filter(|e| matches!(e.status, Status::Active | Status::Off | Status::Archive))
         .collect();
+    let ids: Vec<u64> = members.iter().map(|e| e.id).collect();
     let listed = api
-        .list_droplets(app.config.pool_tag())
+        .list_pool(app.config.pool_tag(), &ids)
         .await
-        .context("cannot list the pool's droplets")?;
+        .context("cannot look up the pool's droplets")?;
     let states = match &app.config.haproxy_socket {
         None => None,
         Some(_) => match haproxy::server_states(&app.config).await {
@@ -178,18 +178,11 @@ async fn observe(app: &App, entries: &[Entry]) -> Result<Vec<Observation>> {
     };
     let mut seen = Vec::new();
     for entry in members {
-        let status = match listed.iter().find(|d| d.id == entry.id) {
-            Some(droplet) => Some(droplet.status.clone()),
-            None => match api.get_droplet(entry.id).await {
-                Ok(droplet) => Some(droplet.status),
-                Err(ApiError::NotFound) => None,
-                Err(err) => {
-                    return Err(anyhow::Error::new(err)
-                        .context(format!("cannot look up droplet {}", entry.id)));
-                }
-            },
-        };
-        let api = match status.as_deref() {
+        let status = listed
+            .iter()
+            .find(|d| d.id == entry.id)
+            .map(|d| d.status.as_str());
+        let api = match status {
             None => Api::Gone,
             Some(status @ ("off" | "archive")) => Api::Stopped(status.to_string()),
             Some(_) => Api::Running,

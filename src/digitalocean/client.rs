@@ -201,6 +201,28 @@ impl Client {
         Ok(all)
     }
 
+    /// Every droplet tagged `tag` (one paginated list), plus each droplet of
+    /// `known` that is missing from it but still exists, looked up by ID: a
+    /// list may miss a droplet for a while after its create, and Ruby
+    /// DOProxy's droplets carry no tag. A droplet the API no longer knows
+    /// (404) is left out, so "gone" is always confirmed by ID.
+    pub async fn list_pool(&self, tag: &str, known: &[u64]) -> Result<Vec<Droplet>, ApiError> {
+        let mut droplets = self.list_droplets(tag).await?;
+        let missing: Vec<u64> = known
+            .iter()
+            .copied()
+            .filter(|id| !droplets.iter().any(|d| d.id == *id))
+            .collect();
+        for id in missing {
+            match self.get_droplet(id).await {
+                Ok(droplet) => droplets.push(droplet),
+                Err(ApiError::NotFound) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(droplets)
+    }
+
     pub async fn delete_droplet(&self, id: u64) -> Result<Deleted, ApiError> {
         let path = format!("/v2/droplets/{id}");
         self.with_retries(&path, || async {
