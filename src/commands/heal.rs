@@ -79,7 +79,7 @@ pub async fn pass(app: &App, policy: &Policy, waits: &ScaleWaits, dry_run: bool)
     let entries = app.entries(None).await?;
     let seen = observe(app, &entries).await?;
     let now = SystemTime::now();
-    let before = load_record(app).await?;
+    let before = app.load_meta::<Record>(STATE).await?;
     let mut record = before.clone();
     heal::observe(&mut record, &seen, now);
     let decision = heal::decide(policy, &seen, &record, now);
@@ -89,9 +89,7 @@ pub async fn pass(app: &App, policy: &Policy, waits: &ScaleWaits, dry_run: bool)
         // Noted before the create, so a run killed right after still
         // counts toward the hourly limit.
         let lock = app.lock(waits.lock.lock_timeout).await?;
-        app.store
-            .write_meta(STATE, &serde_json::to_string(&record)?, &lock)
-            .await?;
+        app.save_meta(STATE, &record, &lock).await?;
         lock.release().await;
     }
     if !dry_run && !doomed.is_empty() {
@@ -196,16 +194,4 @@ async fn observe(app: &App, entries: &[Entry]) -> Result<Vec<Observation>> {
         });
     }
     Ok(seen)
-}
-
-async fn load_record(app: &App) -> Result<Record> {
-    match app.store.read_meta(STATE).await? {
-        None => Ok(Record::default()),
-        Some(text) => serde_json::from_str(&text).with_context(|| {
-            format!(
-                "the heal record in {} is unreadable; delete it to start afresh",
-                app.store.describe()
-            )
-        }),
-    }
 }

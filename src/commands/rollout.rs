@@ -21,7 +21,7 @@
 use std::collections::HashSet;
 use std::time::{Instant, SystemTime};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -186,7 +186,7 @@ pub async fn run(app: &App, args: &RolloutArgs) -> Result<Report> {
 async fn begin(app: &App, args: &RolloutArgs, current: &Build) -> Result<(Rollout, bool)> {
     let lock = app.lock(args.waits.lock.lock_timeout).await?;
     let entries = app.entries(Some(&lock)).await?;
-    let mut state = load_state(app).await?;
+    let mut state = app.load_meta::<State>(STATE).await?;
     if let Some(rollout) = state.under_way {
         lock.release().await;
         tracing::info!(
@@ -201,7 +201,7 @@ async fn begin(app: &App, args: &RolloutArgs, current: &Build) -> Result<(Rollou
     let rollout = new_rollout(&entries, args, current, now)?;
     if !rollout.olds.is_empty() {
         state.under_way = Some(rollout.clone());
-        save_state(app, &state, &lock).await?;
+        app.save_meta(STATE, &state, &lock).await?;
     }
     lock.release().await;
     Ok((rollout, false))
@@ -366,7 +366,7 @@ fn as_droplet(entry: &Entry) -> Droplet {
 /// Forgets the finished rollout.
 async fn finish(app: &App, waits: &ScaleWaits) -> Result<()> {
     let lock = app.lock(waits.lock.lock_timeout).await?;
-    save_state(app, &State::default(), &lock).await?;
+    app.save_meta(STATE, &State::default(), &lock).await?;
     lock.release().await;
     Ok(())
 }
@@ -409,7 +409,7 @@ fn summary(
 /// What a rollout would replace now, and how, without changing anything.
 async fn dry_run(app: &App, args: &RolloutArgs, current: &Build) -> Result<Report> {
     let entries = app.entries(None).await?;
-    let (rollout, resuming) = match load_state(app).await?.under_way {
+    let (rollout, resuming) = match app.load_meta::<State>(STATE).await?.under_way {
         Some(rollout) => (rollout, true),
         None => (new_rollout(&entries, args, current, "-".into())?, false),
     };
@@ -463,24 +463,6 @@ async fn dry_run(app: &App, args: &RolloutArgs, current: &Build) -> Result<Repor
             "under_way": under_way,
         }),
     )
-}
-
-async fn load_state(app: &App) -> Result<State> {
-    match app.store.read_meta(STATE).await? {
-        None => Ok(State::default()),
-        Some(text) => serde_json::from_str(&text).with_context(|| {
-            format!(
-                "the rollout state in {} is unreadable; delete it to start afresh (droplets already replaced stay replaced)",
-                app.store.describe()
-            )
-        }),
-    }
-}
-
-async fn save_state(app: &App, state: &State, lock: &crate::inventory::StoreLock) -> Result<()> {
-    app.store
-        .write_meta(STATE, &serde_json::to_string(state)?, lock)
-        .await
 }
 
 /// `<inventory_file>.<suffix>`.
