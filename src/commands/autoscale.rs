@@ -19,7 +19,6 @@ use super::{App, Report};
 use crate::cli::AutoscaleArgs;
 use crate::haproxy;
 use crate::inventory::Entry;
-use crate::lockfile::LockFile;
 use crate::scaling::autoscale::{
     Action, Decision, Metric, Policy, PoolSize, Reading, decide, metric_name,
 };
@@ -138,12 +137,9 @@ async fn step(
     args: &AutoscaleArgs,
 ) -> Result<(Record, Option<Report>)> {
     // One decision at a time on this proxy (cron and a service may overlap).
-    let lock_path = {
-        let mut path = app.config.inventory_file.clone().into_os_string();
-        path.push(".autoscale.lock");
-        std::path::PathBuf::from(path)
-    };
-    let _deciding = LockFile::acquire(&lock_path, args.waits.lock.lock_timeout).await?;
+    let _deciding = app
+        .one_at_a_time("autoscale", args.waits.lock.lock_timeout)
+        .await?;
     let entries = app.entries(None).await?;
     crate::metrics::pool(&entries);
     let serving: Vec<Entry> = entries.iter().filter(|e| e.is_serving()).cloned().collect();

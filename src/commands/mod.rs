@@ -20,6 +20,7 @@ mod scale;
 mod watch;
 
 use std::cell::OnceCell;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -30,6 +31,7 @@ use crate::cli::Command;
 use crate::config::Config;
 use crate::digitalocean::{ApiError, Client, RetryPolicy};
 use crate::inventory::{Entry, Store, StoreLock};
+use crate::lockfile::LockFile;
 use crate::shutdown::Shutdown;
 
 /// Lock wait for commands without --lock-timeout that write the inventory
@@ -102,6 +104,14 @@ impl App {
     /// a signal ends the wait with nothing changed.
     pub async fn lock(&self, timeout: Duration) -> Result<StoreLock> {
         crate::metrics::lock_wait(self.store.lock(timeout, &self.shutdown)).await
+    }
+
+    /// Keeps to one `name` (a command) at a time on this proxy: the lock file
+    /// `<inventory_file>.<name>.lock`, waiting up to `timeout` for another run.
+    async fn one_at_a_time(&self, name: &str, timeout: Duration) -> Result<LockFile> {
+        let mut path = self.config.inventory_file.clone().into_os_string();
+        path.push(format!(".{name}.lock"));
+        LockFile::acquire(Path::new(&path), timeout).await
     }
 
     /// The JSON document `name` kept with the inventory (a command's state

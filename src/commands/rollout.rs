@@ -31,7 +31,6 @@ use super::{App, Report};
 use crate::cli::{RolloutArgs, ScaleWaits};
 use crate::digitalocean::{Droplet, Networks};
 use crate::inventory::{Build, Entry, Status};
-use crate::lockfile::LockFile;
 use crate::scaling::rollout::{Next, Rollout, StepSize, is_stale, next_step, remaining, start};
 
 /// Where the rollout under way lives in the store.
@@ -93,11 +92,9 @@ pub async fn run(app: &App, args: &RolloutArgs) -> Result<Report> {
     if args.dry_run {
         return dry_run(app, args, &current).await;
     }
-    let _rolling = LockFile::acquire(
-        &beside_inventory(app, "rollout.lock"),
-        args.waits.lock.lock_timeout,
-    )
-    .await?;
+    let _rolling = app
+        .one_at_a_time("rollout", args.waits.lock.lock_timeout)
+        .await?;
     let (rollout, resumed) = begin(app, args, &current).await?;
     if rollout.olds.is_empty() {
         let text = if args.only_stale {
@@ -463,11 +460,4 @@ async fn dry_run(app: &App, args: &RolloutArgs, current: &Build) -> Result<Repor
             "under_way": under_way,
         }),
     )
-}
-
-/// `<inventory_file>.<suffix>`.
-fn beside_inventory(app: &App, suffix: &str) -> std::path::PathBuf {
-    let mut path = app.config.inventory_file.clone().into_os_string();
-    path.push(format!(".{suffix}"));
-    std::path::PathBuf::from(path)
 }
