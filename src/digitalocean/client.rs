@@ -156,7 +156,8 @@ impl Client {
     }
 
     /// A POST whose effect does not depend on how often it arrives
-    /// (assigning a reserved IP to a droplet), so it is retried like a read.
+    /// (assigning a reserved IP to a droplet, droplets to a project), so it
+    /// is retried like a read.
     pub async fn post_idempotent(
         &self,
         path: &str,
@@ -315,15 +316,10 @@ impl Client {
     /// URNs). Assigning again changes nothing, so it is retried like a read.
     pub async fn assign_to_project(&self, project_id: &str, ids: &[u64]) -> Result<(), ApiError> {
         let urns: Vec<String> = ids.iter().map(|id| format!("do:droplet:{id}")).collect();
-        let body =
-            serde_json::to_vec(&serde_json::json!({ "resources": urns })).expect("static JSON");
         let path = format!("/v2/projects/{project_id}/resources");
-        self.with_retries(&path, || async {
-            self.send(Method::POST, &path, &[], Some(&body))
-                .await
-                .map(drop)
-        })
-        .await
+        self.post_idempotent(&path, &serde_json::json!({ "resources": urns }))
+            .await
+            .map(drop)
     }
 
     /// Creates the droplets of `request`, which must carry `tag` and names no
