@@ -87,6 +87,16 @@ pub struct Settled {
     pub failures: Vec<String>,
 }
 
+impl Settled {
+    /// Adds what a later settle did.
+    fn extend(&mut self, later: Settled) {
+        self.replaced.extend(later.replaced);
+        self.unready.extend(later.unready);
+        self.unready_failures.extend(later.unready_failures);
+        self.failures.extend(later.failures);
+    }
+}
+
 pub async fn run(app: &App, args: &RolloutArgs) -> Result<Report> {
     let (current, _) = create::current_build(&app.config)?;
     if args.dry_run {
@@ -109,12 +119,16 @@ pub async fn run(app: &App, args: &RolloutArgs) -> Result<Report> {
     }
     let started = Instant::now();
     let total = rollout.olds.len();
-    let mut replaced: Vec<Replaced> = Vec::new();
-    let mut unready: Vec<u64> = Vec::new();
-    let mut unready_failures: Vec<String> = Vec::new();
-    let mut failures: Vec<String> = Vec::new();
+    let mut so_far = Settled::default();
     loop {
         let settled = settle(app, &args.waits, RESUME).await?;
+        for pair in &settled.replaced {
+            tracing::info!("rollout: {} replaced by {}", pair.old, pair.new);
+        }
+        for failure in &settled.unready_failures {
+            tracing::warn!("rollout: {failure}");
+        }
+        so_far.extend(settled);
         let entries = app.entries(None).await?;
         // Droplets of the plan no longer in the pool: replaced, by this run
         // or one before it.
@@ -123,42 +137,15 @@ pub async fn run(app: &App, args: &RolloutArgs) -> Result<Report> {
             .iter()
             .filter(|id| !entries.iter().any(|e| e.id == **id))
             .count();
-        for pair in &settled.replaced {
-            tracing::info!("rollout: {} replaced by {}", pair.old, pair.new);
-            replaced.push(pair.clone());
-        }
-        for failure in &settled.unready_failures {
-            tracing::warn!("rollout: {failure}");
-        }
-        unready.extend(&settled.unready);
-        unready_failures.extend(settled.unready_failures);
-        failures.extend(settled.failures);
-        let stop = if unready.len() >= args.max_unready as usize {
-            Some(anyhow!(
-                "{}; the rollout stopped with {done} of {total} droplet(s) replaced, and the old droplets those were to replace keep serving: run {RESUME} again once new droplets can pass the health check",
-                unready_failures.join("; ")
-            ))
-        } else if !failures.is_empty() {
-            Some(anyhow!(
-                "{}; the rollout stopped with {done} of {total} droplet(s) replaced: run {RESUME} again to continue",
-                failures.join("; ")
-            ))
-        } else {
-            app.shutdown.check().err().map(|stopped| {
-                anyhow!(
-                    "stopped by {} between two steps of the rollout, with {done} of {total} droplet(s) replaced; the droplets not replaced yet serve as before: run {RESUME} again to continue",
-                    stopped.signal
-                )
-            })
-        };
-        if let Some(stop) = stop {
-            let report = summary(&replaced, &unready, &rollout, started, resumed, false)?;
+        let progress = format!("{done} of {total} droplet(s) replaced");
+        if let Some(stop) = stop_reason(app, &so_far, args.max_unready, &progress) {
+            let report = summary(&so_far, &rollout, started, resumed, false)?;
             return Ok(report.failed(stop));
         }
         let (replace, early) = match next_step(&rollout, &entries, &current) {
             Next::Done => break,
             Next::Blocked(reason) => {
-                let report = summary(&replaced, &unready, &rollout, started, resumed, false)?;
+                let report = summary(&so_far, &rollout, started, resumed, false)?;
                 return Ok(report.failed(anyhow!("the rollout cannot go on: {reason}")));
             }
             Next::Step { replace, early } => (replace, early),
@@ -175,7 +162,35 @@ pub async fn run(app: &App, args: &RolloutArgs) -> Result<Report> {
         step(app, &args.waits, replace, &early).await?;
     }
     finish(app, &args.waits).await?;
-    summary(&replaced, &unready, &rollout, started, resumed, true)
+    summary(&so_far, &rollout, started, resumed, true)
+}
+
+/// Why the rollout stops after this step, if it does: too many new
+/// droplets failed to join, a replacement went wrong, or a signal came.
+/// `progress` says how far it got.
+fn stop_reason(
+    app: &App,
+    so_far: &Settled,
+    max_unready: u32,
+    progress: &str,
+) -> Option<anyhow::Error> {
+    if so_far.unready.len() >= max_unready as usize {
+        return Some(anyhow!(
+            "{}; the rollout stopped with {progress}, and the old droplets those were to replace keep serving: run {RESUME} again once new droplets can pass the health check",
+            so_far.unready_failures.join("; ")
+        ));
+    }
+    if !so_far.failures.is_empty() {
+        return Some(anyhow!(
+            "{}; the rollout stopped with {progress}: run {RESUME} again to continue",
+            so_far.failures.join("; ")
+        ));
+    }
+    let stopped = app.shutdown.check().err()?;
+    Some(anyhow!(
+        "stopped by {} between two steps of the rollout, with {progress}; the droplets not replaced yet serve as before: run {RESUME} again to continue",
+        stopped.signal
+    ))
 }
 
 /// The rollout to carry out: the one under way (resumed), or a new one,
@@ -370,14 +385,14 @@ async fn finish(app: &App, waits: &ScaleWaits) -> Result<()> {
 
 /// The final report: one line per replacement and a summary.
 fn summary(
-    replaced: &[Replaced],
-    unready: &[u64],
+    settled: &Settled,
     rollout: &Rollout,
     started: Instant,
     resumed: bool,
     done: bool,
 ) -> Result<Report> {
     let seconds = started.elapsed().as_secs_f64();
+    let replaced = &settled.replaced;
     let mut text: Vec<String> = replaced
         .iter()
         .map(|r| format!("Replaced {} with {}.", r.old, r.new))
@@ -394,7 +409,7 @@ fn summary(
         text,
         json!({
             "replaced": replaced,
-            "unready": unready,
+            "unready": settled.unready,
             "floor": rollout.floor,
             "seconds": (seconds * 10.0).round() / 10.0,
             "resumed": resumed,
