@@ -69,6 +69,20 @@ pub struct CreateOptions {
     pub destroy_unready: bool,
 }
 
+impl CreateOptions {
+    /// Replacements for `doomed` (rollout, heal): each must pass the health
+    /// check, and those that never do are destroyed.
+    pub fn replacing(doomed: Vec<u64>, waits: &ScaleWaits) -> CreateOptions {
+        CreateOptions {
+            count: Count::Replacing(doomed),
+            timeout: waits.timeout,
+            lock_timeout: waits.lock.lock_timeout,
+            ready_wait: true,
+            destroy_unready: true,
+        }
+    }
+}
+
 pub async fn run(app: &App, args: &CreateArgs) -> Result<Report> {
     let options = CreateOptions {
         count: Count::More(args.count as usize),
@@ -308,14 +322,7 @@ pub async fn create_replacements(
     waits: &ScaleWaits,
     resume: &'static str,
 ) -> Result<Made> {
-    let options = CreateOptions {
-        count: Count::Replacing(doomed),
-        timeout: waits.timeout,
-        lock_timeout: waits.lock.lock_timeout,
-        ready_wait: true,
-        destroy_unready: true,
-    };
-    let made = create_and_record(app, &options).await?;
+    let made = create_and_record(app, &CreateOptions::replacing(doomed, waits)).await?;
     if let Err(stopped) = app.shutdown.check() {
         let created: Vec<u64> = made.droplets.iter().map(|d| d.id).collect();
         return Err(stopped_create(

@@ -25,8 +25,8 @@ use anyhow::{Result, anyhow};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::create::{self, Count, CreateOptions, Resume};
-use super::delete::{self, Leaving, Retire};
+use super::create::{self, CreateOptions, Resume};
+use super::delete::{self, Leaving, Retire, Retired};
 use super::{App, Report};
 use crate::cli::{RolloutArgs, ScaleWaits};
 use crate::digitalocean::{Droplet, Networks};
@@ -267,11 +267,8 @@ async fn step(app: &App, waits: &ScaleWaits, replace: Vec<u64>, early: &[u64]) -
     };
     let retired = delete::retire(app, &lock, &mut entries, &leaving, &how).await?;
     lock.release().await;
-    if !retired.failures.is_empty() {
-        tracing::warn!(
-            "could not destroy droplet {}; it stays in the inventory as destroying",
-            retired.failures.join("; droplet ")
-        );
+    if let Some(warning) = undestroyed(&retired) {
+        tracing::warn!("{warning}");
     }
     Ok(())
 }
@@ -294,13 +291,7 @@ pub async fn settle(app: &App, waits: &ScaleWaits, command: &'static str) -> Res
         .map(as_droplet)
         .collect();
     if !booting.is_empty() {
-        let options = CreateOptions {
-            count: Count::More(0),
-            timeout: waits.timeout,
-            lock_timeout: waits.lock.lock_timeout,
-            ready_wait: true,
-            destroy_unready: true,
-        };
+        let options = CreateOptions::replacing(Vec::new(), waits);
         let joined = create::join(app, &booting, &options, Resume::Run(command)).await?;
         settled.unready = booting
             .iter()
@@ -336,12 +327,7 @@ pub async fn settle(app: &App, waits: &ScaleWaits, command: &'static str) -> Res
                 });
             }
         }
-        if !retired.failures.is_empty() {
-            settled.failures.push(format!(
-                "could not destroy droplet {}; it is out of HAProxy and stays in the inventory as destroying",
-                retired.failures.join("; droplet ")
-            ));
-        }
+        settled.failures.extend(undestroyed(&retired));
     }
     // A link is done once its droplet is gone; one whose replacement
     // neither boots nor serves (someone deletes it, it is off) is dropped,
@@ -361,6 +347,16 @@ pub async fn settle(app: &App, waits: &ScaleWaits, command: &'static str) -> Res
     }
     lock.release().await;
     Ok(settled)
+}
+
+/// The sentence about the droplets `retired` left undestroyed, if any.
+fn undestroyed(retired: &Retired) -> Option<String> {
+    (!retired.failures.is_empty()).then(|| {
+        format!(
+            "could not destroy droplet {}; it is out of HAProxy and stays in the inventory as destroying",
+            retired.failures.join("; droplet ")
+        )
+    })
 }
 
 /// What `create::join` needs of a droplet the inventory knows.
