@@ -81,17 +81,20 @@ pub async fn pass(app: &App, policy: &Policy, waits: &ScaleWaits, dry_run: bool)
     let now = SystemTime::now();
     let before = app.load_meta::<Record>(STATE).await?;
     let mut record = before.clone();
-    heal::observe(&mut record, &seen, now);
-    let decision = heal::decide(policy, &seen, &record, now);
-    let doomed: Vec<u64> = decision.replace.iter().map(|v| v.id).collect();
-    heal::note_replacements(&mut record, &doomed, now);
+    let mut decision = judge(&mut record, policy, &seen, now);
     if !dry_run && record != before {
+        // Again under the lock, from the record as it is then: passes
+        // running at once (cron, the heal service, the autoscale loop,
+        // another proxy) each count the replacements the others noted.
         // Noted before the create, so a run killed right after still
         // counts toward the hourly limit.
         let lock = app.lock(waits.lock.lock_timeout).await?;
+        let mut record = app.load_meta::<Record>(STATE).await?;
+        decision = judge(&mut record, policy, &seen, now);
         app.save_meta(STATE, &record, &lock).await?;
         lock.release().await;
     }
+    let doomed: Vec<u64> = decision.replace.iter().map(|v| v.id).collect();
     if !dry_run && !doomed.is_empty() {
         let made = create::create_replacements(app, doomed.clone(), waits, RESUME).await?;
         failures.extend(made.failures);
@@ -141,6 +144,21 @@ pub async fn pass(app: &App, policy: &Policy, waits: &ScaleWaits, dry_run: bool)
         return Ok(report);
     }
     Ok(report.failed(anyhow!("{}", problems.join("; "))))
+}
+
+/// Brings `record` up to date with `seen`, decides, and notes the
+/// replacements decided on.
+fn judge(
+    record: &mut Record,
+    policy: &Policy,
+    seen: &[Observation],
+    now: SystemTime,
+) -> heal::Decision {
+    heal::observe(record, seen, now);
+    let decision = heal::decide(policy, seen, record, now);
+    let doomed: Vec<u64> = decision.replace.iter().map(|v| v.id).collect();
+    heal::note_replacements(record, &doomed, now);
+    decision
 }
 
 fn collect(settled: rollout::Settled, replaced: &mut Vec<Replaced>, failures: &mut Vec<String>) {
