@@ -353,26 +353,11 @@ async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Made> {
         .map_err(|err| stopped_in(err, Stage::Created, &[], Resume::Reconcile))?;
     let mut entries = app.entries(Some(&lock)).await?;
     let pool_size = pool_members(&entries).count();
-    let replacing: Vec<u64> = match &options.count {
-        Count::Replacing(ids) => ids
-            .iter()
-            .copied()
-            .filter(|id| replaceable(&entries, *id).is_some())
-            .collect(),
-        Count::More(_) | Count::UpTo(_) => Vec::new(),
-    };
-    let count = match options.count {
-        Count::More(count) => count,
-        Count::UpTo(size) => match plan(&entries, size, Pick::Newest) {
-            Plan::Add { count } => count,
-            Plan::Stay { .. } | Plan::Remove { .. } => 0,
-        },
-        Count::Replacing(_) => replacing.len(),
-    };
+    let wanted = wanted(&entries, &options.count);
     let all_names = next_names(
         spec.hostname_prefix,
         entries.iter().map(|e| e.name.as_str()),
-        count,
+        wanted.len(),
     );
     let mut failures = Vec::new();
     let mut created: Vec<Droplet> = Vec::new();
@@ -440,7 +425,7 @@ async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Made> {
             let replaces = all_names
                 .iter()
                 .position(|name| *name == droplet.name)
-                .and_then(|i| replacing.get(i).copied());
+                .and_then(|i| wanted[i]);
             entries.push(Entry {
                 build: Some(build.clone()),
                 replaces,
@@ -472,6 +457,24 @@ async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Made> {
         failures,
         pool_size,
     })
+}
+
+/// The droplets `count` asks for, given the inventory read under the lock:
+/// one element per droplet to make, holding the droplet it replaces.
+fn wanted(entries: &[Entry], count: &Count) -> Vec<Option<u64>> {
+    match count {
+        Count::More(count) => vec![None; *count],
+        Count::UpTo(size) => match plan(entries, *size, Pick::Newest) {
+            Plan::Add { count } => vec![None; count],
+            Plan::Stay { .. } | Plan::Remove { .. } => Vec::new(),
+        },
+        Count::Replacing(ids) => ids
+            .iter()
+            .copied()
+            .filter(|id| replaceable(entries, *id).is_some())
+            .map(Some)
+            .collect(),
+    }
 }
 
 /// Where a create was when a signal stopped it.
@@ -660,6 +663,29 @@ fn poll_interval(elapsed: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_count_is_worked_out_from_the_locked_inventory() {
+        let entry = |id, status, replaces| Entry {
+            status,
+            replaces,
+            ..Entry::named(id, &format!("web-{id}"))
+        };
+        let entries = [
+            entry(1, Status::Active, None),
+            entry(2, Status::New, Some(1)),
+            entry(3, Status::Destroying, None),
+        ];
+        assert_eq!(wanted(&entries, &Count::More(2)), [None, None]);
+        // 1 and its replacement 2 count once; 3 is on its way out.
+        assert_eq!(wanted(&entries, &Count::UpTo(3)), [None, None]);
+        assert_eq!(wanted(&entries, &Count::UpTo(1)), []);
+        assert_eq!(
+            wanted(&entries, &Count::Replacing(vec![1, 4, 2])),
+            [Some(2)],
+            "1 is being replaced already, 4 is gone"
+        );
+    }
 
     #[test]
     fn polls_stay_within_two_seconds() {
