@@ -56,7 +56,7 @@ pub enum Next {
 }
 
 /// Whether `entry` replaces a droplet still in the pool (a surge).
-pub fn is_surge(entry: &Entry, entries: &[Entry]) -> bool {
+fn is_surge(entry: &Entry, entries: &[Entry]) -> bool {
     entry.replaces.is_some_and(|old| {
         entries
             .iter()
@@ -120,7 +120,7 @@ pub fn start(
 
 /// The droplets that must keep serving: `min_healthy` percent of
 /// `capacity`, rounded up, and at least one while any serves.
-pub fn floor(capacity: usize, min_healthy: u8) -> usize {
+fn floor(capacity: usize, min_healthy: u8) -> usize {
     let share = (capacity * usize::from(min_healthy)).div_ceil(100);
     if capacity > 0 { share.max(1) } else { 0 }
 }
