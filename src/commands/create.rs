@@ -19,8 +19,9 @@
 //!
 //! Every droplet is recorded with what it was built from (the build), and
 //! replacements (rollout, heal) with the droplet each one replaces, in the
-//! same write: `create_and_record` makes them, `join` brings them into
-//! HAProxy, and rollout and heal call the two halves themselves.
+//! same write. Rollout and heal call the two halves themselves:
+//! `create_replacements` makes and records them, `join` brings them into
+//! HAProxy.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
