@@ -32,7 +32,8 @@ const MAX_TAG_LEN: usize = 255;
 
 /// The file as written by the user. Unknown keys are refused so that a typo
 /// (`haproxy_cfg_pth`) is an error instead of a silently ignored setting.
-#[derive(Debug, Default, Deserialize)]
+/// No Debug: it holds the token and the etcd password in the clear.
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
     token: Option<String>,

@@ -5,20 +5,15 @@
 /// the metadata service's link-local one and the proxies' etcd are never
 /// behind the operator's HTTP proxy, whatever `$HTTP_PROXY` says.
 pub fn builder() -> reqwest::ClientBuilder {
-    base().no_proxy()
+    api_builder().no_proxy()
 }
 
 /// The builder for the DigitalOcean API, which may sit behind the HTTP proxy
 /// the environment names (`$HTTPS_PROXY`, `$NO_PROXY`), as any public
-/// service may.
+/// service may: doproxy's User-Agent and TLS. reqwest is built without a
+/// default crypto provider (see Cargo.toml), so ring is installed first;
+/// that fails only when it is already installed, which is fine.
 pub fn api_builder() -> reqwest::ClientBuilder {
-    base()
-}
-
-/// doproxy's User-Agent and TLS. reqwest is built without a default crypto
-/// provider (see Cargo.toml), so ring is installed first; that fails only
-/// when it is already installed, which is fine.
-fn base() -> reqwest::ClientBuilder {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder().user_agent(concat!("doproxy/", env!("CARGO_PKG_VERSION")))
 }

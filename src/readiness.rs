@@ -26,8 +26,7 @@ pub async fn wait_until_ready(
         .timeout(ATTEMPT_TIMEOUT)
         .build()
         .context("cannot set up the HTTP client for readiness checks")?;
-    // None: a timeout of centuries, which no clock can add.
-    let deadline = Instant::now().checked_add(timeout);
+    let deadline = Instant::now() + timeout;
     let mut checks = JoinSet::new();
     for &(id, address) in droplets {
         let client = client.clone();
@@ -41,7 +40,7 @@ pub async fn wait_until_ready(
                     tracing::info!("droplet {id} is ready");
                     return (id, true);
                 }
-                if deadline.is_some_and(|deadline| Instant::now() + RETRY_PAUSE >= deadline) {
+                if Instant::now() + RETRY_PAUSE >= deadline {
                     let last = match answered {
                         Ok(status) => format!("status {status}"),
                         Err(err) => format!("{err}"),

@@ -34,69 +34,31 @@ pub(crate) fn routes() -> Router<Simulator> {
             get(private_ipv4),
         )
         .route("/metadata/v1.json", get(document))
-        .route("/proxies/{id}/metadata/v1/id", get(proxy_id))
-        .route("/proxies/{id}/metadata/v1/hostname", get(proxy_hostname))
-        .route(
-            "/proxies/{id}/metadata/v1/interfaces/public/0/ipv4/address",
-            get(proxy_public_ipv4),
-        )
-        .route(
-            "/proxies/{id}/metadata/v1/interfaces/public/0/anchor_ipv4/address",
-            get(proxy_anchor_ipv4),
-        )
-        .route(
-            "/proxies/{id}/metadata/v1/interfaces/private/0/ipv4/address",
-            get(proxy_private_ipv4),
-        )
+        .route("/proxies/{id}/metadata/v1/{*key}", get(proxy_value))
 }
 
-/// One answer about proxy droplet `id`; 404 for any other droplet.
-fn proxy_value(
-    sim: &Simulator,
-    id: u64,
-    value: impl Fn(&crate::state::Droplet) -> String,
+/// One value of proxy droplet `id`'s own service; 404 for any other
+/// droplet or value.
+async fn proxy_value(
+    State(sim): State<Simulator>,
+    Path((id, key)): Path<(u64, String)>,
 ) -> Result<String, ApiError> {
     let state = sim.lock();
-    if !state.reserved_ips.frontends.contains_key(&id) {
-        return Err(ApiError::not_found());
-    }
-    state
+    let droplet = state
         .droplets
         .get(&id)
-        .map(value)
-        .ok_or_else(ApiError::not_found)
-}
-
-async fn proxy_id(State(sim): State<Simulator>, Path(id): Path<u64>) -> Result<String, ApiError> {
-    proxy_value(&sim, id, |d| d.id.to_string())
-}
-
-async fn proxy_hostname(
-    State(sim): State<Simulator>,
-    Path(id): Path<u64>,
-) -> Result<String, ApiError> {
-    proxy_value(&sim, id, |d| d.name.clone())
-}
-
-async fn proxy_public_ipv4(
-    State(sim): State<Simulator>,
-    Path(id): Path<u64>,
-) -> Result<String, ApiError> {
-    proxy_value(&sim, id, |d| d.public_ip.to_string())
-}
-
-async fn proxy_private_ipv4(
-    State(sim): State<Simulator>,
-    Path(id): Path<u64>,
-) -> Result<String, ApiError> {
-    proxy_value(&sim, id, |d| d.private_ip.to_string())
-}
-
-async fn proxy_anchor_ipv4(
-    State(sim): State<Simulator>,
-    Path(id): Path<u64>,
-) -> Result<String, ApiError> {
-    proxy_value(&sim, id, |d| Subnet::anchor_ip(d.private_ip).to_string())
+        .filter(|_| state.reserved_ips.frontends.contains_key(&id))
+        .ok_or_else(ApiError::not_found)?;
+    Ok(match key.as_str() {
+        "id" => droplet.id.to_string(),
+        "hostname" => droplet.name.clone(),
+        "interfaces/public/0/ipv4/address" => droplet.public_ip.to_string(),
+        "interfaces/public/0/anchor_ipv4/address" => {
+            Subnet::anchor_ip(droplet.private_ip).to_string()
+        }
+        "interfaces/private/0/ipv4/address" => droplet.private_ip.to_string(),
+        _ => return Err(ApiError::not_found()),
+    })
 }
 
 async fn id(State(sim): State<Simulator>) -> String {

@@ -423,7 +423,7 @@ impl Subnet {
     /// The proxy droplet's anchor IPv4, where traffic for a reserved IP
     /// assigned to it arrives.
     pub(crate) fn proxy_anchor_ip(&self) -> Ipv4Addr {
-        Ipv4Addr::new(127, self.a, 100, 1)
+        Subnet::anchor_ip(self.proxy_private_ip())
     }
 
     pub(crate) fn private_ip(&self, host: u32) -> Ipv4Addr {

@@ -19,7 +19,6 @@ use super::{App, Report};
 use crate::cli::AutoscaleArgs;
 use crate::haproxy;
 use crate::inventory::Entry;
-use crate::lockfile::LockFile;
 use crate::scaling::autoscale::{
     Action, Decision, Metric, Policy, PoolSize, Reading, decide, metric_name,
 };
@@ -62,7 +61,7 @@ pub async fn run(app: &App, args: &AutoscaleArgs) -> Result<Report> {
         )
     })?;
     if args.history {
-        let state = load_state(app).await?;
+        let state = app.load_meta::<State>(STATE).await?;
         let text = state.history.iter().map(describe).collect();
         return Report::new(text, &state.history);
     }
@@ -138,12 +137,9 @@ async fn step(
     args: &AutoscaleArgs,
 ) -> Result<(Record, Option<Report>)> {
     // One decision at a time on this proxy (cron and a service may overlap).
-    let lock_path = {
-        let mut path = app.config.inventory_file.clone().into_os_string();
-        path.push(".autoscale.lock");
-        std::path::PathBuf::from(path)
-    };
-    let _deciding = LockFile::acquire(&lock_path, args.waits.lock.lock_timeout).await?;
+    let _deciding = app
+        .one_at_a_time("autoscale", args.waits.lock.lock_timeout)
+        .await?;
     let entries = app.entries(None).await?;
     crate::metrics::pool(&entries);
     let serving: Vec<Entry> = entries.iter().filter(|e| e.is_serving()).cloned().collect();
@@ -155,7 +151,7 @@ async fn step(
     };
     let readings = read_metrics(app, policy, &serving).await;
     let now = SystemTime::now();
-    let state = load_state(app).await?;
+    let state = app.load_meta::<State>(STATE).await?;
     let last_scaled = state
         .last_scaled
         .and_then(|secs| SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs)));
@@ -279,23 +275,11 @@ async fn cpu_percent(app: &App, ids: &[u64]) -> Result<f64> {
     Ok(samples.iter().sum::<f64>() / samples.len() as f64)
 }
 
-async fn load_state(app: &App) -> Result<State> {
-    match app.store.read_meta(STATE).await? {
-        None => Ok(State::default()),
-        Some(text) => serde_json::from_str(&text).with_context(|| {
-            format!(
-                "the autoscale state in {} is unreadable; delete it to start afresh",
-                app.store.describe()
-            )
-        }),
-    }
-}
-
 /// Appends `record` to the history (and restarts the cooldown if the pool
 /// was scaled), under the store's lock.
 async fn save_record(app: &App, record: &Record, scaled: bool) -> Result<()> {
     let lock = app.lock(Duration::from_secs(300)).await?;
-    let mut state = load_state(app).await?;
+    let mut state = app.load_meta::<State>(STATE).await?;
     if scaled {
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -305,9 +289,7 @@ async fn save_record(app: &App, record: &Record, scaled: bool) -> Result<()> {
     state.history.push(record.clone());
     let excess = state.history.len().saturating_sub(HISTORY);
     state.history.drain(..excess);
-    app.store
-        .write_meta(STATE, &serde_json::to_string(&state)?, &lock)
-        .await?;
+    app.save_meta(STATE, &state, &lock).await?;
     lock.release().await;
     Ok(())
 }

@@ -19,10 +19,10 @@
 //!
 //! Every droplet is recorded with what it was built from (the build), and
 //! replacements (rollout, heal) with the droplet each one replaces, in the
-//! same write: `create_and_record` makes them, `join` brings them into
-//! HAProxy, and rollout and heal call the two halves themselves.
+//! same write. Rollout and heal call the two halves themselves:
+//! `create_replacements` makes and records them, `join` brings them into
+//! HAProxy.
 
-use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -32,11 +32,12 @@ use serde_json::json;
 use super::{App, Report};
 use crate::cli::{CreateArgs, ScaleWaits};
 use crate::config::{Config, Image};
-use crate::digitalocean::{ApiError, Client, CreateRequest, Droplet};
+use crate::digitalocean::{Client, CreateRequest, Droplet};
 use crate::haproxy::{self, Applied, Reload};
 use crate::inventory::{Build, Entry, Status, user_data_digest};
 use crate::progress;
 use crate::readiness;
+use crate::scaling::rollout::{pool_members, replaceable};
 use crate::scaling::{Pick, Plan, next_names, plan};
 use crate::shutdown::{Interrupted, Signal};
 
@@ -67,6 +68,20 @@ pub struct CreateOptions {
     pub lock_timeout: Duration,
     pub ready_wait: bool,
     pub destroy_unready: bool,
+}
+
+impl CreateOptions {
+    /// Replacements for `doomed` (rollout, heal): each must pass the health
+    /// check, and those that never do are destroyed.
+    pub fn replacing(doomed: Vec<u64>, waits: &ScaleWaits) -> CreateOptions {
+        CreateOptions {
+            count: Count::Replacing(doomed),
+            timeout: waits.timeout,
+            lock_timeout: waits.lock.lock_timeout,
+            ready_wait: true,
+            destroy_unready: true,
+        }
+    }
 }
 
 pub async fn run(app: &App, args: &CreateArgs) -> Result<Report> {
@@ -274,8 +289,9 @@ pub struct Made {
     /// Why a later batch failed when an earlier one worked, and project
     /// assignments that failed.
     pub failures: Vec<String>,
-    /// The pool's size under the lock, before these.
-    pub pool_size: usize,
+    /// The pool's size under the lock, before these, counted as `plan`
+    /// counts it (a replacement under way and its droplet once).
+    pool_size: usize,
 }
 
 /// The build new droplets get from the options now, and the user data to
@@ -298,12 +314,6 @@ pub fn current_build(config: &Config) -> Result<(Build, Option<String>)> {
     Ok((build, user_data))
 }
 
-/// Under the lock: works out how many to make from the locked inventory,
-/// picks free names, creates the droplets (up to ten per request) and
-/// records each batch, with its build and what it replaces, as soon as the
-/// API accepts it; then assigns them to droplet_options.project_id (a
-/// failure there is reported, the droplets stay recorded). Sends no further
-/// request once a stop is asked for. Fails only when nothing was created.
 /// Replacements for droplets `doomed` (rollout, heal), created and recorded
 /// like any create; when a signal came meanwhile, the error says to run
 /// `resume` to go on from there.
@@ -313,14 +323,7 @@ pub async fn create_replacements(
     waits: &ScaleWaits,
     resume: &'static str,
 ) -> Result<Made> {
-    let options = CreateOptions {
-        count: Count::Replacing(doomed),
-        timeout: waits.timeout,
-        lock_timeout: waits.lock.lock_timeout,
-        ready_wait: true,
-        destroy_unready: true,
-    };
-    let made = create_and_record(app, &options).await?;
+    let made = create_and_record(app, &CreateOptions::replacing(doomed, waits)).await?;
     if let Err(stopped) = app.shutdown.check() {
         let created: Vec<u64> = made.droplets.iter().map(|d| d.id).collect();
         return Err(stopped_create(
@@ -333,7 +336,13 @@ pub async fn create_replacements(
     Ok(made)
 }
 
-pub async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Made> {
+/// Under the lock: works out how many to make from the locked inventory,
+/// picks free names, creates the droplets (up to ten per request) and
+/// records each batch, with its build and what it replaces, as soon as the
+/// API accepts it; then assigns them to droplet_options.project_id (a
+/// failure there is reported, the droplets stay recorded). Sends no further
+/// request once a stop is asked for. Fails only when nothing was created.
+async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Made> {
     let config = &app.config;
     let spec = config.droplet_spec()?;
     let (build, user_data) = current_build(config)?;
@@ -344,26 +353,12 @@ pub async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Mad
         .await
         .map_err(|err| stopped_in(err, Stage::Created, &[], Resume::Reconcile))?;
     let mut entries = app.entries(Some(&lock)).await?;
-    let pool_size = entries
-        .iter()
-        .filter(|e| e.status != Status::Destroying)
-        .count();
-    let replacing: Vec<u64> = match &options.count {
-        Count::Replacing(ids) => replaceable(&entries, ids),
-        Count::More(_) | Count::UpTo(_) => Vec::new(),
-    };
-    let count = match options.count {
-        Count::More(count) => count,
-        Count::UpTo(size) => match plan(&entries, size, Pick::Newest) {
-            Plan::Add { count } => count,
-            Plan::Stay { .. } | Plan::Remove { .. } => 0,
-        },
-        Count::Replacing(_) => replacing.len(),
-    };
+    let pool_size = pool_members(&entries).count();
+    let wanted = wanted(&entries, &options.count);
     let all_names = next_names(
         spec.hostname_prefix,
         entries.iter().map(|e| e.name.as_str()),
-        count,
+        wanted.len(),
     );
     let mut failures = Vec::new();
     let mut created: Vec<Droplet> = Vec::new();
@@ -431,7 +426,7 @@ pub async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Mad
             let replaces = all_names
                 .iter()
                 .position(|name| *name == droplet.name)
-                .and_then(|i| replacing.get(i).copied());
+                .and_then(|i| wanted[i]);
             entries.push(Entry {
                 build: Some(build.clone()),
                 replaces,
@@ -465,18 +460,22 @@ pub async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Mad
     })
 }
 
-/// Of `ids`, those that can get a replacement now: in the inventory, not
-/// being destroyed and not already replaced by another droplet.
-fn replaceable(entries: &[Entry], ids: &[u64]) -> Vec<u64> {
-    ids.iter()
-        .copied()
-        .filter(|id| {
-            entries
-                .iter()
-                .any(|e| e.id == *id && e.status != Status::Destroying)
-                && !entries.iter().any(|e| e.replaces == Some(*id))
-        })
-        .collect()
+/// The droplets `count` asks for, given the inventory read under the lock:
+/// one element per droplet to make, holding the droplet it replaces.
+fn wanted(entries: &[Entry], count: &Count) -> Vec<Option<u64>> {
+    match count {
+        Count::More(count) => vec![None; *count],
+        Count::UpTo(size) => match plan(entries, *size, Pick::Newest) {
+            Plan::Add { count } => vec![None; count],
+            Plan::Stay { .. } | Plan::Remove { .. } => Vec::new(),
+        },
+        Count::Replacing(ids) => ids
+            .iter()
+            .copied()
+            .filter(|id| replaceable(entries, *id).is_some())
+            .map(Some)
+            .collect(),
+    }
 }
 
 /// Where a create was when a signal stopped it.
@@ -553,7 +552,7 @@ fn unready_failure(config: &Config, unready: &[u64], destroyed: bool) -> String 
     }
 }
 
-pub fn list(ids: &[u64]) -> String {
+fn list(ids: &[u64]) -> String {
     ids.iter()
         .map(u64::to_string)
         .collect::<Vec<_>>()
@@ -594,9 +593,8 @@ struct Boot {
 
 /// Polls the pool's droplets (one list call per poll, whatever their number)
 /// until every droplet of `created` is active with a private address or
-/// gone, or `timeout` passes. A droplet missing from the list is looked up
-/// by ID: lists may lag right after a create, and a 404 means someone
-/// destroyed it, which is no reason to wait on.
+/// gone, or `timeout` passes. A droplet the API no longer knows was
+/// destroyed by someone, which is no reason to wait on.
 async fn wait_until_active(
     api: &Client,
     tag: &str,
@@ -604,7 +602,7 @@ async fn wait_until_active(
     timeout: Duration,
 ) -> Result<Boot> {
     let started = Instant::now();
-    let mut pending: HashMap<u64, &Droplet> = created.iter().map(|d| (d.id, d)).collect();
+    let mut pending: Vec<&Droplet> = created.iter().collect();
     let mut active = Vec::new();
     let mut gone = Vec::new();
     let mut status = progress::Status::new();
@@ -615,54 +613,38 @@ async fn wait_until_active(
             created.len()
         ));
         tokio::time::sleep(poll_interval(started.elapsed())).await;
-        let mut seen = api
-            .list_droplets(tag)
+        let ids: Vec<u64> = pending.iter().map(|d| d.id).collect();
+        let seen = api
+            .list_pool(tag, &ids)
             .await
             .context("cannot check on the new droplets")?;
-        let unlisted: Vec<u64> = created
-            .iter()
-            .map(|d| d.id)
-            .filter(|id| pending.contains_key(id) && !seen.iter().any(|d| d.id == *id))
-            .collect();
-        for id in unlisted {
-            match api.get_droplet(id).await {
-                Ok(droplet) => seen.push(droplet),
-                Err(ApiError::NotFound) => {
-                    let droplet = pending.remove(&id).expect("pending");
-                    tracing::warn!(
-                        "droplet {id} ({}) no longer exists: another run or someone in the control panel destroyed it",
+        pending.retain(|new| match seen.iter().find(|d| d.id == new.id) {
+            None => {
+                tracing::warn!(
+                    "droplet {} ({}) no longer exists: another run or someone in the control panel destroyed it",
+                    new.id,
+                    new.name
+                );
+                gone.push((*new).clone());
+                false
+            }
+            Some(droplet) => match (Status::from_api(&droplet.status), droplet.private_ipv4()) {
+                (Status::Active, Some(ip)) => {
+                    tracing::info!(
+                        "droplet {} ({}) is active at {ip}",
+                        droplet.id,
                         droplet.name
                     );
-                    gone.push(droplet.clone());
+                    active.push(droplet.clone());
+                    false
                 }
-                Err(err) => {
-                    return Err(anyhow::Error::new(err)
-                        .context(format!("cannot check on new droplet {id}")));
-                }
-            }
-        }
-        for droplet in seen {
-            if let (Status::Active, Some(ip)) =
-                (Status::from_api(&droplet.status), droplet.private_ipv4())
-                && pending.remove(&droplet.id).is_some()
-            {
-                tracing::info!(
-                    "droplet {} ({}) is active at {ip}",
-                    droplet.id,
-                    droplet.name
-                );
-                active.push(droplet);
-            }
-        }
+                _ => true,
+            },
+        });
         if pending.is_empty() || started.elapsed() >= timeout {
-            let stuck = created
-                .iter()
-                .map(|d| d.id)
-                .filter(|id| pending.contains_key(id))
-                .collect();
             return Ok(Boot {
                 active,
-                stuck,
+                stuck: pending.iter().map(|d| d.id).collect(),
                 gone,
             });
         }
@@ -684,7 +666,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_droplet_gets_one_replacement_at_most() {
+    fn the_count_is_worked_out_from_the_locked_inventory() {
         let entry = |id, status, replaces| Entry {
             status,
             replaces,
@@ -692,12 +674,18 @@ mod tests {
         };
         let entries = [
             entry(1, Status::Active, None),
-            entry(2, Status::Active, None),
+            entry(2, Status::New, Some(1)),
             entry(3, Status::Destroying, None),
-            entry(4, Status::New, Some(2)),
         ];
-        // 2 is being replaced by 4, 3 is on its way out, 9 is gone.
-        assert_eq!(replaceable(&entries, &[1, 2, 3, 9]), vec![1]);
+        assert_eq!(wanted(&entries, &Count::More(2)), [None, None]);
+        // 1 and its replacement 2 count once; 3 is on its way out.
+        assert_eq!(wanted(&entries, &Count::UpTo(3)), [None, None]);
+        assert_eq!(wanted(&entries, &Count::UpTo(1)), []);
+        assert_eq!(
+            wanted(&entries, &Count::Replacing(vec![1, 4, 2])),
+            [Some(2)],
+            "1 is being replaced already, 4 is gone"
+        );
     }
 
     #[test]

@@ -16,7 +16,6 @@ use super::create;
 use super::rollout::{self, Replaced};
 use super::{App, Report};
 use crate::cli::{HealArgs, ScaleWaits};
-use crate::digitalocean::ApiError;
 use crate::haproxy;
 use crate::inventory::{Entry, Status};
 use crate::scaling::heal::{self, Api, Observation, Policy, Record};
@@ -80,21 +79,22 @@ pub async fn pass(app: &App, policy: &Policy, waits: &ScaleWaits, dry_run: bool)
     let entries = app.entries(None).await?;
     let seen = observe(app, &entries).await?;
     let now = SystemTime::now();
-    let before = load_record(app).await?;
+    let before = app.load_meta::<Record>(STATE).await?;
     let mut record = before.clone();
-    heal::observe(&mut record, &seen, now);
-    let decision = heal::decide(policy, &seen, &record, now);
-    let doomed: Vec<u64> = decision.replace.iter().map(|v| v.id).collect();
-    heal::note_replacements(&mut record, &doomed, now);
+    let mut decision = judge(&mut record, policy, &seen, now);
     if !dry_run && record != before {
+        // Again under the lock, from the record as it is then: passes
+        // running at once (cron, the heal service, the autoscale loop,
+        // another proxy) each count the replacements the others noted.
         // Noted before the create, so a run killed right after still
         // counts toward the hourly limit.
         let lock = app.lock(waits.lock.lock_timeout).await?;
-        app.store
-            .write_meta(STATE, &serde_json::to_string(&record)?, &lock)
-            .await?;
+        let mut record = app.load_meta::<Record>(STATE).await?;
+        decision = judge(&mut record, policy, &seen, now);
+        app.save_meta(STATE, &record, &lock).await?;
         lock.release().await;
     }
+    let doomed: Vec<u64> = decision.replace.iter().map(|v| v.id).collect();
     if !dry_run && !doomed.is_empty() {
         let made = create::create_replacements(app, doomed.clone(), waits, RESUME).await?;
         failures.extend(made.failures);
@@ -146,6 +146,21 @@ pub async fn pass(app: &App, policy: &Policy, waits: &ScaleWaits, dry_run: bool)
     Ok(report.failed(anyhow!("{}", problems.join("; "))))
 }
 
+/// Brings `record` up to date with `seen`, decides, and notes the
+/// replacements decided on.
+fn judge(
+    record: &mut Record,
+    policy: &Policy,
+    seen: &[Observation],
+    now: SystemTime,
+) -> heal::Decision {
+    heal::observe(record, seen, now);
+    let decision = heal::decide(policy, seen, record, now);
+    let doomed: Vec<u64> = decision.replace.iter().map(|v| v.id).collect();
+    heal::note_replacements(record, &doomed, now);
+    decision
+}
+
 fn collect(settled: rollout::Settled, replaced: &mut Vec<Replaced>, failures: &mut Vec<String>) {
     replaced.extend(settled.replaced);
     failures.extend(settled.unready_failures);
@@ -160,10 +175,11 @@ async fn observe(app: &App, entries: &[Entry]) -> Result<Vec<Observation>> {
     let members: Vec<&Entry> = pool_members(entries)
         .filter(|e| matches!(e.status, Status::Active | Status::Off | Status::Archive))
         .collect();
+    let ids: Vec<u64> = members.iter().map(|e| e.id).collect();
     let listed = api
-        .list_droplets(app.config.pool_tag())
+        .list_pool(app.config.pool_tag(), &ids)
         .await
-        .context("cannot list the pool's droplets")?;
+        .context("cannot look up the pool's droplets")?;
     let states = match &app.config.haproxy_socket {
         None => None,
         Some(_) => match haproxy::server_states(&app.config).await {
@@ -178,18 +194,11 @@ async fn observe(app: &App, entries: &[Entry]) -> Result<Vec<Observation>> {
     };
     let mut seen = Vec::new();
     for entry in members {
-        let status = match listed.iter().find(|d| d.id == entry.id) {
-            Some(droplet) => Some(droplet.status.clone()),
-            None => match api.get_droplet(entry.id).await {
-                Ok(droplet) => Some(droplet.status),
-                Err(ApiError::NotFound) => None,
-                Err(err) => {
-                    return Err(anyhow::Error::new(err)
-                        .context(format!("cannot look up droplet {}", entry.id)));
-                }
-            },
-        };
-        let api = match status.as_deref() {
+        let status = listed
+            .iter()
+            .find(|d| d.id == entry.id)
+            .map(|d| d.status.as_str());
+        let api = match status {
             None => Api::Gone,
             Some(status @ ("off" | "archive")) => Api::Stopped(status.to_string()),
             Some(_) => Api::Running,
@@ -203,16 +212,4 @@ async fn observe(app: &App, entries: &[Entry]) -> Result<Vec<Observation>> {
         });
     }
     Ok(seen)
-}
-
-async fn load_record(app: &App) -> Result<Record> {
-    match app.store.read_meta(STATE).await? {
-        None => Ok(Record::default()),
-        Some(text) => serde_json::from_str(&text).with_context(|| {
-            format!(
-                "the heal record in {} is unreadable; delete it to start afresh",
-                app.store.describe()
-            )
-        }),
-    }
 }

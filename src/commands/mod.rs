@@ -20,15 +20,18 @@ mod scale;
 mod watch;
 
 use std::cell::OnceCell;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::cli::Command;
 use crate::config::Config;
 use crate::digitalocean::{ApiError, Client, RetryPolicy};
 use crate::inventory::{Entry, Store, StoreLock};
+use crate::lockfile::LockFile;
 use crate::shutdown::{Interrupted, Shutdown};
 
 /// Lock wait for commands without --lock-timeout that write the inventory
@@ -110,6 +113,34 @@ impl App {
     /// a signal ends the wait with nothing changed.
     pub async fn lock(&self, timeout: Duration) -> Result<StoreLock> {
         crate::metrics::lock_wait(self.store.lock(timeout, &self.shutdown)).await
+    }
+
+    /// Keeps to one `name` (a command) at a time on this proxy: the lock file
+    /// `<inventory_file>.<name>.lock`, waiting up to `timeout` for another run.
+    async fn one_at_a_time(&self, name: &str, timeout: Duration) -> Result<LockFile> {
+        let mut path = self.config.inventory_file.clone().into_os_string();
+        path.push(format!(".{name}.lock"));
+        LockFile::acquire(Path::new(&path), timeout).await
+    }
+
+    /// The JSON document `name` kept with the inventory (a command's state
+    /// between runs), or its default while none was written.
+    async fn load_meta<T: DeserializeOwned + Default>(&self, name: &str) -> Result<T> {
+        match self.store.read_meta(name).await? {
+            None => Ok(T::default()),
+            Some(text) => serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "the {name} state in {} is unreadable; delete it to start afresh",
+                    self.store.describe()
+                )
+            }),
+        }
+    }
+
+    /// Replaces the JSON document `name` kept with the inventory.
+    async fn save_meta(&self, name: &str, value: &impl Serialize, lock: &StoreLock) -> Result<()> {
+        let text = serde_json::to_string(value).context("cannot encode the state as JSON")?;
+        self.store.write_meta(name, &text, lock).await
     }
 
     /// The inventory, with Ruby DOProxy ID-only lines filled in from the API

@@ -21,17 +21,16 @@
 use std::collections::HashSet;
 use std::time::{Instant, SystemTime};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::create::{self, Count, CreateOptions, Resume};
-use super::delete::{self, Leaving, Retire};
+use super::create::{self, CreateOptions, Resume};
+use super::delete::{self, Leaving, Retire, Retired};
 use super::{App, Report};
 use crate::cli::{RolloutArgs, ScaleWaits};
 use crate::digitalocean::{Droplet, Networks};
 use crate::inventory::{Build, Entry, Status};
-use crate::lockfile::LockFile;
 use crate::scaling::rollout::{Next, Rollout, StepSize, is_stale, next_step, remaining, start};
 
 /// Where the rollout under way lives in the store.
@@ -88,16 +87,24 @@ pub struct Settled {
     pub failures: Vec<String>,
 }
 
+impl Settled {
+    /// Adds what a later settle did.
+    fn extend(&mut self, later: Settled) {
+        self.replaced.extend(later.replaced);
+        self.unready.extend(later.unready);
+        self.unready_failures.extend(later.unready_failures);
+        self.failures.extend(later.failures);
+    }
+}
+
 pub async fn run(app: &App, args: &RolloutArgs) -> Result<Report> {
     let (current, _) = create::current_build(&app.config)?;
     if args.dry_run {
         return dry_run(app, args, &current).await;
     }
-    let _rolling = LockFile::acquire(
-        &beside_inventory(app, "rollout.lock"),
-        args.waits.lock.lock_timeout,
-    )
-    .await?;
+    let _rolling = app
+        .one_at_a_time("rollout", args.waits.lock.lock_timeout)
+        .await?;
     let (rollout, resumed) = begin(app, args, &current).await?;
     if rollout.olds.is_empty() {
         let text = if args.only_stale {
@@ -112,12 +119,16 @@ pub async fn run(app: &App, args: &RolloutArgs) -> Result<Report> {
     }
     let started = Instant::now();
     let total = rollout.olds.len();
-    let mut replaced: Vec<Replaced> = Vec::new();
-    let mut unready: Vec<u64> = Vec::new();
-    let mut unready_failures: Vec<String> = Vec::new();
-    let mut failures: Vec<String> = Vec::new();
+    let mut so_far = Settled::default();
     loop {
         let settled = settle(app, &args.waits, RESUME).await?;
+        for pair in &settled.replaced {
+            tracing::info!("rollout: {} replaced by {}", pair.old, pair.new);
+        }
+        for failure in &settled.unready_failures {
+            tracing::warn!("rollout: {failure}");
+        }
+        so_far.extend(settled);
         let entries = app.entries(None).await?;
         // Droplets of the plan no longer in the pool: replaced, by this run
         // or one before it.
@@ -126,42 +137,15 @@ pub async fn run(app: &App, args: &RolloutArgs) -> Result<Report> {
             .iter()
             .filter(|id| !entries.iter().any(|e| e.id == **id))
             .count();
-        for pair in &settled.replaced {
-            tracing::info!("rollout: {} replaced by {}", pair.old, pair.new);
-            replaced.push(pair.clone());
-        }
-        for failure in &settled.unready_failures {
-            tracing::warn!("rollout: {failure}");
-        }
-        unready.extend(&settled.unready);
-        unready_failures.extend(settled.unready_failures);
-        failures.extend(settled.failures);
-        let stop = if unready.len() >= args.max_unready as usize {
-            Some(anyhow!(
-                "{}; the rollout stopped with {done} of {total} droplet(s) replaced, and the old droplets those were to replace keep serving: run {RESUME} again once new droplets can pass the health check",
-                unready_failures.join("; ")
-            ))
-        } else if !failures.is_empty() {
-            Some(anyhow!(
-                "{}; the rollout stopped with {done} of {total} droplet(s) replaced: run {RESUME} again to continue",
-                failures.join("; ")
-            ))
-        } else {
-            app.shutdown.check().err().map(|stopped| {
-                anyhow!(
-                    "stopped by {} between two steps of the rollout, with {done} of {total} droplet(s) replaced; the droplets not replaced yet serve as before: run {RESUME} again to continue",
-                    stopped.signal
-                )
-            })
-        };
-        if let Some(stop) = stop {
-            let report = summary(&replaced, &unready, &rollout, started, resumed, false)?;
+        let progress = format!("{done} of {total} droplet(s) replaced");
+        if let Some(stop) = stop_reason(app, &so_far, args.max_unready, &progress) {
+            let report = summary(&so_far, &rollout, started, resumed, false)?;
             return Ok(report.failed(stop));
         }
         let (replace, early) = match next_step(&rollout, &entries, &current) {
             Next::Done => break,
             Next::Blocked(reason) => {
-                let report = summary(&replaced, &unready, &rollout, started, resumed, false)?;
+                let report = summary(&so_far, &rollout, started, resumed, false)?;
                 return Ok(report.failed(anyhow!("the rollout cannot go on: {reason}")));
             }
             Next::Step { replace, early } => (replace, early),
@@ -178,7 +162,35 @@ pub async fn run(app: &App, args: &RolloutArgs) -> Result<Report> {
         step(app, &args.waits, replace, &early).await?;
     }
     finish(app, &args.waits).await?;
-    summary(&replaced, &unready, &rollout, started, resumed, true)
+    summary(&so_far, &rollout, started, resumed, true)
+}
+
+/// Why the rollout stops after this step, if it does: too many new
+/// droplets failed to join, a replacement went wrong, or a signal came.
+/// `progress` says how far it got.
+fn stop_reason(
+    app: &App,
+    so_far: &Settled,
+    max_unready: u32,
+    progress: &str,
+) -> Option<anyhow::Error> {
+    if so_far.unready.len() >= max_unready as usize {
+        return Some(anyhow!(
+            "{}; the rollout stopped with {progress}, and the old droplets those were to replace keep serving: run {RESUME} again once new droplets can pass the health check",
+            so_far.unready_failures.join("; ")
+        ));
+    }
+    if !so_far.failures.is_empty() {
+        return Some(anyhow!(
+            "{}; the rollout stopped with {progress}: run {RESUME} again to continue",
+            so_far.failures.join("; ")
+        ));
+    }
+    let stopped = app.shutdown.check().err()?;
+    Some(anyhow!(
+        "stopped by {} between two steps of the rollout, with {progress}; the droplets not replaced yet serve as before: run {RESUME} again to continue",
+        stopped.signal
+    ))
 }
 
 /// The rollout to carry out: the one under way (resumed), or a new one,
@@ -186,7 +198,7 @@ pub async fn run(app: &App, args: &RolloutArgs) -> Result<Report> {
 async fn begin(app: &App, args: &RolloutArgs, current: &Build) -> Result<(Rollout, bool)> {
     let lock = app.lock(args.waits.lock.lock_timeout).await?;
     let entries = app.entries(Some(&lock)).await?;
-    let mut state = load_state(app).await?;
+    let mut state = app.load_meta::<State>(STATE).await?;
     if let Some(rollout) = state.under_way {
         lock.release().await;
         tracing::info!(
@@ -197,26 +209,37 @@ async fn begin(app: &App, args: &RolloutArgs, current: &Build) -> Result<(Rollou
         );
         return Ok((rollout, true));
     }
+    let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    let rollout = new_rollout(&entries, args, current, now)?;
+    if !rollout.olds.is_empty() {
+        state.under_way = Some(rollout.clone());
+        app.save_meta(STATE, &state, &lock).await?;
+    }
+    lock.release().await;
+    Ok((rollout, false))
+}
+
+/// The rollout `args` ask for on the pool `entries`; an error when the
+/// flags cannot work.
+fn new_rollout(
+    entries: &[Entry],
+    args: &RolloutArgs,
+    current: &Build,
+    started_at: String,
+) -> Result<Rollout> {
     let step = match (args.batch, args.max_surge) {
         (_, Some(surge)) => StepSize::MaxSurge(surge as usize),
         (batch, None) => StepSize::Batch(batch.unwrap_or(1) as usize),
     };
-    let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-    let rollout = start(
-        &entries,
+    start(
+        entries,
         current,
         args.only_stale,
         step,
         args.min_healthy,
-        now,
+        started_at,
     )
-    .map_err(|reason| anyhow!("{reason}"))?;
-    if !rollout.olds.is_empty() {
-        state.under_way = Some(rollout.clone());
-        save_state(app, &state, &lock).await?;
-    }
-    lock.release().await;
-    Ok((rollout, false))
+    .map_err(|reason| anyhow!("{reason}"))
 }
 
 /// One step: claims a replacement for each of `replace` (recorded at once),
@@ -244,11 +267,8 @@ async fn step(app: &App, waits: &ScaleWaits, replace: Vec<u64>, early: &[u64]) -
     };
     let retired = delete::retire(app, &lock, &mut entries, &leaving, &how).await?;
     lock.release().await;
-    if !retired.failures.is_empty() {
-        tracing::warn!(
-            "could not destroy droplet {}; it stays in the inventory as destroying",
-            retired.failures.join("; droplet ")
-        );
+    if let Some(warning) = undestroyed(&retired) {
+        tracing::warn!("{warning}");
     }
     Ok(())
 }
@@ -271,13 +291,7 @@ pub async fn settle(app: &App, waits: &ScaleWaits, command: &'static str) -> Res
         .map(as_droplet)
         .collect();
     if !booting.is_empty() {
-        let options = CreateOptions {
-            count: Count::More(0),
-            timeout: waits.timeout,
-            lock_timeout: waits.lock.lock_timeout,
-            ready_wait: true,
-            destroy_unready: true,
-        };
+        let options = CreateOptions::replacing(Vec::new(), waits);
         let joined = create::join(app, &booting, &options, Resume::Run(command)).await?;
         settled.unready = booting
             .iter()
@@ -313,12 +327,7 @@ pub async fn settle(app: &App, waits: &ScaleWaits, command: &'static str) -> Res
                 });
             }
         }
-        if !retired.failures.is_empty() {
-            settled.failures.push(format!(
-                "could not destroy droplet {}; it is out of HAProxy and stays in the inventory as destroying",
-                retired.failures.join("; droplet ")
-            ));
-        }
+        settled.failures.extend(undestroyed(&retired));
     }
     // A link is done once its droplet is gone; one whose replacement
     // neither boots nor serves (someone deletes it, it is off) is dropped,
@@ -340,6 +349,16 @@ pub async fn settle(app: &App, waits: &ScaleWaits, command: &'static str) -> Res
     Ok(settled)
 }
 
+/// The sentence about the droplets `retired` left undestroyed, if any.
+fn undestroyed(retired: &Retired) -> Option<String> {
+    (!retired.failures.is_empty()).then(|| {
+        format!(
+            "could not destroy droplet {}; it is out of HAProxy and stays in the inventory as destroying",
+            retired.failures.join("; droplet ")
+        )
+    })
+}
+
 /// What `create::join` needs of a droplet the inventory knows.
 fn as_droplet(entry: &Entry) -> Droplet {
     Droplet {
@@ -355,21 +374,21 @@ fn as_droplet(entry: &Entry) -> Droplet {
 /// Forgets the finished rollout.
 async fn finish(app: &App, waits: &ScaleWaits) -> Result<()> {
     let lock = app.lock(waits.lock.lock_timeout).await?;
-    save_state(app, &State::default(), &lock).await?;
+    app.save_meta(STATE, &State::default(), &lock).await?;
     lock.release().await;
     Ok(())
 }
 
 /// The final report: one line per replacement and a summary.
 fn summary(
-    replaced: &[Replaced],
-    unready: &[u64],
+    settled: &Settled,
     rollout: &Rollout,
     started: Instant,
     resumed: bool,
     done: bool,
 ) -> Result<Report> {
     let seconds = started.elapsed().as_secs_f64();
+    let replaced = &settled.replaced;
     let mut text: Vec<String> = replaced
         .iter()
         .map(|r| format!("Replaced {} with {}.", r.old, r.new))
@@ -386,7 +405,7 @@ fn summary(
         text,
         json!({
             "replaced": replaced,
-            "unready": unready,
+            "unready": settled.unready,
             "floor": rollout.floor,
             "seconds": (seconds * 10.0).round() / 10.0,
             "resumed": resumed,
@@ -398,24 +417,9 @@ fn summary(
 /// What a rollout would replace now, and how, without changing anything.
 async fn dry_run(app: &App, args: &RolloutArgs, current: &Build) -> Result<Report> {
     let entries = app.entries(None).await?;
-    let (rollout, resuming) = match load_state(app).await?.under_way {
+    let (rollout, resuming) = match app.load_meta::<State>(STATE).await?.under_way {
         Some(rollout) => (rollout, true),
-        None => {
-            let step = match (args.batch, args.max_surge) {
-                (_, Some(surge)) => StepSize::MaxSurge(surge as usize),
-                (batch, None) => StepSize::Batch(batch.unwrap_or(1) as usize),
-            };
-            let rollout = start(
-                &entries,
-                current,
-                args.only_stale,
-                step,
-                args.min_healthy,
-                "-".into(),
-            )
-            .map_err(|reason| anyhow!("{reason}"))?;
-            (rollout, false)
-        }
+        None => (new_rollout(&entries, args, current, "-".into())?, false),
     };
     let todo = remaining(&rollout, &entries, current);
     let per_step = match rollout.step {
@@ -467,29 +471,4 @@ async fn dry_run(app: &App, args: &RolloutArgs, current: &Build) -> Result<Repor
             "under_way": under_way,
         }),
     )
-}
-
-async fn load_state(app: &App) -> Result<State> {
-    match app.store.read_meta(STATE).await? {
-        None => Ok(State::default()),
-        Some(text) => serde_json::from_str(&text).with_context(|| {
-            format!(
-                "the rollout state in {} is unreadable; delete it to start afresh (droplets already replaced stay replaced)",
-                app.store.describe()
-            )
-        }),
-    }
-}
-
-async fn save_state(app: &App, state: &State, lock: &crate::inventory::StoreLock) -> Result<()> {
-    app.store
-        .write_meta(STATE, &serde_json::to_string(state)?, lock)
-        .await
-}
-
-/// `<inventory_file>.<suffix>`.
-fn beside_inventory(app: &App, suffix: &str) -> std::path::PathBuf {
-    let mut path = app.config.inventory_file.clone().into_os_string();
-    path.push(format!(".{suffix}"));
-    std::path::PathBuf::from(path)
 }

@@ -156,7 +156,8 @@ impl Client {
     }
 
     /// A POST whose effect does not depend on how often it arrives
-    /// (assigning a reserved IP to a droplet), so it is retried like a read.
+    /// (assigning a reserved IP to a droplet, droplets to a project), so it
+    /// is retried like a read.
     pub async fn post_idempotent(
         &self,
         path: &str,
@@ -199,6 +200,28 @@ impl Client {
             }
         }
         Ok(all)
+    }
+
+    /// Every droplet tagged `tag` (one paginated list), plus each droplet of
+    /// `known` that is missing from it but still exists, looked up by ID: a
+    /// list may miss a droplet for a while after its create, and Ruby
+    /// DOProxy's droplets carry no tag. A droplet the API no longer knows
+    /// (404) is left out, so "gone" is always confirmed by ID.
+    pub async fn list_pool(&self, tag: &str, known: &[u64]) -> Result<Vec<Droplet>, ApiError> {
+        let mut droplets = self.list_droplets(tag).await?;
+        let missing: Vec<u64> = known
+            .iter()
+            .copied()
+            .filter(|id| !droplets.iter().any(|d| d.id == *id))
+            .collect();
+        for id in missing {
+            match self.get_droplet(id).await {
+                Ok(droplet) => droplets.push(droplet),
+                Err(ApiError::NotFound) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(droplets)
     }
 
     pub async fn delete_droplet(&self, id: u64) -> Result<Deleted, ApiError> {
@@ -293,15 +316,10 @@ impl Client {
     /// URNs). Assigning again changes nothing, so it is retried like a read.
     pub async fn assign_to_project(&self, project_id: &str, ids: &[u64]) -> Result<(), ApiError> {
         let urns: Vec<String> = ids.iter().map(|id| format!("do:droplet:{id}")).collect();
-        let body =
-            serde_json::to_vec(&serde_json::json!({ "resources": urns })).expect("static JSON");
         let path = format!("/v2/projects/{project_id}/resources");
-        self.with_retries(&path, || async {
-            self.send(Method::POST, &path, &[], Some(&body))
-                .await
-                .map(drop)
-        })
-        .await
+        self.post_idempotent(&path, &serde_json::json!({ "resources": urns }))
+            .await
+            .map(drop)
     }
 
     /// Creates the droplets of `request`, which must carry `tag` and names no

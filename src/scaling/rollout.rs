@@ -56,7 +56,7 @@ pub enum Next {
 }
 
 /// Whether `entry` replaces a droplet still in the pool (a surge).
-pub fn is_surge(entry: &Entry, entries: &[Entry]) -> bool {
+fn is_surge(entry: &Entry, entries: &[Entry]) -> bool {
     entry.replaces.is_some_and(|old| {
         entries
             .iter()
@@ -120,24 +120,32 @@ pub fn start(
 
 /// The droplets that must keep serving: `min_healthy` percent of
 /// `capacity`, rounded up, and at least one while any serves.
-pub fn floor(capacity: usize, min_healthy: u8) -> usize {
+fn floor(capacity: usize, min_healthy: u8) -> usize {
     let share = (capacity * usize::from(min_healthy)).div_ceil(100);
     if capacity > 0 { share.max(1) } else { 0 }
 }
 
-/// The droplets of the plan still to replace: in the inventory, not being
-/// destroyed, not being replaced already, and (with only_stale) still stale.
+/// The entry of droplet `id` if it can get a replacement now: in the
+/// inventory, not being destroyed, and not replaced by another droplet
+/// already.
+pub fn replaceable(entries: &[Entry], id: u64) -> Option<&Entry> {
+    if entries.iter().any(|e| e.replaces == Some(id)) {
+        return None;
+    }
+    entries
+        .iter()
+        .find(|e| e.id == id && e.status != Status::Destroying)
+}
+
+/// The droplets of the plan still to replace: replaceable, and (with
+/// only_stale) still stale.
 pub fn remaining(rollout: &Rollout, entries: &[Entry], current: &Build) -> Vec<u64> {
     rollout
         .olds
         .iter()
         .copied()
         .filter(|id| {
-            entries.iter().any(|e| {
-                e.id == *id
-                    && e.status != Status::Destroying
-                    && (!rollout.only_stale || is_stale(e, current))
-            }) && !entries.iter().any(|e| e.replaces == Some(*id))
+            replaceable(entries, *id).is_some_and(|e| !rollout.only_stale || is_stale(e, current))
         })
         .collect()
 }
@@ -337,6 +345,27 @@ mod tests {
             "5 is gone: 8 is a member"
         );
         assert_eq!(next_step(&rollout, &entries, &build("new")), Next::Done);
+    }
+
+    #[test]
+    fn a_droplet_gets_one_replacement_at_most() {
+        let entry = |id, status, replaces| Entry {
+            status,
+            replaces,
+            ..Entry::named(id, &format!("web-{id}"))
+        };
+        let entries = [
+            entry(1, Status::Active, None),
+            entry(2, Status::Active, None),
+            entry(3, Status::Destroying, None),
+            entry(4, Status::New, Some(2)),
+        ];
+        // 2 is being replaced by 4, 3 is on its way out, 9 is gone.
+        let replaceable: Vec<u64> = [1, 2, 3, 9]
+            .into_iter()
+            .filter(|id| replaceable(&entries, *id).is_some())
+            .collect();
+        assert_eq!(replaceable, vec![1]);
     }
 
     #[test]

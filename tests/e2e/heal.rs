@@ -1,14 +1,16 @@
 //! Self-healing: a droplet whose application stops answering is replaced
 //! once HAProxy has reported it DOWN for the grace period, one that
 //! DigitalOcean reports off or gone at once; the hourly limit holds back
-//! the rest, most of the pool DOWN at once is reported as an outage with
-//! nothing replaced, and the autoscale loop heals too.
+//! the rest (passes running at once included), most of the pool DOWN at
+//! once is reported as an outage with nothing replaced, and the autoscale
+//! loop heals too.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use crate::scaling_faults::{Started, WAITING_FOR_LOCK, hold_inventory_lock};
 use crate::support::{Project, Run, http_get, terminate, wait_until};
 
 /// Generous: the machine is shared by several builds.
@@ -189,6 +191,37 @@ fn droplets_off_or_gone_are_replaced_at_once_within_the_hourly_limit() {
             .count()
             == 5
     );
+}
+
+#[test]
+fn passes_running_at_once_count_each_others_replacements_toward_the_hourly_limit() {
+    let project = Project::new("heal-concurrent");
+    project.run(&["create", "--count", "5"]).success();
+    let off = project.sim.droplets()[0].id;
+    project.sim.set_power(off, false);
+    project.sim.clear_requests();
+    let lock = hold_inventory_lock(&project);
+    // This pass decides to replace the droplet that is off, then waits
+    // for the lock to note it ...
+    let pass = Started::new(&project, &["heal", "--once"]);
+    pass.wait_for(WAITING_FOR_LOCK, 1);
+    // ... while another pass (cron, the autoscale loop, another proxy)
+    // notes the one replacement per hour a pool of 5 allows.
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let other = format!(r#"{{"down_since":{{}},"replacements":[{{"at":{now},"id":1}}]}}"#);
+    std::fs::write(project.path("inventory.heal"), other).unwrap();
+    drop(lock);
+    let run = pass.finish(WAIT).success();
+    assert!(run.stdout.contains("held back"), "{}", run.stdout);
+    assert!(
+        creates(&project).is_empty(),
+        "a second replacement this hour"
+    );
+    let record = std::fs::read_to_string(project.path("inventory.heal")).unwrap();
+    assert!(record.contains(r#""id":1}"#), "{record}");
 }
 
 #[test]

@@ -23,14 +23,14 @@ const FOREVER: Duration = Duration::from_secs(3600);
 
 /// A doproxy run whose stderr is read as it comes, so a test can wait for
 /// the moment it announces; killed if still running when dropped.
-struct Started {
+pub(crate) struct Started {
     child: Option<Child>,
     stderr: Arc<Mutex<String>>,
     reader: Option<JoinHandle<()>>,
 }
 
 impl Started {
-    fn new(project: &Project, args: &[&str]) -> Started {
+    pub(crate) fn new(project: &Project, args: &[&str]) -> Started {
         let mut child = project
             .command(args)
             .stdout(Stdio::piped())
@@ -57,7 +57,7 @@ impl Started {
 
     /// Waits until stderr holds `needle` `times` times.
     #[track_caller]
-    fn wait_for(&self, needle: &str, times: usize) {
+    pub(crate) fn wait_for(&self, needle: &str, times: usize) {
         wait_until(&format!("doproxy to log {needle:?}"), WAIT, || {
             self.stderr.lock().unwrap().matches(needle).count() >= times
         });
@@ -75,7 +75,7 @@ impl Started {
 
     /// Waits for the exit, up to `within`.
     #[track_caller]
-    fn finish(mut self, within: Duration) -> Run {
+    pub(crate) fn finish(mut self, within: Duration) -> Run {
         let child = self.child.as_mut().unwrap();
         wait_until("doproxy to exit", within, || {
             child.try_wait().unwrap().is_some()
@@ -110,7 +110,7 @@ impl Drop for Started {
 
 /// Takes the inventory's lock file, as a run that holds it would: runs
 /// started meanwhile wait for it (and say so) until it is dropped.
-fn hold_inventory_lock(project: &Project) -> File {
+pub(crate) fn hold_inventory_lock(project: &Project) -> File {
     let file = File::options()
         .create(true)
         .truncate(false)
@@ -122,7 +122,7 @@ fn hold_inventory_lock(project: &Project) -> File {
 }
 
 /// What a run waiting for the lock says.
-const WAITING_FOR_LOCK: &str = "waiting for another doproxy run";
+pub(crate) const WAITING_FOR_LOCK: &str = "waiting for another doproxy run";
 
 fn sim_ids(project: &Project) -> BTreeSet<u64> {
     project.sim.droplets().iter().map(|d| d.id).collect()
