@@ -122,9 +122,8 @@ pub async fn run(app: &App, args: &AutoscaleArgs) -> Result<Report> {
         tokio::select! {
             stopped = app.shutdown.signalled() => {
                 tracing::info!("{stopped}; no decision is under way");
-                return Report::new(Vec::new(), json!({ "stopped_by": stopped.signal.to_string() }));
+                return Report::stopped(&stopped);
             }
-            // sleep, not sleep_until: it copes with an interval of centuries.
             () = tokio::time::sleep(policy.interval.saturating_sub(started.elapsed())) => {}
         }
     }

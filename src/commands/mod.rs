@@ -20,7 +20,6 @@ mod scale;
 mod watch;
 
 use std::cell::OnceCell;
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -118,9 +117,9 @@ impl App {
     /// Keeps to one `name` (a command) at a time on this proxy: the lock file
     /// `<inventory_file>.<name>.lock`, waiting up to `timeout` for another run.
     async fn one_at_a_time(&self, name: &str, timeout: Duration) -> Result<LockFile> {
-        let mut path = self.config.inventory_file.clone().into_os_string();
-        path.push(format!(".{name}.lock"));
-        LockFile::acquire(Path::new(&path), timeout).await
+        let path =
+            crate::atomic_file::sibling(&self.config.inventory_file, &format!("{name}.lock"));
+        LockFile::acquire(&path, timeout).await
     }
 
     /// The JSON document `name` kept with the inventory (a command's state

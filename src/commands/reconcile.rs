@@ -17,7 +17,6 @@ use serde_json::json;
 use super::delete::{self, Leaving, Retire};
 use super::{App, Report};
 use crate::cli::ReconcileArgs;
-use crate::digitalocean::{ApiError, Client, Droplet};
 use crate::haproxy;
 use crate::inventory::{Entry, Status, drift};
 use crate::readiness;
@@ -34,7 +33,11 @@ pub async fn run(app: &App, args: &ReconcileArgs) -> Result<Report> {
         None
     };
     let mut entries = app.entries(lock.as_ref()).await?;
-    let existing = existing_droplets(api, tag, &entries).await?;
+    let known: Vec<u64> = entries.iter().map(|e| e.id).collect();
+    let existing = api
+        .list_pool(tag, &known)
+        .await
+        .context("cannot list the pool's droplets")?;
     let mut drift = drift(&entries, &existing, tag);
     let prefix = app.config.hostname_prefix.as_deref();
     let foreign = take_foreign(&mut drift.orphans, prefix);
@@ -233,31 +236,6 @@ fn take_foreign(orphans: &mut Vec<Entry>, prefix: Option<&str>) -> Vec<Entry> {
         .partition(|e| prefix.is_some_and(|prefix| is_pool_name(&e.name, prefix)));
     *orphans = own;
     foreign
-}
-
-/// The pool's tagged droplets (one paginated list), plus inventory droplets
-/// missing from that list but still existing (untagged ones, from the Ruby
-/// DOProxy), each confirmed by ID so none is taken for gone by mistake.
-async fn existing_droplets(api: &Client, tag: &str, entries: &[Entry]) -> Result<Vec<Droplet>> {
-    let mut existing = api
-        .list_droplets(tag)
-        .await
-        .context("cannot list the pool's droplets")?;
-    let missing: Vec<u64> = entries
-        .iter()
-        .map(|e| e.id)
-        .filter(|id| !existing.iter().any(|d| d.id == *id))
-        .collect();
-    for id in missing {
-        match api.get_droplet(id).await {
-            Ok(droplet) => existing.push(droplet),
-            Err(ApiError::NotFound) => {}
-            Err(err) => {
-                return Err(anyhow::Error::new(err).context(format!("cannot look up droplet {id}")));
-            }
-        }
-    }
-    Ok(existing)
 }
 
 #[cfg(test)]
