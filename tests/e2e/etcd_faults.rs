@@ -34,8 +34,7 @@ fn sim() -> Arc<SimGuard> {
 /// A proxy folder keeping its inventory in etcd at `endpoint`.
 fn etcd_project(label: &str, sim: Arc<SimGuard>, endpoint: &str) -> Project {
     let mut project = Project::with_sim(label, sim);
-    project.set("inventory_backend", Some("etcd"));
-    project.set("etcd_endpoints", Some(&format!("[{endpoint}]")));
+    project.use_etcd(endpoint);
     project
 }
 
@@ -275,8 +274,7 @@ fn a_watch_started_on_an_empty_etcd_leaves_haproxy_its_servers() {
     assert!(live.contains("server www-"), "{live}");
 
     // The proxy moves to an etcd that holds nothing (say, rebuilt empty).
-    project.set("inventory_backend", Some("etcd"));
-    project.set("etcd_endpoints", Some(&format!("[{}]", etcd.url())));
+    project.use_etcd(&etcd.url());
     let watch = Watching::start(&project);
     wait_until(
         "watch to refuse emptying HAProxy",

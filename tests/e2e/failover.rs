@@ -93,8 +93,7 @@ impl Pair {
         let proxy = |name: &str| {
             let mut project = Project::with_sim(&format!("{label}-{name}"), sim.clone());
             let droplet = sim.add_proxy(&format!("proxy-{name}"), project.frontend);
-            project.set("inventory_backend", Some("etcd"));
-            project.set("etcd_endpoints", Some(&format!("[{}]", etcd_for(name))));
+            project.use_etcd(&etcd_for(name));
             project.set("metadata_url", Some(&droplet.metadata_url));
             project.set("reserved_ip", Some(&reserved.ip.to_string()));
             // A leader that wrongly still acted would take the IP back
@@ -506,8 +505,7 @@ fn failover_says_what_it_needs_and_doctor_checks_the_reserved_ip() {
         "failover elects a leader through etcd; set inventory_backend: etcd",
     );
     let etcd = Etcd::start();
-    project.set("inventory_backend", Some("etcd"));
-    project.set("etcd_endpoints", Some(&format!("[{}]", etcd.url())));
+    project.use_etcd(&etcd.url());
     project
         .run(&["failover"])
         .fails(1, "none is set; add reserved_ip: <address> to");

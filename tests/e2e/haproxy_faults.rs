@@ -302,8 +302,7 @@ fn an_admin_socket_that_never_finishes_answering_cannot_hang_print_or_delete() {
 fn a_slow_check_command_does_not_cost_the_etcd_lock() {
     let etcd = Etcd::start();
     let mut project = Project::new("slow-check");
-    project.set("inventory_backend", Some("etcd"));
-    project.set("etcd_endpoints", Some(&format!("[{}]", etcd.url())));
+    project.use_etcd(&etcd.url());
     project.run(&["create", "--count", "2"]).success();
     // Longer than the lock's 10 s lease: only a runtime that keeps renewing
     // the lease while the check runs still holds the lock afterwards.

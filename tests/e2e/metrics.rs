@@ -135,8 +135,7 @@ fn watch_serves_metrics_on_loopback_until_stopped() {
     }));
     let proxy = |name: &str| {
         let mut project = Project::with_sim(&format!("metrics-watch-{name}"), sim.clone());
-        project.set("inventory_backend", Some("etcd"));
-        project.set("etcd_endpoints", Some(&format!("[{}]", etcd.url())));
+        project.use_etcd(&etcd.url());
         project
     };
     let (a, mut b) = (proxy("a"), proxy("b"));

@@ -441,8 +441,7 @@ fn a_rollout_killed_on_one_proxy_is_finished_from_the_other_through_etcd() {
     }));
     let proxy = |name: &str| {
         let mut project = Project::with_sim(&format!("rollout-etcd-{name}"), sim.clone());
-        project.set("inventory_backend", Some("etcd"));
-        project.set("etcd_endpoints", Some(&format!("[{}]", etcd.url())));
+        project.use_etcd(&etcd.url());
         project.set(
             "droplet_options",
             Some(&options_with_image("debian-12-x64")),

@@ -14,7 +14,9 @@ use std::thread;
 use std::time::Duration;
 
 use crate::etcd_server::Etcd;
-use crate::support::{Haproxy, Project, Traffic, http_get, http_get_within, wait_until};
+use crate::support::{
+    Haproxy, Project, Traffic, http_get, http_get_within, two_proxies, wait_until,
+};
 
 /// One command on HAProxy's admin socket; its answer.
 fn admin(socket: &Path, command: &str) -> String {
@@ -444,17 +446,7 @@ fn a_run_stopped_between_the_file_and_the_runtime_change_is_caught_up() {
 #[test]
 fn watch_follows_another_proxy_without_reloading() {
     let etcd = Etcd::start();
-    let sim = std::sync::Arc::new(doproxy_sim::Simulator::spawn(doproxy_sim::SimConfig {
-        boot_delay: Duration::from_millis(300),
-        ..doproxy_sim::SimConfig::default()
-    }));
-    let proxy = |name: &str| {
-        let mut project = Project::with_sim(&format!("runtime-watch-{name}"), sim.clone());
-        project.set("inventory_backend", Some("etcd"));
-        project.set("etcd_endpoints", Some(&format!("[{}]", etcd.url())));
-        project
-    };
-    let (a, mut b) = (proxy("a"), proxy("b"));
+    let (a, mut b) = two_proxies("runtime-watch", &etcd);
     let haproxy_b = b.start_haproxy();
     let reloads = count_reloads(&mut b);
     let _watch = b.watch();
@@ -484,17 +476,7 @@ fn watch_follows_another_proxy_without_reloading() {
 #[test]
 fn reconcile_says_when_it_brought_haproxy_in_step_through_the_runtime_api() {
     let etcd = Etcd::start();
-    let sim = std::sync::Arc::new(doproxy_sim::Simulator::spawn(doproxy_sim::SimConfig {
-        boot_delay: Duration::from_millis(300),
-        ..doproxy_sim::SimConfig::default()
-    }));
-    let proxy = |name: &str| {
-        let mut project = Project::with_sim(&format!("runtime-reconcile-{name}"), sim.clone());
-        project.set("inventory_backend", Some("etcd"));
-        project.set("etcd_endpoints", Some(&format!("[{}]", etcd.url())));
-        project
-    };
-    let (a, mut b) = (proxy("a"), proxy("b"));
+    let (a, mut b) = two_proxies("runtime-reconcile", &etcd);
     let haproxy_b = b.start_haproxy();
     let reloads = count_reloads(&mut b);
     // B runs no watch, so the droplets A creates reach its HAProxy only

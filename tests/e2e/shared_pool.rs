@@ -9,22 +9,7 @@ use std::time::Duration;
 use doproxy_sim::{SimConfig, Simulator};
 
 use crate::etcd_server::{Certificates, Etcd};
-use crate::support::{Haproxy, Project, Run, wait_until};
-
-/// Two proxy folders sharing one simulator and one etcd.
-fn two_proxies(label: &str, etcd: &Etcd) -> (Project, Project) {
-    let sim = Arc::new(Simulator::spawn(SimConfig {
-        boot_delay: Duration::from_millis(300),
-        ..SimConfig::default()
-    }));
-    let proxy = |name: &str| {
-        let mut project = Project::with_sim(&format!("{label}-{name}"), sim.clone());
-        project.set("inventory_backend", Some("etcd"));
-        project.set("etcd_endpoints", Some(&format!("[{}]", etcd.url())));
-        project
-    };
-    (proxy("a"), proxy("b"))
-}
+use crate::support::{Haproxy, Project, Run, two_proxies, wait_until};
 
 /// The pages `haproxy` answers with over a few requests.
 fn pages(haproxy: &Haproxy) -> BTreeSet<String> {
@@ -164,8 +149,7 @@ fn an_inventory_moves_from_file_to_etcd_intact() {
     fs::write(file.path("exported"), &exported).unwrap();
 
     let mut into = Project::with_sim("move-etcd", sim);
-    into.set("inventory_backend", Some("etcd"));
-    into.set("etcd_endpoints", Some(&format!("[{}]", etcd.url())));
+    into.use_etcd(&etcd.url());
     into.run(&[
         "inventory",
         "import",
@@ -197,8 +181,7 @@ fn etcd_credentials_are_used_and_a_wrong_password_is_explained() {
     let etcd = Etcd::start();
     etcd.enable_auth("s3cret");
     let mut project = Project::new("auth");
-    project.set("inventory_backend", Some("etcd"));
-    project.set("etcd_endpoints", Some(&format!("[{}]", etcd.url())));
+    project.use_etcd(&etcd.url());
     project.set("etcd_username", Some("root"));
     project.set("etcd_password", Some("s3cret"));
     project.run(&["create"]).success();
@@ -218,8 +201,7 @@ fn etcd_over_tls_with_a_client_certificate() {
     let etcd = Etcd::start_tls(&certs.dir);
     let mut project = Project::new("tls");
     let file = |name: &str| certs.dir.join(name).display().to_string();
-    project.set("inventory_backend", Some("etcd"));
-    project.set("etcd_endpoints", Some(&format!("[{}]", etcd.tls_url())));
+    project.use_etcd(&etcd.tls_url());
     project.set("etcd_ca_file", Some(&file("ca.pem")));
     project.set("etcd_cert_file", Some(&file("client.pem")));
     project.set("etcd_key_file", Some(&file("client.key")));

@@ -11,8 +11,7 @@ use crate::support::{Project, Run, terminate, wait_until};
 fn watch_and_autoscale_stop_cleanly_on_sigterm() {
     let etcd = Etcd::start();
     let mut project = Project::new("sigterm-services");
-    project.set("inventory_backend", Some("etcd"));
-    project.set("etcd_endpoints", Some(&format!("[{}]", etcd.url())));
+    project.use_etcd(&etcd.url());
     project.set(
         "autoscale",
         Some("{min: 0, max: 2, cpu_percent: 50, interval: 1h}"),
@@ -43,8 +42,7 @@ fn watch_and_autoscale_stop_cleanly_on_sigterm() {
 fn a_signal_ends_a_wait_for_the_etcd_lock_and_the_next_run_need_not_wait() {
     let etcd = Etcd::start();
     let mut project = Project::new("sigterm-etcd-lock");
-    project.set("inventory_backend", Some("etcd"));
-    project.set("etcd_endpoints", Some(&format!("[{}]", etcd.url())));
+    project.use_etcd(&etcd.url());
     project.run(&["create", "--count", "2"]).success();
 
     // A delete holds the pool's lock while its slow check runs.

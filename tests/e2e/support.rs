@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use doproxy_sim::{SimConfig, SimDroplet, SimGuard, Simulator};
 
+use crate::etcd_server::Etcd;
+
 pub const TOKEN: &str = "sim-token";
 
 /// A folder under the system temp dir, removed when dropped.
@@ -181,6 +183,12 @@ impl Project {
             None => self.settings.remove(key),
         };
         self.write_config();
+    }
+
+    /// Keeps the inventory in etcd at `endpoint`.
+    pub fn use_etcd(&mut self, endpoint: &str) {
+        self.set("inventory_backend", Some("etcd"));
+        self.set("etcd_endpoints", Some(&format!("[{endpoint}]")));
     }
 
     /// Leaves a key out of doproxy.yml, so doproxy's own default applies.
@@ -357,6 +365,20 @@ pub fn terminate(child: &Child) {
         .status()
         .unwrap();
     assert!(status.success(), "kill -TERM failed");
+}
+
+/// Two proxy folders sharing one simulator and one etcd.
+pub fn two_proxies(label: &str, etcd: &Etcd) -> (Project, Project) {
+    let sim = Arc::new(Simulator::spawn(SimConfig {
+        boot_delay: Duration::from_millis(300),
+        ..SimConfig::default()
+    }));
+    let proxy = |name: &str| {
+        let mut project = Project::with_sim(&format!("{label}-{name}"), sim.clone());
+        project.use_etcd(&etcd.url());
+        project
+    };
+    (proxy("a"), proxy("b"))
 }
 
 /// A process killed when dropped.
