@@ -108,9 +108,8 @@ fn readiness_metadata_and_etcd_go_direct_whatever_http_proxy_says() {
     );
 
     let etcd = Etcd::start();
-    project.set("inventory_backend", Some("etcd"));
     let endpoint = etcd.url().replace("127.0.0.1", "localhost");
-    project.set("etcd_endpoints", Some(&format!("[{endpoint}]")));
+    project.use_etcd(&endpoint);
     let run = behind_a_dead_proxy(&project, &["print"]);
     assert_eq!(
         run.stdout,
