@@ -2,7 +2,9 @@
 //! health check, not merely when DigitalOcean calls it active (the original
 //! told users to wait "a couple minutes" and hope).
 
+use std::collections::HashSet;
 use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -22,6 +24,20 @@ pub async fn wait_until_ready(
     droplets: &[(u64, Ipv4Addr)],
     timeout: Duration,
 ) -> Result<Vec<u64>> {
+    wait_until_ready_unless_gone(check, droplets, timeout, &Gone::default()).await
+}
+
+/// Droplets found destroyed while their health checks run: no reason to
+/// wait on them any longer.
+pub type Gone = Arc<Mutex<HashSet<u64>>>;
+
+/// `wait_until_ready`, giving up on a droplet as soon as it is in `gone`.
+pub async fn wait_until_ready_unless_gone(
+    check: &HealthCheck,
+    droplets: &[(u64, Ipv4Addr)],
+    timeout: Duration,
+    gone: &Gone,
+) -> Result<Vec<u64>> {
     let client = crate::http::builder()
         .timeout(ATTEMPT_TIMEOUT)
         .build()
@@ -32,6 +48,7 @@ pub async fn wait_until_ready(
         let client = client.clone();
         let url = format!("http://{address}:{}{}", check.port, check.path);
         let expected = check.status;
+        let gone = gone.clone();
         tracing::info!("waiting for droplet {id} to answer GET {url} with {expected}");
         checks.spawn(async move {
             loop {
@@ -39,6 +56,9 @@ pub async fn wait_until_ready(
                 if answered.as_ref().is_ok_and(|&status| status == expected) {
                     tracing::info!("droplet {id} is ready");
                     return (id, true);
+                }
+                if gone.lock().unwrap_or_else(|e| e.into_inner()).contains(&id) {
+                    return (id, false);
                 }
                 if Instant::now() + RETRY_PAUSE >= deadline {
                     let last = match answered {

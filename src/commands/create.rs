@@ -41,6 +41,9 @@ use crate::scaling::rollout::{pool_members, replaceable};
 use crate::scaling::{Pick, Plan, next_names, plan};
 use crate::shutdown::{Interrupted, Signal};
 
+/// How often droplets under health checks are looked for, in case someone
+/// destroyed them meanwhile.
+const GONE_POLL: Duration = Duration::from_secs(2);
 /// The API creates at most this many droplets per request.
 const MAX_PER_REQUEST: usize = 10;
 /// The API refuses larger user data.
@@ -179,7 +182,7 @@ pub async fn join(
     let mut failures = Vec::new();
 
     // Without the lock, so other runs can create and delete while these boot.
-    let boot = tokio::select! {
+    let mut boot = tokio::select! {
         stopped = app.shutdown.signalled() => {
             return Err(stopped_create(stopped.signal, Stage::Booting, &created, resume));
         }
@@ -190,17 +193,34 @@ pub async fn join(
         .iter()
         .filter_map(|d| Some((d.id, d.private_ipv4()?)))
         .collect();
+    let gone = readiness::Gone::default();
     let ready = if options.ready_wait {
         let check = &config.health_check;
+        let booted_ids: Vec<u64> = booted.iter().map(|(id, _)| *id).collect();
         tokio::select! {
             stopped = app.shutdown.signalled() => {
                 return Err(stopped_create(stopped.signal, Stage::Readiness, &created, resume));
             }
-            ready = readiness::wait_until_ready(check, &booted, check.ready_timeout) => ready?,
+            ready = readiness::wait_until_ready_unless_gone(check, &booted, check.ready_timeout, &gone) => ready?,
+            never = notice_gone(api, config.pool_tag(), &booted_ids, &gone) => match never {},
         }
     } else {
         booted.iter().map(|(id, _)| *id).collect()
     };
+    // Destroyed by someone while their health checks ran: gone like those
+    // destroyed while they booted.
+    let destroyed_meanwhile = gone.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    boot.active.retain(|d| {
+        if destroyed_meanwhile.contains(&d.id) {
+            boot.gone.push(d.clone());
+            return false;
+        }
+        true
+    });
+    let booted: Vec<(u64, Ipv4Addr)> = booted
+        .into_iter()
+        .filter(|(id, _)| !destroyed_meanwhile.contains(id))
+        .collect();
     let unready: Vec<u64> = booted
         .iter()
         .map(|(id, _)| *id)
@@ -213,7 +233,7 @@ pub async fn join(
             .map(|d| format!("{} ({})", d.id, d.name))
             .collect();
         failures.push(format!(
-            "droplet(s) {} no longer exist: another doproxy run or someone in the control panel destroyed them while this create waited for them to boot, so they are dropped from the inventory; run doproxy create again if the pool still needs them",
+            "droplet(s) {} no longer exist: another doproxy run or someone in the control panel destroyed them while this create waited for them to boot or answer the health check, so they are dropped from the inventory; run doproxy create again if the pool still needs them",
             gone.join(", ")
         ));
     }
@@ -589,6 +609,28 @@ struct Boot {
     stuck: Vec<u64>,
     /// Destroyed by someone else meanwhile (the API no longer knows them).
     gone: Vec<Droplet>,
+}
+
+/// While health checks run: looks for the droplets `ids` every few seconds
+/// (one list of the pool) and puts those the API no longer knows in `gone`,
+/// so their checks stop at once. Runs until dropped; a failed look is tried
+/// again next time.
+async fn notice_gone(
+    api: &Client,
+    tag: &str,
+    ids: &[u64],
+    gone: &readiness::Gone,
+) -> std::convert::Infallible {
+    loop {
+        tokio::time::sleep(GONE_POLL).await;
+        match api.list_pool(tag, ids).await {
+            Ok(listed) => {
+                let mut gone = gone.lock().unwrap_or_else(|e| e.into_inner());
+                gone.extend(ids.iter().filter(|id| !listed.iter().any(|d| d.id == **id)));
+            }
+            Err(err) => tracing::debug!("cannot look for the droplets being checked: {err}"),
+        }
+    }
 }
 
 /// Polls the pool's droplets (one list call per poll, whatever their number)

@@ -367,6 +367,34 @@ fn create_notices_at_once_when_others_destroy_its_booting_droplets() {
     assert_inventory_true(&project);
 }
 
+#[test]
+fn create_notices_at_once_when_others_destroy_a_droplet_it_checks_for_readiness() {
+    let mut project = Project::new("destroyed-mid-check");
+    project.set("ready_timeout", Some("10m"));
+    // Active at once, but its application never starts.
+    project.sim.set_http_delay(FOREVER);
+    let create = Started::new(&project, &["create"]);
+    create.wait_for("waiting for droplet", 1);
+    let id = project.sim.droplets()[0].id;
+    assert!(project.sim.destroy_droplet(id));
+    // Within seconds, not after the 10 minutes of ready_timeout.
+    let run = create.finish(WAIT).fails(1, "no longer exist");
+    assert!(
+        run.stderr.contains(&format!("{id} (auto-nginx-0)")),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        project
+            .inventory()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .count(),
+        0
+    );
+    assert_inventory_true(&project);
+}
+
 /// Makes a folder read-only until dropped: by its mode, and for root (whom
 /// modes do not stop) with the immutable attribute.
 struct ReadOnly(PathBuf);
