@@ -72,6 +72,11 @@ struct Inner {
 /// What can go wrong talking to etcd, each a sentence a user can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
+    #[error(
+        "etcd at {endpoint} has no leader, so it is cut off from the rest of its cluster; list the cluster's other members in etcd_endpoints, or bring the cluster back to a quorum"
+    )]
+    NoLeader { endpoint: String },
+
     #[error("cannot reach etcd at {endpoints} ({reason}); check etcd_endpoints and that etcd runs")]
     Unreachable { endpoints: String, reason: String },
 
@@ -480,10 +485,10 @@ impl Client {
                 .ok()
                 .filter(|&ttl| ttl > 0)
                 .map(Duration::from_secs)),
-            (None, error) => Err(EtcdError::Server {
-                endpoint: self.endpoint(),
-                message: error.map_or("empty keepalive answer".to_string(), |e| e.message),
-            }),
+            (None, error) => Err(EtcdError::refused(
+                &self.endpoint(),
+                error.map_or("empty keepalive answer".to_string(), |e| e.message),
+            )),
         }
     }
 
@@ -500,8 +505,7 @@ impl Client {
     /// holder and waiter under `<name>/`, attached to its lease).
     pub async fn lock(&self, name: &str, lease: i64) -> Result<String, EtcdError> {
         let body = json!({"name": base64::encode(name.as_bytes()), "lease": lease.to_string()});
-        let (endpoint, response) = self.send("/v3/lock/lock", &body, None).await?;
-        let response: LockResponse = read_json(&endpoint, response).await?;
+        let response: LockResponse = self.call_within("/v3/lock/lock", &body, None).await?;
         Ok(response.key)
     }
 
@@ -520,8 +524,24 @@ impl Client {
             "range_end": prefix_end(prefix),
             "start_revision": start_revision.to_string(),
         }});
-        let mut watch = self.open_watch(&body).await?;
-        let mut cancelled = watch.confirm_created().await?;
+        let mut tries = self.inner.endpoints.len();
+        let (mut watch, mut cancelled) = loop {
+            let opened = match self.open_watch(&body).await {
+                Ok(mut watch) => watch.confirm_created().await.map(|c| (watch, c)),
+                Err(err) => Err(err),
+            };
+            match opened {
+                Err(EtcdError::NoLeader { endpoint }) if tries > 1 => {
+                    self.pass_over(&endpoint);
+                    tries -= 1;
+                }
+                Ok((watch, Some(reason))) if reason.contains("no leader") && tries > 1 => {
+                    self.pass_over(&watch.endpoint);
+                    tries -= 1;
+                }
+                opened => break opened?,
+            }
+        };
         // The gateway checks the token only when a watch starts, and reports
         // an expired one as a cancelled watch rather than a 401.
         if cancelled
@@ -564,8 +584,42 @@ impl Client {
 
     /// A request with the usual time limit, its answer read as `T`.
     async fn call<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T, EtcdError> {
-        let (endpoint, response) = self.send(path, body, Some(REQUEST_TIMEOUT)).await?;
-        read_json(&endpoint, response).await
+        self.call_within(path, body, Some(REQUEST_TIMEOUT)).await
+    }
+
+    /// A request, its answer read as `T`; an endpoint without a leader
+    /// refused it untouched, so it goes to the next endpoint instead.
+    async fn call_within<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Value,
+        timeout: Option<Duration>,
+    ) -> Result<T, EtcdError> {
+        let mut tries = self.inner.endpoints.len();
+        loop {
+            let (endpoint, response) = self.send(path, body, timeout).await?;
+            match read_json(&endpoint, response).await {
+                Err(EtcdError::NoLeader { endpoint }) if tries > 1 => {
+                    self.pass_over(&endpoint);
+                    tries -= 1;
+                }
+                answer => return answer,
+            }
+        }
+    }
+
+    /// Starts requests at the endpoint after `endpoint`, which has no
+    /// leader.
+    fn pass_over(&self, endpoint: &str) {
+        let endpoints = &self.inner.endpoints;
+        if let Some(index) = endpoints.iter().position(|e| e == endpoint) {
+            let next = (index + 1) % endpoints.len();
+            tracing::warn!(
+                "etcd at {endpoint} has no leader; trying {} instead",
+                endpoints[next]
+            );
+            self.inner.current.store(next, Ordering::Relaxed);
+        }
     }
 
     /// Sends a request with the auth token, authenticating first if needed
@@ -761,10 +815,7 @@ impl Watch {
                 endpoint: self.endpoint.clone(),
             };
         }
-        EtcdError::Server {
-            endpoint: self.endpoint.clone(),
-            message: format!("watch cancelled: {reason}"),
-        }
+        EtcdError::refused(&self.endpoint, format!("watch cancelled: {reason}"))
     }
 
     async fn next_response(&mut self) -> Result<WatchResponse, EtcdError> {
@@ -778,10 +829,10 @@ impl Watch {
                     })?;
                 return match (line.result, line.error) {
                     (Some(response), _) => Ok(response),
-                    (None, error) => Err(EtcdError::Server {
-                        endpoint: self.endpoint.clone(),
-                        message: error.map_or("an empty watch answer".to_string(), |e| e.message),
-                    }),
+                    (None, error) => Err(EtcdError::refused(
+                        &self.endpoint,
+                        error.map_or("an empty watch answer".to_string(), |e| e.message),
+                    )),
                 };
             }
             let Some(stream) = self.stream.as_mut() else {
@@ -838,9 +889,19 @@ fn error_answer(endpoint: &str, status: StatusCode, body: &[u8]) -> EtcdError {
             endpoint: endpoint.to_string(),
         };
     }
-    EtcdError::Server {
-        endpoint: endpoint.to_string(),
-        message,
+    EtcdError::refused(endpoint, message)
+}
+
+impl EtcdError {
+    /// etcd's refusal with `message`: a member without a leader (which
+    /// refuses before doing anything, as every request asks for a leader)
+    /// is told apart, so another endpoint can be tried.
+    fn refused(endpoint: &str, message: String) -> EtcdError {
+        let endpoint = endpoint.to_string();
+        if message.contains("no leader") {
+            return EtcdError::NoLeader { endpoint };
+        }
+        EtcdError::Server { endpoint, message }
     }
 }
 

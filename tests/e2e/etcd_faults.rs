@@ -348,6 +348,39 @@ fn a_member_cut_off_from_its_cluster_is_never_trusted() {
     });
 }
 
+#[test]
+fn a_member_without_a_leader_is_passed_over_for_the_next_endpoint() {
+    let mut cluster = Cluster::start();
+    cluster.kill(0);
+    cluster.kill(1);
+    wait_until(
+        "member 2 to lose its leader",
+        Duration::from_secs(10),
+        || !cluster.has_leader(2),
+    );
+    // A healthy etcd listed after it stands for the majority a partition
+    // leaves on the other side.
+    let healthy = Etcd::start();
+    let mut project = Project::new("pass-over");
+    project.use_etcd(&format!("{}, {}", cluster.url(2), healthy.url()));
+    let create = project.run(&["create"]).success();
+    assert!(
+        create
+            .stderr
+            .contains(&format!("has no leader; trying {}", healthy.url())),
+        "{}",
+        create.stderr
+    );
+    assert_eq!(project.run(&["print"]).success().stdout.lines().count(), 1);
+    let watch = Watching::start(&project);
+    wait_until(
+        "watch to follow the healthy endpoint",
+        Duration::from_secs(10),
+        || watch.log().contains("watching "),
+    );
+    watch.stop();
+}
+
 /// `doproxy watch` in the background, its stderr in a file the test reads
 /// while it runs.
 struct Watching {
