@@ -363,16 +363,7 @@ fn a_run_killed_between_install_and_reload_is_caught_up() {
         let pages: BTreeSet<String> = haproxy.get_many(6).into_iter().flatten().collect();
         pages.contains(&project.page(first)) && pages.contains(&project.page(second))
     });
-    let doctor = project.run(&["doctor"]).success();
-    assert!(
-        doctor.stdout.contains("✓ live config: "),
-        "{}",
-        doctor.stdout
-    );
-    assert_eq!(
-        project.run(&["reconcile"]).success().stdout,
-        "No drift: the inventory matches DigitalOcean.\n"
-    );
+    project.assert_haproxy_in_step();
 
     // A create whose own droplet never becomes ready changes no server, yet
     // reloads the config HAProxy missed.

@@ -264,16 +264,8 @@ fn a_rollout_under_load_fails_no_request_and_never_drops_below_the_floor() {
     let run = project
         .run(&["rollout", "--max-surge", "2", "-o", "json"])
         .success();
-    let (ok, failures) = load.finish();
+    load.finish_without_failures();
     let (fewest, samples) = capacity.finish();
-    assert_eq!(
-        failures,
-        Vec::<String>::new(),
-        "{} failed of {}",
-        failures.len(),
-        ok + failures.len()
-    );
-    assert!(ok > 50, "too little load to prove anything: {ok} requests");
     assert!(samples > 20, "too few capacity samples: {samples}");
     assert!(fewest >= 6, "capacity fell to {fewest} serving servers");
 

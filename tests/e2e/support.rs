@@ -284,6 +284,22 @@ impl Project {
         fs::read_to_string(self.path("inventory")).unwrap_or_default()
     }
 
+    /// Asserts that HAProxy runs what the inventory says: doctor's live
+    /// config check passes and reconcile finds no drift.
+    #[track_caller]
+    pub fn assert_haproxy_in_step(&self) {
+        let doctor = self.run(&["doctor"]).success();
+        assert!(
+            doctor.stdout.contains("✓ live config: "),
+            "{}",
+            doctor.stdout
+        );
+        assert_eq!(
+            self.run(&["reconcile"]).success().stdout,
+            "No drift: the inventory matches DigitalOcean.\n"
+        );
+    }
+
     /// Writes an inventory of `droplets`, each active.
     pub fn write_inventory(&self, droplets: &[SimDroplet]) {
         let lines: String = droplets
@@ -459,6 +475,21 @@ impl Traffic {
             failures,
             threads,
         }
+    }
+
+    /// Stops the traffic and asserts that no request failed and that there
+    /// was enough of it to prove something.
+    #[track_caller]
+    pub fn finish_without_failures(self) {
+        let (ok, failures) = self.finish();
+        assert_eq!(
+            failures,
+            Vec::<String>::new(),
+            "{} failed of {}",
+            failures.len(),
+            ok + failures.len()
+        );
+        assert!(ok > 50, "too little load to prove anything: {ok} requests");
     }
 
     /// Stops the traffic; (successful requests, failures).

@@ -21,15 +21,7 @@ fn scaling_up_and_down_under_load_fails_no_request() {
     project.run(&["delete", "0"]).success();
     project.run(&["reload"]).success();
     project.run(&["delete", "0"]).success();
-    let (ok, failures) = load.finish();
-    assert_eq!(
-        failures,
-        Vec::<String>::new(),
-        "{} failed of {}",
-        failures.len(),
-        ok + failures.len()
-    );
-    assert!(ok > 50, "too little load to prove anything: {ok} requests");
+    load.finish_without_failures();
     assert_eq!(project.sim.droplets().len(), 1);
 }
 
