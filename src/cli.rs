@@ -225,6 +225,11 @@ pub struct ReconcileArgs {
     #[arg(long, requires = "prune")]
     pub yes: bool,
 
+    /// Exit 3 when drift was found (with --apply: found and fixed), 0 when
+    /// none, so scripts can tell; failures stay 1 and usage errors 2.
+    #[arg(long)]
+    pub exit_code: bool,
+
     /// With haproxy_socket set: how long to let open sessions finish on the
     /// servers of droplets whose unfinished delete is completed.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]

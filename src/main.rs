@@ -32,7 +32,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.global);
     match run(&cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(err) => {
             eprintln!("doproxy: error: {err:#}");
             ExitCode::FAILURE
@@ -40,7 +40,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: &Cli) -> Result<()> {
+/// Runs the command; the exit code when it did not fail.
+fn run(cli: &Cli) -> Result<u8> {
     let report = match commands::run_without_config(&cli.command) {
         Some(report) => report?,
         None => match config::Config::load(cli.global.config.as_deref()) {
@@ -55,7 +56,7 @@ fn run(cli: &Cli) -> Result<()> {
     {
         return Err(err).context("cannot write the result to stdout");
     }
-    report.failure.map_or(Ok(()), Err)
+    report.failure.map_or(Ok(report.exit_code), Err)
 }
 
 /// Writes the report to stdout. A reader that went away (`| head`) is not

@@ -55,6 +55,9 @@ pub struct Report {
     pub text: Vec<String>,
     pub json: serde_json::Value,
     pub failure: Option<anyhow::Error>,
+    /// The exit code when nothing failed: 0, or what a flag such as
+    /// `reconcile --exit-code` asks for to tell an outcome apart.
+    pub exit_code: u8,
 }
 
 impl Report {
@@ -64,7 +67,14 @@ impl Report {
             text,
             json,
             failure: None,
+            exit_code: 0,
         })
+    }
+
+    /// This report, exiting with `code` unless it failed.
+    fn exiting_with(mut self, code: u8) -> Report {
+        self.exit_code = code;
+        self
     }
 
     /// This report, marked as a partial failure.

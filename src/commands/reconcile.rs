@@ -23,6 +23,9 @@ use crate::readiness;
 
 /// How long reconcile gives booted droplets to pass the health check.
 const READY_PASS: Duration = Duration::from_secs(10);
+/// What `--exit-code` exits with when drift was found: not 1 (a failure)
+/// nor 2 (a usage error, as clap exits).
+const DRIFT_FOUND: u8 = 3;
 
 pub async fn run(app: &App, args: &ReconcileArgs) -> Result<Report> {
     let api = app.api()?;
@@ -69,8 +72,16 @@ pub async fn run(app: &App, args: &ReconcileArgs) -> Result<Report> {
     if agree {
         crate::metrics::reconciled();
     }
+    let exit_code = if args.exit_code && !agree {
+        DRIFT_FOUND
+    } else {
+        0
+    };
     if !args.apply || agree {
-        return Report::new(text, json!({ "drift": drift_json, "applied": false }));
+        return Ok(
+            Report::new(text, json!({ "drift": drift_json, "applied": false }))?
+                .exiting_with(exit_code),
+        );
     }
 
     let lock = lock.as_ref().expect("--apply holds the lock");
@@ -185,7 +196,8 @@ pub async fn run(app: &App, args: &ReconcileArgs) -> Result<Report> {
     let report = Report::new(
         text,
         json!({ "drift": drift_json, "applied": true, "haproxy": retired.applied }),
-    )?;
+    )?
+    .exiting_with(exit_code);
     if retired.failures.is_empty() {
         crate::metrics::reconciled();
         return Ok(report);

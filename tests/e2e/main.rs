@@ -4,6 +4,7 @@
 
 mod autoscale;
 mod bad_input;
+mod checks_first;
 mod core;
 mod etcd_faults;
 mod etcd_server;
