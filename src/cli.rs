@@ -70,7 +70,8 @@ pub enum Command {
     /// Remove droplets from HAProxy, then destroy them.
     ///
     /// Targets are the line numbers `print` shows, or --id / --name. Every
-    /// target is checked before anything changes.
+    /// target is checked before anything changes, and the API must accept
+    /// the token before any server is drained.
     ///
     /// Example: doproxy delete 0 2
     Delete(DeleteArgs),

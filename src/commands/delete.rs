@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use serde_json::json;
 
 use super::{App, Report};
@@ -143,10 +143,11 @@ pub struct Retired {
     pub failures: Vec<String>,
 }
 
-/// Takes `leaving` out of the pool: marks them `destroying` in the inventory,
-/// drains their servers in the running HAProxy, reloads it without them, then
-/// destroys the droplets and records the outcome. `entries` is the whole
-/// inventory and ends as saved.
+/// Takes `leaving` out of the pool: checks that the API accepts the token
+/// (a refused one would leave them drained and billed), marks them
+/// `destroying` in the inventory, drains their servers in the running
+/// HAProxy, reloads it without them, then destroys the droplets and records
+/// the outcome. `entries` is the whole inventory and ends as saved.
 ///
 /// Until the reload, a failure or SIGTERM/SIGINT rolls back: statuses as
 /// they were, servers that served back in rotation (droplets already
@@ -161,6 +162,11 @@ pub async fn retire(
     how: &Retire<'_>,
 ) -> Result<Retired> {
     let api = app.api()?;
+    if !leaving.is_empty() {
+        api.check_token().await.context(
+            "nothing was drained or destroyed, since the API must accept the token before droplets leave HAProxy",
+        )?;
+    }
     for gone in leaving {
         match entries.iter_mut().find(|e| e.id == gone.entry.id) {
             Some(entry) => entry.status = Status::Destroying,

@@ -170,6 +170,12 @@ impl Client {
         .await
     }
 
+    /// Whether the API accepts the token: one cheap authenticated read
+    /// (GET /v2/account), retried like any read.
+    pub async fn check_token(&self) -> Result<(), ApiError> {
+        self.get_json("/v2/account", &[]).await.map(drop)
+    }
+
     pub async fn get_droplet(&self, id: u64) -> Result<Droplet, ApiError> {
         let path = format!("/v2/droplets/{id}");
         self.with_retries(&path, || async {
