@@ -64,6 +64,10 @@ pub enum Command {
 
     /// Create droplets, wait until they are active, add them to HAProxy.
     ///
+    /// Nothing is created that HAProxy could not serve: the config with the
+    /// new droplets is rendered and checked with haproxy_check_command first,
+    /// and with haproxy_socket HAProxy must answer on it.
+    ///
     /// Example: doproxy create --count 3
     Create(CreateArgs),
 

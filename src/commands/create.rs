@@ -380,6 +380,14 @@ async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Made> {
         entries.iter().map(|e| e.name.as_str()),
         wanted.len(),
     );
+    // Nothing is paid for that HAProxy could not serve.
+    if !wanted.is_empty()
+        && let Err(err) =
+            haproxy::check_servable(config, &with_placeholders(&entries, &all_names)).await
+    {
+        lock.release().await;
+        return Err(err.context("no droplet was created"));
+    }
     let mut failures = Vec::new();
     let mut created: Vec<Droplet> = Vec::new();
     for batch in all_names.chunks(MAX_PER_REQUEST) {
@@ -478,6 +486,26 @@ async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Made> {
         failures,
         pool_size,
     })
+}
+
+/// The pool `entries` as it will be once the droplets `names` serve: each
+/// an active entry with an unused ID and a documentation address
+/// (192.0.2.0/24, never routed), so the config they will need can be
+/// rendered and checked before they are paid for.
+fn with_placeholders(entries: &[Entry], names: &[String]) -> Vec<Entry> {
+    let first_id = entries.iter().map(|e| e.id).max().unwrap_or(0) + 1;
+    let mut planned = entries.to_vec();
+    planned.extend(
+        names
+            .iter()
+            .zip(first_id..)
+            .enumerate()
+            .map(|(i, (name, id))| Entry {
+                private_ip: Some(Ipv4Addr::new(192, 0, 2, 1 + (i % 254) as u8)),
+                ..Entry::named(id, name)
+            }),
+    );
+    planned
 }
 
 /// The droplets `count` asks for, given the inventory read under the lock:
@@ -728,6 +756,22 @@ mod tests {
             [Some(2)],
             "1 is being replaced already, 4 is gone"
         );
+    }
+
+    #[test]
+    fn placeholders_serve_beside_the_pool_without_taking_its_ids() {
+        let pool = [Entry {
+            private_ip: Some(Ipv4Addr::new(10, 0, 0, 1)),
+            ..Entry::named(7, "web-0")
+        }];
+        let names = ["web-1".to_string(), "web-2".to_string()];
+        let planned = with_placeholders(&pool, &names);
+        assert_eq!(planned[0], pool[0]);
+        let ids: Vec<u64> = planned.iter().map(|e| e.id).collect();
+        assert_eq!(ids, [7, 8, 9]);
+        assert_eq!(planned[2].name, "web-2");
+        assert!(planned.iter().all(Entry::is_serving));
+        assert_eq!(planned[1].private_ip, Some(Ipv4Addr::new(192, 0, 2, 1)));
     }
 
     #[test]

@@ -111,6 +111,29 @@ pub async fn check_file(config: &Config, file: &Path) -> Result<()> {
     .await
 }
 
+/// Whether HAProxy could serve `entries` (the pool as it will be, droplets
+/// about to be made included): the template renders, haproxy_check_command
+/// accepts the result, and, with haproxy_socket, HAProxy answers on it (new
+/// servers join through it, and a reload is confirmed on it). Checked before
+/// droplets are paid for; the staged and live configs are left alone.
+pub async fn check_servable(config: &Config, entries: &[Entry]) -> Result<()> {
+    let (text, _) = render_config(config, entries).await?;
+    let file = sibling(&config.haproxy_cfg_file, "precheck");
+    atomic_file::write(&file, text.as_bytes())?;
+    let checked = check_file(config, &file).await;
+    let _ = fs::remove_file(&file);
+    checked.context(
+        "the config with the new servers did not pass haproxy_check_command; fix the template (or the command) and retry",
+    )?;
+    if let Some(runtime) = Runtime::of(config) {
+        runtime
+            .worker_pid()
+            .await
+            .context("new servers could not join HAProxy")?;
+    }
+    Ok(())
+}
+
 /// The PID of the HAProxy worker answering on haproxy_socket; None when the
 /// socket is not set.
 pub async fn worker_pid(config: &Config) -> Option<Result<u32>> {

@@ -208,8 +208,8 @@ impl Entry {
             && droplet.private_ipv4().is_some()
     }
 
-    /// An active droplet that is only a name, for tests to fill in.
-    #[cfg(test)]
+    /// An active droplet that is only a name: the placeholder of one about
+    /// to be made, or a start for tests to fill in.
     pub fn named(id: u64, name: &str) -> Entry {
         Entry {
             name: name.to_string(),

@@ -5,10 +5,84 @@
 //! whether it found drift and joins droplets still booting in one run.
 //! The real binary, the simulator, real HAProxy.
 
-use crate::support::{Project, Run, wait_until};
+use std::fs;
+
+use crate::support::{Project, Run, repo_file, wait_until};
 
 /// What a token DigitalOcean no longer accepts looks like to doproxy.
 const REVOKED: &str = "dop_v1_revoked";
+
+/// Create requests the simulator received.
+fn posts(project: &Project) -> usize {
+    project
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path_and_query == "/v2/droplets")
+        .count()
+}
+
+/// Asserts that no droplet was paid for: none exists, none was asked for.
+#[track_caller]
+fn assert_nothing_created(project: &Project) {
+    assert_eq!(posts(project), 0, "a create request was sent");
+    assert!(project.sim.droplets().is_empty());
+    assert!(project.ids().is_empty(), "{}", project.inventory());
+}
+
+/// The built-in template with `from` replaced by `to` in its server line,
+/// written to the project's folder and set as haproxy_template_file.
+fn use_template_changing(project: &mut Project, from: &str, to: &str) {
+    let builtin = fs::read_to_string(repo_file("templates/haproxy.cfg.tera")).unwrap();
+    let server_line = builtin.lines().find(|l| l.contains("server {{")).unwrap();
+    assert!(server_line.contains(from), "{server_line}");
+    let changed = builtin.replace(server_line, &server_line.replace(from, to));
+    fs::write(project.path("changed.tera"), changed).unwrap();
+    project.set("haproxy_template_file", Some("changed.tera"));
+}
+
+#[test]
+fn nothing_is_created_that_haproxy_could_not_serve() {
+    let mut project = Project::new("unservable");
+
+    // A template that renders only while the pool has no server: the check
+    // is meaningful because it renders the droplets about to be made.
+    use_template_changing(&mut project, "{{ server.address }}", "{{ server.addr }}");
+    project.run(&["reload"]).success();
+    project
+        .run(&["create"])
+        .fails(1, "no droplet was created: the HAProxy template");
+    assert_nothing_created(&project);
+
+    // A server line HAProxy rejects, for scale as for create.
+    use_template_changing(&mut project, "check #", "check no-such-option #");
+    project.run(&["reload"]).success();
+    for args in [&["create", "--count", "2"][..], &["scale", "--to", "3"]] {
+        let run = project
+            .run(args)
+            .fails(1, "no droplet was created: the config with the new servers did not pass haproxy_check_command");
+        assert!(run.stderr.contains("no-such-option"), "{}", run.stderr);
+    }
+    assert_nothing_created(&project);
+
+    // An admin socket nothing answers on.
+    project.set("haproxy_template_file", None);
+    project.set("haproxy_socket", Some("nothing-listens.sock"));
+    project.run(&["create"]).fails(
+        1,
+        "no droplet was created: new servers could not join HAProxy: cannot talk to HAProxy's admin socket",
+    );
+    assert_nothing_created(&project);
+
+    // Replacements are checked too: a rollout makes nothing it could not serve.
+    project.set("haproxy_socket", None);
+    project.run(&["create"]).success();
+    let before = project.ids();
+    use_template_changing(&mut project, "check #", "check no-such-option #");
+    project.run(&["rollout"]).fails(1, "no droplet was created");
+    assert_eq!(posts(&project), 1, "only the first create");
+    assert_eq!(project.ids(), before);
+}
 
 #[test]
 fn a_refused_token_stops_a_delete_before_any_drain() {

@@ -435,7 +435,10 @@ impl Drop for ReadOnly {
 
 #[test]
 fn droplets_the_inventory_cannot_record_are_named_with_the_way_out() {
-    let project = Project::new("unrecorded");
+    let mut project = Project::new("unrecorded");
+    // Only the inventory's folder turns read-only: a staged config that
+    // cannot be written is caught before the create.
+    project.set("haproxy_cfg_file", Some("live/staged.cfg"));
     let lock = hold_inventory_lock(&project);
     let create = Started::new(&project, &["create"]);
     create.wait_for(WAITING_FOR_LOCK, 1);
