@@ -246,9 +246,15 @@ pub struct ReconcileArgs {
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
-    /// How many droplets to create.
+    /// How many droplets to create, 1 to 100. More than
+    /// confirm_creates_above (default 10) asks first, or needs --yes.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub count: u32,
+
+    /// Create more than confirm_creates_above droplets without asking (for
+    /// scripts: without a terminal to ask on, such a run is refused).
+    #[arg(long)]
+    pub yes: bool,
 
     /// How long to wait for the droplets to become active, e.g. 90s, 10m.
     #[arg(long, default_value = "10m", value_parser = longer_than_zero)]
@@ -298,9 +304,16 @@ pub struct DeleteArgs {
 
 #[derive(Debug, Args)]
 pub struct ScaleArgs {
-    /// The number of droplets the pool should have.
+    /// The number of droplets the pool should have, 0 to 1000. Adding more
+    /// than confirm_creates_above (default 10) at once asks first, or needs
+    /// --yes.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=1000))]
     pub to: u32,
+
+    /// Add more than confirm_creates_above droplets without asking (for
+    /// scripts: without a terminal to ask on, such a run is refused).
+    #[arg(long)]
+    pub yes: bool,
 
     /// When shrinking, remove the oldest droplets first instead of the newest.
     #[arg(long)]

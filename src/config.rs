@@ -82,6 +82,7 @@ struct ConfigFile {
     failover_recheck_interval: Option<String>,
     failover_min_hold: Option<String>,
     heal: Option<HealFile>,
+    confirm_creates_above: Option<usize>,
 }
 
 /// The `heal:` section as written.
@@ -231,6 +232,9 @@ pub struct Config {
     pub metrics_allow_remote: bool,
     /// Where one-shot commands leave their metrics for node-exporter.
     pub metrics_textfile: Option<PathBuf>,
+    /// `create` and `scale` making more droplets than this in one run ask
+    /// first on a terminal, and need --yes elsewhere.
+    pub confirm_creates_above: usize,
 }
 
 /// Where the inventory lives in etcd and how to reach it.
@@ -566,6 +570,7 @@ impl Config {
             metrics_listen: file.metrics_listen,
             metrics_allow_remote: file.metrics_allow_remote.unwrap_or(false),
             metrics_textfile: file.metrics_textfile.map(resolve),
+            confirm_creates_above: file.confirm_creates_above.unwrap_or(10),
         };
         config.etcd = match file.inventory_backend.as_deref() {
             None | Some("file") => None,

@@ -192,6 +192,8 @@ async fn act(app: &App, decision: &Decision, args: &AutoscaleArgs) -> Result<Rep
                 lock_timeout: args.waits.lock.lock_timeout,
                 ready_wait: true,
                 destroy_unready: true,
+                // The policy's max bounds it, and no one is there to ask.
+                at_most: usize::MAX,
             };
             create::create(app, &options).await
         }

@@ -71,6 +71,9 @@ pub struct CreateOptions {
     pub lock_timeout: Duration,
     pub ready_wait: bool,
     pub destroy_unready: bool,
+    /// The most droplets this run may make (see `agreed_count`); the count
+    /// worked out under the lock must stay within it.
+    pub at_most: usize,
 }
 
 impl CreateOptions {
@@ -83,19 +86,44 @@ impl CreateOptions {
             lock_timeout: waits.lock.lock_timeout,
             ready_wait: true,
             destroy_unready: true,
+            at_most: usize::MAX,
         }
     }
 }
 
 pub async fn run(app: &App, args: &CreateArgs) -> Result<Report> {
+    let count = args.count as usize;
+    let command = format!("create --count {count}");
     let options = CreateOptions {
-        count: Count::More(args.count as usize),
+        count: Count::More(count),
         timeout: args.timeout,
         lock_timeout: args.lock.lock_timeout,
         ready_wait: !args.no_ready_wait,
         destroy_unready: args.destroy_unready,
+        at_most: agreed_count(app, count, args.yes, &command).await?,
     };
     create(app, &options).await
+}
+
+/// The most droplets a run of `command` that asks for `count` may make: up
+/// to confirm_creates_above need no agreement; more need --yes (`yes`) or a
+/// yes on the terminal, asked here, before any lock is taken.
+pub async fn agreed_count(app: &App, count: usize, yes: bool, command: &str) -> Result<usize> {
+    let threshold = app.config.confirm_creates_above;
+    if yes {
+        return Ok(usize::MAX);
+    }
+    if count <= threshold {
+        return Ok(threshold);
+    }
+    let question =
+        format!("{command} creates {count} droplets, each billed from now on. Go ahead?");
+    if super::confirmed(&[], &question).await? {
+        return Ok(count);
+    }
+    bail!(
+        "{command} would create {count} droplets, more than confirm_creates_above ({threshold}), and was not confirmed, so nothing was created; add --yes to go ahead"
+    )
 }
 
 pub async fn create(app: &App, options: &CreateOptions) -> Result<Report> {
@@ -375,6 +403,14 @@ async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Made> {
     let mut entries = app.entries(Some(&lock)).await?;
     let pool_size = pool_members(&entries).count();
     let wanted = wanted(&entries, &options.count);
+    if wanted.len() > options.at_most {
+        lock.release().await;
+        bail!(
+            "the pool shrank meanwhile, so this run would now create {} droplets, more than the {} it may without asking, and nothing was created; run it again to be asked anew",
+            wanted.len(),
+            options.at_most
+        );
+    }
     let all_names = next_names(
         spec.hostname_prefix,
         entries.iter().map(|e| e.name.as_str()),

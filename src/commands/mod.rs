@@ -246,6 +246,33 @@ async fn run_command(app: &App, command: &Command) -> Result<Report> {
     }
 }
 
+/// Asks `question` (with `[y/N]`) on the terminal after the lines of
+/// `listing`; false without a terminal to ask on. Never asked while holding
+/// the inventory lock: an answer may take all day.
+async fn confirmed(listing: &[String], question: &str) -> Result<bool> {
+    use std::io::{IsTerminal, Write};
+    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+        return Ok(false);
+    }
+    let question: String = listing
+        .iter()
+        .map(|line| format!("{line}\n"))
+        .chain([format!("{question} [y/N] ")])
+        .collect();
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut stderr = std::io::stderr();
+        stderr.write_all(question.as_bytes())?;
+        stderr.flush()?;
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        Ok::<_, std::io::Error>(answer)
+    })
+    .await
+    .context("cannot ask on the terminal")?
+    .context("cannot ask on the terminal")?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
 /// The pause before a long-running command tries a failing step again
 /// (reaching etcd, updating HAProxy, assigning the reserved IP): 0.5 s,
 /// 1 s, 2 s, ... up to `cap`.

@@ -7,7 +7,6 @@
 //! (`<hostname_prefix>-<n>`) belong to someone else sharing the tag: they
 //! are reported as foreign and never adopted or pruned.
 
-use std::io::{IsTerminal, Write};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -91,7 +90,8 @@ pub async fn run(app: &App, args: &ReconcileArgs) -> Result<Report> {
             .iter()
             .map(|e| format!("to prune: {} {}", e.id, e.name))
             .collect();
-        let go_ahead = args.yes || confirmed(&doomed).await?;
+        let question = format!("Destroy these {} droplet(s)?", doomed.len());
+        let go_ahead = args.yes || super::confirmed(&doomed, &question).await?;
         text.extend(doomed);
         if !go_ahead {
             let report = Report::new(text, json!({ "drift": drift_json, "applied": false }))?;
@@ -206,31 +206,6 @@ pub async fn run(app: &App, args: &ReconcileArgs) -> Result<Report> {
         "could not destroy droplet {}; run doproxy reconcile --apply again",
         retired.failures.join("; droplet ")
     )))
-}
-
-/// Asks on the terminal whether to destroy the droplets `doomed` lists;
-/// false without a terminal to ask on.
-async fn confirmed(doomed: &[String]) -> Result<bool> {
-    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
-        return Ok(false);
-    }
-    let question = format!(
-        "{}\nDestroy these {} droplet(s)? [y/N] ",
-        doomed.join("\n"),
-        doomed.len()
-    );
-    let answer = tokio::task::spawn_blocking(move || {
-        let mut stderr = std::io::stderr();
-        stderr.write_all(question.as_bytes())?;
-        stderr.flush()?;
-        let mut answer = String::new();
-        std::io::stdin().read_line(&mut answer)?;
-        Ok::<_, std::io::Error>(answer)
-    })
-    .await
-    .context("cannot ask on the terminal")?
-    .context("cannot ask on the terminal")?;
-    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
 /// Whether `name` is one this pool's `create` gives: `<prefix>-<n>`.

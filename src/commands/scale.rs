@@ -48,13 +48,15 @@ pub async fn run(app: &App, args: &ScaleArgs) -> Result<Report> {
             tracing::info!("the pool has {size} droplets already");
             Report::new(Vec::new(), json!({ "plan": plan }))
         }
-        Plan::Add { .. } => {
+        Plan::Add { count } => {
+            let command = format!("scale --to {target}");
             let options = CreateOptions {
                 count: Count::UpTo(target),
                 timeout: args.waits.timeout,
                 lock_timeout: args.waits.lock.lock_timeout,
                 ready_wait: true,
                 destroy_unready: false,
+                at_most: create::agreed_count(app, count, args.yes, &command).await?,
             };
             create::create(app, &options).await
         }

@@ -6,8 +6,9 @@
 //! The real binary, the simulator, real HAProxy.
 
 use std::fs;
+use std::process::Command;
 
-use crate::support::{Project, Run, repo_file, wait_until};
+use crate::support::{Project, Run, TOKEN, repo_file, wait_until};
 
 /// What a token DigitalOcean no longer accepts looks like to doproxy.
 const REVOKED: &str = "dop_v1_revoked";
@@ -39,6 +40,26 @@ fn use_template_changing(project: &mut Project, from: &str, to: &str) {
     let changed = builtin.replace(server_line, &server_line.replace(from, to));
     fs::write(project.path("changed.tera"), changed).unwrap();
     project.set("haproxy_template_file", Some("changed.tera"));
+}
+
+/// Runs `doproxy args` under a pseudo-terminal (util-linux `script`) that
+/// types `answer` and Enter once doproxy runs.
+fn answering(project: &Project, args: &str, answer: &str) -> Run {
+    let command = format!(
+        "DIGITALOCEAN_ACCESS_TOKEN={TOKEN} {} --config {} {args}",
+        env!("CARGO_BIN_EXE_doproxy"),
+        project.path("doproxy.yml").display()
+    );
+    let mut script = Command::new("script");
+    script
+        .args(["-qec", &command, "/dev/null"])
+        .env_remove("DIGITALOCEAN_ACCESS_TOKEN")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = script.spawn().expect("script (util-linux) runs a terminal");
+    use std::io::Write;
+    writeln!(child.stdin.take().unwrap(), "{answer}").unwrap();
+    Run::wait(child)
 }
 
 #[test]
@@ -120,6 +141,58 @@ fn a_refused_token_stops_a_delete_before_any_drain() {
     assert!(reaches_both(), "HAProxy no longer routes to both droplets");
     let health = project.run(&["print", "--health"]).success().stdout;
     assert_eq!(health.matches("haproxy: UP").count(), 2, "{health}");
+}
+
+#[test]
+fn adding_many_droplets_at_once_needs_a_yes() {
+    let mut project = Project::new("many");
+    let help = project.run(&["create", "--help"]).success().stdout;
+    assert!(
+        help.contains("1 to 100") && help.contains("--yes"),
+        "{help}"
+    );
+    let help = project.run(&["scale", "--help"]).success().stdout;
+    assert!(
+        help.contains("0 to 1000") && help.contains("--yes"),
+        "{help}"
+    );
+
+    // The default threshold is 10; a script cannot answer a question.
+    project.run(&["create", "--count", "11"]).fails(
+        1,
+        "create --count 11 would create 11 droplets, more than confirm_creates_above (10), and was not confirmed, so nothing was created; add --yes to go ahead",
+    );
+    project.run(&["scale", "--to", "11"]).fails(
+        1,
+        "scale --to 11 would create 11 droplets, more than confirm_creates_above (10)",
+    );
+    assert_nothing_created(&project);
+
+    // Up to the threshold no one is asked; above it --yes goes ahead.
+    project.set("confirm_creates_above", Some("2"));
+    project.run(&["create", "--count", "2"]).success();
+    project
+        .run(&["scale", "--to", "5"])
+        .fails(1, "scale --to 5 would create 3 droplets");
+    assert_eq!(project.sim.droplets().len(), 2);
+    project.run(&["scale", "--to", "5", "--yes"]).success();
+    project.run(&["create", "--count", "3", "--yes"]).success();
+    assert_eq!(project.sim.droplets().len(), 8);
+
+    // On a terminal it asks; only a yes creates.
+    let declined = answering(&project, "create --count 3", "n");
+    assert_eq!(declined.code, 1, "{declined:?}");
+    assert!(
+        declined
+            .stdout
+            .contains("create --count 3 creates 3 droplets"),
+        "{declined:?}"
+    );
+    assert_eq!(project.sim.droplets().len(), 8);
+    let agreed = answering(&project, "create --count 3", "y");
+    assert_eq!(agreed.code, 0, "{agreed:?}");
+    assert_eq!(project.sim.droplets().len(), 11);
+    assert_eq!(project.ids().len(), 11);
 }
 
 #[test]

@@ -25,7 +25,7 @@ fn a_batch_create_uses_multi_create_list_polls_and_one_reload() {
         "haproxy_reload_command",
         Some(&format!("'echo reload >> {}'", log.display())),
     );
-    let run = project.run(&["create", "--count", "12"]).success();
+    let run = project.run(&["create", "--count", "12", "--yes"]).success();
     assert_eq!(run.stdout.lines().count(), 12);
     assert_eq!(
         requests(&project, "POST", "/v2/droplets"),

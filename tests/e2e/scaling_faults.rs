@@ -193,7 +193,7 @@ fn a_signal_during_a_create_request_records_its_droplets_and_sends_no_further_ba
     let project = Project::new("signal-during-post");
     project.sim.set_latency(Duration::from_secs(2));
     // -v logs each request as it is sent.
-    let create = Started::new(&project, &["-v", "create", "--count", "12"]);
+    let create = Started::new(&project, &["-v", "create", "--count", "12", "--yes"]);
     create.wait_for("POST http", 1);
     create.signal("TERM");
     let run = create
