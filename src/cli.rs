@@ -222,7 +222,9 @@ pub struct ReconcileArgs {
 
     /// With --apply: destroy orphans instead of adopting them. Only
     /// droplets named like this pool's (<hostname_prefix>-<n>) are ever
-    /// destroyed; asks first on a terminal, needs --yes otherwise.
+    /// destroyed; asks first on a terminal (before taking the inventory
+    /// lock, then checks under it that the orphans are still those listed),
+    /// needs --yes otherwise.
     #[arg(long, requires = "apply")]
     pub prune: bool,
 
@@ -234,6 +236,14 @@ pub struct ReconcileArgs {
     /// none, so scripts can tell; failures stay 1 and usage errors 2.
     #[arg(long)]
     pub exit_code: bool,
+
+    /// With --apply: how long after its creation to wait for a droplet
+    /// still booting (recorded new by a create that was stopped, or an
+    /// orphan to adopt) to become active; it then has ready_timeout to pass
+    /// the health check, so one run joins it. Asked questions and waits
+    /// never hold the inventory lock.
+    #[arg(long, default_value = "10m", value_parser = longer_than_zero)]
+    pub timeout: Duration,
 
     /// With haproxy_socket set: how long to let open sessions finish on the
     /// servers of droplets whose unfinished delete is completed.

@@ -666,11 +666,11 @@ fn read_user_data(config: &Config) -> Result<Option<String>> {
 }
 
 /// How the wait for new droplets ended.
-struct Boot {
+pub(super) struct Boot {
     /// Active, with a private address.
-    active: Vec<Droplet>,
+    pub(super) active: Vec<Droplet>,
     /// Still not active when the time was up.
-    stuck: Vec<u64>,
+    pub(super) stuck: Vec<u64>,
     /// Destroyed by someone else meanwhile (the API no longer knows them).
     gone: Vec<Droplet>,
 }
@@ -701,7 +701,7 @@ async fn notice_gone(
 /// until every droplet of `created` is active with a private address or
 /// gone, or `timeout` passes. A droplet the API no longer knows was
 /// destroyed by someone, which is no reason to wait on.
-async fn wait_until_active(
+pub(super) async fn wait_until_active(
     api: &Client,
     tag: &str,
     created: &[Droplet],

@@ -14,7 +14,7 @@ use anyhow::Result;
 use crate::config::Config;
 use crate::lockfile::LockFile;
 use crate::shutdown::Shutdown;
-pub use drift::drift;
+pub use drift::{Drift, drift};
 pub use entry::{Build, Comments, Entry, Status, parse, render, user_data_digest};
 use etcd::EtcdLock;
 pub use etcd::{Election, EtcdInventory, InventoryChange, LeaderKey, Leadership, Unconfirmed};

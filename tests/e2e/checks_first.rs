@@ -6,9 +6,16 @@
 //! The real binary, the simulator, real HAProxy.
 
 use std::fs;
-use std::process::Command;
+use std::io::{Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
-use crate::support::{Project, Run, TOKEN, repo_file, wait_until};
+use crate::support::{Project, Run, TOKEN, repo_file, terminate, wait_until};
+
+/// Generous: the machine is shared by several builds.
+const WAIT: Duration = Duration::from_secs(60);
 
 /// What a token DigitalOcean no longer accepts looks like to doproxy.
 const REVOKED: &str = "dop_v1_revoked";
@@ -42,24 +49,77 @@ fn use_template_changing(project: &mut Project, from: &str, to: &str) {
     project.set("haproxy_template_file", Some("changed.tera"));
 }
 
-/// Runs `doproxy args` under a pseudo-terminal (util-linux `script`) that
-/// types `answer` and Enter once doproxy runs.
-fn answering(project: &Project, args: &str, answer: &str) -> Run {
-    let command = format!(
-        "DIGITALOCEAN_ACCESS_TOKEN={TOKEN} {} --config {} {args}",
-        env!("CARGO_BIN_EXE_doproxy"),
-        project.path("doproxy.yml").display()
-    );
-    let mut script = Command::new("script");
-    script
-        .args(["-qec", &command, "/dev/null"])
-        .env_remove("DIGITALOCEAN_ACCESS_TOKEN")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped());
-    let mut child = script.spawn().expect("script (util-linux) runs a terminal");
-    use std::io::Write;
-    writeln!(child.stdin.take().unwrap(), "{answer}").unwrap();
-    Run::wait(child)
+/// A doproxy run under a pseudo-terminal (util-linux `script`) that a test
+/// answers when it asks; killed if still running when dropped.
+struct Terminal {
+    child: Child,
+    screen: Arc<Mutex<String>>,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl Terminal {
+    fn start(project: &Project, args: &str) -> Terminal {
+        let command = format!(
+            "DIGITALOCEAN_ACCESS_TOKEN={TOKEN} {} --config {} {args}",
+            env!("CARGO_BIN_EXE_doproxy"),
+            project.path("doproxy.yml").display()
+        );
+        let mut child = Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .env_remove("DIGITALOCEAN_ACCESS_TOKEN")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("script (util-linux) runs a terminal");
+        let mut pipe = child.stdout.take().unwrap();
+        let screen = Arc::new(Mutex::new(String::new()));
+        let sink = screen.clone();
+        let reader = thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(n @ 1..) = pipe.read(&mut buffer) {
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buffer[..n]));
+            }
+        });
+        Terminal {
+            child,
+            screen,
+            reader: Some(reader),
+        }
+    }
+
+    /// Waits until the terminal shows `needle`.
+    #[track_caller]
+    fn wait_for(&self, needle: &str) {
+        wait_until(&format!("the terminal to show {needle:?}"), WAIT, || {
+            self.screen.lock().unwrap().contains(needle)
+        });
+    }
+
+    /// Types `line` and Enter.
+    fn answer(&mut self, line: &str) {
+        writeln!(self.child.stdin.as_mut().unwrap(), "{line}").unwrap();
+    }
+
+    /// Waits for the exit; its code and everything the terminal showed.
+    #[track_caller]
+    fn finish(mut self) -> (i32, String) {
+        wait_until("doproxy to exit", WAIT, || {
+            self.child.try_wait().unwrap().is_some()
+        });
+        let code = self.child.wait().unwrap().code().unwrap_or(-1);
+        self.reader.take().unwrap().join().unwrap();
+        let screen = self.screen.lock().unwrap().clone();
+        (code, screen)
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[test]
@@ -180,18 +240,15 @@ fn adding_many_droplets_at_once_needs_a_yes() {
     assert_eq!(project.sim.droplets().len(), 8);
 
     // On a terminal it asks; only a yes creates.
-    let declined = answering(&project, "create --count 3", "n");
-    assert_eq!(declined.code, 1, "{declined:?}");
-    assert!(
-        declined
-            .stdout
-            .contains("create --count 3 creates 3 droplets"),
-        "{declined:?}"
-    );
-    assert_eq!(project.sim.droplets().len(), 8);
-    let agreed = answering(&project, "create --count 3", "y");
-    assert_eq!(agreed.code, 0, "{agreed:?}");
-    assert_eq!(project.sim.droplets().len(), 11);
+    let question = "create --count 3 creates 3 droplets, each billed from now on. Go ahead? [y/N]";
+    for (answer, code, droplets) in [("n", 1, 8), ("y", 0, 11)] {
+        let mut create = Terminal::start(&project, "create --count 3");
+        create.wait_for(question);
+        create.answer(answer);
+        let (exit, screen) = create.finish();
+        assert_eq!(exit, code, "{screen}");
+        assert_eq!(project.sim.droplets().len(), droplets);
+    }
     assert_eq!(project.ids().len(), 11);
 }
 
@@ -215,4 +272,69 @@ fn reconcile_exit_code_tells_scripts_whether_it_found_drift() {
     assert!(run.stdout.contains("Fixed: "), "{}", run.stdout);
     project.run(&["reconcile", "--exit-code"]).success();
     assert_eq!(project.ids().len(), 2);
+}
+
+#[test]
+fn reconcile_asks_about_pruning_without_holding_the_lock() {
+    let project = Project::new("prune-question");
+    project.run(&["create"]).success();
+    let pool_tag = ["doproxy:auto-nginx".to_string()];
+    let orphan = project.sim.seed_droplets(1, "auto-nginx", &pool_tag, true)[0].id;
+    let question = "Destroy these 1 droplet(s)? [y/N]";
+
+    let mut prune = Terminal::start(&project, "reconcile --apply --prune");
+    prune.wait_for(question);
+    // The question waits for a person; other runs need not wait for it.
+    project.run(&["create", "--lock-timeout", "2s"]).success();
+    prune.answer("y");
+    let (code, screen) = prune.finish();
+    assert_eq!(code, 0, "{screen}");
+    assert!(project.sim.droplets().iter().all(|d| d.id != orphan));
+    assert_eq!(project.ids().len(), 2);
+
+    // What was agreed to is checked again under the lock.
+    let first = project.sim.seed_droplets(1, "auto-nginx", &pool_tag, true)[0].id;
+    let mut prune = Terminal::start(&project, "reconcile --apply --prune");
+    prune.wait_for(question);
+    let second = project.sim.seed_droplets(1, "auto-nginx", &pool_tag, true)[0].id;
+    prune.answer("y");
+    let (code, screen) = prune.finish();
+    assert_eq!(code, 1, "{screen}");
+    assert!(
+        screen.contains("the pool's orphans changed while you were asked, so nothing was changed"),
+        "{screen}"
+    );
+    let left: Vec<u64> = project.sim.droplets().iter().map(|d| d.id).collect();
+    assert!(left.contains(&first) && left.contains(&second), "{left:?}");
+}
+
+#[test]
+fn reconcile_joins_droplets_an_interrupted_create_left_booting_in_one_run() {
+    let project = Project::new("interrupted-boot");
+    project.sim.set_boot_delay(Duration::from_secs(4));
+    let create = project.spawn(&["create"]);
+    wait_until("the droplet to be recorded", WAIT, || {
+        project.inventory().contains(" new ")
+    });
+    terminate(&create);
+    Run::wait(create).fails(1, "booted; they are recorded in the inventory as new");
+    let id = project.sim.droplets()[0].id;
+    assert_eq!(project.sim.droplets()[0].status.as_str(), "new");
+
+    let run = project.run(&["reconcile", "--apply"]).success();
+    assert!(run.stdout.contains("added 1 ready"), "{}", run.stdout);
+    assert!(
+        project
+            .inventory()
+            .contains(&format!("{id} auto-nginx-0 127.")),
+        "{}",
+        project.inventory()
+    );
+    assert!(
+        project.inventory().contains(" active "),
+        "{}",
+        project.inventory()
+    );
+    assert!(project.live_config().contains(&format!("server www-{id} ")));
+    project.assert_haproxy_in_step();
 }
