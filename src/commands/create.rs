@@ -12,6 +12,12 @@
 //! droplets that came up are kept and reported, the ones that never became
 //! active are destroyed, and the command exits 1.
 //!
+//! Nothing is paid for that could not be served: before the first create
+//! request the config the new droplets need is rendered (with placeholders
+//! for them) and checked, and HAProxy must answer on its admin socket. More
+//! droplets at once than confirm_creates_above need a yes, asked before the
+//! lock is taken.
+//!
 //! On SIGTERM or SIGINT a create request already sent is finished and its
 //! droplets recorded, no further request is sent, and the waits stop at
 //! once: the droplets stay recorded as `new`, out of HAProxy, and the error

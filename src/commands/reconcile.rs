@@ -6,6 +6,11 @@
 //! Droplets carrying the pool's tag but not named like the pool's
 //! (`<hostname_prefix>-<n>`) belong to someone else sharing the tag: they
 //! are reported as foreign and never adopted or pruned.
+//!
+//! `--apply` holds the pool's lock while it changes things, but never while
+//! a person answers `--prune`'s question or droplets still boot: it lets the
+//! lock go, asks or waits, then surveys again under the lock (and changes
+//! nothing if the orphans it asked about are no longer the same).
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, SystemTime};
