@@ -619,6 +619,31 @@ impl Config {
                 path.display()
             );
         }
+        let file_name = path.display();
+        let socket = config
+            .haproxy_socket
+            .as_ref()
+            .map(|socket| socket.display().to_string());
+        for (key, value) in [
+            ("frontend_bind", config.frontend_bind.as_deref()),
+            ("haproxy_stats_bind", config.haproxy_stats_bind.as_deref()),
+            ("haproxy_socket", socket.as_deref()),
+            ("health_check_path", Some(config.health_check.path.as_str())),
+        ] {
+            if let Some(value) = value
+                && value.chars().any(char::is_control)
+            {
+                bail!(
+                    "{key} {value:?} in {file_name} holds a line break or another control character, which would end its line in the HAProxy config; write it on one line"
+                );
+            }
+        }
+        if config.health_check.path.contains(char::is_whitespace) {
+            bail!(
+                "health_check_path {:?} in {file_name} holds a space, which HAProxy's health check cannot send; encode it as %20",
+                config.health_check.path
+            );
+        }
         if let Some(template) = &config.haproxy_template_file
             && template.extension().is_some_and(|ext| ext == "erb")
         {
@@ -1121,6 +1146,31 @@ droplet_options:
         let config = Config::parse(&text, Path::new("/x/d.yml"), no_env).unwrap();
         assert!(!format!("{config:?}").contains("hunter2"));
         assert_eq!(config.etcd.unwrap().prefix, "/doproxy/doproxy/");
+    }
+
+    #[test]
+    fn values_the_template_prints_stay_on_their_line() {
+        for (text, needle) in [
+            (
+                "frontend_bind: \"1.2.3.4:80\\nglobal\\n  insecure-fork-wanted\"\n",
+                "frontend_bind \"1.2.3.4:80\\nglobal",
+            ),
+            ("health_check_path: \"/a\\r\"\n", "health_check_path"),
+            ("health_check_path: /a b\n", "%20"),
+            ("haproxy_socket: \"/run/a\\nb\"\n", "haproxy_socket"),
+            (
+                "haproxy_stats_bind: \"127.0.0.1:1\\nx\"\n",
+                "haproxy_stats_bind",
+            ),
+        ] {
+            let err = Config::parse(text, Path::new("/x/d.yml"), no_env)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(needle) && err.contains("/x/d.yml"),
+                "{text}: {err}"
+            );
+        }
     }
 
     #[test]

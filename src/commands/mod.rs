@@ -169,7 +169,7 @@ impl App {
                     entry.id
                 )),
             })?;
-            *entry = Entry::from_droplet(&droplet);
+            *entry = Entry::from_droplet(&droplet)?;
         }
         self.store.save(&entries, lock).await?;
         tracing::info!("filled in the details of the inventory's ID-only lines");

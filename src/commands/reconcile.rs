@@ -38,7 +38,7 @@ pub async fn run(app: &App, args: &ReconcileArgs) -> Result<Report> {
         .list_pool(tag, &known)
         .await
         .context("cannot list the pool's droplets")?;
-    let mut drift = drift(&entries, &existing, tag);
+    let mut drift = drift(&entries, &existing, tag)?;
     let prefix = app.config.hostname_prefix.as_deref();
     let foreign = take_foreign(&mut drift.orphans, prefix);
     let haproxy = haproxy::divergence(&app.config, &entries)

@@ -1,0 +1,175 @@
+//! What someone who can write where doproxy reads (the etcd prefix, the
+//! inventory folder, a droplet's name at DigitalOcean) cannot make it do:
+//! put text into the HAProxy config, write through a planted link, send a
+//! secret unencrypted; and what doproxy says about secrets others can read.
+//! Real HAProxy, real etcd, the simulator.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::etcd_server::Etcd;
+use crate::support::{Project, wait_until};
+
+/// The name from issue 17: it passes `haproxy -c`, and once in the config
+/// it adds a server and turns on a global setting (here on loopback).
+const INJECTION: &str =
+    "web-1\n    server evil 127.0.0.66:80 check\nglobal\n    insecure-fork-wanted";
+
+/// A long-running doproxy whose stderr is collected; killed when dropped.
+struct Logged {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Logged {
+    fn start(project: &Project, args: &[&str]) -> Logged {
+        let mut child = project
+            .command(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pipe = child.stderr.take().unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut sink = sink.lock().unwrap();
+                sink.push_str(&line);
+                sink.push('\n');
+            }
+        });
+        Logged { child, stderr }
+    }
+
+    /// The first line of stderr holding `needle`, once there is one.
+    #[track_caller]
+    fn line_with(&self, needle: &str) -> String {
+        let find = || {
+            let stderr = self.stderr.lock().unwrap();
+            stderr
+                .lines()
+                .find(|l| l.contains(needle))
+                .map(str::to_string)
+        };
+        wait_until(needle, Duration::from_secs(20), || find().is_some());
+        find().unwrap()
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The staged and the live config, to show they are left alone.
+fn configs(project: &Project) -> (String, String) {
+    let staged = fs::read_to_string(project.path("haproxy.cfg")).unwrap();
+    (staged, project.live_config())
+}
+
+#[test]
+fn an_etcd_entry_smuggling_haproxy_directives_is_refused_and_never_installed() {
+    let etcd = Etcd::start();
+    let mut project = Project::new("inject-etcd");
+    project.use_etcd(&etcd.url());
+    let haproxy = project.start_haproxy();
+    project.run(&["create"]).success();
+    let before = configs(&project);
+    let watch = Logged::start(&project, &["watch", "--quiet-period", "200ms"]);
+    watch.line_with("watching etcd");
+
+    let key = format!("/doproxy/doproxy/droplets/{:020}", 66);
+    let entry = json!({
+        "id": 66, "name": INJECTION, "private_ip": "127.0.0.66", "public_ip": null,
+        "status": "active", "created_at": "2026-11-28T20:41:06Z"
+    });
+    etcd.put(&key, &entry.to_string());
+
+    for command in ["generate", "reload", "print"] {
+        let run = project.run(&[command]).fails(1, &key);
+        assert!(
+            run.stderr.contains(r#"name "web-1\n    server evil"#),
+            "{}",
+            run.stderr
+        );
+    }
+    let refused = watch.line_with(&key);
+    assert!(refused.contains("is not a hostname"), "{refused}");
+    assert_eq!(configs(&project), before, "the configs were touched");
+    assert!(haproxy.get_many(1)[0].is_ok(), "HAProxy stopped serving");
+}
+
+#[test]
+fn a_file_inventory_line_with_text_for_a_name_is_refused_naming_its_line() {
+    let mut project = Project::new("inject-file");
+    let haproxy = project.start_haproxy();
+    project.run(&["create"]).success();
+    let before = configs(&project);
+    // Whitespace ends a field, so no newline fits; a terminal escape does.
+    let mut inventory = project.inventory();
+    inventory.push_str("66 web-1\u{1b}]2;owned\u{7} 127.0.0.66 - active -\n");
+    fs::write(project.path("inventory"), &inventory).unwrap();
+    let line = format!(
+        "{} is corrupt at line {}: name",
+        project.path("inventory").display(),
+        inventory.lines().count()
+    );
+    for command in ["generate", "reload", "print"] {
+        let run = project.run(&[command]).fails(1, &line);
+        assert!(
+            run.stderr
+                .contains(r#"web-1\u{1b}]2;owned\u{7}" is not a hostname"#),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            !run.stderr.contains('\u{1b}'),
+            "the escape reached the terminal"
+        );
+    }
+    assert_eq!(configs(&project), before, "the configs were touched");
+    assert_eq!(project.inventory(), inventory);
+    assert!(haproxy.get_many(1)[0].is_ok(), "HAProxy stopped serving");
+}
+
+#[test]
+fn a_droplet_the_api_names_with_haproxy_directives_is_refused_when_recorded() {
+    let mut project = Project::new("inject-api");
+    let haproxy = project.start_haproxy();
+    project.run(&["create"]).success();
+    let before = configs(&project);
+    let inventory = project.inventory();
+    // Tagged like the pool's droplets.
+    let tags = ["doproxy:auto-nginx".to_string(), "doproxy".to_string()];
+    let prefix = format!("{INJECTION}\n#");
+    let evil = project.sim.seed_droplets(1, &prefix, &tags, true).remove(0);
+    let refused = format!(
+        "droplet {} at DigitalOcean cannot be recorded: its name \"web-1\\n    server evil",
+        evil.id
+    );
+
+    // Listed by its ID alone (a Ruby DOProxy line, filled in from the API).
+    let with_id = format!("{inventory}{}\n", evil.id);
+    fs::write(project.path("inventory"), &with_id).unwrap();
+    for command in ["reload", "generate", "print"] {
+        project.run(&[command]).fails(1, &refused);
+    }
+    assert_eq!(project.inventory(), with_id);
+    assert_eq!(configs(&project), before, "the configs were touched");
+
+    // Found by the pool's tag: reconcile neither adopts nor prints it.
+    fs::write(project.path("inventory"), &inventory).unwrap();
+    project.run(&["reconcile"]).fails(1, &refused);
+    project.run(&["reconcile", "--apply"]).fails(1, &refused);
+    assert_eq!(project.inventory(), inventory);
+    assert!(haproxy.get_many(1)[0].is_ok(), "HAProxy stopped serving");
+}
