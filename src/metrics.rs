@@ -434,7 +434,13 @@ async fn write_textfile(path: &Path) -> Result<()> {
         }
     };
     let merged = merge(earlier, &snapshot());
-    atomic_file::write(path, encode(&merged).as_bytes()).context("cannot write metrics_textfile")
+    // node-exporter reads it as its own user.
+    atomic_file::write_for(
+        path,
+        encode(&merged).as_bytes(),
+        atomic_file::Readers::Everyone,
+    )
+    .context("cannot write metrics_textfile")
 }
 
 /// How long one scrape may take, and the most of a request read.

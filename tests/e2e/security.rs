@@ -6,7 +6,8 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
+use std::os::unix::fs::symlink;
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -14,7 +15,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::etcd_server::Etcd;
-use crate::support::{Project, wait_until};
+use crate::support::{Project, Run, TOKEN, free_port, wait_until};
 
 /// The name from issue 17: it passes `haproxy -c`, and once in the config
 /// it adds a server and turns on a global setting (here on loopback).
@@ -220,4 +221,66 @@ fn haproxy_stats_where_other_machines_reach_them_need_the_metrics_opt_in() {
     project.run(&["generate"]).success();
     let staged = fs::read_to_string(project.path("haproxy.cfg")).unwrap();
     assert!(staged.contains("    bind *:8404\n"), "{staged}");
+}
+
+#[test]
+fn links_are_never_written_through_nor_silently_replaced() {
+    let mut project = Project::new("links");
+    project.run(&["create"]).success();
+    let victim = project.path("victim");
+    fs::write(&victim, "precious\n").unwrap();
+    let is_link = |path| fs::symlink_metadata(path).unwrap().file_type().is_symlink();
+
+    // A live config that is a link (to a file HAProxy reads through it):
+    // refused with the way out, the link and its target as they were.
+    let live = project.path("live/haproxy.cfg");
+    let target = project.path("live/real.cfg");
+    fs::rename(&live, &target).unwrap();
+    symlink("real.cfg", &live).unwrap();
+    let installed = fs::read_to_string(&target).unwrap();
+    project.set("frontend_bind", Some(&free_port().to_string()));
+    let run = project.run(&["reload"]).fails(
+        1,
+        &format!("{} is a symbolic link (to real.cfg)", live.display()),
+    );
+    assert!(run.stderr.contains("point the setting at the file itself"));
+    assert!(is_link(&live));
+    assert_eq!(fs::read_to_string(&target).unwrap(), installed);
+    fs::remove_file(&live).unwrap();
+    fs::rename(&target, &live).unwrap();
+
+    // A lock file someone replaced with a link is not truncated through it.
+    let lock = project.path("haproxy.cfg.lock");
+    fs::remove_file(&lock).unwrap();
+    symlink(&victim, &lock).unwrap();
+    project.run(&["reload"]).fails(
+        1,
+        &format!("lock file {} is a symbolic link", lock.display()),
+    );
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+    fs::remove_file(&lock).unwrap();
+
+    // A link planted where the temporary file used to go (named after the
+    // PID, which `exec` keeps) is never opened: the config is written in
+    // a file of its own.
+    let command = format!(
+        "ln -s '{}' '{}/.haproxy.cfg.'$$'.tmp' && exec '{}' --config '{}' generate",
+        victim.display(),
+        project.dir.path().display(),
+        env!("CARGO_BIN_EXE_doproxy"),
+        project.path("doproxy.yml").display()
+    );
+    Run::from_output(
+        Command::new("sh")
+            .args(["-c", &command])
+            .env("DIGITALOCEAN_ACCESS_TOKEN", TOKEN),
+    )
+    .success();
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert!(!is_link(&project.path("haproxy.cfg")));
+    assert!(
+        fs::read_to_string(project.path("haproxy.cfg"))
+            .unwrap()
+            .contains("backend")
+    );
 }
