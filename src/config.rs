@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -729,6 +730,22 @@ impl Config {
     /// new droplets get, `doproxy:<pool>` by default.
     pub fn pool_tag(&self) -> &str {
         &self.tags[0]
+    }
+
+    /// What to tell the user when the config file holds a secret (token or
+    /// etcd password) that others than its owner may read; None when it
+    /// holds none, or only its owner can read it.
+    pub fn exposed_secrets(&self) -> std::io::Result<Option<String>> {
+        if !self.secrets_in_file {
+            return Ok(None);
+        }
+        let mode = std::fs::metadata(&self.path)?.permissions().mode() & 0o777;
+        Ok((mode & 0o077 != 0).then(|| {
+            format!(
+                "{} holds a secret but its mode is {mode:o}, so others can read it; run chmod 600 on it, or move the token to $DIGITALOCEAN_ACCESS_TOKEN and the etcd password to $DOPROXY_ETCD_PASSWORD",
+                self.path.display()
+            )
+        }))
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{PermissionsExt, symlink};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -176,54 +176,6 @@ fn a_droplet_the_api_names_with_haproxy_directives_is_refused_when_recorded() {
 }
 
 #[test]
-fn secrets_never_cross_the_network_unencrypted_unless_allowed() {
-    let mut project = Project::new("in-clear");
-    // Refused before anything is sent: nothing here is ever contacted.
-    project.set("api_url", Some("http://192.0.2.1:8080"));
-    let run = project.run(&["generate"]).fails(
-        1,
-        "api_url http://192.0.2.1:8080 is plain http:// to another machine, so the API token would cross the network unencrypted",
-    );
-    assert!(
-        run.stderr.contains("allow_insecure_http: true"),
-        "{}",
-        run.stderr
-    );
-    project.set("allow_insecure_http", Some("true"));
-    project.run(&["generate"]).success();
-    project.set("allow_insecure_http", None);
-    project.set("api_url", None);
-
-    project.use_etcd("http://192.0.2.1:2379");
-    project.set("etcd_username", Some("doproxy"));
-    project.set("etcd_password", Some("etcd-secret"));
-    let run = project.run(&["generate"]).fails(
-        1,
-        "etcd endpoint http://192.0.2.1:2379 is plain http:// to another machine",
-    );
-    assert!(
-        run.stderr.contains("allow_insecure_http: true"),
-        "{}",
-        run.stderr
-    );
-    assert!(!run.stderr.contains("etcd-secret"));
-}
-
-#[test]
-fn haproxy_stats_where_other_machines_reach_them_need_the_metrics_opt_in() {
-    let mut project = Project::new("stats-bind");
-    project.set("haproxy_stats_bind", Some("\"*:8404\""));
-    project.run(&["generate"]).fails(
-        1,
-        "haproxy_stats_bind *:8404 is not a loopback address, and what listens there has no authentication; listen on 127.0.0.1 and let Prometheus reach it through a tunnel or a proxy, or set metrics_allow_remote: true",
-    );
-    project.set("metrics_allow_remote", Some("true"));
-    project.run(&["generate"]).success();
-    let staged = fs::read_to_string(project.path("haproxy.cfg")).unwrap();
-    assert!(staged.contains("    bind *:8404\n"), "{staged}");
-}
-
-#[test]
 fn links_are_never_written_through_nor_silently_replaced() {
     let mut project = Project::new("links");
     project.run(&["create"]).success();
@@ -283,4 +235,82 @@ fn links_are_never_written_through_nor_silently_replaced() {
             .unwrap()
             .contains("backend")
     );
+}
+
+#[test]
+fn secrets_never_cross_the_network_unencrypted_unless_allowed() {
+    let mut project = Project::new("in-clear");
+    // Refused before anything is sent: nothing here is ever contacted.
+    project.set("api_url", Some("http://192.0.2.1:8080"));
+    let run = project.run(&["generate"]).fails(
+        1,
+        "api_url http://192.0.2.1:8080 is plain http:// to another machine, so the API token would cross the network unencrypted",
+    );
+    assert!(
+        run.stderr.contains("allow_insecure_http: true"),
+        "{}",
+        run.stderr
+    );
+    project.set("allow_insecure_http", Some("true"));
+    project.run(&["generate"]).success();
+    project.set("allow_insecure_http", None);
+    project.set("api_url", None);
+
+    project.use_etcd("http://192.0.2.1:2379");
+    project.set("etcd_username", Some("doproxy"));
+    project.set("etcd_password", Some("etcd-secret"));
+    let run = project.run(&["generate"]).fails(
+        1,
+        "etcd endpoint http://192.0.2.1:2379 is plain http:// to another machine",
+    );
+    assert!(
+        run.stderr.contains("allow_insecure_http: true"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("etcd-secret"));
+}
+
+#[test]
+fn haproxy_stats_where_other_machines_reach_them_need_the_metrics_opt_in() {
+    let mut project = Project::new("stats-bind");
+    project.set("haproxy_stats_bind", Some("\"*:8404\""));
+    project.run(&["generate"]).fails(
+        1,
+        "haproxy_stats_bind *:8404 is not a loopback address, and what listens there has no authentication; listen on 127.0.0.1 and let Prometheus reach it through a tunnel or a proxy, or set metrics_allow_remote: true",
+    );
+    project.set("metrics_allow_remote", Some("true"));
+    project.run(&["generate"]).success();
+    let staged = fs::read_to_string(project.path("haproxy.cfg")).unwrap();
+    assert!(staged.contains("    bind *:8404\n"), "{staged}");
+}
+
+#[test]
+fn every_command_warns_about_a_config_file_others_can_read() {
+    let mut project = Project::new("exposed");
+    project.set("token", Some(TOKEN));
+    let config = project.path("doproxy.yml");
+    fs::set_permissions(&config, fs::Permissions::from_mode(0o644)).unwrap();
+    let warning = format!(
+        "doproxy: warning: {} holds a secret but its mode is 644, so others can read it; run chmod 600 on it",
+        config.display()
+    );
+    for args in [&["print"][..], &["generate"], &["-q", "print"]] {
+        let run = project.run(args).success();
+        assert!(run.stderr.contains(&warning), "{args:?}: {}", run.stderr);
+        assert!(!run.stderr.contains(TOKEN), "the token leaked");
+    }
+    let doctor = project.run(&["doctor"]);
+    assert_eq!(doctor.code, 1, "{}", doctor.stdout);
+    assert!(doctor.stderr.contains(&warning), "{}", doctor.stderr);
+    let line = doctor
+        .stdout
+        .lines()
+        .find(|l| l.contains("secrets:"))
+        .unwrap_or_default();
+    assert!(line.starts_with("✗ secrets: "), "{}", doctor.stdout);
+
+    fs::set_permissions(&config, fs::Permissions::from_mode(0o600)).unwrap();
+    let run = project.run(&["print"]).success();
+    assert!(!run.stderr.contains("warning"), "{}", run.stderr);
 }
