@@ -6,7 +6,8 @@
 //! that never prints it.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -76,6 +77,7 @@ struct ConfigFile {
     metrics_listen: Option<SocketAddr>,
     metrics_allow_remote: Option<bool>,
     metrics_textfile: Option<PathBuf>,
+    allow_insecure_http: Option<bool>,
     reserved_ip: Option<std::net::Ipv4Addr>,
     failover_lease_ttl: Option<String>,
     failover_check_interval: Option<String>,
@@ -224,11 +226,13 @@ pub struct Config {
     /// runtime API instead of a reload.
     pub haproxy_runtime_updates: bool,
     /// Where the built-in template serves HAProxy's own stats page and
-    /// Prometheus exporter; None: nowhere.
+    /// Prometheus exporter; None: nowhere. Loopback unless
+    /// metrics_allow_remote.
     pub haproxy_stats_bind: Option<String>,
     /// Where `watch` and `autoscale` serve Prometheus metrics.
     pub metrics_listen: Option<SocketAddr>,
-    /// metrics_listen may be an address other machines reach.
+    /// metrics_listen and haproxy_stats_bind may be addresses other
+    /// machines reach (see `check_unauthenticated_listener`).
     pub metrics_allow_remote: bool,
     /// Where one-shot commands leave their metrics for node-exporter.
     pub metrics_textfile: Option<PathBuf>,
@@ -624,6 +628,60 @@ impl Config {
                 path.display()
             );
         }
+        let file_name = path.display();
+        let socket = config
+            .haproxy_socket
+            .as_ref()
+            .map(|socket| socket.display().to_string());
+        for (key, value) in [
+            ("frontend_bind", config.frontend_bind.as_deref()),
+            ("haproxy_stats_bind", config.haproxy_stats_bind.as_deref()),
+            ("haproxy_socket", socket.as_deref()),
+            ("health_check_path", Some(config.health_check.path.as_str())),
+        ] {
+            if let Some(value) = value
+                && value.chars().any(char::is_control)
+            {
+                bail!(
+                    "{key} {value:?} in {file_name} holds a line break or another control character, which would end its line in the HAProxy config; write it on one line"
+                );
+            }
+        }
+        if config.health_check.path.contains(char::is_whitespace) {
+            bail!(
+                "health_check_path {:?} in {file_name} holds a space, which HAProxy's health check cannot send; encode it as %20",
+                config.health_check.path
+            );
+        }
+        if let Some(bind) = &config.haproxy_stats_bind {
+            check_unauthenticated_listener(
+                "haproxy_stats_bind",
+                bind,
+                binds_loopback_only(bind),
+                config.metrics_allow_remote,
+            )?;
+        }
+        if !file.allow_insecure_http.unwrap_or(false) {
+            let api_url_key = if env(API_URL_ENV).is_some() {
+                "$DIGITALOCEAN_API_URL"
+            } else {
+                "api_url"
+            };
+            if config.token.is_some() && in_clear(&config.api_url) {
+                bail!(
+                    "{api_url_key} {} is plain http:// to another machine, so the API token would cross the network unencrypted; use https://, or set allow_insecure_http: true in {file_name} if nobody else can see that network",
+                    config.api_url
+                );
+            }
+            if let Some(etcd) = &config.etcd
+                && (etcd.username.is_some() || etcd.password.is_some())
+                && let Some(endpoint) = etcd.endpoints.iter().find(|e| in_clear(e))
+            {
+                bail!(
+                    "etcd endpoint {endpoint} is plain http:// to another machine, so etcd_username and etcd_password would cross the network unencrypted; use https:// (with etcd_ca_file), or set allow_insecure_http: true in {file_name} if nobody else can see that network"
+                );
+            }
+        }
         if let Some(template) = &config.haproxy_template_file
             && template.extension().is_some_and(|ext| ext == "erb")
         {
@@ -678,6 +736,76 @@ impl Config {
     pub fn pool_tag(&self) -> &str {
         &self.tags[0]
     }
+
+    /// What to tell the user when the config file holds a secret (token or
+    /// etcd password) that others than its owner may read; None when it
+    /// holds none, or only its owner can read it.
+    pub fn exposed_secrets(&self) -> std::io::Result<Option<String>> {
+        if !self.secrets_in_file {
+            return Ok(None);
+        }
+        let mode = std::fs::metadata(&self.path)?.permissions().mode() & 0o777;
+        Ok((mode & 0o077 != 0).then(|| {
+            format!(
+                "{} holds a secret but its mode is {mode:o}, so others can read it; run chmod 600 on it, or move the token to $DIGITALOCEAN_ACCESS_TOKEN and the etcd password to $DOPROXY_ETCD_PASSWORD",
+                self.path.display()
+            )
+        }))
+    }
+}
+
+/// Whether a request to `url` would cross the network unencrypted: plain
+/// http:// to a host other than this machine's loopback.
+fn in_clear(url: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    let host = url.host_str().unwrap_or_default();
+    let local = match host.trim_start_matches('[').trim_end_matches(']').parse() {
+        Ok(ip) => IpAddr::is_loopback(&ip),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    };
+    url.scheme() == "http" && !local
+}
+
+/// Whether every address of a HAProxy `bind` (`127.0.0.1:8404`, a list
+/// `a:1,b:2`, `ipv4@...`, a UNIX socket) is on this machine only; `*:8404`,
+/// `:8404` and other machines' addresses are not.
+fn binds_loopback_only(bind: &str) -> bool {
+    let addresses = bind.split_whitespace().next().unwrap_or_default();
+    addresses.split(',').all(|address| {
+        let address = address
+            .strip_prefix("ipv4@")
+            .or_else(|| address.strip_prefix("ipv6@"))
+            .unwrap_or(address);
+        if address.starts_with('/') || address.starts_with("unix@") || address.starts_with("abns@")
+        {
+            return true;
+        }
+        match address.parse::<SocketAddr>() {
+            Ok(socket) => socket.ip().is_loopback(),
+            Err(_) => address
+                .rsplit_once(':')
+                .is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost")),
+        }
+    })
+}
+
+/// Refuses to let an endpoint without authentication (doproxy's metrics,
+/// HAProxy's stats page and exporter) listen where other machines reach
+/// it, unless metrics_allow_remote says so; `key` and `address` name it.
+pub fn check_unauthenticated_listener(
+    key: &str,
+    address: &str,
+    loopback: bool,
+    allow_remote: bool,
+) -> Result<()> {
+    if !loopback && !allow_remote {
+        bail!(
+            "{key} {address} is not a loopback address, and what listens there has no authentication; listen on 127.0.0.1 and let Prometheus reach it through a tunnel or a proxy, or set metrics_allow_remote: true"
+        );
+    }
+    Ok(())
 }
 
 /// The new droplet options, with vpc_uuid and project_id checked to be UUIDs
@@ -1126,6 +1254,166 @@ droplet_options:
         let config = Config::parse(&text, Path::new("/x/d.yml"), no_env).unwrap();
         assert!(!format!("{config:?}").contains("hunter2"));
         assert_eq!(config.etcd.unwrap().prefix, "/doproxy/doproxy/");
+    }
+
+    #[test]
+    fn only_plain_http_to_another_machine_is_in_clear() {
+        for url in [
+            "http://10.0.0.2:2379",
+            "http://api.example.com",
+            "http://[2001:db8::1]:2379",
+            "http://0.0.0.0:80",
+        ] {
+            assert!(in_clear(url), "{url}");
+        }
+        for url in [
+            "https://api.digitalocean.com",
+            "https://10.0.0.2:2379",
+            "http://127.0.0.1:2379",
+            "http://127.3.4.5",
+            "http://[::1]:2379",
+            "http://localhost:2379",
+            "HTTP://LOCALHOST",
+        ] {
+            assert!(!in_clear(url), "{url}");
+        }
+    }
+
+    #[test]
+    fn secrets_go_in_clear_only_when_the_config_says_so() {
+        let parse = |text: &str, env: &dyn Fn(&str) -> Option<String>| {
+            Config::parse(text, Path::new("/x/d.yml"), env).map(|_| ())
+        };
+        let remote_api = "token: t\napi_url: http://192.0.2.1:8080\n";
+        let err = parse(remote_api, &no_env).unwrap_err().to_string();
+        assert!(
+            err.starts_with("api_url http://192.0.2.1:8080 is plain http://")
+                && err.contains("allow_insecure_http: true in /x/d.yml"),
+            "{err}"
+        );
+        assert!(!err.contains("token: t"), "{err}");
+        parse(&format!("{remote_api}allow_insecure_http: true\n"), &no_env).unwrap();
+        // No token, nothing to leak; the token from the environment counts.
+        parse("api_url: http://192.0.2.1:8080\n", &no_env).unwrap();
+        let env_token = |name: &str| (name == "DIGITALOCEAN_TOKEN").then(|| "t".to_string());
+        parse("api_url: http://192.0.2.1\n", &env_token).unwrap_err();
+        let env_url = |name: &str| match name {
+            "DIGITALOCEAN_API_URL" => Some("http://192.0.2.1".to_string()),
+            "DIGITALOCEAN_TOKEN" => Some("t".to_string()),
+            _ => None,
+        };
+        let err = parse("", &env_url).unwrap_err().to_string();
+        assert!(
+            err.starts_with("$DIGITALOCEAN_API_URL http://192.0.2.1 "),
+            "{err}"
+        );
+
+        let etcd = |endpoint: &str, credentials: &str| {
+            format!(
+                "inventory_backend: etcd\netcd_endpoints: [http://127.0.0.1:2379, {endpoint}]\n{credentials}"
+            )
+        };
+        for credentials in ["etcd_username: u\netcd_password: p\n", "etcd_username: u\n"] {
+            let err = parse(&etcd("http://10.0.0.3:2379", credentials), &no_env)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("etcd endpoint http://10.0.0.3:2379 is plain http://")
+                    && err.contains("allow_insecure_http"),
+                "{err}"
+            );
+        }
+        let password = |name: &str| (name == "DOPROXY_ETCD_PASSWORD").then(|| "p".to_string());
+        parse(&etcd("http://10.0.0.3:2379", ""), &password).unwrap_err();
+        parse(&etcd("http://10.0.0.3:2379", ""), &no_env).unwrap();
+        let credentials = "etcd_username: u\netcd_password: p\n";
+        parse(&etcd("https://10.0.0.3:2379", credentials), &no_env).unwrap();
+        parse(&etcd("http://localhost:2379", credentials), &no_env).unwrap();
+        parse(
+            &etcd(
+                "http://10.0.0.3:2379",
+                &format!("{credentials}allow_insecure_http: true\n"),
+            ),
+            &no_env,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn the_stats_page_is_loopback_only_unless_allowed() {
+        for bind in [
+            "127.0.0.1:8404",
+            "[::1]:8404",
+            "ipv4@127.0.0.2:8404",
+            "localhost:8404",
+            "127.0.0.1:8404,[::1]:8404 ssl crt /etc/haproxy/stats.pem",
+            "/run/haproxy/stats.sock",
+            "unix@/run/haproxy/stats.sock",
+        ] {
+            assert!(binds_loopback_only(bind), "{bind}");
+        }
+        for bind in [
+            "0.0.0.0:8404",
+            ":8404",
+            "*:8404",
+            "[::]:8404",
+            "10.0.0.2:8404",
+            "127.0.0.1:8404,10.0.0.2:8404",
+            "stats.example.com:8404",
+        ] {
+            assert!(!binds_loopback_only(bind), "{bind}");
+        }
+        let stats = |extra: &str| {
+            Config::parse(
+                &format!("haproxy_stats_bind: \"*:8404\"\n{extra}"),
+                Path::new("/x/d.yml"),
+                no_env,
+            )
+        };
+        let err = stats("").unwrap_err().to_string();
+        assert!(
+            err.starts_with("haproxy_stats_bind *:8404 is not a loopback address")
+                && err.ends_with("or set metrics_allow_remote: true"),
+            "{err}"
+        );
+        assert_eq!(
+            stats("metrics_allow_remote: true\n")
+                .unwrap()
+                .haproxy_stats_bind
+                .as_deref(),
+            Some("*:8404")
+        );
+        // The same check as metrics_listen's.
+        let err = check_unauthenticated_listener("metrics_listen", "0.0.0.0:9477", false, false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("metrics_listen 0.0.0.0:9477 is not a loopback address"));
+        check_unauthenticated_listener("metrics_listen", "0.0.0.0:9477", false, true).unwrap();
+    }
+
+    #[test]
+    fn values_the_template_prints_stay_on_their_line() {
+        for (text, needle) in [
+            (
+                "frontend_bind: \"1.2.3.4:80\\nglobal\\n  insecure-fork-wanted\"\n",
+                "frontend_bind \"1.2.3.4:80\\nglobal",
+            ),
+            ("health_check_path: \"/a\\r\"\n", "health_check_path"),
+            ("health_check_path: /a b\n", "%20"),
+            ("haproxy_socket: \"/run/a\\nb\"\n", "haproxy_socket"),
+            (
+                "haproxy_stats_bind: \"127.0.0.1:1\\nx\"\n",
+                "haproxy_stats_bind",
+            ),
+        ] {
+            let err = Config::parse(text, Path::new("/x/d.yml"), no_env)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(needle) && err.contains("/x/d.yml"),
+                "{text}: {err}"
+            );
+        }
     }
 
     #[test]

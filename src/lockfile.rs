@@ -10,7 +10,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
 /// How often a waiting run checks whether the lock is free.
 const POLL: Duration = Duration::from_millis(50);
@@ -30,12 +30,19 @@ impl LockFile {
             .read(true)
             .write(true)
             .mode(0o600)
+            // A link planted in its place must not make root truncate
+            // what it points to.
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path)
-            .with_context(|| {
-                format!(
+            .map_err(|err| match err.raw_os_error() {
+                Some(libc::ELOOP) => anyhow::anyhow!(
+                    "lock file {} is a symbolic link, which doproxy never writes through; remove it",
+                    path.display()
+                ),
+                _ => anyhow::Error::new(err).context(format!(
                     "cannot open lock file {}; check that its folder is writable",
                     path.display()
-                )
+                )),
             })?;
         let started = Instant::now();
         let mut told = false;

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -434,7 +434,13 @@ async fn write_textfile(path: &Path) -> Result<()> {
         }
     };
     let merged = merge(earlier, &snapshot());
-    atomic_file::write(path, encode(&merged).as_bytes()).context("cannot write metrics_textfile")
+    // node-exporter reads it as its own user.
+    atomic_file::write_for(
+        path,
+        encode(&merged).as_bytes(),
+        atomic_file::Readers::Everyone,
+    )
+    .context("cannot write metrics_textfile")
 }
 
 /// How long one scrape may take, and the most of a request read.
@@ -450,11 +456,12 @@ impl Endpoint {
     /// Listens on `address`: a loopback address, unless `allow_remote`
     /// (the endpoint has no authentication).
     async fn bind(address: SocketAddr, allow_remote: bool) -> Result<Endpoint> {
-        if !address.ip().is_loopback() && !allow_remote {
-            bail!(
-                "metrics_listen {address} is not a loopback address, and the metrics endpoint has no authentication; listen on 127.0.0.1 and let Prometheus reach it through a tunnel or a proxy, or set metrics_allow_remote: true"
-            );
-        }
+        crate::config::check_unauthenticated_listener(
+            "metrics_listen",
+            &address.to_string(),
+            address.ip().is_loopback(),
+            allow_remote,
+        )?;
         let listener = TcpListener::bind(address).await.with_context(|| {
             format!(
                 "cannot serve metrics on {address}; choose a free address with metrics_listen (or --metrics-listen)"

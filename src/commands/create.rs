@@ -40,7 +40,7 @@ use crate::cli::{CreateArgs, ScaleWaits};
 use crate::config::{Config, Image};
 use crate::digitalocean::{Client, CreateRequest, Droplet};
 use crate::haproxy::{self, Applied, Reload};
-use crate::inventory::{Build, Entry, Status, user_data_digest};
+use crate::inventory::{Build, Entry, Slug, Status, user_data_digest};
 use crate::progress;
 use crate::readiness;
 use crate::scaling::rollout::{pool_members, replaceable};
@@ -304,7 +304,7 @@ pub async fn join(
     entries.retain(|e| !destroyed.contains(&e.id) && !boot.gone.iter().any(|d| d.id == e.id));
     for entry in entries.iter_mut().filter(|e| created.contains(&e.id)) {
         if let Some(droplet) = boot.active.iter().find(|d| d.id == entry.id) {
-            entry.update_from(droplet);
+            entry.update_from(droplet)?;
         }
         if ready.contains(&entry.id) {
             entry.status = Status::Active;
@@ -357,13 +357,31 @@ pub fn current_build(config: &Config) -> Result<(Build, Option<String>)> {
         Image::Id(id) => id.to_string(),
         Image::Slug(slug) => slug.clone(),
     };
+    // What the inventory records must be as safe to read back as the rest.
+    let slug = |key: &'static str, value: &str| {
+        Slug::parse(key, value).map_err(|err| {
+            anyhow!(
+                "droplet_options.{err} in {}; fix it there",
+                config.path.display()
+            )
+        })
+    };
     let build = Build {
-        image,
-        size: spec.size.to_string(),
-        region: spec.region.to_string(),
+        image: slug("image", &image)?,
+        size: slug("size", spec.size)?,
+        region: slug("region", spec.region)?,
         user_data: user_data.as_deref().map(user_data_digest),
-        tags: config.tags.clone(),
-        vpc: config.droplet_features.vpc_uuid.clone(),
+        tags: config
+            .tags
+            .iter()
+            .map(|tag| slug("tags", tag))
+            .collect::<Result<_>>()?,
+        vpc: config
+            .droplet_features
+            .vpc_uuid
+            .as_deref()
+            .map(|vpc| slug("vpc_uuid", vpc))
+            .transpose()?,
     };
     Ok((build, user_data))
 }
@@ -487,9 +505,10 @@ async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Made> {
                 outcome.droplets.len()
             );
         }
+        let mut refused = None;
         for droplet in &outcome.droplets {
             tracing::info!(
-                "droplet {} ({}) accepted; waiting for it to become active",
+                "droplet {} ({:?}) accepted; waiting for it to become active",
                 droplet.id,
                 droplet.name
             );
@@ -497,11 +516,14 @@ async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Made> {
                 .iter()
                 .position(|name| *name == droplet.name)
                 .and_then(|i| wanted[i]);
-            entries.push(Entry {
-                build: Some(build.clone()),
-                replaces,
-                ..Entry::from_droplet(droplet)
-            });
+            match Entry::from_droplet(droplet) {
+                Ok(entry) => entries.push(Entry {
+                    build: Some(build.clone()),
+                    replaces,
+                    ..entry
+                }),
+                Err(err) => refused = Some(err),
+            }
         }
         let ids: Vec<u64> = outcome.droplets.iter().map(|d| d.id).collect();
         created.extend(outcome.droplets);
@@ -512,6 +534,12 @@ async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Made> {
                 app.store.describe()
             )
         })?;
+        if let Some(refused) = refused {
+            lock.release().await;
+            bail!(
+                "{refused} (it was created, and costs money until then; the droplets recorded with it join with doproxy reconcile --apply)"
+            );
+        }
         if let Some(project) = &features.project_id {
             lock.check().await?;
             if let Err(err) = api.assign_to_project(project, &ids).await {

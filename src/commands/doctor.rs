@@ -2,7 +2,6 @@
 //! saying what to do when it fails. Changes nothing.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::{Result, anyhow};
@@ -282,22 +281,15 @@ fn secrets_check(config: &Config) -> Check {
             "no token or password in the config file (they come from the environment)",
         );
     }
-    match fs::metadata(&config.path) {
-        Ok(meta) if meta.permissions().mode() & 0o077 == 0 => ok(
+    match config.exposed_secrets() {
+        Ok(None) => ok(
             "secrets",
             format!(
                 "{} holds a secret and only its owner can read it",
                 config.path.display()
             ),
         ),
-        Ok(meta) => failed(
-            "secrets",
-            format!(
-                "{} holds a secret but its mode is {:o}; run chmod 600 on it, or move the token to $DIGITALOCEAN_ACCESS_TOKEN",
-                config.path.display(),
-                meta.permissions().mode() & 0o777
-            ),
-        ),
+        Ok(Some(exposed)) => failed("secrets", exposed),
         Err(err) => failed(
             "secrets",
             format!(

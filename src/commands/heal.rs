@@ -204,7 +204,7 @@ async fn observe(app: &App, entries: &[Entry]) -> Result<Vec<Observation>> {
         };
         seen.push(Observation {
             id: entry.id,
-            name: entry.name.clone(),
+            name: entry.name.to_string(),
             api,
             haproxy: states.as_ref().and_then(|s| s.get(&entry.id).cloned()),
             being_replaced: entries.iter().any(|e| e.replaces == Some(entry.id)),

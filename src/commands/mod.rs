@@ -95,6 +95,11 @@ impl Report {
 
 impl App {
     pub fn new(config: Config, json_output: bool, shutdown: Shutdown) -> Result<App> {
+        // Every command says it, even with -q, until the file is fixed:
+        // cron mail is where many users will see it.
+        if let Ok(Some(exposed)) = config.exposed_secrets() {
+            eprintln!("doproxy: warning: {exposed}");
+        }
         let store = Store::open(&config)?;
         Ok(App {
             config,
@@ -179,7 +184,7 @@ impl App {
                     entry.id
                 )),
             })?;
-            *entry = Entry::from_droplet(&droplet);
+            *entry = Entry::from_droplet(&droplet)?;
         }
         self.store.save(&entries, lock).await?;
         tracing::info!("filled in the details of the inventory's ID-only lines");

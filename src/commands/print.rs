@@ -114,7 +114,7 @@ async fn refresh(app: &App) -> Result<Vec<Entry>> {
     for entry in entries.iter_mut() {
         match listed.iter().find(|d| d.id == entry.id) {
             Some(droplet) => {
-                entry.update_from(droplet);
+                entry.update_from(droplet)?;
             }
             None => missing += 1,
         }

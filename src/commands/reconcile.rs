@@ -268,7 +268,7 @@ async fn survey(app: &App, lock: Option<&StoreLock>) -> Result<Survey> {
         .list_pool(tag, &known)
         .await
         .context("cannot list the pool's droplets")?;
-    let mut drift = drift(&entries, &existing, tag);
+    let mut drift = drift(&entries, &existing, tag)?;
     let foreign = take_foreign(&mut drift.orphans, app.config.hostname_prefix.as_deref());
     Ok(Survey {
         entries,
@@ -444,7 +444,7 @@ mod tests {
             ..Entry::named(id, "web")
         };
         let entries = [recorded(1), recorded(2), recorded(4), recorded(5)];
-        let orphans = [Entry::from_droplet(&existing[2])];
+        let orphans = [Entry::from_droplet(&existing[2]).unwrap()];
         let ten_minutes = Duration::from_secs(600);
         let waited = |adopting| {
             let (droplets, wait) =

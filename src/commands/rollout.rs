@@ -56,7 +56,7 @@ impl Named {
     fn of(entry: &Entry) -> Named {
         Named {
             id: entry.id,
-            name: entry.name.clone(),
+            name: entry.name.to_string(),
         }
     }
 }
@@ -363,9 +363,9 @@ fn undestroyed(retired: &Retired) -> Option<String> {
 fn as_droplet(entry: &Entry) -> Droplet {
     Droplet {
         id: entry.id,
-        name: entry.name.clone(),
+        name: entry.name.to_string(),
         status: entry.status.to_string(),
-        created_at: entry.created_at.clone().unwrap_or_default(),
+        created_at: entry.created_at.as_deref().unwrap_or_default().to_string(),
         networks: Networks::default(),
         tags: Vec::new(),
     }

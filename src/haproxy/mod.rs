@@ -21,7 +21,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::atomic_file::{self, sibling};
+use crate::atomic_file::{self, Readers, sibling};
 use crate::config::Config;
 use crate::inventory::Entry;
 use crate::lockfile::LockFile;
@@ -64,11 +64,12 @@ pub struct Applied {
     pub runtime_updated: bool,
 }
 
-/// Renders the config for `entries` and writes it to haproxy_cfg_file.
+/// Renders the config for `entries` and writes it to haproxy_cfg_file
+/// (readable by everyone when new, as HAProxy's own config is).
 /// Returns the number of servers in it.
 pub async fn generate(config: &Config, entries: &[Entry]) -> Result<usize> {
     let (text, servers) = render_config(config, entries).await?;
-    atomic_file::write(&config.haproxy_cfg_file, text.as_bytes())?;
+    atomic_file::write_for(&config.haproxy_cfg_file, text.as_bytes(), Readers::Everyone)?;
     Ok(servers)
 }
 

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::config::HealthCheck;
-use crate::inventory::Entry;
+use crate::inventory::{DropletName, Entry};
 
 /// The template shipped in the binary, used when haproxy_template_file is unset.
 pub const BUILTIN_TEMPLATE: &str = include_str!("../../templates/haproxy.cfg.tera");
@@ -37,7 +37,9 @@ pub struct Server {
     /// address a server by name.
     pub name: String,
     pub id: u64,
-    pub hostname: String,
+    /// Checked to be a hostname where the entry was read: the only text
+    /// from the inventory in the config.
+    pub hostname: DropletName,
     pub address: String,
     pub port: u16,
 }

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::entry::{Entry, Status};
+use super::entry::{Entry, RefusedDroplet, Status};
 use crate::digitalocean::Droplet;
 
 /// Every disagreement between the inventory and the droplets that exist.
@@ -114,7 +114,9 @@ fn differences(before: &Entry, after: &Entry) -> Vec<String> {
 
 /// Compares `entries` with `existing`: every droplet that exists among the
 /// pool's tagged droplets and the inventory's own (looked up by ID).
-pub fn drift(entries: &[Entry], existing: &[Droplet], tag: &str) -> Drift {
+/// A droplet whose name or creation time doproxy would not record is an
+/// error naming it.
+pub fn drift(entries: &[Entry], existing: &[Droplet], tag: &str) -> Result<Drift, RefusedDroplet> {
     let mut drift = Drift::default();
     for entry in entries {
         let Some(droplet) = existing.iter().find(|d| d.id == entry.id) else {
@@ -126,7 +128,7 @@ pub fn drift(entries: &[Entry], existing: &[Droplet], tag: &str) -> Drift {
             continue;
         }
         let mut after = entry.clone();
-        if after.update_from(droplet) {
+        if after.update_from(droplet)? {
             drift.changed.push(Change {
                 before: entry.clone(),
                 after: after.clone(),
@@ -144,8 +146,8 @@ pub fn drift(entries: &[Entry], existing: &[Droplet], tag: &str) -> Drift {
         .filter(|d| d.tags.iter().any(|t| t == tag))
         .filter(|d| !entries.iter().any(|e| e.id == d.id))
         .map(Entry::from_droplet)
-        .collect();
-    drift
+        .collect::<Result<_, _>>()?;
+    Ok(drift)
 }
 
 #[cfg(test)]
@@ -176,14 +178,14 @@ mod tests {
         let gone = droplet(3, "active", Some("10.0.0.3"), &["pool"]);
         let mut entries: Vec<Entry> = [&api[0], &api[1], &gone, &api[2], &api[4]]
             .into_iter()
-            .map(Entry::from_droplet)
+            .map(|d| Entry::from_droplet(d).unwrap())
             .collect();
         // 2 has booted since it was recorded; 4's delete was cut short.
         entries[1].status = Status::New;
         entries[1].private_ip = None;
         entries[3].status = Status::Destroying;
 
-        let drift = drift(&entries, &api, "pool");
+        let drift = drift(&entries, &api, "pool").unwrap();
         let ids = |v: &[Entry]| v.iter().map(|e| e.id).collect::<Vec<_>>();
         assert_eq!(ids(&drift.gone), [3]);
         assert_eq!(ids(&drift.orphans), [5]);
@@ -206,7 +208,7 @@ mod tests {
     #[test]
     fn matching_inventory_has_no_drift() {
         let api = [droplet(1, "active", Some("10.0.0.1"), &["pool"])];
-        let entries = vec![Entry::from_droplet(&api[0])];
-        assert!(drift(&entries, &api, "pool").is_empty());
+        let entries = vec![Entry::from_droplet(&api[0]).unwrap()];
+        assert!(drift(&entries, &api, "pool").unwrap().is_empty());
     }
 }

@@ -26,20 +26,24 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::field::{DropletName, InvalidField, Slug, Timestamp};
 use crate::digitalocean::Droplet;
 
 const HEADER: &str = "# doproxy inventory: id name private_ip public_ip status created_at";
 /// Written in place of a value not known yet.
 const NONE: &str = "-";
 
+/// Every field is typed: text read from the store or the API is checked
+/// where the entry is built (see `field`), so an entry holds nothing that
+/// could break out of its place in the HAProxy config or the inventory file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     pub id: u64,
-    pub name: String,
+    pub name: DropletName,
     pub private_ip: Option<Ipv4Addr>,
     pub public_ip: Option<Ipv4Addr>,
     pub status: Status,
-    pub created_at: Option<String>,
+    pub created_at: Option<Timestamp>,
     /// What it was built from; None for droplets doproxy adopted or made
     /// before it recorded builds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -54,22 +58,22 @@ pub struct Entry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Build {
     /// The image slug or ID.
-    pub image: String,
-    pub size: String,
-    pub region: String,
+    pub image: Slug,
+    pub size: Slug,
+    pub region: Slug,
     /// `sha256:` and the first 16 hex digits of the user data's SHA-256;
     /// None without user data.
-    pub user_data: Option<String>,
-    pub tags: Vec<String>,
+    pub user_data: Option<Slug>,
+    pub tags: Vec<Slug>,
     /// None: the region's default VPC.
-    pub vpc: Option<String>,
+    pub vpc: Option<Slug>,
 }
 
 impl Build {
     /// The names of the fields in which this build differs from `current`
     /// (tags compare as a set); empty when it matches.
     pub fn differences(&self, current: &Build) -> Vec<&'static str> {
-        let sorted = |tags: &[String]| {
+        let sorted = |tags: &[Slug]| {
             let mut tags = tags.to_vec();
             tags.sort();
             tags
@@ -90,13 +94,23 @@ impl Build {
 
 /// How the inventory records user data: `sha256:` and the first 16 hex
 /// digits of its SHA-256 (compare with `sha256sum user-data.yml`).
-pub fn user_data_digest(text: &str) -> String {
+pub fn user_data_digest(text: &str) -> Slug {
     let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
     let hex: String = digest.as_ref()[..8]
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    format!("sha256:{hex}")
+    Slug::parse("user_data", &format!("sha256:{hex}")).expect("hex digits make a slug")
+}
+
+/// A droplet the API describes with a value doproxy will not record.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "droplet {id} at DigitalOcean cannot be recorded: its {field}; rename that droplet or destroy it, then retry"
+)]
+pub struct RefusedDroplet {
+    pub id: u64,
+    field: InvalidField,
 }
 
 /// The droplet's state as doproxy knows it. `New`, `Off` and `Archive` are
@@ -166,18 +180,23 @@ impl FromStr for Status {
 }
 
 impl Entry {
-    /// A droplet the API just described.
-    pub fn from_droplet(droplet: &Droplet) -> Entry {
-        Entry {
+    /// A droplet the API just described; refused when its name or creation
+    /// time is not what DigitalOcean itself allows.
+    pub fn from_droplet(droplet: &Droplet) -> Result<Entry, RefusedDroplet> {
+        let refused = |field| RefusedDroplet {
             id: droplet.id,
-            name: droplet.name.clone(),
+            field,
+        };
+        Ok(Entry {
+            id: droplet.id,
+            name: DropletName::parse("name", &droplet.name).map_err(refused)?,
             private_ip: droplet.private_ipv4(),
             public_ip: droplet.public_ipv4(),
             status: Status::from_api(&droplet.status),
-            created_at: Some(droplet.created_at.clone()),
+            created_at: Some(Timestamp::parse("created_at", &droplet.created_at).map_err(refused)?),
             build: None,
             replaces: None,
-        }
+        })
     }
 
     /// Takes the API's current view of this droplet; true if anything
@@ -185,11 +204,12 @@ impl Entry {
     /// stays `destroying`, and one waiting for readiness (`new`, `unready`)
     /// keeps its status when the API says active, until it passes the
     /// readiness check. What doproxy alone knows (build, replaces) stays.
-    pub fn update_from(&mut self, droplet: &Droplet) -> bool {
+    /// A droplet `from_droplet` refuses leaves the entry as it was.
+    pub fn update_from(&mut self, droplet: &Droplet) -> Result<bool, RefusedDroplet> {
         let mut updated = Entry {
             build: self.build.clone(),
             replaces: self.replaces,
-            ..Entry::from_droplet(droplet)
+            ..Entry::from_droplet(droplet)?
         };
         let waiting = matches!(self.status, Status::New | Status::Unready);
         if self.status == Status::Destroying || (waiting && updated.status == Status::Active) {
@@ -197,7 +217,7 @@ impl Entry {
         }
         let changed = *self != updated;
         *self = updated;
-        changed
+        Ok(changed)
     }
 
     /// Active at DigitalOcean with a private address, but not yet checked for
@@ -212,7 +232,7 @@ impl Entry {
     /// to be made, or a start for tests to fill in.
     pub fn named(id: u64, name: &str) -> Entry {
         Entry {
-            name: name.to_string(),
+            name: DropletName::parse("name", name).expect("a test name is a hostname"),
             status: Status::Active,
             ..Entry::legacy(id)
         }
@@ -222,7 +242,7 @@ impl Entry {
     fn legacy(id: u64) -> Entry {
         Entry {
             id,
-            name: String::new(),
+            name: DropletName::default(),
             private_ip: None,
             public_ip: None,
             status: Status::Unknown,
@@ -297,13 +317,22 @@ fn parse_line(line: &str) -> Result<Entry, String> {
         ));
     };
     let (build, replaces) = parse_extra(extra)?;
+    let text = |err: InvalidField| err.to_string();
     Ok(Entry {
         id,
-        name: name.to_string(),
+        // `-`: a name not known yet, as written for an ID-only line.
+        name: optional(name)
+            .map(|name| DropletName::parse("name", name))
+            .transpose()
+            .map_err(text)?
+            .unwrap_or_default(),
         private_ip: optional(private_ip).map(parse_ip).transpose()?,
         public_ip: optional(public_ip).map(parse_ip).transpose()?,
         status: status.parse()?,
-        created_at: optional(created_at).map(str::to_string),
+        created_at: optional(created_at)
+            .map(|time| Timestamp::parse("created_at", time))
+            .transpose()
+            .map_err(text)?,
         build,
         replaces,
     })
@@ -333,21 +362,30 @@ fn parse_extra(fields: &[&str]) -> Result<(Option<Build>, Option<u64>), String> 
         return Ok((None, replaces));
     }
     // A field that is absent or `-`: None.
-    let field = |key: &str| values.get(key).copied().and_then(optional);
-    let required = |key: &str| {
-        field(key)
-            .map(str::to_string)
-            .ok_or_else(|| format!("the build fields lack {key}="))
+    let field = |key: &'static str| {
+        values
+            .get(key)
+            .copied()
+            .and_then(optional)
+            .map(|value| Slug::parse(key, value).map_err(|err| err.to_string()))
+            .transpose()
+    };
+    let required =
+        |key: &'static str| field(key)?.ok_or_else(|| format!("the build fields lack {key}="));
+    let tags = match values.get("tags").copied().and_then(optional) {
+        Some(tags) => tags
+            .split(',')
+            .map(|tag| Slug::parse("tags", tag).map_err(|err| err.to_string()))
+            .collect::<Result<_, _>>()?,
+        None => Vec::new(),
     };
     let build = Build {
         image: required("image")?,
         size: required("size")?,
         region: required("region")?,
-        user_data: field("user_data").map(str::to_string),
-        tags: field("tags")
-            .map(|tags| tags.split(',').map(str::to_string).collect())
-            .unwrap_or_default(),
-        vpc: field("vpc").map(str::to_string),
+        user_data: field("user_data")?,
+        tags,
+        vpc: field("vpc")?,
     };
     Ok((Some(build), replaces))
 }
@@ -430,7 +468,11 @@ pub fn render(entries: &[Entry], comments: &Comments) -> String {
         text.push_str(&format!(
             "{} {} {} {} {} {}",
             e.id,
-            if e.name.is_empty() { NONE } else { &e.name },
+            if e.name.is_empty() {
+                NONE
+            } else {
+                e.name.as_str()
+            },
             ip(e.private_ip),
             ip(e.public_ip),
             e.status,
@@ -441,7 +483,8 @@ pub fn render(entries: &[Entry], comments: &Comments) -> String {
             let tags = if build.tags.is_empty() {
                 NONE.to_string()
             } else {
-                build.tags.join(",")
+                let tags: Vec<&str> = build.tags.iter().map(Slug::as_str).collect();
+                tags.join(",")
             };
             text.push_str(&format!(
                 " image={} size={} region={} user_data={} tags={tags} vpc={}",
@@ -580,14 +623,14 @@ mod tests {
             "networks": {"v4": [{"ip_address": "10.0.0.6", "type": "private"}]}
         }))
         .unwrap();
-        assert!(entry.update_from(&droplet));
+        assert!(entry.update_from(&droplet).unwrap());
         assert_eq!(entry.private_ip, Some(Ipv4Addr::new(10, 0, 0, 6)));
         assert_eq!(
             (entry.build.clone(), entry.replaces),
             (Some(build()), Some(9))
         );
         assert!(
-            !entry.update_from(&droplet),
+            !entry.update_from(&droplet).unwrap(),
             "nothing changed the second time"
         );
     }
@@ -661,6 +704,68 @@ mod tests {
         assert!(err.reason.contains("IPv4"), "{err}");
         let err = parse("1\n1\n").unwrap_err();
         assert_eq!(err.line, 2);
+    }
+
+    #[test]
+    fn lines_with_text_that_is_no_name_slug_or_time_are_refused() {
+        for (line, needle) in [
+            (
+                "1 web\u{1b}]2;x\u{7} 10.0.0.5 - active -",
+                "name \"web\\u{1b}]2;x\\u{7}\"",
+            ),
+            (
+                "1 web-0 10.0.0.5 - active $(reboot)",
+                "created_at \"$(reboot)\"",
+            ),
+            (
+                "1 web-0 - - new - image=a\"b size=s region=r",
+                "image \"a\\\"b\"",
+            ),
+            (
+                "1 web-0 - - new - image=a size=s region=r tags=x,{y}",
+                "tags \"{y}\"",
+            ),
+        ] {
+            let err = parse(&format!("# doproxy\n{line}\n")).unwrap_err();
+            assert_eq!(err.line, 2, "{line}");
+            assert!(err.reason.contains(needle), "{line}: {err}");
+        }
+        // `-` is a name not known yet, as written for an ID-only line.
+        let entries = parse("7 - - - unknown -\n").unwrap();
+        assert!(entries[0].needs_details());
+    }
+
+    #[test]
+    fn a_droplet_the_api_names_badly_is_refused_naming_it() {
+        let droplet = |name: &str, created_at: &str| -> Droplet {
+            serde_json::from_value(serde_json::json!({
+                "id": 7, "name": name, "status": "active", "created_at": created_at,
+            }))
+            .unwrap()
+        };
+        let good = droplet("web-0", "2026-11-28T20:41:06Z");
+        assert_eq!(Entry::from_droplet(&good).unwrap().name, "web-0");
+        let injection =
+            "web-1\n    server evil 203.0.113.66:80 check\nglobal\n    insecure-fork-wanted";
+        for bad in [
+            droplet(injection, "2026-11-28T20:41:06Z"),
+            droplet("web-0", "2026-11-28\n"),
+        ] {
+            let err = Entry::from_droplet(&bad).unwrap_err().to_string();
+            assert!(
+                err.starts_with("droplet 7 at DigitalOcean cannot be recorded: its "),
+                "{err}"
+            );
+            assert!(!err.contains('\n'), "{err}");
+        }
+        let mut entry = Entry::from_droplet(&good).unwrap();
+        let before = entry.clone();
+        assert!(
+            entry
+                .update_from(&droplet(injection, "2026-11-28T20:41:06Z"))
+                .is_err()
+        );
+        assert_eq!(entry, before, "a refused update changes nothing");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 mod drift;
 mod entry;
 mod etcd;
+mod field;
 mod file;
 
 use std::time::Duration;
@@ -15,7 +16,9 @@ use crate::config::Config;
 use crate::lockfile::LockFile;
 use crate::shutdown::Shutdown;
 pub use drift::{Drift, drift};
-pub use entry::{Build, Comments, Entry, Status, parse, render, user_data_digest};
+pub use entry::{
+    Build, Comments, DropletName, Entry, Slug, Status, parse, render, user_data_digest,
+};
 use etcd::EtcdLock;
 pub use etcd::{Election, EtcdInventory, InventoryChange, LeaderKey, Leadership, Unconfirmed};
 use file::FileInventory;

@@ -60,7 +60,7 @@ mod tests {
         Entry {
             private_ip: Some("10.0.0.1".parse().unwrap()),
             status,
-            created_at: Some(created.to_string()),
+            created_at: Some(created.into()),
             ..Entry::named(id, &format!("web-{id}"))
         }
     }

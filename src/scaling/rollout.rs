@@ -208,7 +208,7 @@ mod tests {
         Entry {
             private_ip: Some("10.0.0.1".parse().unwrap()),
             status,
-            created_at: Some(format!("2026-01-{:02}T00:00:00Z", 10 - id)),
+            created_at: Some(format!("2026-01-{:02}T00:00:00Z", 10 - id).as_str().into()),
             build: image.map(build),
             ..Entry::named(id, &format!("web-{id}"))
         }

@@ -148,6 +148,15 @@ impl Etcd {
         self.post("/v3/auth/enable", json!({}));
     }
 
+    /// Writes `value` under `key` straight into etcd, as anyone with write
+    /// access to the key prefix could (`etcdctl put`).
+    pub fn put(&self, key: &str, value: &str) {
+        self.post(
+            "/v3/kv/put",
+            json!({"key": base64(key.as_bytes()), "value": base64(value.as_bytes())}),
+        );
+    }
+
     /// One unauthenticated gateway call; panics unless etcd answers 200.
     fn post(&self, path: &str, body: Value) -> Value {
         let (status, answer) = http(self.client_port, "POST", path, &body.to_string())
@@ -318,6 +327,26 @@ impl Drop for Cluster {
         }
         let _ = fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Standard base64 with padding, as etcd's JSON gateway takes keys and values.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut text = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            text.push(if i <= chunk.len() {
+                char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize])
+            } else {
+                '='
+            });
+        }
+    }
+    text
 }
 
 /// One HTTP/1.0 exchange (so the answer is never chunked and ends with the

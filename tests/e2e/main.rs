@@ -19,6 +19,7 @@ mod rollout;
 mod runtime_api;
 mod scaling;
 mod scaling_faults;
+mod security;
 mod shared_pool;
 mod signals;
 mod support;

@@ -118,31 +118,39 @@ fn readiness_metadata_and_etcd_go_direct_whatever_http_proxy_says() {
 }
 
 #[test]
-fn new_state_files_are_not_world_readable_whatever_the_umask() {
-    let project = Project::new("modes");
-    let command = format!(
-        "umask 000; exec {} --config {} create",
-        env!("CARGO_BIN_EXE_doproxy"),
-        project.path("doproxy.yml").display()
-    );
-    Run::from_output(
-        Command::new("sh")
-            .args(["-c", &command])
-            .env("DIGITALOCEAN_ACCESS_TOKEN", TOKEN),
-    )
-    .success();
-    for (file, mode) in [
-        ("inventory", 0o640),
-        ("inventory.lock", 0o600),
-        ("haproxy.cfg", 0o640),
-        ("live/haproxy.cfg", 0o640),
-    ] {
-        let found = fs::metadata(project.path(file))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777;
-        assert_eq!(found, mode, "{file} is {found:o}");
+fn new_files_get_their_modes_whatever_the_umask() {
+    // State and the live config for doproxy and HAProxy's group; what other
+    // services read as their own user (node-exporter's textfile, the
+    // staged config) for everyone; lock files for the owner alone.
+    for umask in ["000", "077"] {
+        let mut project = Project::new("modes");
+        project.set("metrics_textfile", Some("doproxy.prom"));
+        let command = format!(
+            "umask {umask}; exec {} --config {} create",
+            env!("CARGO_BIN_EXE_doproxy"),
+            project.path("doproxy.yml").display()
+        );
+        Run::from_output(
+            Command::new("sh")
+                .args(["-c", &command])
+                .env("DIGITALOCEAN_ACCESS_TOKEN", TOKEN),
+        )
+        .success();
+        for (file, mode) in [
+            ("inventory", 0o640),
+            ("inventory.lock", 0o600),
+            ("haproxy.cfg", 0o644),
+            ("live/haproxy.cfg", 0o640),
+            ("doproxy.prom", 0o644),
+            ("doproxy.prom.lock", 0o600),
+        ] {
+            let found = fs::metadata(project.path(file))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777;
+            assert_eq!(found, mode, "umask {umask}: {file} is {found:o}");
+        }
     }
 }
 

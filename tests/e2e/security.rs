@@ -1,0 +1,316 @@
+//! What someone who can write where doproxy reads (the etcd prefix, the
+//! inventory folder, a droplet's name at DigitalOcean) cannot make it do:
+//! put text into the HAProxy config, write through a planted link, send a
+//! secret unencrypted; and what doproxy says about secrets others can read.
+//! Real HAProxy, real etcd, the simulator.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::etcd_server::Etcd;
+use crate::support::{Project, Run, TOKEN, free_port, wait_until};
+
+/// The name from issue 17: it passes `haproxy -c`, and once in the config
+/// it adds a server and turns on a global setting (here on loopback).
+const INJECTION: &str =
+    "web-1\n    server evil 127.0.0.66:80 check\nglobal\n    insecure-fork-wanted";
+
+/// A long-running doproxy whose stderr is collected; killed when dropped.
+struct Logged {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Logged {
+    fn start(project: &Project, args: &[&str]) -> Logged {
+        let mut child = project
+            .command(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pipe = child.stderr.take().unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut sink = sink.lock().unwrap();
+                sink.push_str(&line);
+                sink.push('\n');
+            }
+        });
+        Logged { child, stderr }
+    }
+
+    /// The first line of stderr holding `needle`, once there is one.
+    #[track_caller]
+    fn line_with(&self, needle: &str) -> String {
+        let find = || {
+            let stderr = self.stderr.lock().unwrap();
+            stderr
+                .lines()
+                .find(|l| l.contains(needle))
+                .map(str::to_string)
+        };
+        wait_until(needle, Duration::from_secs(20), || find().is_some());
+        find().unwrap()
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The staged and the live config, to show they are left alone.
+fn configs(project: &Project) -> (String, String) {
+    let staged = fs::read_to_string(project.path("haproxy.cfg")).unwrap();
+    (staged, project.live_config())
+}
+
+#[test]
+fn an_etcd_entry_smuggling_haproxy_directives_is_refused_and_never_installed() {
+    let etcd = Etcd::start();
+    let mut project = Project::new("inject-etcd");
+    project.use_etcd(&etcd.url());
+    let haproxy = project.start_haproxy();
+    project.run(&["create"]).success();
+    let before = configs(&project);
+    let watch = Logged::start(&project, &["watch", "--quiet-period", "200ms"]);
+    watch.line_with("watching etcd");
+
+    let key = format!("/doproxy/doproxy/droplets/{:020}", 66);
+    let entry = json!({
+        "id": 66, "name": INJECTION, "private_ip": "127.0.0.66", "public_ip": null,
+        "status": "active", "created_at": "2026-11-28T20:41:06Z"
+    });
+    etcd.put(&key, &entry.to_string());
+
+    for command in ["generate", "reload", "print"] {
+        let run = project.run(&[command]).fails(1, &key);
+        assert!(
+            run.stderr.contains(r#"name "web-1\n    server evil"#),
+            "{}",
+            run.stderr
+        );
+    }
+    let refused = watch.line_with(&key);
+    assert!(refused.contains("is not a hostname"), "{refused}");
+    assert_eq!(configs(&project), before, "the configs were touched");
+    assert!(haproxy.get_many(1)[0].is_ok(), "HAProxy stopped serving");
+}
+
+#[test]
+fn a_file_inventory_line_with_text_for_a_name_is_refused_naming_its_line() {
+    let mut project = Project::new("inject-file");
+    let haproxy = project.start_haproxy();
+    project.run(&["create"]).success();
+    let before = configs(&project);
+    // Whitespace ends a field, so no newline fits; a terminal escape does.
+    let mut inventory = project.inventory();
+    inventory.push_str("66 web-1\u{1b}]2;owned\u{7} 127.0.0.66 - active -\n");
+    fs::write(project.path("inventory"), &inventory).unwrap();
+    let line = format!(
+        "{} is corrupt at line {}: name",
+        project.path("inventory").display(),
+        inventory.lines().count()
+    );
+    for command in ["generate", "reload", "print"] {
+        let run = project.run(&[command]).fails(1, &line);
+        assert!(
+            run.stderr
+                .contains(r#"web-1\u{1b}]2;owned\u{7}" is not a hostname"#),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            !run.stderr.contains('\u{1b}'),
+            "the escape reached the terminal"
+        );
+    }
+    assert_eq!(configs(&project), before, "the configs were touched");
+    assert_eq!(project.inventory(), inventory);
+    assert!(haproxy.get_many(1)[0].is_ok(), "HAProxy stopped serving");
+}
+
+#[test]
+fn a_droplet_the_api_names_with_haproxy_directives_is_refused_when_recorded() {
+    let mut project = Project::new("inject-api");
+    let haproxy = project.start_haproxy();
+    project.run(&["create"]).success();
+    let before = configs(&project);
+    let inventory = project.inventory();
+    // Tagged like the pool's droplets.
+    let tags = ["doproxy:auto-nginx".to_string(), "doproxy".to_string()];
+    let prefix = format!("{INJECTION}\n#");
+    let evil = project.sim.seed_droplets(1, &prefix, &tags, true).remove(0);
+    let refused = format!(
+        "droplet {} at DigitalOcean cannot be recorded: its name \"web-1\\n    server evil",
+        evil.id
+    );
+
+    // Listed by its ID alone (a Ruby DOProxy line, filled in from the API).
+    let with_id = format!("{inventory}{}\n", evil.id);
+    fs::write(project.path("inventory"), &with_id).unwrap();
+    for command in ["reload", "generate", "print"] {
+        project.run(&[command]).fails(1, &refused);
+    }
+    assert_eq!(project.inventory(), with_id);
+    assert_eq!(configs(&project), before, "the configs were touched");
+
+    // Found by the pool's tag: reconcile neither adopts nor prints it.
+    fs::write(project.path("inventory"), &inventory).unwrap();
+    project.run(&["reconcile"]).fails(1, &refused);
+    project.run(&["reconcile", "--apply"]).fails(1, &refused);
+    assert_eq!(project.inventory(), inventory);
+    assert!(haproxy.get_many(1)[0].is_ok(), "HAProxy stopped serving");
+}
+
+#[test]
+fn links_are_never_written_through_nor_silently_replaced() {
+    let mut project = Project::new("links");
+    project.run(&["create"]).success();
+    let victim = project.path("victim");
+    fs::write(&victim, "precious\n").unwrap();
+    let is_link = |path| fs::symlink_metadata(path).unwrap().file_type().is_symlink();
+
+    // A live config that is a link (to a file HAProxy reads through it):
+    // refused with the way out, the link and its target as they were.
+    let live = project.path("live/haproxy.cfg");
+    let target = project.path("live/real.cfg");
+    fs::rename(&live, &target).unwrap();
+    symlink("real.cfg", &live).unwrap();
+    let installed = fs::read_to_string(&target).unwrap();
+    project.set("frontend_bind", Some(&free_port().to_string()));
+    let run = project.run(&["reload"]).fails(
+        1,
+        &format!("{} is a symbolic link (to real.cfg)", live.display()),
+    );
+    assert!(run.stderr.contains("point the setting at the file itself"));
+    assert!(is_link(&live));
+    assert_eq!(fs::read_to_string(&target).unwrap(), installed);
+    fs::remove_file(&live).unwrap();
+    fs::rename(&target, &live).unwrap();
+
+    // A lock file someone replaced with a link is not truncated through it.
+    let lock = project.path("haproxy.cfg.lock");
+    fs::remove_file(&lock).unwrap();
+    symlink(&victim, &lock).unwrap();
+    project.run(&["reload"]).fails(
+        1,
+        &format!("lock file {} is a symbolic link", lock.display()),
+    );
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+    fs::remove_file(&lock).unwrap();
+
+    // A link planted where the temporary file used to go (named after the
+    // PID, which `exec` keeps) is never opened: the config is written in
+    // a file of its own.
+    let command = format!(
+        "ln -s '{}' '{}/.haproxy.cfg.'$$'.tmp' && exec '{}' --config '{}' generate",
+        victim.display(),
+        project.dir.path().display(),
+        env!("CARGO_BIN_EXE_doproxy"),
+        project.path("doproxy.yml").display()
+    );
+    Run::from_output(
+        Command::new("sh")
+            .args(["-c", &command])
+            .env("DIGITALOCEAN_ACCESS_TOKEN", TOKEN),
+    )
+    .success();
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert!(!is_link(&project.path("haproxy.cfg")));
+    assert!(
+        fs::read_to_string(project.path("haproxy.cfg"))
+            .unwrap()
+            .contains("backend")
+    );
+}
+
+#[test]
+fn secrets_never_cross_the_network_unencrypted_unless_allowed() {
+    let mut project = Project::new("in-clear");
+    // Refused before anything is sent: nothing here is ever contacted.
+    project.set("api_url", Some("http://192.0.2.1:8080"));
+    let run = project.run(&["generate"]).fails(
+        1,
+        "api_url http://192.0.2.1:8080 is plain http:// to another machine, so the API token would cross the network unencrypted",
+    );
+    assert!(
+        run.stderr.contains("allow_insecure_http: true"),
+        "{}",
+        run.stderr
+    );
+    project.set("allow_insecure_http", Some("true"));
+    project.run(&["generate"]).success();
+    project.set("allow_insecure_http", None);
+    project.set("api_url", None);
+
+    project.use_etcd("http://192.0.2.1:2379");
+    project.set("etcd_username", Some("doproxy"));
+    project.set("etcd_password", Some("etcd-secret"));
+    let run = project.run(&["generate"]).fails(
+        1,
+        "etcd endpoint http://192.0.2.1:2379 is plain http:// to another machine",
+    );
+    assert!(
+        run.stderr.contains("allow_insecure_http: true"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("etcd-secret"));
+}
+
+#[test]
+fn haproxy_stats_where_other_machines_reach_them_need_the_metrics_opt_in() {
+    let mut project = Project::new("stats-bind");
+    project.set("haproxy_stats_bind", Some("\"*:8404\""));
+    project.run(&["generate"]).fails(
+        1,
+        "haproxy_stats_bind *:8404 is not a loopback address, and what listens there has no authentication; listen on 127.0.0.1 and let Prometheus reach it through a tunnel or a proxy, or set metrics_allow_remote: true",
+    );
+    project.set("metrics_allow_remote", Some("true"));
+    project.run(&["generate"]).success();
+    let staged = fs::read_to_string(project.path("haproxy.cfg")).unwrap();
+    assert!(staged.contains("    bind *:8404\n"), "{staged}");
+}
+
+#[test]
+fn every_command_warns_about_a_config_file_others_can_read() {
+    let mut project = Project::new("exposed");
+    project.set("token", Some(TOKEN));
+    let config = project.path("doproxy.yml");
+    fs::set_permissions(&config, fs::Permissions::from_mode(0o644)).unwrap();
+    let warning = format!(
+        "doproxy: warning: {} holds a secret but its mode is 644, so others can read it; run chmod 600 on it",
+        config.display()
+    );
+    for args in [&["print"][..], &["generate"], &["-q", "print"]] {
+        let run = project.run(args).success();
+        assert!(run.stderr.contains(&warning), "{args:?}: {}", run.stderr);
+        assert!(!run.stderr.contains(TOKEN), "the token leaked");
+    }
+    let doctor = project.run(&["doctor"]);
+    assert_eq!(doctor.code, 1, "{}", doctor.stdout);
+    assert!(doctor.stderr.contains(&warning), "{}", doctor.stderr);
+    let line = doctor
+        .stdout
+        .lines()
+        .find(|l| l.contains("secrets:"))
+        .unwrap_or_default();
+    assert!(line.starts_with("✗ secrets: "), "{}", doctor.stdout);
+
+    fs::set_permissions(&config, fs::Permissions::from_mode(0o600)).unwrap();
+    let run = project.run(&["print"]).success();
+    assert!(!run.stderr.contains("warning"), "{}", run.stderr);
+}
