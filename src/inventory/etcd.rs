@@ -47,16 +47,20 @@ pub struct EtcdInventory {
     client: Client,
     endpoints: String,
     prefix: String,
-    /// Locks dropped without `release` (a command that failed half-way):
-    /// `release_abandoned` gives them up before doproxy exits, so other
-    /// runs need not wait for their leases to run out.
-    abandoned: Arc<Mutex<Vec<(String, i64)>>>,
+    /// The releases of locks dropped without `release`, under way:
+    /// `released` waits for them before doproxy exits.
+    releasing: Releasing,
 }
 
-/// Proof that this run holds the pool's etcd lock. `release` gives it up at
-/// once; dropping it stops renewing the lease and leaves the lock to
-/// `EtcdInventory::release_abandoned` (or, if that never runs, to the lease
-/// running out within `LOCK_TTL`).
+/// Releases of dropped locks, each running as a task of its own.
+type Releasing = Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>;
+
+/// Proof that this run holds the pool's etcd lock, for as long as it is in
+/// scope: `release` gives it up and says when that is done; dropping it
+/// (the command is done, failed half-way, or was cut short) gives it up in
+/// the background at once, so another run never waits for the lease to run
+/// out while this one goes on or exits.
+#[must_use = "the lock is released as soon as it is dropped"]
 pub struct EtcdLock {
     client: Client,
     /// The lock's name, for messages.
@@ -66,7 +70,7 @@ pub struct EtcdLock {
     lease: i64,
     /// None once released.
     keep_alive: Option<etcd::KeepAlive>,
-    abandoned: Arc<Mutex<Vec<(String, i64)>>>,
+    releasing: Releasing,
 }
 
 /// What a watch on the inventory saw next.
@@ -111,7 +115,7 @@ impl EtcdInventory {
             client: Client::new(settings.endpoints.clone(), credentials, &tls)?,
             endpoints: settings.endpoints.join(","),
             prefix,
-            abandoned: Arc::default(),
+            releasing: Releasing::default(),
         })
     }
 
@@ -219,7 +223,7 @@ impl EtcdInventory {
             owner_key,
             lease,
             keep_alive: Some(keep_alive),
-            abandoned: self.abandoned.clone(),
+            releasing: self.releasing.clone(),
         })
     }
 
@@ -320,12 +324,13 @@ impl EtcdInventory {
         }
     }
 
-    /// Gives up the locks dropped without `release`.
-    pub async fn release_abandoned(&self) {
-        let abandoned =
-            std::mem::take(&mut *self.abandoned.lock().unwrap_or_else(|e| e.into_inner()));
-        for (owner_key, lease) in abandoned {
-            give_up(&self.client, &owner_key, lease).await;
+    /// Waits until the locks dropped without `release` are given up.
+    pub async fn released(&self) {
+        let releasing =
+            std::mem::take(&mut *self.releasing.lock().unwrap_or_else(|e| e.into_inner()));
+        for release in releasing {
+            // A release that panicked has nothing left to give up.
+            let _ = release.await;
         }
     }
 
@@ -396,10 +401,22 @@ impl EtcdLock {
 
 impl Drop for EtcdLock {
     fn drop(&mut self) {
-        if self.keep_alive.take().is_some() {
-            let mut abandoned = self.abandoned.lock().unwrap_or_else(|e| e.into_inner());
-            abandoned.push((self.owner_key.clone(), self.lease));
+        if self.keep_alive.take().is_none() {
+            return;
         }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(
+                "cannot release etcd lock {} outside the async runtime; it frees itself within {}",
+                self.name,
+                humantime::format_duration(LOCK_TTL)
+            );
+            return;
+        };
+        let (client, owner_key, lease) = (self.client.clone(), self.owner_key.clone(), self.lease);
+        let release = runtime.spawn(async move { give_up(&client, &owner_key, lease).await });
+        let mut releasing = self.releasing.lock().unwrap_or_else(|e| e.into_inner());
+        releasing.retain(|release| !release.is_finished());
+        releasing.push(release);
     }
 }
 

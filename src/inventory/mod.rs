@@ -31,7 +31,9 @@ pub enum Store {
 
 /// Proof that this run holds the store's exclusive lock (a lock file, or a
 /// lease-bound etcd lock shared by every proxy). Every write takes one, so no
-/// write happens without the lock.
+/// write happens without the lock. The lock is held while this is in scope
+/// and given up when it is dropped, on every path out of a command.
+#[must_use = "the lock is released as soon as it is dropped"]
 pub enum StoreLock {
     File(LockFile),
     Etcd(EtcdLock),
@@ -103,11 +105,11 @@ impl Store {
         }
     }
 
-    /// Gives up locks that a failed command dropped without releasing, so
-    /// runs on other proxies need not wait for their leases to expire.
+    /// Waits until the locks this run dropped are given up, so runs on
+    /// other proxies need not wait for their leases to expire.
     pub async fn finish(&self) {
         if let Store::Etcd(etcd) = self {
-            etcd.release_abandoned().await;
+            etcd.released().await;
         }
     }
 }
@@ -123,7 +125,7 @@ impl StoreLock {
         }
     }
 
-    /// Gives the lock up now.
+    /// Gives the lock up now, and returns once it is given up.
     pub async fn release(self) {
         match self {
             StoreLock::File(lock) => drop(lock),

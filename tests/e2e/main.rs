@@ -7,6 +7,7 @@ mod bad_input;
 mod core;
 mod etcd_faults;
 mod etcd_server;
+mod etcd_store;
 mod failover;
 mod haproxy_faults;
 mod heal;
