@@ -6,6 +6,7 @@ mod drift;
 mod entry;
 mod etcd;
 mod file;
+mod layout;
 
 use std::time::Duration;
 
@@ -63,8 +64,8 @@ impl Store {
         }
     }
 
-    /// Replaces the inventory with `entries`, atomically (one etcd
-    /// transaction, or one file rename).
+    /// Replaces the inventory with `entries`, whole or not at all (the flip
+    /// of an etcd generation, or one file rename).
     pub async fn save(&self, entries: &[Entry], lock: &StoreLock) -> Result<()> {
         match (self, lock) {
             (Store::File(file), StoreLock::File(_)) => file.save(entries),

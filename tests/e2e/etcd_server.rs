@@ -148,6 +148,33 @@ impl Etcd {
         self.post("/v3/auth/enable", json!({}));
     }
 
+    /// Writes `value` under `key`, as `etcdctl put` does.
+    pub fn put(&self, key: &str, value: &str) {
+        self.post(
+            "/v3/kv/put",
+            json!({"key": base64(key.as_bytes()), "value": base64(value.as_bytes())}),
+        );
+    }
+
+    /// The keys starting with `prefix`, in key order, as `etcdctl get
+    /// --prefix --keys-only` lists them.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        let mut end = prefix.as_bytes().to_vec();
+        *end.last_mut().expect("a prefix") += 1;
+        let range = self.post(
+            "/v3/kv/range",
+            json!({"key": base64(prefix.as_bytes()), "range_end": base64(&end), "keys_only": true}),
+        );
+        range["kvs"]
+            .as_array()
+            .map(|kvs| {
+                kvs.iter()
+                    .map(|kv| String::from_utf8(unbase64(kv["key"].as_str().unwrap())).unwrap())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// One unauthenticated gateway call; panics unless etcd answers 200.
     fn post(&self, path: &str, body: Value) -> Value {
         let (status, answer) = http(self.client_port, "POST", path, &body.to_string())
@@ -318,6 +345,39 @@ impl Drop for Cluster {
         }
         let _ = fs::remove_dir_all(&self.dir);
     }
+}
+
+const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64, as etcd's gateway takes keys and values.
+fn base64(bytes: &[u8]) -> String {
+    let mut text = String::new();
+    for chunk in bytes.chunks(3) {
+        let group = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |group, (i, &b)| group | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            text.push(match i <= chunk.len() {
+                true => char::from(BASE64[(group >> (18 - 6 * i) & 63) as usize]),
+                false => '=',
+            });
+        }
+    }
+    text
+}
+
+fn unbase64(text: &str) -> Vec<u8> {
+    let (mut bytes, mut bits, mut count) = (Vec::new(), 0u32, 0);
+    for c in text.trim_end_matches('=').bytes() {
+        bits = bits << 6 | BASE64.iter().position(|&a| a == c).unwrap() as u32;
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            bytes.push((bits >> count) as u8);
+        }
+    }
+    bytes
 }
 
 /// One HTTP/1.0 exchange (so the answer is never chunked and ends with the

@@ -1,12 +1,21 @@
 //! The etcd store itself: every lock is given back as soon as a command is
-//! done with it, so proxies take turns without waiting out a lease. Real
-//! etcd, the simulator, the real binary.
+//! done with it, so proxies take turns without waiting out a lease; a save
+//! of any size takes effect whole or not at all, and inventories written
+//! in the layout before generations still load. Real etcd, the simulator,
+//! the real binary.
 
-use std::fs;
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::ops::Range;
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread;
 use std::time::Duration;
 
 use crate::etcd_server::Etcd;
-use crate::support::{Run, two_proxies, wait_until};
+use crate::support::{Project, Run, two_proxies, wait_until};
 
 /// The seconds a run spent waiting for the inventory lock, from the
 /// metrics it left in its textfile.
@@ -55,4 +64,260 @@ fn a_create_right_after_another_proxys_scale_in_takes_the_lock_at_once() {
         create.stderr
     );
     assert_eq!(a.ids().len(), 2);
+}
+
+/// Inventory file lines for droplets `ids`, active, on loopback addresses
+/// nothing listens on.
+fn inventory_lines(ids: Range<u64>) -> String {
+    ids.map(|id| {
+        let (high, low) = (id / 250 % 250, id % 250 + 1);
+        format!("{id} auto-nginx-{id} 127.250.{high}.{low} 127.251.{high}.{low} active -\n")
+    })
+    .collect()
+}
+
+fn servers(project: &Project) -> usize {
+    project.live_config().matches("    server www-").count()
+}
+
+#[test]
+fn a_big_save_cut_short_by_etcd_leaves_the_inventory_as_it_was() {
+    let etcd = Etcd::start();
+    let link = DyingLink::start(etcd.addr());
+    let (mut a, mut b) = two_proxies("whole-save", &etcd);
+    a.use_etcd(&link.url());
+    for project in [&mut a, &mut b] {
+        project.set("etcd_prefix", Some("/whole/"));
+    }
+    let watch_b = Logged::start(&b, &["watch", "--quiet-period", "200ms"]);
+    let (big, other) = (a.path("big"), a.path("other"));
+    fs::write(&big, inventory_lines(1000..1150)).unwrap();
+    fs::write(&other, inventory_lines(2000..2120)).unwrap();
+    let (big, other) = (big.to_str().unwrap(), other.to_str().unwrap());
+
+    // 150 droplets take two slices besides the lock's own transaction;
+    // etcd goes away for A as the second slice is sent.
+    link.die_at_txn(3);
+    let cut = a.run(&["inventory", "import", big]);
+    assert!(link.is_dark(), "the save ended before the fault: {cut:?}");
+    assert_eq!(b.ids().len(), 0, "B sees part of a save that failed");
+    cut.fails(1, "nothing was saved");
+
+    // Back in touch (A's dead lock cleared), the same save goes through whole.
+    link.heal();
+    etcd.revoke_leases();
+    a.run(&["inventory", "import", big]).success();
+    assert_eq!(b.ids().len(), 150);
+    wait_until(
+        "B's watch to add 150 servers",
+        Duration::from_secs(20),
+        || servers(&b) == 150,
+    );
+
+    // A change of more than a transaction holds: another generation, then
+    // one flip to it, and the old one is gone.
+    a.run(&["inventory", "import", "--replace", other])
+        .success();
+    wait_until(
+        "B's watch to switch to the other 120",
+        Duration::from_secs(20),
+        || servers(&b) == 120 && b.live_config().contains("www-2000 "),
+    );
+    let keys = etcd.keys("/whole/droplets/");
+    assert_eq!(keys.len(), 121, "{keys:#?}");
+    assert_eq!(keys[0], "/whole/droplets/current");
+    assert!(keys[1..].iter().all(|k| k.starts_with("/whole/droplets/g")));
+
+    // B's watch only ever installed whole inventories.
+    let log = watch_b.log();
+    let counts: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split("HAProxy reloaded with ").nth(1)?.split(' ').next())
+        .collect();
+    assert!(
+        counts.iter().all(|n| ["0", "150", "120"].contains(n)),
+        "B's HAProxy got a part of a save: {counts:?}\n{log}"
+    );
+}
+
+#[test]
+fn an_inventory_in_the_layout_before_generations_loads_and_moves_on_its_first_save() {
+    let etcd = Etcd::start();
+    let mut project = Project::new("old-layout");
+    project.use_etcd(&etcd.url());
+    project.set("etcd_prefix", Some("/old/"));
+    for (n, id) in [(0, 101u64), (1, 102)] {
+        etcd.put(
+            &format!("/old/droplets/{id:020}"),
+            &format!(
+                r#"{{"id":{id},"name":"auto-nginx-{n}","private_ip":"127.250.0.{n}","public_ip":null,"status":"active","created_at":null}}"#
+            ),
+        );
+    }
+    let print = project.run(&["print"]).success().stdout;
+    assert!(
+        print.starts_with("0) auto-nginx-0  (pvt ip: 127.250.0.0, status: active, id: 101)\n"),
+        "{print}"
+    );
+    assert_eq!(print.lines().count(), 2, "{print}");
+
+    project.run(&["create"]).success();
+    let new = project.sim.droplets()[0].id;
+    assert_eq!(project.ids(), [101, 102, new].into_iter().collect());
+    assert_eq!(
+        etcd.keys("/old/droplets/"),
+        [
+            "/old/droplets/current".to_string(),
+            "/old/droplets/g1/00000000000000000101".to_string(),
+            "/old/droplets/g1/00000000000000000102".to_string(),
+            format!("/old/droplets/g1/{new:020}"),
+        ]
+    );
+}
+
+/// A long-running doproxy command whose stderr is kept in a file; killed
+/// when dropped.
+struct Logged {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Logged {
+    fn start(project: &Project, args: &[&str]) -> Logged {
+        let log = project.path(&format!("{}.log", args[0]));
+        let child = project
+            .command(args)
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Logged { child, log }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP link to etcd that goes dark, as if etcd had died, the moment a
+/// chosen transaction is sent through it: that request never arrives, the
+/// open connections go dead, and new ones are closed at once, until healed.
+struct DyingLink {
+    addr: SocketAddr,
+    /// Transactions sent through so far.
+    txns: Arc<AtomicUsize>,
+    /// The number of the transaction that never arrives; 0: none.
+    die_at: Arc<AtomicUsize>,
+    dark: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl DyingLink {
+    fn start(target: SocketAddr) -> DyingLink {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let link = DyingLink {
+            addr: listener.local_addr().unwrap(),
+            txns: Arc::default(),
+            die_at: Arc::default(),
+            dark: Arc::default(),
+            stop: Arc::default(),
+        };
+        let (txns, die_at, dark, stop) = (
+            link.txns.clone(),
+            link.die_at.clone(),
+            link.dark.clone(),
+            link.stop.clone(),
+        );
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                if dark.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(target) else {
+                    continue;
+                };
+                let upstream = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (txns, die_at, dark_up) = (txns.clone(), die_at.clone(), dark.clone());
+                thread::spawn(move || {
+                    pump(upstream.0, upstream.1, &dark_up, |chunk| {
+                        let sent = chunk
+                            .windows(TXN.len())
+                            .filter(|window| *window == TXN)
+                            .count();
+                        let before = txns.fetch_add(sent, Ordering::SeqCst);
+                        let at = die_at.load(Ordering::SeqCst);
+                        at != 0 && before < at && at <= before + sent
+                    })
+                });
+                let dark_down = dark.clone();
+                thread::spawn(move || pump(server, client, &dark_down, |_| false));
+            }
+        });
+        link
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Goes dark when the `n`th transaction from now is sent.
+    fn die_at_txn(&self, n: usize) {
+        self.die_at
+            .store(self.txns.load(Ordering::SeqCst) + n, Ordering::SeqCst);
+    }
+
+    fn is_dark(&self) -> bool {
+        self.dark.load(Ordering::SeqCst)
+    }
+
+    fn heal(&self) {
+        self.die_at.store(0, Ordering::SeqCst);
+        self.dark.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for DyingLink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+/// How a transaction request starts on the wire.
+const TXN: &[u8] = b"POST /v3/kv/txn ";
+
+/// Copies `from` to `to` until either closes or the link goes dark; a
+/// chunk for which `dies` says so is not passed on and darkens the link.
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    dark: &AtomicBool,
+    mut dies: impl FnMut(&[u8]) -> bool,
+) {
+    let mut buffer = [0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if dies(&buffer[..n]) {
+            dark.store(true, Ordering::SeqCst);
+        }
+        if dark.load(Ordering::SeqCst) || to.write_all(&buffer[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = from.shutdown(std::net::Shutdown::Both);
+    let _ = to.shutdown(std::net::Shutdown::Both);
 }
