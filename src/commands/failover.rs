@@ -44,6 +44,9 @@ pub async fn run(app: &App, args: &FailoverArgs) -> Result<Report> {
     if args.history {
         return history(&election).await;
     }
+    // Refused while the pool's droplets wait to be moved out of the prefix
+    // pools shared (inventory migrate), so its proxies never elect apart.
+    etcd.load().await?;
     let settings = &app.config.failover;
     let reserved_ip = settings.reserved_ip.with_context(|| {
         format!(

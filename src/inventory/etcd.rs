@@ -28,6 +28,7 @@ use anyhow::{Context, Result, bail};
 
 use super::entry::Entry;
 use super::layout::{self, Layout, MAX_OPS, SavePlan};
+use super::pool::Pool;
 use crate::config::EtcdSettings;
 use crate::etcd::{self, Client, Compare, Credentials, EtcdError, Op, Put, TlsFiles, WatchUpdate};
 use crate::shutdown::Shutdown;
@@ -45,6 +46,10 @@ pub struct EtcdInventory {
     client: Client,
     endpoints: String,
     prefix: String,
+    pool: Pool,
+    /// Where droplets of the pool may still be, from before it had a prefix
+    /// of its own (see `EtcdSettings::shared_prefix`).
+    shared_prefix: Option<String>,
     /// The releases of locks dropped without `release`, under way:
     /// `released` waits for them before doproxy exits.
     releasing: Releasing,
@@ -107,16 +112,26 @@ impl EtcdInventory {
             cert_file: settings.cert_file.clone(),
             key_file: settings.key_file.clone(),
         };
-        let mut prefix = settings.prefix.clone();
-        if !prefix.ends_with('/') {
-            prefix.push('/');
-        }
         Ok(EtcdInventory {
             client: Client::new(settings.endpoints.clone(), credentials, &tls)?,
             endpoints: settings.endpoints.join(","),
-            prefix,
+            prefix: with_slash(&settings.prefix),
+            pool: settings.pool.clone(),
+            shared_prefix: settings.shared_prefix.as_deref().map(with_slash),
             releasing: Releasing::default(),
         })
+    }
+
+    /// The inventory under `prefix` in the same etcd, as this pool sees it.
+    fn sibling(&self, prefix: &str) -> EtcdInventory {
+        EtcdInventory {
+            client: self.client.clone(),
+            endpoints: self.endpoints.clone(),
+            prefix: with_slash(prefix),
+            pool: self.pool.clone(),
+            shared_prefix: None,
+            releasing: self.releasing.clone(),
+        }
     }
 
     /// The leader election of this pool's proxies (`doproxy failover`).
@@ -142,22 +157,37 @@ impl EtcdInventory {
     /// that revision misses nothing.
     pub async fn load_with_revision(&self) -> Result<(Vec<Entry>, i64)> {
         let (layout, revision) = self.layout().await?;
-        let entries = layout
-            .visible()
-            .into_iter()
-            .map(|(key, value)| {
-                serde_json::from_slice(value).map_err(|err| {
-                    anyhow::anyhow!(
-                        "etcd key {key} holds a droplet doproxy cannot read ({err}); fix or delete that key, then run doproxy reconcile"
-                    )
-                })
-            })
-            .collect::<Result<_>>()?;
-        Ok((entries, revision))
+        Ok((decode(&layout)?, revision))
     }
 
-    /// Every droplet key, read at one revision, and that revision.
+    /// Every droplet key, read at one revision, and that revision. Nothing
+    /// here yet while the prefix the pool shared still holds its droplets:
+    /// an error, so that no proxy starts a second inventory of the pool.
     async fn layout(&self) -> Result<(Layout, i64)> {
+        let (layout, revision) = self.layout_here().await?;
+        if let Some(shared) = &self.shared_prefix
+            && layout.is_empty()
+        {
+            let (left, _) = self.sibling(shared).layout_here().await?;
+            let unmoved = left
+                .visible()
+                .into_iter()
+                .filter_map(|(_, value)| serde_json::from_slice::<Entry>(value).ok())
+                .filter(|entry| self.pool.owns(entry))
+                .count();
+            if unmoved > 0 {
+                bail!(
+                    "etcd prefix {shared} that pools shared holds {unmoved} droplet(s) of pool {}, whose inventory is now kept under its own prefix {}; once every proxy of the pool runs this doproxy, move them with doproxy inventory migrate, or keep the shared prefix with etcd_prefix: {shared} in doproxy.yml",
+                    self.pool.tag,
+                    self.prefix
+                );
+            }
+        }
+        Ok((layout, revision))
+    }
+
+    /// Every droplet key under this prefix, read at one revision.
+    async fn layout_here(&self) -> Result<(Layout, i64)> {
         let prefix = self.droplets_prefix();
         let range = self.client.range_prefix(&prefix).await?;
         Ok((Layout::read(&prefix, range.kvs)?, range.revision))
@@ -246,11 +276,72 @@ impl EtcdInventory {
     /// The writes that make `entries` the droplets (see `Layout::plan`).
     async fn plan_save(&self, entries: &[Entry], fresh: bool) -> Result<SavePlan> {
         let (layout, _) = self.layout().await?;
-        let mut wanted = BTreeMap::new();
-        for entry in entries {
-            wanted.insert(entry.id, serde_json::to_vec(entry)?);
+        Ok(layout.plan(&encode(entries)?, fresh))
+    }
+
+    /// Moves this pool's droplets out of the inventory under `from`, a
+    /// prefix it shared with other pools, into this one, which must hold
+    /// none yet; the state kept beside them (autoscale, rollout, heal) is
+    /// copied where this pool has none. Both inventories change in one
+    /// transaction, under both locks (the shared one first). Returns how
+    /// many droplets moved and how many of other pools stayed.
+    pub async fn move_from(
+        &self,
+        from: &str,
+        timeout: Duration,
+        shutdown: &Shutdown,
+    ) -> Result<(usize, usize)> {
+        let source = self.sibling(from);
+        if source.prefix == self.prefix {
+            bail!(
+                "{} is this pool's own inventory already; name the prefix to move from with --from",
+                self.describe()
+            );
         }
-        Ok(layout.plan(&wanted, fresh))
+        let source_lock = source.lock(timeout, Some(shutdown)).await?;
+        let lock = self.lock(timeout, Some(shutdown)).await?;
+        let (source_layout, _) = source.layout_here().await?;
+        let (ours, theirs): (Vec<Entry>, Vec<Entry>) = decode(&source_layout)?
+            .into_iter()
+            .partition(|entry| self.pool.owns(entry));
+        if ours.is_empty() {
+            bail!(
+                "{} holds no droplet of pool {}, so there is nothing to move",
+                source.describe(),
+                self.pool.tag
+            );
+        }
+        let (layout, _) = self.layout_here().await?;
+        let present = layout.visible().len();
+        if present > 0 {
+            bail!(
+                "{} already holds {present} droplet(s), so the pool's droplets under {} were left where they are; export both with doproxy inventory export and import the inventory you want",
+                self.describe(),
+                source.prefix
+            );
+        }
+        let mut plan = layout.plan(&encode(&ours)?, true);
+        let state = self.client.range_prefix(&source.meta_key("")).await?;
+        for kv in state.kvs {
+            let name = kv
+                .key
+                .strip_prefix(&source.meta_key(""))
+                .unwrap_or_default();
+            let key = self.meta_key(name);
+            if self.client.get(&key).await?.is_none() {
+                plan.commit.push(Op::Put(Put {
+                    key,
+                    value: kv.value,
+                    lease: None,
+                }));
+            }
+        }
+        let source_plan = source_layout.plan(&encode(&theirs)?, true);
+        self.commit(&[(&source_lock, source_plan), (&lock, plan)])
+            .await?;
+        lock.release().await;
+        source_lock.release().await;
+        Ok((ours.len(), theirs.len()))
     }
 
     /// Makes `plans`, each under its lock: first the staged writes, which no
@@ -371,6 +462,11 @@ impl EtcdInventory {
             }))
     }
 
+    /// The prefix of this pool's keys.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     fn droplets_prefix(&self) -> String {
         format!("{}droplets/", self.prefix)
     }
@@ -476,6 +572,37 @@ impl InventoryWatch {
             }
         }
     }
+}
+
+/// `prefix`, ending in `/`.
+fn with_slash(prefix: &str) -> String {
+    match prefix.ends_with('/') {
+        true => prefix.to_string(),
+        false => format!("{prefix}/"),
+    }
+}
+
+/// The droplets readers see in `layout`.
+fn decode(layout: &Layout) -> Result<Vec<Entry>> {
+    layout
+        .visible()
+        .into_iter()
+        .map(|(key, value)| {
+            serde_json::from_slice(value).map_err(|err| {
+                anyhow::anyhow!(
+                    "etcd key {key} holds a droplet doproxy cannot read ({err}); fix or delete that key, then run doproxy reconcile"
+                )
+            })
+        })
+        .collect()
+}
+
+/// Droplet ID to JSON, as a save writes them.
+fn encode(entries: &[Entry]) -> Result<BTreeMap<u64, Vec<u8>>> {
+    entries
+        .iter()
+        .map(|entry| Ok((entry.id, serde_json::to_vec(entry)?)))
+        .collect()
 }
 
 /// "pid 4242 on proxy-a": enough for an operator to find the run.

@@ -96,6 +96,11 @@ impl Layout {
         Ok(layout)
     }
 
+    /// No key at all: nothing was ever saved here.
+    pub fn is_empty(&self) -> bool {
+        self.current.is_none() && self.generations.is_empty() && self.legacy.is_empty()
+    }
+
     /// The droplets readers see, as (key, JSON) in ID order.
     pub fn visible(&self) -> Vec<(String, &[u8])> {
         match self.current {
@@ -338,6 +343,8 @@ mod tests {
             layout.visible(),
             [(format!("{PREFIX}00000000000000000007"), &b"seven"[..])]
         );
+        assert!(!layout.is_empty());
+        assert!(Layout::read(PREFIX, vec![]).unwrap().is_empty());
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod entry;
 mod etcd;
 mod file;
 mod layout;
+mod pool;
 
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ pub use entry::{Build, Comments, Entry, Status, parse, render, user_data_digest}
 use etcd::EtcdLock;
 pub use etcd::{Election, EtcdInventory, InventoryChange, LeaderKey, Leadership, Unconfirmed};
 use file::FileInventory;
+pub use pool::{Pool, SHARED_TAG, is_pool_name};
 
 /// What a signal during a lock wait leaves.
 const LOCK_WAIT_STOPPED: &str = "while waiting for the inventory lock; nothing was changed";

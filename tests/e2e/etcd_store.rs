@@ -66,6 +66,130 @@ fn a_create_right_after_another_proxys_scale_in_takes_the_lock_at_once() {
     assert_eq!(a.ids().len(), 2);
 }
 
+/// Makes `project` a proxy of pool `pool`, its droplets named `<pool>-<n>`.
+fn join_pool(project: &mut Project, pool: &str) {
+    project.set("pool", Some(pool));
+    project.set(
+        "droplet_options",
+        Some(&format!(
+            "{{hostname_prefix: {pool}, region: nyc3, size: s-1vcpu-1gb, image: ubuntu-24-04-x64}}"
+        )),
+    );
+}
+
+/// The names `print` lists.
+fn names(project: &Project) -> Vec<String> {
+    let json = project.run(&["print", "-o", "json"]).success().json();
+    json.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn two_pools_on_one_etcd_never_share_keys_or_a_lock() {
+    let etcd = Etcd::start();
+    let (mut web, mut api) = two_proxies("own-prefix", &etcd);
+    join_pool(&mut web, "web");
+    join_pool(&mut api, "api");
+    fs::create_dir_all(api.path("textfile")).unwrap();
+    api.set("metrics_textfile", Some("textfile/doproxy.prom"));
+    web.run(&["create"]).success();
+
+    // api creates while web's create holds web's lock through slow API
+    // calls: api does not wait for it.
+    web.sim.set_latency(Duration::from_secs(2));
+    let web_create = web.spawn(&["create"]);
+    wait_until(
+        "web's create to take its lock",
+        Duration::from_secs(10),
+        || !etcd.keys("/doproxy/doproxy:web/lock/").is_empty(),
+    );
+    api.run(&["create"]).success();
+    let waited = lock_wait_seconds(&fs::read_to_string(api.path("textfile/doproxy.prom")).unwrap());
+    assert!(waited < 1.0, "api waited {waited:.1} s for web's lock");
+    Run::wait(web_create).success();
+    web.sim.set_latency(Duration::ZERO);
+
+    assert_eq!(names(&web), ["web-0", "web-1"]);
+    assert_eq!(names(&api), ["api-0"]);
+    let keys = etcd.keys("/");
+    assert!(
+        keys.iter()
+            .all(|key| key.starts_with("/doproxy/doproxy:web/")
+                || key.starts_with("/doproxy/doproxy:api/")),
+        "{keys:#?}"
+    );
+    assert!(web.run(&["doctor"]).stdout.contains(&format!(
+        "✓ inventory: etcd {} /doproxy/doproxy:web/ holds 2 droplet(s)",
+        etcd.url()
+    )));
+}
+
+#[test]
+fn a_pool_left_under_the_shared_prefix_is_told_to_move_and_moves_whole() {
+    let etcd = Etcd::start();
+    let (mut web, mut api) = two_proxies("shared-prefix", &etcd);
+    join_pool(&mut web, "web");
+    join_pool(&mut api, "api");
+    // Before each pool had its own prefix, both kept their droplets under
+    // /doproxy/doproxy/; doctor flags the other pool's there.
+    for project in [&mut web, &mut api] {
+        project.set("etcd_prefix", Some("/doproxy/doproxy/"));
+    }
+    web.run(&["create", "--count", "2"]).success();
+    api.run(&["create"]).success();
+    let doctor = web.run(&["doctor"]).stdout;
+    assert!(
+        doctor.contains("✗ inventory: ")
+            && doctor.contains(
+                "/doproxy/doproxy/ holds 3 droplet(s), 1 of them not of pool doproxy:web (api-0)"
+            ),
+        "{doctor}"
+    );
+
+    // Upgraded to the default prefix, each pool's own: refused until moved,
+    // with the way out in one line.
+    for project in [&mut web, &mut api] {
+        project.set("etcd_prefix", None);
+    }
+    let refused = web.run(&["create"]).fails(1, "doproxy inventory migrate");
+    assert!(
+        refused
+            .stderr
+            .contains("holds 2 droplet(s) of pool doproxy:web")
+            && refused.stderr.contains("etcd_prefix: /doproxy/doproxy/"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        web.sim.droplets().len(),
+        3,
+        "a refused create created nothing"
+    );
+
+    let moved = web.run(&["inventory", "migrate"]).success();
+    assert_eq!(
+        moved.stdout,
+        "Moved 2 droplet(s) of pool doproxy:web from /doproxy/doproxy/ to /doproxy/doproxy:web/.\n"
+    );
+    assert_eq!(names(&web), ["web-0", "web-1"]);
+    api.run(&["print"])
+        .fails(1, "holds 1 droplet(s) of pool doproxy:api");
+    api.run(&["inventory", "migrate"]).success();
+    assert_eq!(names(&api), ["api-0"]);
+    assert_eq!(
+        etcd.keys("/doproxy/doproxy/droplets/"),
+        ["/doproxy/doproxy/droplets/current"],
+        "the shared prefix is empty"
+    );
+    web.run(&["create"]).success();
+    assert_eq!(names(&web), ["web-0", "web-1", "web-2"]);
+    web.run(&["inventory", "migrate"])
+        .fails(1, "holds no droplet of pool doproxy:web");
+}
+
 /// Inventory file lines for droplets `ids`, active, on loopback addresses
 /// nothing listens on.
 fn inventory_lines(ids: Range<u64>) -> String {
