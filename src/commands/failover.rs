@@ -25,7 +25,7 @@ use crate::config::Config;
 use crate::digitalocean::{Client, RetryPolicy, metadata, reserved_ip};
 use crate::failover::{self, Assignment, Health, Identity, Role, Seen, Step};
 use crate::haproxy;
-use crate::inventory::{Election, LeaderKey, Leadership, Store, Unconfirmed};
+use crate::inventory::{Election, LeaderKey, Leadership, NotMoved, Store, Unconfirmed};
 use crate::shutdown::Interrupted;
 
 /// How long a TCP check of the frontend may take.
@@ -45,8 +45,13 @@ pub async fn run(app: &App, args: &FailoverArgs) -> Result<Report> {
         return history(&election).await;
     }
     // Refused while the pool's droplets wait to be moved out of the prefix
-    // pools shared (inventory migrate), so its proxies never elect apart.
-    etcd.load().await?;
+    // pools shared (inventory migrate), so its proxies never elect apart;
+    // an etcd that does not answer yet is left to the rounds below.
+    if let Err(err) = etcd.load().await
+        && err.is::<NotMoved>()
+    {
+        return Err(err);
+    }
     let settings = &app.config.failover;
     let reserved_ip = settings.reserved_ip.with_context(|| {
         format!(

@@ -76,6 +76,19 @@ pub struct EtcdLock {
     releasing: Releasing,
 }
 
+/// The pool's droplets still sit under the prefix pools shared, and its own
+/// prefix is empty: nothing may start a second inventory of the pool.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "etcd prefix {shared} that pools shared holds {count} droplet(s) of pool {pool}, whose inventory is now kept under its own prefix {prefix}; once every proxy of the pool runs this doproxy, move them with doproxy inventory migrate, or keep the shared prefix with etcd_prefix: {shared} in doproxy.yml"
+)]
+pub struct NotMoved {
+    shared: String,
+    count: usize,
+    pool: String,
+    prefix: String,
+}
+
 /// What a watch on the inventory saw next.
 #[derive(Debug, PartialEq, Eq)]
 pub enum InventoryChange {
@@ -176,11 +189,13 @@ impl EtcdInventory {
                 .filter(|entry| self.pool.owns(entry))
                 .count();
             if unmoved > 0 {
-                bail!(
-                    "etcd prefix {shared} that pools shared holds {unmoved} droplet(s) of pool {}, whose inventory is now kept under its own prefix {}; once every proxy of the pool runs this doproxy, move them with doproxy inventory migrate, or keep the shared prefix with etcd_prefix: {shared} in doproxy.yml",
-                    self.pool.tag,
-                    self.prefix
-                );
+                return Err(NotMoved {
+                    shared: shared.clone(),
+                    count: unmoved,
+                    pool: self.pool.tag.clone(),
+                    prefix: self.prefix.clone(),
+                }
+                .into());
             }
         }
         Ok((layout, revision))

@@ -19,7 +19,9 @@ use crate::shutdown::Shutdown;
 pub use drift::drift;
 pub use entry::{Build, Comments, Entry, Status, parse, render, user_data_digest};
 use etcd::EtcdLock;
-pub use etcd::{Election, EtcdInventory, InventoryChange, LeaderKey, Leadership, Unconfirmed};
+pub use etcd::{
+    Election, EtcdInventory, InventoryChange, LeaderKey, Leadership, NotMoved, Unconfirmed,
+};
 use file::FileInventory;
 pub use pool::{Pool, SHARED_TAG, is_pool_name};
 

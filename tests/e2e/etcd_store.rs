@@ -168,6 +168,8 @@ fn a_pool_left_under_the_shared_prefix_is_told_to_move_and_moves_whole() {
         3,
         "a refused create created nothing"
     );
+    // Nor do the pool's proxies elect a leader apart from the old version's.
+    web.run(&["failover"]).fails(1, "doproxy inventory migrate");
 
     let moved = web.run(&["inventory", "migrate"]).success();
     assert_eq!(
