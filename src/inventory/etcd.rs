@@ -13,9 +13,10 @@
 //! ```
 //!
 //! A save takes effect whole or not at all, however many droplets it
-//! changes (`layout`). A run holds the lock through a lease it keeps alive, so a run that dies loses the lock
-//! when the lease runs out, and every write checks in the same transaction
-//! that the lock is still held, so a run whose lease ran out writes nothing.
+//! changes (`layout`). A run holds the lock through a lease it keeps alive,
+//! so a run that dies loses the lock when the lease runs out, and every
+//! write checks in the same transaction that the lock is still held, so a
+//! run whose lease ran out writes nothing.
 //! Before each API call that changes droplets, commands ask the lock whether
 //! it is still held (`EtcdLock::check`), so a run that lost it changes nothing
 //! more at DigitalOcean either.

@@ -22,16 +22,19 @@ pub struct Pool {
 impl Pool {
     /// Whether `entry` is this pool's: built with its tag; or, built before
     /// pools had tags of their own (or with no build recorded), named like
-    /// its droplets. Without a hostname_prefix, names cannot tell, and such
-    /// an entry counts as the pool's.
+    /// its droplets. When names cannot tell (no hostname_prefix, or a Ruby
+    /// DOProxy line not filled in yet), the entry counts as the pool's.
     pub fn owns(&self, entry: &Entry) -> bool {
         match &entry.build {
             Some(build) if build.tags.contains(&self.tag) => true,
             Some(build) if build.tags.first().is_some_and(|tag| tag != SHARED_TAG) => false,
-            _ => self
-                .hostname_prefix
-                .as_deref()
-                .is_none_or(|prefix| is_pool_name(&entry.name, prefix)),
+            _ => {
+                entry.needs_details()
+                    || self
+                        .hostname_prefix
+                        .as_deref()
+                        .is_none_or(|prefix| is_pool_name(&entry.name, prefix))
+            }
         }
     }
 }
@@ -92,6 +95,7 @@ mod tests {
         assert!(!web.owns(&built("api-2", &["doproxy"])));
         assert!(web.owns(&Entry::named(3, "web-3")));
         assert!(!web.owns(&Entry::named(4, "api-0")));
+        assert!(web.owns(&Entry::named(5, "")), "a Ruby line: cannot tell");
         let unnamed = Pool {
             hostname_prefix: None,
             ..web
