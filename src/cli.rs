@@ -481,6 +481,23 @@ pub enum InventoryCommand {
     ///
     /// Example: doproxy --config etcd.yml inventory import inventory.txt
     Import(ImportArgs),
+
+    /// Move this pool's droplets from the etcd prefix pools shared before
+    /// each had its own (/doproxy/doproxy/) to the pool's own prefix, in one
+    /// transaction. Run it once every proxy of the pool runs this version.
+    ///
+    /// Example: doproxy inventory migrate
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The etcd prefix to take the pool's droplets from.
+    #[arg(long, value_name = "PREFIX", default_value = "/doproxy/doproxy/")]
+    pub from: String,
+
+    #[command(flatten)]
+    pub lock: LockArgs,
 }
 
 #[derive(Debug, Args)]

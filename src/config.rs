@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
+use crate::inventory::{Pool, SHARED_TAG};
 use crate::scaling::autoscale::{Metric, Policy, metric_name};
 use crate::scaling::heal::Policy as HealPolicy;
 
@@ -23,9 +24,6 @@ const DEFAULT_CONFIG: &str = "doproxy.yml";
 const TOKEN_ENV: [&str; 2] = ["DIGITALOCEAN_ACCESS_TOKEN", "DIGITALOCEAN_TOKEN"];
 const API_URL_ENV: &str = "DIGITALOCEAN_API_URL";
 const ETCD_PASSWORD_ENV: &str = "DOPROXY_ETCD_PASSWORD";
-/// The tag every doproxy droplet carries, and the pool tag of a config that
-/// names no pool (what every pool used before pools had their own tag).
-const SHARED_TAG: &str = "doproxy";
 /// A pool's own tag is `doproxy:<pool>`.
 const POOL_TAG_PREFIX: &str = "doproxy:";
 /// The API's limit on a tag's length.
@@ -244,8 +242,14 @@ pub struct Config {
 /// Where the inventory lives in etcd and how to reach it.
 pub struct EtcdSettings {
     pub endpoints: Vec<String>,
-    /// Every key of this pool starts with it, e.g. `/doproxy/web/`.
+    /// Every key of this pool starts with it, e.g. `/doproxy/doproxy:web/`.
     pub prefix: String,
+    /// The pool whose inventory this is.
+    pub pool: Pool,
+    /// The prefix pools shared before each had its own by default
+    /// (`/doproxy/doproxy/`), when this pool's default moved away from it:
+    /// droplets of the pool still there have to be moved first.
+    pub shared_prefix: Option<String>,
     pub username: Option<String>,
     pub password: Option<String>,
     pub ca_file: Option<PathBuf>,
@@ -467,17 +471,8 @@ impl Config {
         let api_url = env(API_URL_ENV)
             .or(file.api_url)
             .unwrap_or_else(|| "https://api.digitalocean.com".to_string());
-        // Before pools had their own tag the etcd prefix came from the first
-        // tag, `doproxy` by default; it stays so, or an upgraded `watch`
-        // would follow an empty prefix.
-        let etcd_prefix = file.etcd_prefix.unwrap_or_else(|| {
-            let tags = file.droplet_options.tags.as_deref().unwrap_or_default();
-            format!(
-                "/doproxy/{}/",
-                tags.first().map_or(SHARED_TAG, String::as_str)
-            )
-        });
         let droplet_features = droplet_features(&file.droplet_options, path)?;
+        let explicit_tags = file.droplet_options.tags.is_some();
         let tags = droplet_tags(
             file.droplet_options.tags,
             file.pool.as_deref(),
@@ -576,6 +571,14 @@ impl Config {
             metrics_textfile: file.metrics_textfile.map(resolve),
             confirm_creates_above: file.confirm_creates_above.unwrap_or(10),
         };
+        // Each pool's inventory lives under a prefix named by its tag (tags
+        // hold no `/`, so no pool's keys fall under another's). Before, a
+        // pool without explicit tags used the shared /doproxy/doproxy/; its
+        // droplets still there are to be moved (see shared_prefix).
+        let shared_prefix = format!("/doproxy/{SHARED_TAG}/");
+        let own_prefix = format!("/doproxy/{}/", config.pool_tag());
+        let moved_away =
+            file.etcd_prefix.is_none() && !explicit_tags && own_prefix != shared_prefix;
         config.etcd = match file.inventory_backend.as_deref() {
             None | Some("file") => None,
             Some("etcd") => Some(EtcdSettings {
@@ -585,7 +588,9 @@ impl Config {
                         path.display()
                     )
                 })?,
-                prefix: etcd_prefix,
+                prefix: file.etcd_prefix.unwrap_or(own_prefix),
+                pool: config.pool(),
+                shared_prefix: moved_away.then_some(shared_prefix),
                 username: file.etcd_username,
                 password: env(ETCD_PASSWORD_ENV).or(file.etcd_password),
                 ca_file: file.etcd_ca_file.map(resolve),
@@ -751,6 +756,14 @@ impl Config {
                 self.path.display()
             )
         }))
+    }
+
+    /// This pool, as its droplets show it.
+    pub fn pool(&self) -> Pool {
+        Pool {
+            tag: self.pool_tag().to_string(),
+            hostname_prefix: self.hostname_prefix.clone(),
+        }
     }
 }
 
@@ -1143,23 +1156,40 @@ droplet_options:
     }
 
     #[test]
-    fn the_default_etcd_prefix_does_not_move_with_the_pool_tag() {
-        let prefix = |extra: &str| {
-            let text = format!(
-                "{ORIGINAL}inventory_backend: etcd\netcd_endpoints: [http://127.0.0.1:2379]\n{extra}"
-            );
-            Config::parse(&text, Path::new("/x/d.yml"), no_env)
+    fn each_pool_has_its_own_default_etcd_prefix_and_knows_the_one_it_shared() {
+        let etcd = |text: &str| {
+            let text =
+                format!("{text}inventory_backend: etcd\netcd_endpoints: [http://127.0.0.1:2379]\n");
+            let settings = Config::parse(&text, Path::new("/x/d.yml"), no_env)
                 .unwrap()
                 .etcd
-                .unwrap()
-                .prefix
+                .unwrap();
+            (settings.prefix, settings.shared_prefix)
         };
-        assert_eq!(prefix(""), "/doproxy/doproxy/");
-        assert_eq!(prefix("pool: web\n"), "/doproxy/doproxy/");
-        assert_eq!(prefix("etcd_prefix: /mine/\n"), "/mine/");
-        let text = "droplet_options: {tags: [web]}\ninventory_backend: etcd\netcd_endpoints: [http://e:2379]\n";
-        let config = Config::parse(text, Path::new("/x/d.yml"), no_env).unwrap();
-        assert_eq!(config.etcd.unwrap().prefix, "/doproxy/web/");
+        let shared = Some("/doproxy/doproxy/".to_string());
+        assert_eq!(
+            etcd(ORIGINAL),
+            ("/doproxy/doproxy:auto-nginx/".to_string(), shared.clone())
+        );
+        assert_eq!(
+            etcd("pool: web\n"),
+            ("/doproxy/doproxy:web/".to_string(), shared)
+        );
+        assert_eq!(
+            etcd("pool: api\n").0,
+            "/doproxy/doproxy:api/",
+            "two pools never share keys or a lock"
+        );
+        // Where the prefix did not move: set, from explicit tags, no pool.
+        assert_eq!(
+            etcd(&format!("{ORIGINAL}etcd_prefix: /mine/\n")),
+            ("/mine/".to_string(), None)
+        );
+        assert_eq!(
+            etcd("droplet_options: {tags: [web]}\n"),
+            ("/doproxy/web/".to_string(), None)
+        );
+        assert_eq!(etcd(""), ("/doproxy/doproxy/".to_string(), None));
     }
 
     #[test]
@@ -1253,7 +1283,7 @@ droplet_options:
         );
         let config = Config::parse(&text, Path::new("/x/d.yml"), no_env).unwrap();
         assert!(!format!("{config:?}").contains("hunter2"));
-        assert_eq!(config.etcd.unwrap().prefix, "/doproxy/doproxy/");
+        assert_eq!(config.etcd.unwrap().prefix, "/doproxy/doproxy:auto-nginx/");
     }
 
     #[test]

@@ -142,6 +142,7 @@ pub struct Range {
 }
 
 /// A condition a transaction checks before it writes anything.
+#[derive(Debug, Clone)]
 pub enum Compare {
     /// The key exists (its create revision is above zero).
     KeyExists(String),
@@ -149,9 +150,23 @@ pub enum Compare {
     KeyMissing(String),
     /// The key exists and is attached to this lease.
     LeaseIs(String, i64),
+    /// The key exists and holds exactly this value.
+    ValueIs(String, Vec<u8>),
+}
+
+/// One write of a transaction.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Put(Put),
+    Delete(String),
+    /// Every key starting with this prefix.
+    DeletePrefix(String),
+    /// Every key from the first (included) to the second (excluded).
+    DeleteRange(String, String),
 }
 
 /// One key a transaction writes, optionally attached to a lease.
+#[derive(Debug, Clone)]
 pub struct Put {
     pub key: String,
     pub value: Vec<u8>,
@@ -208,7 +223,13 @@ pub enum WatchUpdate {
 /// Every key one transaction wrote or deleted, and its revision.
 pub struct ChangeBatch {
     pub revision: i64,
-    pub keys: Vec<String>,
+    pub changes: Vec<Change>,
+}
+
+/// One key a transaction wrote (its new value) or deleted (None).
+pub struct Change {
+    pub key: String,
+    pub value: Option<Vec<u8>>,
 }
 
 #[derive(Deserialize)]
@@ -280,6 +301,9 @@ struct WatchResponse {
 
 #[derive(Deserialize)]
 struct WatchEvent {
+    /// `DELETE`, or absent for a put (the zero value).
+    #[serde(rename = "type", default)]
+    kind: String,
     kv: EventKeyValue,
 }
 
@@ -287,6 +311,8 @@ struct WatchEvent {
 struct EventKeyValue {
     #[serde(deserialize_with = "base64_text")]
     key: String,
+    #[serde(default, deserialize_with = "base64_bytes")]
+    value: Vec<u8>,
     #[serde(deserialize_with = "int64")]
     mod_revision: i64,
 }
@@ -368,15 +394,26 @@ impl Client {
 
     /// One key with its value and lease, if the key exists.
     pub async fn get_key(&self, key: &str) -> Result<Option<KeyValue>, EtcdError> {
-        let body = json!({"key": base64::encode(key.as_bytes())});
+        self.get_key_at(key, 0).await
+    }
+
+    /// One key as it was at `revision` (0: now), if it existed then.
+    pub async fn get_key_at(
+        &self,
+        key: &str,
+        revision: i64,
+    ) -> Result<Option<KeyValue>, EtcdError> {
+        let body = json!({"key": base64::encode(key.as_bytes()), "revision": revision.to_string()});
         let response: RangeResponse = self.call("/v3/kv/range", &body).await?;
         Ok(response.kvs.into_iter().next())
     }
 
     /// Every key starting with `prefix`, in key order, at one revision.
     pub async fn range_prefix(&self, prefix: &str) -> Result<Range, EtcdError> {
-        let body =
-            json!({"key": base64::encode(prefix.as_bytes()), "range_end": prefix_end(prefix)});
+        let body = json!({
+            "key": base64::encode(prefix.as_bytes()),
+            "range_end": base64::encode(&prefix_end(prefix)),
+        });
         let response: RangeResponse = self.call("/v3/kv/range", &body).await?;
         Ok(Range {
             kvs: response.kvs,
@@ -384,14 +421,9 @@ impl Client {
         })
     }
 
-    /// Writes `puts` and deletes `deletes` in one transaction if every
-    /// compare holds; returns whether they did (and so whether it wrote).
-    pub async fn txn(
-        &self,
-        compares: &[Compare],
-        puts: &[Put],
-        deletes: &[String],
-    ) -> Result<bool, EtcdError> {
+    /// Makes the writes `ops` in one transaction if every compare holds;
+    /// returns whether they did (and so whether it wrote).
+    pub async fn txn(&self, compares: &[Compare], ops: &[Op]) -> Result<bool, EtcdError> {
         let compare: Vec<Value> = compares
             .iter()
             .map(|compare| match compare {
@@ -413,20 +445,36 @@ impl Client {
                     "result": "EQUAL",
                     "lease": lease.to_string(),
                 }),
+                Compare::ValueIs(key, value) => json!({
+                    "key": base64::encode(key.as_bytes()),
+                    "target": "VALUE",
+                    "result": "EQUAL",
+                    "value": base64::encode(value),
+                }),
             })
             .collect();
-        let writes = puts.iter().map(|put| {
-            json!({"request_put": {
-                "key": base64::encode(put.key.as_bytes()),
-                "value": base64::encode(&put.value),
-                "lease": put.lease.unwrap_or(0).to_string(),
+        let delete_range = |from: &str, to: &[u8]| {
+            json!({"request_delete_range": {
+                "key": base64::encode(from.as_bytes()),
+                "range_end": base64::encode(to),
             }})
-        });
-        let removals = deletes
+        };
+        let success: Vec<Value> = ops
             .iter()
-            .map(|key| json!({"request_delete_range": {"key": base64::encode(key.as_bytes())}}));
-        let body =
-            json!({"compare": compare, "success": writes.chain(removals).collect::<Vec<_>>()});
+            .map(|op| match op {
+                Op::Put(put) => json!({"request_put": {
+                    "key": base64::encode(put.key.as_bytes()),
+                    "value": base64::encode(&put.value),
+                    "lease": put.lease.unwrap_or(0).to_string(),
+                }}),
+                Op::Delete(key) => {
+                    json!({"request_delete_range": {"key": base64::encode(key.as_bytes())}})
+                }
+                Op::DeletePrefix(prefix) => delete_range(prefix, &prefix_end(prefix)),
+                Op::DeleteRange(from, to) => delete_range(from, to.as_bytes()),
+            })
+            .collect();
+        let body = json!({"compare": compare, "success": success});
         let response: TxnResponse = self.call("/v3/kv/txn", &body).await?;
         Ok(response.succeeded)
     }
@@ -521,7 +569,7 @@ impl Client {
     pub async fn watch(&self, prefix: &str, start_revision: i64) -> Result<Watch, EtcdError> {
         let body = json!({"create_request": {
             "key": base64::encode(prefix.as_bytes()),
-            "range_end": prefix_end(prefix),
+            "range_end": base64::encode(&prefix_end(prefix)),
             "start_revision": start_revision.to_string(),
         }});
         let mut tries = self.inner.endpoints.len();
@@ -803,7 +851,13 @@ impl Watch {
         {
             self.pending.push_back(WatchUpdate::Changes(ChangeBatch {
                 revision: events[0].kv.mod_revision,
-                keys: events.iter().map(|e| e.kv.key.clone()).collect(),
+                changes: events
+                    .iter()
+                    .map(|e| Change {
+                        key: e.kv.key.clone(),
+                        value: (e.kind != "DELETE").then(|| e.kv.value.clone()),
+                    })
+                    .collect(),
             }));
         }
         None
@@ -959,18 +1013,18 @@ fn read_pem(path: &Path, setting: &str) -> anyhow::Result<Vec<u8>> {
         .map_err(|err| anyhow::anyhow!("cannot read {} ({err}); check {setting}", path.display()))
 }
 
-/// The base64 `range_end` that makes a range cover every key starting with
+/// The `range_end` that makes a range cover every key starting with
 /// `prefix`: the prefix with its last byte raised by one.
-fn prefix_end(prefix: &str) -> String {
+fn prefix_end(prefix: &str) -> Vec<u8> {
     let mut end = prefix.as_bytes().to_vec();
     while let Some(last) = end.pop() {
         if last < u8::MAX {
             end.push(last + 1);
-            return base64::encode(&end);
+            return end;
         }
     }
     // Only 0xff bytes (or nothing): "\0" means to the end of the keyspace.
-    base64::encode(&[0])
+    vec![0]
 }
 
 /// The gateway's int64 fields, which arrive as JSON strings.
@@ -1074,8 +1128,8 @@ mod tests {
 
     #[test]
     fn prefix_end_covers_exactly_the_prefix() {
-        assert_eq!(prefix_end("/a/"), base64::encode(b"/a0"));
-        assert_eq!(base64::decode(&prefix_end("a\u{7f}")).unwrap(), b"a\x80");
-        assert_eq!(prefix_end(""), base64::encode(&[0]));
+        assert_eq!(prefix_end("/a/"), b"/a0");
+        assert_eq!(prefix_end("a\u{7f}"), b"a\x80");
+        assert_eq!(prefix_end(""), [0]);
     }
 }

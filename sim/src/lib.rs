@@ -42,7 +42,7 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 pub use faults::Faults;
-pub use reserved_ips::{SimAssignment, SimProxy, SimReservedIp};
+pub use reserved_ips::{SimAssignment, SimIpRequest, SimProxy, SimReservedIp};
 pub use state::{DropletStatus, RequestRecord, SimDroplet};
 
 use state::{NewDroplets, State, Subnet};

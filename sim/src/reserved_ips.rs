@@ -8,7 +8,10 @@
 //!
 //! An action completes `delay` after it was accepted (the API's assign takes
 //! seconds); until then the reserved IP is `locked` and a new action is
-//! refused with 422, as the API refuses one while an event is pending.
+//! refused with 422, as the API refuses one while an event is pending. A
+//! test can lock an IP for as long as it likes with an action of someone
+//! else's (`lock_reserved_ip`), and sees every action asked for, accepted or
+//! refused (`reserved_ip_requests`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -43,6 +46,8 @@ pub(crate) struct ReservedIps {
     pub(crate) frontends: BTreeMap<u64, SocketAddr>,
     /// Every completed assign, oldest first.
     assignments: Vec<SimAssignment>,
+    /// Every action asked for, oldest first.
+    requests: Vec<SimIpRequest>,
 }
 
 struct ReservedIp {
@@ -50,6 +55,14 @@ struct ReservedIp {
     droplet: Option<u64>,
     /// The action under way, if any: the IP is locked until it completes.
     pending: Option<u64>,
+    /// Locked until then by an action of someone else's (`lock_reserved_ip`).
+    locked_until: Option<SystemTime>,
+}
+
+impl ReservedIp {
+    fn locked(&self, now: SystemTime) -> bool {
+        self.pending.is_some() || self.locked_until.is_some_and(|until| now < until)
+    }
 }
 
 struct IpAction {
@@ -81,6 +94,18 @@ pub struct SimProxy {
     pub metadata_url: String,
 }
 
+/// One action asked for on a reserved IP, accepted or refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SimIpRequest {
+    pub ip: Ipv4Addr,
+    /// The droplet to assign to; None unassigns.
+    pub droplet_id: Option<u64>,
+    #[serde(serialize_with = "time::serialize")]
+    pub at: SystemTime,
+    /// False: refused with 422 (the IP was locked).
+    pub accepted: bool,
+}
+
 /// One completed assign: the reserved IP moved to `droplet_id`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SimAssignment {
@@ -102,6 +127,7 @@ impl Default for ReservedIps {
             delay: DEFAULT_DELAY,
             frontends: BTreeMap::new(),
             assignments: Vec::new(),
+            requests: Vec::new(),
         }
     }
 }
@@ -183,6 +209,7 @@ impl Simulator {
                 region: catalog::region("nyc3").expect("nyc3 is in the catalog"),
                 droplet: None,
                 pending: None,
+                locked_until: None,
             },
         );
         drop(state);
@@ -202,6 +229,27 @@ impl Simulator {
         let mut state = self.lock();
         state.settle_reserved_ips(SystemTime::now());
         state.reserved_ips.assignments.clone()
+    }
+
+    /// Someone else's action on `ip` (the control panel, another tool): the
+    /// IP moves to `holder` (None: no droplet) at once and stays locked for
+    /// `locked_for`, every action on it refused with 422 meanwhile.
+    pub fn lock_reserved_ip(&self, ip: Ipv4Addr, holder: Option<u64>, locked_for: Duration) {
+        let now = SystemTime::now();
+        let mut state = self.lock();
+        state.settle_reserved_ips(now);
+        let reserved = state
+            .reserved_ips
+            .ips
+            .get_mut(&ip)
+            .expect("doproxy-sim: lock a reserved IP made with create_reserved_ip");
+        reserved.droplet = holder;
+        reserved.locked_until = Some(now + locked_for);
+    }
+
+    /// Every action asked for on reserved IPs so far, oldest first.
+    pub fn reserved_ip_requests(&self) -> Vec<SimIpRequest> {
+        self.lock().reserved_ips.requests.clone()
     }
 
     /// How long assign and unassign actions take from now on.
@@ -242,7 +290,7 @@ async fn list(
         .reserved_ips
         .ips
         .iter()
-        .map(|(ip, r)| reserved_ip_json(&state.droplets, *ip, r))
+        .map(|(ip, r)| reserved_ip_json(&state.droplets, *ip, r, now))
         .collect();
     let total = ips.len();
     Json(json!({"reserved_ips": ips, "links": {}, "meta": {"total": total}}))
@@ -253,10 +301,11 @@ async fn show(
     Path(ip): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let mut state = sim.lock();
-    state.settle_reserved_ips(SystemTime::now());
+    let now = SystemTime::now();
+    state.settle_reserved_ips(now);
     let (ip, reserved) = find(&state.reserved_ips, &ip)?;
     Ok(Json(
-        json!({"reserved_ip": reserved_ip_json(&state.droplets, ip, reserved)}),
+        json!({"reserved_ip": reserved_ip_json(&state.droplets, ip, reserved, now)}),
     ))
 }
 
@@ -291,13 +340,20 @@ async fn act(
             return Err(ApiError::unprocessable("type must be assign or unassign"));
         }
     };
-    if reserved.pending.is_some() {
+    let locked = reserved.locked(now);
+    let region = reserved.region;
+    let registry = &mut state.reserved_ips;
+    registry.requests.push(SimIpRequest {
+        ip,
+        droplet_id: target,
+        at: now,
+        accepted: !locked,
+    });
+    if locked {
         return Err(ApiError::unprocessable(
             "The reserved IP has a pending event.",
         ));
     }
-    let region = reserved.region;
-    let registry = &mut state.reserved_ips;
     let id = registry.next_action_id;
     registry.next_action_id += 1;
     let action = IpAction {
@@ -343,7 +399,12 @@ fn find<'a>(registry: &'a ReservedIps, ip: &str) -> Result<(Ipv4Addr, &'a Reserv
 
 /// The spec's `reserved_ip` schema; `droplet` is the holder's droplet
 /// object (id, name, status and networks suffice for doproxy) or null.
-fn reserved_ip_json(droplets: &BTreeMap<u64, Droplet>, ip: Ipv4Addr, r: &ReservedIp) -> Value {
+fn reserved_ip_json(
+    droplets: &BTreeMap<u64, Droplet>,
+    ip: Ipv4Addr,
+    r: &ReservedIp,
+    now: SystemTime,
+) -> Value {
     let droplet = r.droplet.and_then(|id| droplets.get(&id)).map(|d| {
         json!({
             "id": d.id,
@@ -357,7 +418,7 @@ fn reserved_ip_json(droplets: &BTreeMap<u64, Droplet>, ip: Ipv4Addr, r: &Reserve
         "ip": ip.to_string(),
         "region": r.region.json(),
         "droplet": droplet,
-        "locked": r.pending.is_some(),
+        "locked": r.locked(now),
         "project_id": "746c6152-2fa2-11ed-92d3-27aaa54e4988",
     })
 }

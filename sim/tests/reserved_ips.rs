@@ -156,4 +156,29 @@ fn a_reserved_ip_moves_between_proxies_and_its_traffic_follows() {
     assert_eq!(sim.reserved_ip_holder(reserved.ip), None);
     let list = json_of(http(api, "GET", "/v2/reserved_ips", None), 200);
     assert_eq!(list["reserved_ips"][0]["ip"], reserved.ip.to_string());
+
+    // Someone else's action keeps it locked, where they put it: refused.
+    sim.lock_reserved_ip(reserved.ip, Some(b.id), Duration::from_secs(60));
+    assert_eq!(
+        json_of(http(api, "GET", &path, None), 200)["reserved_ip"]["locked"],
+        true
+    );
+    assert_eq!(assign(a.id).0, 422);
+    assert_eq!(sim.reserved_ip_holder(reserved.ip), Some(b.id));
+    let asked: Vec<(Option<u64>, bool)> = sim
+        .reserved_ip_requests()
+        .iter()
+        .map(|r| (r.droplet_id, r.accepted))
+        .collect();
+    assert_eq!(
+        asked,
+        [
+            (Some(a.id), true),
+            (Some(b.id), false),
+            (Some(a.id), true),
+            (Some(b.id), true),
+            (None, true),
+            (Some(a.id), false),
+        ]
+    );
 }

@@ -11,7 +11,7 @@ use super::{App, Report};
 use crate::config::{Config, Image, SshKey};
 use crate::digitalocean::{ApiError, Client, reserved_ip};
 use crate::haproxy::{self, Loaded};
-use crate::inventory::Entry;
+use crate::inventory::{Entry, Store};
 
 /// The API refuses larger user data.
 const MAX_USER_DATA: u64 = 64 * 1024;
@@ -82,14 +82,7 @@ pub async fn run(app: &App) -> Result<Report> {
     checks.push(secrets_check(config));
     let inventory = app.store.load().await;
     checks.push(match &inventory {
-        Ok(entries) => ok(
-            "inventory",
-            format!(
-                "{} holds {} droplet(s)",
-                app.store.describe(),
-                entries.len()
-            ),
-        ),
+        Ok(entries) => inventory_check(app, entries),
         Err(err) => failed("inventory", format!("{err:#}")),
     });
     let api = match app.api() {
@@ -160,6 +153,39 @@ pub async fn run(app: &App) -> Result<Report> {
     Ok(report.failed(anyhow!(
         "{failures} check(s) failed; fix what the ✗ lines say and run doproxy doctor again"
     )))
+}
+
+/// Where the inventory is (for etcd, the prefix) and how many droplets it
+/// holds; in etcd, whether any is another pool's: a prefix two pools share
+/// makes each route to the other's droplets.
+fn inventory_check(app: &App, entries: &[Entry]) -> Check {
+    const CHECK: &str = "inventory";
+    let holds = format!(
+        "{} holds {} droplet(s)",
+        app.store.describe(),
+        entries.len()
+    );
+    let pool = app.config.pool();
+    let others: Vec<&str> = entries
+        .iter()
+        .filter(|entry| !pool.owns(entry))
+        .map(|entry| entry.name.as_str())
+        .collect();
+    if others.is_empty() || !matches!(app.store, Store::Etcd(_)) {
+        return ok(CHECK, holds);
+    }
+    let named = match others.len() {
+        1..=3 => others.join(", "),
+        n => format!("{} and {} more", others[..3].join(", "), n - 3),
+    };
+    failed(
+        CHECK,
+        format!(
+            "{holds}, {} of them not of pool {} ({named}), so this proxy routes to another pool's droplets; give each pool its own etcd_prefix (unset, it is /doproxy/<pool tag>/)",
+            others.len(),
+            pool.tag
+        ),
+    )
 }
 
 /// The reserved IP `failover` moves: that it exists, and who holds it.

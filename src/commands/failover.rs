@@ -25,7 +25,7 @@ use crate::config::Config;
 use crate::digitalocean::{Client, RetryPolicy, metadata, reserved_ip};
 use crate::failover::{self, Assignment, Health, Identity, Role, Seen, Step};
 use crate::haproxy;
-use crate::inventory::{Election, LeaderKey, Leadership, Store, Unconfirmed};
+use crate::inventory::{Election, LeaderKey, Leadership, NotMoved, Store, Unconfirmed};
 use crate::shutdown::Interrupted;
 
 /// How long a TCP check of the frontend may take.
@@ -44,6 +44,14 @@ pub async fn run(app: &App, args: &FailoverArgs) -> Result<Report> {
     if args.history {
         return history(&election).await;
     }
+    // Refused while the pool's droplets wait to be moved out of the prefix
+    // pools shared (inventory migrate), so its proxies never elect apart;
+    // an etcd that does not answer yet is left to the rounds below.
+    if let Err(err) = etcd.load().await
+        && err.is::<NotMoved>()
+    {
+        return Err(err);
+    }
     let settings = &app.config.failover;
     let reserved_ip = settings.reserved_ip.with_context(|| {
         format!(
@@ -58,8 +66,8 @@ pub async fn run(app: &App, args: &FailoverArgs) -> Result<Report> {
     } else {
         name
     };
-    // An assign retried after leadership may have passed on could land
-    // after the new leader's: retries end well within the lease.
+    // Reads retried for long would hold up the rounds: they end well within
+    // the lease. (Assigns are never retried unseen: `keep_ip_here`.)
     let retry = RetryPolicy {
         budget: app.config.api_retry_budget.min(settings.lease_ttl / 2),
     };
@@ -351,7 +359,9 @@ impl Proxy<'_> {
     }
 
     /// Reads the reserved IP and, if another droplet (or none) holds it,
-    /// assigns it to this one, confirming leadership right before.
+    /// assigns it to this one, confirming leadership right before every
+    /// assign request: cut off from etcd, it sends none once half its lease
+    /// has passed without a renewal, before another proxy may lead.
     async fn keep_ip_here(&self) -> Result<()> {
         let ip = self.reserved_ip;
         let current = reserved_ip::get(&self.api, ip)
@@ -365,11 +375,13 @@ impl Proxy<'_> {
             .leadership
             .as_ref()
             .expect("only a leader keeps the IP");
-        leadership.confirm().await.with_context(|| {
-            format!("did not assign reserved IP {ip}, as leadership could not be confirmed")
-        })?;
+        let confirmed = async || {
+            leadership.confirm().await.with_context(|| {
+                format!("did not assign reserved IP {ip}, as leadership could not be confirmed")
+            })
+        };
         let patience = self.app.config.failover.lease_ttl;
-        reserved_ip::assign(&self.api, ip, self.droplet_id, patience).await?;
+        reserved_ip::assign(&self.api, ip, self.droplet_id, patience, confirmed).await?;
         let assignment = Assignment {
             at: now_rfc3339(),
             reserved_ip: ip.to_string(),

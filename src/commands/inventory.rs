@@ -1,6 +1,7 @@
 //! `inventory export` / `inventory import`: move the inventory between the
 //! flat file and etcd (or back up either) in the file's line format, which
-//! keeps every field.
+//! keeps every field. `inventory migrate`: move a pool's droplets out of the
+//! etcd prefix pools shared before each had its own.
 
 use std::io::Read;
 
@@ -8,8 +9,8 @@ use anyhow::{Context, Result, bail};
 use serde_json::json;
 
 use super::{App, Report};
-use crate::cli::{ImportArgs, InventoryCommand};
-use crate::inventory::{Comments, parse, render};
+use crate::cli::{ImportArgs, InventoryCommand, MigrateArgs};
+use crate::inventory::{Comments, Store, parse, render};
 
 pub async fn run(app: &App, command: &InventoryCommand) -> Result<Report> {
     match command {
@@ -22,7 +23,30 @@ pub async fn run(app: &App, command: &InventoryCommand) -> Result<Report> {
             Report::new(text, &entries)
         }
         InventoryCommand::Import(args) => import(app, args).await,
+        InventoryCommand::Migrate(args) => migrate(app, args).await,
     }
+}
+
+async fn migrate(app: &App, args: &MigrateArgs) -> Result<Report> {
+    let Store::Etcd(etcd) = &app.store else {
+        bail!(
+            "migrate moves an etcd inventory between prefixes; {} keeps its inventory in a file",
+            app.config.path.display()
+        );
+    };
+    let (moved, left) = etcd
+        .move_from(&args.from, args.lock.lock_timeout, &app.shutdown)
+        .await?;
+    let to = etcd.prefix();
+    tracing::info!("{left} droplet(s) of other pools stay under {}", args.from);
+    Report::new(
+        vec![format!(
+            "Moved {moved} droplet(s) of pool {} from {} to {to}.",
+            app.config.pool_tag(),
+            args.from
+        )],
+        json!({ "moved": moved, "from": args.from, "to": to, "left": left }),
+    )
 }
 
 async fn import(app: &App, args: &ImportArgs) -> Result<Report> {

@@ -24,7 +24,7 @@ use super::{App, Report};
 use crate::cli::ReconcileArgs;
 use crate::digitalocean::Droplet;
 use crate::haproxy;
-use crate::inventory::{Drift, Entry, Status, StoreLock, drift};
+use crate::inventory::{Drift, Entry, Status, StoreLock, drift, is_pool_name};
 use crate::readiness;
 
 /// How long reconcile gives booted droplets to pass the health check.
@@ -379,13 +379,6 @@ fn listed(ids: &[u64]) -> String {
         .join(", ")
 }
 
-/// Whether `name` is one this pool's `create` gives: `<prefix>-<n>`.
-fn is_pool_name(name: &str, prefix: &str) -> bool {
-    name.strip_prefix(prefix)
-        .and_then(|rest| rest.strip_prefix('-'))
-        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-}
-
 /// Takes the orphans not named like this pool's droplets out of `orphans`
 /// and returns them; without a hostname_prefix no name is the pool's.
 fn take_foreign(orphans: &mut Vec<Entry>, prefix: Option<&str>) -> Vec<Entry> {
@@ -399,26 +392,6 @@ fn take_foreign(orphans: &mut Vec<Entry>, prefix: Option<&str>) -> Vec<Entry> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pool_names_are_the_prefix_a_dash_and_a_number() {
-        assert!(is_pool_name("auto-nginx-0", "auto-nginx"));
-        assert!(is_pool_name("auto-nginx-12", "auto-nginx"));
-        for other in [
-            "auto-nginx-",
-            "auto-nginx",
-            "auto-nginx-web-1",
-            "auto-nginx-1-0",
-            "auto-nginx2-0",
-            "auto-nginx-+1",
-            "other-0",
-            "stray-0",
-        ] {
-            assert!(!is_pool_name(other, "auto-nginx"), "{other}");
-        }
-        // A shorter prefix does not claim a longer pool's droplets.
-        assert!(!is_pool_name("auto-nginx-0", "auto"));
-    }
 
     fn droplet(id: u64, status: &str, created_at: &str) -> Droplet {
         serde_json::from_value(json!({

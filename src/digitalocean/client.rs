@@ -176,6 +176,17 @@ impl Client {
         self.get_json("/v2/account", &[]).await.map(drop)
     }
 
+    /// POSTs once, without retrying, for a caller that checks something
+    /// before every attempt (an assign only a confirmed leader may send).
+    pub async fn post_once(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, ApiError> {
+        let body = serde_json::to_vec(body).map_err(|err| ApiError::Malformed(err.to_string()))?;
+        parse(&self.send(Method::POST, path, &[], Some(&body)).await?)
+    }
+
     pub async fn get_droplet(&self, id: u64) -> Result<Droplet, ApiError> {
         let path = format!("/v2/droplets/{id}");
         self.with_retries(&path, || async {

@@ -1,7 +1,10 @@
 //! Reserved IPs: which droplet holds one, and moving it with an `assign`
 //! action. Assigning an IP to the droplet that holds it changes nothing, so
-//! the request is retried like a read; the action is then polled until it
-//! completes and the IP read back, so "assigned" means the API confirms it.
+//! the request is sent again when refused for a pending action or lost, but
+//! only after the caller says, each time, that it may still act (a leader
+//! confirms its leadership), and after a pause that doubles each time; the
+//! action is then polled until it completes and the IP read back, so
+//! "assigned" means the API confirms it.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -13,8 +16,10 @@ use tokio::time::Instant;
 
 use super::{ApiError, Client};
 
-/// Pause between polls of an action or of a locked reserved IP.
+/// Pause between polls of an action.
 const POLL: Duration = Duration::from_millis(250);
+/// The first pause before an assign is sent again; it doubles every time.
+const FIRST_RETRY: Duration = Duration::from_millis(500);
 
 /// A reserved IP as the API shows it.
 #[derive(Debug, Clone, Deserialize)]
@@ -60,27 +65,49 @@ pub async fn get(api: &Client, ip: Ipv4Addr) -> Result<ReservedIp, ApiError> {
 
 /// Assigns `ip` to droplet `droplet_id` and waits, up to `patience`, until
 /// the API confirms it: the action completed and the IP reads back as held
-/// by that droplet. While another action on the IP is pending, waits for it
-/// first.
-pub async fn assign(api: &Client, ip: Ipv4Addr, droplet_id: u64, patience: Duration) -> Result<()> {
+/// by that droplet. `may_act` is asked right before every assign request and
+/// its error ends the attempt, so nothing is sent once the caller may no
+/// longer act. While another action on the IP is pending (422), or when the
+/// API stumbles, the assign is sent again after 0.5 s, 1 s, 2 s, ...
+pub async fn assign(
+    api: &Client,
+    ip: Ipv4Addr,
+    droplet_id: u64,
+    patience: Duration,
+    may_act: impl AsyncFn() -> Result<()>,
+) -> Result<()> {
     let deadline = Instant::now() + patience;
     let actions = format!("/v2/reserved_ips/{ip}/actions");
     let body = json!({"type": "assign", "droplet_id": droplet_id});
+    let mut pause = FIRST_RETRY;
     let action = loop {
-        match api.post_idempotent(&actions, &body).await {
+        may_act().await?;
+        let (refused, hint) = match api.post_once(&actions, &body).await {
             Ok(answer) => break answer,
-            // 422 while the IP is locked by a pending action: wait it out.
-            Err(ApiError::Rejected { status: 422, .. })
-                if Instant::now() < deadline && get(api, ip).await?.locked =>
-            {
-                tokio::time::sleep(POLL).await;
+            Err(ApiError::Rejected { status: 422, .. }) if get(api, ip).await?.locked => {
+                ("another action on it is under way".to_string(), None)
             }
+            Err(err) if err.is_transient() => (err.to_string(), err.retry_after()),
             Err(err) => {
                 return Err(err).with_context(|| {
                     format!("cannot assign reserved IP {ip} to droplet {droplet_id}")
                 });
             }
+        };
+        let wait = hint.map_or(pause, |hint| hint.max(pause));
+        if Instant::now() + wait >= deadline {
+            bail!(
+                "could not assign reserved IP {ip} to droplet {droplet_id} within {} ({refused}); it is tried again shortly",
+                humantime::format_duration(patience)
+            );
         }
+        tracing::debug!(
+            "assigning reserved IP {ip}: {refused}; asking again in {}",
+            humantime::format_duration(wait)
+        );
+        crate::metrics::api_retry();
+        tokio::time::sleep(wait).await;
+        pause = pause.saturating_mul(2);
     };
     let action: OneAction =
         serde_json::from_value(action).map_err(|err| ApiError::Malformed(err.to_string()))?;

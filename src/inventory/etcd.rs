@@ -5,30 +5,33 @@
 //! Keys, under a prefix per pool (`/doproxy/<pool tag>/` by default):
 //!
 //! ```text
-//! <prefix>droplets/<droplet ID, 20 digits>  one droplet, as JSON
+//! <prefix>droplets/...                      the droplets, as JSON (see `layout`)
 //! <prefix>meta/<name>                       small state, e.g. autoscale's cooldown
 //! <prefix>lock/<lease ID>                   etcd's lock service: holder and waiters
 //! <prefix>failover/leader                   the proxy holding the reserved IP, on its lease
 //! <prefix>failover/history                  the last reserved IP assignments, as JSON
 //! ```
 //!
-//! Zero-padded IDs make etcd's key order the droplets' ID order. A run holds
-//! the lock through a lease it keeps alive, so a run that dies loses the lock
-//! when the lease runs out, and every write checks in the same transaction
-//! that the lock is still held, so a run whose lease ran out writes nothing.
+//! A save takes effect whole or not at all, however many droplets it
+//! changes (`layout`). A run holds the lock through a lease it keeps alive,
+//! so a run that dies loses the lock when the lease runs out, and every
+//! write checks in the same transaction that the lock is still held, so a
+//! run whose lease ran out writes nothing.
 //! Before each API call that changes droplets, commands ask the lock whether
 //! it is still held (`EtcdLock::check`), so a run that lost it changes nothing
 //! more at DigitalOcean either.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use super::entry::Entry;
+use super::layout::{self, Layout, MAX_OPS, SavePlan};
+use super::pool::Pool;
 use crate::config::EtcdSettings;
-use crate::etcd::{self, Client, Compare, Credentials, EtcdError, Put, TlsFiles, WatchUpdate};
+use crate::etcd::{self, Client, Compare, Credentials, EtcdError, Op, Put, TlsFiles, WatchUpdate};
 use crate::shutdown::Shutdown;
 
 /// How long the lock outlives a run that stops renewing it (killed, or cut
@@ -36,9 +39,6 @@ use crate::shutdown::Shutdown;
 /// lease is renewed every third of it, so two renewals can fail (each may
 /// take etcd's request timeout, 10 s) before the lock is lost.
 const LOCK_TTL: Duration = Duration::from_secs(30);
-/// etcd refuses transactions of more than 128 operations by default
-/// (--max-txn-ops); stay below it.
-const MAX_OPS_PER_TXN: usize = 100;
 /// Even a free lock takes a round trip to etcd, so shorter waits count as
 /// this long.
 const MIN_LOCK_WAIT: Duration = Duration::from_secs(1);
@@ -47,16 +47,24 @@ pub struct EtcdInventory {
     client: Client,
     endpoints: String,
     prefix: String,
-    /// Locks dropped without `release` (a command that failed half-way):
-    /// `release_abandoned` gives them up before doproxy exits, so other
-    /// runs need not wait for their leases to run out.
-    abandoned: Arc<Mutex<Vec<(String, i64)>>>,
+    pool: Pool,
+    /// Where droplets of the pool may still be, from before it had a prefix
+    /// of its own (see `EtcdSettings::shared_prefix`).
+    shared_prefix: Option<String>,
+    /// The releases of locks dropped without `release`, under way:
+    /// `released` waits for them before doproxy exits.
+    releasing: Releasing,
 }
 
-/// Proof that this run holds the pool's etcd lock. `release` gives it up at
-/// once; dropping it stops renewing the lease and leaves the lock to
-/// `EtcdInventory::release_abandoned` (or, if that never runs, to the lease
-/// running out within `LOCK_TTL`).
+/// Releases of dropped locks, each running as a task of its own.
+type Releasing = Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>;
+
+/// Proof that this run holds the pool's etcd lock, for as long as it is in
+/// scope: `release` gives it up and says when that is done; dropping it
+/// (the command is done, failed half-way, or was cut short) gives it up in
+/// the background at once, so another run never waits for the lease to run
+/// out while this one goes on or exits.
+#[must_use = "the lock is released as soon as it is dropped"]
 pub struct EtcdLock {
     client: Client,
     /// The lock's name, for messages.
@@ -66,14 +74,27 @@ pub struct EtcdLock {
     lease: i64,
     /// None once released.
     keep_alive: Option<etcd::KeepAlive>,
-    abandoned: Arc<Mutex<Vec<(String, i64)>>>,
+    releasing: Releasing,
+}
+
+/// The pool's droplets still sit under the prefix pools shared, and its own
+/// prefix is empty: nothing may start a second inventory of the pool.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "etcd prefix {shared} that pools shared holds {count} droplet(s) of pool {pool}, whose inventory is now kept under its own prefix {prefix}; once every proxy of the pool runs this doproxy, move them with doproxy inventory migrate, or keep the shared prefix with etcd_prefix: {shared} in doproxy.yml"
+)]
+pub struct NotMoved {
+    shared: String,
+    count: usize,
+    pool: String,
+    prefix: String,
 }
 
 /// What a watch on the inventory saw next.
 #[derive(Debug, PartialEq, Eq)]
 pub enum InventoryChange {
-    /// One save changed these droplets at `revision`.
-    Changed { revision: i64, ids: Vec<u64> },
+    /// One save changed the inventory at `revision`.
+    Changed { revision: i64 },
     /// etcd compacted its history past the revision the watch was to start
     /// from, so changes were missed and the watch has ended: reload with
     /// `load_with_revision` and watch again from its revision.
@@ -84,6 +105,8 @@ pub enum InventoryChange {
 pub struct InventoryWatch {
     watch: etcd::Watch,
     droplets_prefix: String,
+    /// The generation readers read, as of the last change seen.
+    generation: Option<u64>,
 }
 
 impl EtcdInventory {
@@ -103,16 +126,26 @@ impl EtcdInventory {
             cert_file: settings.cert_file.clone(),
             key_file: settings.key_file.clone(),
         };
-        let mut prefix = settings.prefix.clone();
-        if !prefix.ends_with('/') {
-            prefix.push('/');
-        }
         Ok(EtcdInventory {
             client: Client::new(settings.endpoints.clone(), credentials, &tls)?,
             endpoints: settings.endpoints.join(","),
-            prefix,
-            abandoned: Arc::default(),
+            prefix: with_slash(&settings.prefix),
+            pool: settings.pool.clone(),
+            shared_prefix: settings.shared_prefix.as_deref().map(with_slash),
+            releasing: Releasing::default(),
         })
+    }
+
+    /// The inventory under `prefix` in the same etcd, as this pool sees it.
+    fn sibling(&self, prefix: &str) -> EtcdInventory {
+        EtcdInventory {
+            client: self.client.clone(),
+            endpoints: self.endpoints.clone(),
+            prefix: with_slash(prefix),
+            pool: self.pool.clone(),
+            shared_prefix: None,
+            releasing: self.releasing.clone(),
+        }
     }
 
     /// The leader election of this pool's proxies (`doproxy failover`).
@@ -137,20 +170,43 @@ impl EtcdInventory {
     /// All entries, and the etcd revision they were read at: `watch` from
     /// that revision misses nothing.
     pub async fn load_with_revision(&self) -> Result<(Vec<Entry>, i64)> {
-        let range = self.client.range_prefix(&self.droplets_prefix()).await?;
-        let entries = range
-            .kvs
-            .iter()
-            .map(|kv| {
-                serde_json::from_slice(&kv.value).map_err(|err| {
-                    anyhow::anyhow!(
-                        "etcd key {} holds a droplet doproxy cannot read ({err}); fix or delete that key, then run doproxy reconcile",
-                        kv.key
-                    )
-                })
-            })
-            .collect::<Result<_>>()?;
-        Ok((entries, range.revision))
+        let (layout, revision) = self.layout().await?;
+        Ok((decode(&layout)?, revision))
+    }
+
+    /// Every droplet key, read at one revision, and that revision. Nothing
+    /// here yet while the prefix the pool shared still holds its droplets:
+    /// an error, so that no proxy starts a second inventory of the pool.
+    async fn layout(&self) -> Result<(Layout, i64)> {
+        let (layout, revision) = self.layout_here().await?;
+        if let Some(shared) = &self.shared_prefix
+            && layout.is_empty()
+        {
+            let (left, _) = self.sibling(shared).layout_here().await?;
+            let unmoved = left
+                .visible()
+                .into_iter()
+                .filter_map(|(_, value)| serde_json::from_slice::<Entry>(value).ok())
+                .filter(|entry| self.pool.owns(entry))
+                .count();
+            if unmoved > 0 {
+                return Err(NotMoved {
+                    shared: shared.clone(),
+                    count: unmoved,
+                    pool: self.pool.tag.clone(),
+                    prefix: self.prefix.clone(),
+                }
+                .into());
+            }
+        }
+        Ok((layout, revision))
+    }
+
+    /// Every droplet key under this prefix, read at one revision.
+    async fn layout_here(&self) -> Result<(Layout, i64)> {
+        let prefix = self.droplets_prefix();
+        let range = self.client.range_prefix(&prefix).await?;
+        Ok((Layout::read(&prefix, range.kvs)?, range.revision))
     }
 
     /// Takes the pool's lock, waiting up to `timeout` for a run on this or
@@ -205,12 +261,11 @@ impl EtcdInventory {
         self.client
             .txn(
                 &[Compare::KeyExists(owner_key.clone())],
-                &[Put {
+                &[Op::Put(Put {
                     key: owner_key.clone(),
                     value: holder_identity().into_bytes(),
                     lease: Some(lease),
-                }],
-                &[],
+                })],
             )
             .await?;
         Ok(EtcdLock {
@@ -219,55 +274,119 @@ impl EtcdInventory {
             owner_key,
             lease,
             keep_alive: Some(keep_alive),
-            abandoned: self.abandoned.clone(),
+            releasing: self.releasing.clone(),
         })
     }
 
-    /// Replaces the droplets with `entries` in one transaction that applies
-    /// only while `lock` is held. Only droplets that differ are written, so
-    /// a watcher sees exactly what changed. The difference is taken against
-    /// what etcd holds now, read here under the lock, so it is right
-    /// whatever the caller loaded and whenever it did.
+    /// Replaces the droplets with `entries`, whole or not at all, only while
+    /// `lock` is held. Only droplets that differ are written when that fits
+    /// in one transaction, so a watcher is told exactly what changed; a
+    /// bigger change goes through a new generation (see `layout`). The
+    /// difference is taken against what etcd holds now, read here under the
+    /// lock, so it is right whatever the caller loaded and whenever it did.
     pub async fn save(&self, entries: &[Entry], lock: &EtcdLock) -> Result<()> {
-        let stored: HashMap<String, Vec<u8>> = self
-            .client
-            .range_prefix(&self.droplets_prefix())
-            .await?
-            .kvs
+        let plan = self.plan_save(entries, false).await?;
+        self.commit(&[(lock, plan)]).await
+    }
+
+    /// The writes that make `entries` the droplets (see `Layout::plan`).
+    async fn plan_save(&self, entries: &[Entry], fresh: bool) -> Result<SavePlan> {
+        let (layout, _) = self.layout().await?;
+        Ok(layout.plan(&encode(entries)?, fresh))
+    }
+
+    /// Moves this pool's droplets out of the inventory under `from`, a
+    /// prefix it shared with other pools, into this one, which must hold
+    /// none yet; the state kept beside them (autoscale, rollout, heal) is
+    /// copied where this pool has none. Both inventories change in one
+    /// transaction, under both locks (the shared one first). Returns how
+    /// many droplets moved and how many of other pools stayed.
+    pub async fn move_from(
+        &self,
+        from: &str,
+        timeout: Duration,
+        shutdown: &Shutdown,
+    ) -> Result<(usize, usize)> {
+        let source = self.sibling(from);
+        if source.prefix == self.prefix {
+            bail!(
+                "{} is this pool's own inventory already; name the prefix to move from with --from",
+                self.describe()
+            );
+        }
+        let source_lock = source.lock(timeout, Some(shutdown)).await?;
+        let lock = self.lock(timeout, Some(shutdown)).await?;
+        let (source_layout, _) = source.layout_here().await?;
+        let (ours, theirs): (Vec<Entry>, Vec<Entry>) = decode(&source_layout)?
             .into_iter()
-            .map(|kv| (kv.key, kv.value))
+            .partition(|entry| self.pool.owns(entry));
+        if ours.is_empty() {
+            bail!(
+                "{} holds no droplet of pool {}, so there is nothing to move",
+                source.describe(),
+                self.pool.tag
+            );
+        }
+        let (layout, _) = self.layout_here().await?;
+        let present = layout.visible().len();
+        if present > 0 {
+            bail!(
+                "{} already holds {present} droplet(s), so the pool's droplets under {} were left where they are; export both with doproxy inventory export and import the inventory you want",
+                self.describe(),
+                source.prefix
+            );
+        }
+        let mut plan = layout.plan(&encode(&ours)?, true);
+        let state = self.client.range_prefix(&source.meta_key("")).await?;
+        for kv in state.kvs {
+            let name = kv
+                .key
+                .strip_prefix(&source.meta_key(""))
+                .unwrap_or_default();
+            let key = self.meta_key(name);
+            if self.client.get(&key).await?.is_none() {
+                plan.commit.push(Op::Put(Put {
+                    key,
+                    value: kv.value,
+                    lease: None,
+                }));
+            }
+        }
+        let source_plan = source_layout.plan(&encode(&theirs)?, true);
+        self.commit(&[(&source_lock, source_plan), (&lock, plan)])
+            .await?;
+        lock.release().await;
+        source_lock.release().await;
+        Ok((ours.len(), theirs.len()))
+    }
+
+    /// Makes `plans`, each under its lock: first the staged writes, which no
+    /// reader looks at, slice by slice; then every commit in one
+    /// transaction, so that all of them take effect at once or none does.
+    async fn commit(&self, plans: &[(&EtcdLock, SavePlan)]) -> Result<()> {
+        let nothing_saved = || {
+            format!(
+                "could not save the inventory to {} (nothing was saved: a save takes effect whole or not at all)",
+                self.describe()
+            )
+        };
+        for (lock, plan) in plans {
+            for slice in plan.staged.chunks(MAX_OPS) {
+                self.write(&[lock], &[], slice)
+                    .await
+                    .with_context(nothing_saved)?;
+            }
+        }
+        let locks: Vec<&EtcdLock> = plans.iter().map(|(lock, _)| *lock).collect();
+        let compares: Vec<Compare> = plans
+            .iter()
+            .flat_map(|(_, plan)| plan.compares.iter().cloned())
             .collect();
-        let mut wanted = BTreeMap::new();
-        for entry in entries {
-            wanted.insert(self.droplet_key(entry.id), serde_json::to_vec(entry)?);
-        }
-        let deletes: Vec<String> = stored
-            .keys()
-            .filter(|key| !wanted.contains_key(*key))
-            .cloned()
+        let commit: Vec<Op> = plans
+            .iter()
+            .flat_map(|(_, plan)| plan.commit.iter().cloned())
             .collect();
-        let puts: Vec<Put> = wanted
-            .into_iter()
-            .filter(|(key, value)| stored.get(key) != Some(value))
-            .map(|(key, value)| Put {
-                key,
-                value,
-                lease: None,
-            })
-            .collect();
-        // One transaction per change, except for changes bigger than etcd
-        // takes at once (an import, a big scale): those go in slices, each
-        // still written only while the lock is held.
-        if puts.len() + deletes.len() <= MAX_OPS_PER_TXN {
-            return self.write(lock, &puts, &deletes).await;
-        }
-        for slice in puts.chunks(MAX_OPS_PER_TXN) {
-            self.write(lock, slice, &[]).await?;
-        }
-        for slice in deletes.chunks(MAX_OPS_PER_TXN) {
-            self.write(lock, &[], slice).await?;
-        }
-        Ok(())
+        self.write(&locks, &compares, &commit).await
     }
 
     /// A value kept beside the droplets, if set.
@@ -282,50 +401,63 @@ impl EtcdInventory {
     }
 
     pub async fn put_meta(&self, name: &str, value: &str, lock: &EtcdLock) -> Result<()> {
-        let put = Put {
+        let put = Op::Put(Put {
             key: self.meta_key(name),
             value: value.as_bytes().to_vec(),
             lease: None,
-        };
-        self.write(lock, &[put], &[]).await
+        });
+        self.write(&[lock], &[], &[put]).await
     }
 
     /// Changes to the droplets made after `revision` (as returned by
     /// `load_with_revision`), one save at a time.
     pub async fn watch(&self, revision: i64) -> Result<InventoryWatch> {
         let droplets_prefix = self.droplets_prefix();
+        let current = format!("{droplets_prefix}current");
+        let at_start = self.client.get_key_at(&current, revision).await?;
+        let generation = layout::generation_at(at_start.as_ref())?;
         let watch = self.client.watch(&droplets_prefix, revision + 1).await?;
         Ok(InventoryWatch {
             watch,
             droplets_prefix,
+            generation,
         })
     }
 
-    /// One transaction: `puts` and `deletes`, if `lock` is still held.
-    async fn write(&self, lock: &EtcdLock, puts: &[Put], deletes: &[String]) -> Result<()> {
-        let held = [Compare::KeyExists(lock.owner_key.clone())];
-        match self.client.txn(&held, puts, deletes).await {
+    /// One transaction: `ops`, if every lock of `locks` is still held and
+    /// `compares` hold.
+    async fn write(&self, locks: &[&EtcdLock], compares: &[Compare], ops: &[Op]) -> Result<()> {
+        let mut all: Vec<Compare> = locks
+            .iter()
+            .map(|lock| Compare::KeyExists(lock.owner_key.clone()))
+            .collect();
+        all.extend(compares.iter().cloned());
+        match self.client.txn(&all, ops).await {
             Ok(true) => Ok(()),
-            Ok(false) => bail!(
-                "lost the etcd lock {} (its lease ran out, perhaps while this run was stalled or cut off from etcd), so nothing was saved; retry",
-                self.lock_name()
-            ),
+            Ok(false) => {
+                let names: Vec<&str> = locks.iter().map(|lock| lock.name.as_str()).collect();
+                bail!(
+                    "lost the etcd lock {} (its lease ran out, perhaps while this run was stalled or cut off from etcd), or the inventory changed without it, so nothing was saved; retry",
+                    names.join(" or ")
+                )
+            }
             Err(EtcdError::Server { message, .. }) if message.contains("too many operations") => {
                 bail!(
-                    "saving {} changes at once is more than etcd allows in one transaction (--max-txn-ops, 128 by default), so nothing was saved; raise --max-txn-ops on the etcd servers",
-                    puts.len() + deletes.len()
+                    "etcd refused {} writes in one transaction (its --max-txn-ops is below doproxy's {MAX_OPS}), so nothing was saved; raise --max-txn-ops on the etcd servers to 128, its default",
+                    ops.len()
                 )
             }
             Err(err) => Err(err.into()),
         }
     }
 
-    /// Gives up the locks dropped without `release`.
-    pub async fn release_abandoned(&self) {
-        let abandoned =
-            std::mem::take(&mut *self.abandoned.lock().unwrap_or_else(|e| e.into_inner()));
-        for (owner_key, lease) in abandoned {
-            give_up(&self.client, &owner_key, lease).await;
+    /// Waits until the locks dropped without `release` are given up.
+    pub async fn released(&self) {
+        let releasing =
+            std::mem::take(&mut *self.releasing.lock().unwrap_or_else(|e| e.into_inner()));
+        for release in releasing {
+            // A release that panicked has nothing left to give up.
+            let _ = release.await;
         }
     }
 
@@ -346,12 +478,13 @@ impl EtcdInventory {
             }))
     }
 
-    fn droplets_prefix(&self) -> String {
-        format!("{}droplets/", self.prefix)
+    /// The prefix of this pool's keys.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
-    fn droplet_key(&self, id: u64) -> String {
-        format!("{}{id:020}", self.droplets_prefix())
+    fn droplets_prefix(&self) -> String {
+        format!("{}droplets/", self.prefix)
     }
 
     fn meta_key(&self, name: &str) -> String {
@@ -396,10 +529,22 @@ impl EtcdLock {
 
 impl Drop for EtcdLock {
     fn drop(&mut self) {
-        if self.keep_alive.take().is_some() {
-            let mut abandoned = self.abandoned.lock().unwrap_or_else(|e| e.into_inner());
-            abandoned.push((self.owner_key.clone(), self.lease));
+        if self.keep_alive.take().is_none() {
+            return;
         }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(
+                "cannot release etcd lock {} outside the async runtime; it frees itself within {}",
+                self.name,
+                humantime::format_duration(LOCK_TTL)
+            );
+            return;
+        };
+        let (client, owner_key, lease) = (self.client.clone(), self.owner_key.clone(), self.lease);
+        let release = runtime.spawn(async move { give_up(&client, &owner_key, lease).await });
+        let mut releasing = self.releasing.lock().unwrap_or_else(|e| e.into_inner());
+        releasing.retain(|release| !release.is_finished());
+        releasing.push(release);
     }
 }
 
@@ -424,22 +569,56 @@ async fn revoke_quietly(client: &Client, lease: i64) {
 }
 
 impl InventoryWatch {
-    /// Waits for the next save that changed droplets.
+    /// Waits for the next save that changed what readers see: one whole
+    /// save, however many transactions it took.
     pub async fn next(&mut self) -> Result<InventoryChange> {
-        Ok(match self.watch.next().await? {
-            WatchUpdate::Changes(batch) => InventoryChange::Changed {
-                revision: batch.revision,
-                ids: batch
-                    .keys
-                    .iter()
-                    .filter_map(|key| key.strip_prefix(&self.droplets_prefix)?.parse().ok())
-                    .collect(),
-            },
-            WatchUpdate::Compacted { compact_revision } => {
-                InventoryChange::Compacted { compact_revision }
+        loop {
+            match self.watch.next().await? {
+                WatchUpdate::Changes(batch) => {
+                    let prefix = &self.droplets_prefix;
+                    if layout::changes_visible(prefix, &batch.changes, &mut self.generation) {
+                        return Ok(InventoryChange::Changed {
+                            revision: batch.revision,
+                        });
+                    }
+                }
+                WatchUpdate::Compacted { compact_revision } => {
+                    return Ok(InventoryChange::Compacted { compact_revision });
+                }
             }
-        })
+        }
     }
+}
+
+/// `prefix`, ending in `/`.
+fn with_slash(prefix: &str) -> String {
+    match prefix.ends_with('/') {
+        true => prefix.to_string(),
+        false => format!("{prefix}/"),
+    }
+}
+
+/// The droplets readers see in `layout`.
+fn decode(layout: &Layout) -> Result<Vec<Entry>> {
+    layout
+        .visible()
+        .into_iter()
+        .map(|(key, value)| {
+            serde_json::from_slice(value).map_err(|err| {
+                anyhow::anyhow!(
+                    "etcd key {key} holds a droplet doproxy cannot read ({err}); fix or delete that key, then run doproxy reconcile"
+                )
+            })
+        })
+        .collect()
+}
+
+/// Droplet ID to JSON, as a save writes them.
+fn encode(entries: &[Entry]) -> Result<BTreeMap<u64, Vec<u8>>> {
+    entries
+        .iter()
+        .map(|entry| Ok((entry.id, serde_json::to_vec(entry)?)))
+        .collect()
 }
 
 /// "pid 4242 on proxy-a": enough for an operator to find the run.
@@ -491,14 +670,14 @@ impl Election {
     pub async fn campaign(&self, identity: &str, ttl: Duration) -> Result<Option<Leadership>> {
         let granted = tokio::time::Instant::now();
         let lease = self.client.grant_lease(ttl).await?;
-        let put = Put {
+        let put = Op::Put(Put {
             key: self.leader_key.clone(),
             value: identity.as_bytes().to_vec(),
             lease: Some(lease),
-        };
+        });
         let won = self
             .client
-            .txn(&[Compare::KeyMissing(self.leader_key.clone())], &[put], &[])
+            .txn(&[Compare::KeyMissing(self.leader_key.clone())], &[put])
             .await;
         if !matches!(won, Ok(true)) {
             revoke_quietly(&self.client, lease).await;
@@ -549,13 +728,13 @@ impl Leadership {
     /// Replaces the assignment history with `history`, only while this
     /// leadership holds.
     pub async fn record(&self, history: &str) -> Result<()> {
-        let put = Put {
+        let put = Op::Put(Put {
             key: self.history_key.clone(),
             value: history.as_bytes().to_vec(),
             lease: None,
-        };
+        });
         let held = [Compare::LeaseIs(self.leader_key.clone(), self.lease)];
-        if !self.client.txn(&held, &[put], &[]).await? {
+        if !self.client.txn(&held, &[put]).await? {
             bail!("lost leadership before the assignment could be recorded");
         }
         Ok(())

@@ -7,6 +7,8 @@ mod entry;
 mod etcd;
 mod field;
 mod file;
+mod layout;
+mod pool;
 
 use std::time::Duration;
 
@@ -20,8 +22,11 @@ pub use entry::{
     Build, Comments, DropletName, Entry, Slug, Status, parse, render, user_data_digest,
 };
 use etcd::EtcdLock;
-pub use etcd::{Election, EtcdInventory, InventoryChange, LeaderKey, Leadership, Unconfirmed};
+pub use etcd::{
+    Election, EtcdInventory, InventoryChange, LeaderKey, Leadership, NotMoved, Unconfirmed,
+};
 use file::FileInventory;
+pub use pool::{Pool, SHARED_TAG, is_pool_name};
 
 /// What a signal during a lock wait leaves.
 const LOCK_WAIT_STOPPED: &str = "while waiting for the inventory lock; nothing was changed";
@@ -34,7 +39,9 @@ pub enum Store {
 
 /// Proof that this run holds the store's exclusive lock (a lock file, or a
 /// lease-bound etcd lock shared by every proxy). Every write takes one, so no
-/// write happens without the lock.
+/// write happens without the lock. The lock is held while this is in scope
+/// and given up when it is dropped, on every path out of a command.
+#[must_use = "the lock is released as soon as it is dropped"]
 pub enum StoreLock {
     File(LockFile),
     Etcd(EtcdLock),
@@ -64,8 +71,8 @@ impl Store {
         }
     }
 
-    /// Replaces the inventory with `entries`, atomically (one etcd
-    /// transaction, or one file rename).
+    /// Replaces the inventory with `entries`, whole or not at all (the flip
+    /// of an etcd generation, or one file rename).
     pub async fn save(&self, entries: &[Entry], lock: &StoreLock) -> Result<()> {
         match (self, lock) {
             (Store::File(file), StoreLock::File(_)) => file.save(entries),
@@ -106,11 +113,11 @@ impl Store {
         }
     }
 
-    /// Gives up locks that a failed command dropped without releasing, so
-    /// runs on other proxies need not wait for their leases to expire.
+    /// Waits until the locks this run dropped are given up, so runs on
+    /// other proxies need not wait for their leases to expire.
     pub async fn finish(&self) {
         if let Store::Etcd(etcd) = self {
-            etcd.release_abandoned().await;
+            etcd.released().await;
         }
     }
 }
@@ -126,7 +133,7 @@ impl StoreLock {
         }
     }
 
-    /// Gives the lock up now.
+    /// Gives the lock up now, and returns once it is given up.
     pub async fn release(self) {
         match self {
             StoreLock::File(lock) => drop(lock),

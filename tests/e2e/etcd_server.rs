@@ -148,13 +148,31 @@ impl Etcd {
         self.post("/v3/auth/enable", json!({}));
     }
 
-    /// Writes `value` under `key` straight into etcd, as anyone with write
-    /// access to the key prefix could (`etcdctl put`).
+    /// Writes `value` under `key`, as `etcdctl put` does.
     pub fn put(&self, key: &str, value: &str) {
         self.post(
             "/v3/kv/put",
             json!({"key": base64(key.as_bytes()), "value": base64(value.as_bytes())}),
         );
+    }
+
+    /// The keys starting with `prefix`, in key order, as `etcdctl get
+    /// --prefix --keys-only` lists them.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        let mut end = prefix.as_bytes().to_vec();
+        *end.last_mut().expect("a prefix") += 1;
+        let range = self.post(
+            "/v3/kv/range",
+            json!({"key": base64(prefix.as_bytes()), "range_end": base64(&end), "keys_only": true}),
+        );
+        range["kvs"]
+            .as_array()
+            .map(|kvs| {
+                kvs.iter()
+                    .map(|kv| String::from_utf8(unbase64(kv["key"].as_str().unwrap())).unwrap())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// One unauthenticated gateway call; panics unless etcd answers 200.
@@ -329,24 +347,37 @@ impl Drop for Cluster {
     }
 }
 
-/// Standard base64 with padding, as etcd's JSON gateway takes keys and values.
+const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64, as etcd's gateway takes keys and values.
 fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut text = String::new();
     for chunk in bytes.chunks(3) {
-        let n = chunk
+        let group = chunk
             .iter()
             .enumerate()
-            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+            .fold(0u32, |group, (i, &b)| group | u32::from(b) << (16 - 8 * i));
         for i in 0..4 {
-            text.push(if i <= chunk.len() {
-                char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize])
-            } else {
-                '='
+            text.push(match i <= chunk.len() {
+                true => char::from(BASE64[(group >> (18 - 6 * i) & 63) as usize]),
+                false => '=',
             });
         }
     }
     text
+}
+
+fn unbase64(text: &str) -> Vec<u8> {
+    let (mut bytes, mut bits, mut count) = (Vec::new(), 0u32, 0);
+    for c in text.trim_end_matches('=').bytes() {
+        bits = bits << 6 | BASE64.iter().position(|&a| a == c).unwrap() as u32;
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            bytes.push((bits >> count) as u8);
+        }
+    }
+    bytes
 }
 
 /// One HTTP/1.0 exchange (so the answer is never chunked and ends with the

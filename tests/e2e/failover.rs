@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use doproxy_sim::{SimConfig, SimGuard, SimProxy, SimReservedIp, Simulator};
+use doproxy_sim::{SimConfig, SimGuard, SimIpRequest, SimProxy, SimReservedIp, Simulator};
 
 use crate::etcd_server::Etcd;
 use crate::support::{Background, Haproxy, Project, Traffic, http_get, terminate, wait_until};
@@ -385,6 +385,80 @@ fn a_leader_cut_off_from_etcd_stops_acting_and_no_second_leader_acts_beside_it()
     for _ in 0..10 {
         http_get(pair.reserved.forwarder, "/").unwrap();
     }
+}
+
+#[test]
+fn a_leader_refused_for_a_locked_ip_backs_off_and_stops_within_half_a_lease_of_losing_etcd() {
+    let etcd = Etcd::start();
+    let links = [Link::start(etcd.addr()), Link::start(etcd.addr())];
+    let urls = [links[0].url(), links[1].url()];
+    let pair = Pair::start(
+        "locked-ip",
+        etcd,
+        |name| urls[usize::from(name == "b")].clone(),
+        &[],
+    );
+    let [link_a, _link_b] = links;
+    let ip = pair.reserved.ip;
+    let (a, b) = (pair.a.droplet.id, pair.b.droplet.id);
+    // The assigns `droplet` asked for since `since`, accepted or refused.
+    let asked = |droplet: u64, since: SystemTime| -> Vec<SimIpRequest> {
+        pair.sim
+            .reserved_ip_requests()
+            .into_iter()
+            .filter(|r| r.ip == ip && r.droplet_id == Some(droplet) && r.at >= since)
+            .collect()
+    };
+    let a_log = || pair.a.failover.as_ref().unwrap().log();
+
+    // Someone else's action takes the IP away and keeps it locked: A,
+    // leading, asks for it back with growing pauses, and gets it once free.
+    const LOCKED: Duration = Duration::from_secs(8);
+    let locked_at = SystemTime::now();
+    pair.sim.lock_reserved_ip(ip, None, LOCKED);
+    wait_until(
+        "A to take the reserved IP back once it is free",
+        FAILOVER_BOUND,
+        || pair.holder() == Some(a),
+    );
+    let refused = asked(a, locked_at).iter().filter(|r| !r.accepted).count();
+    eprintln!("assigns refused while the reserved IP was locked for {LOCKED:?}: {refused}");
+    assert!(refused >= 1, "A never met the lock:\n{}", a_log());
+    assert!(
+        refused <= 6,
+        "A asked {refused} times in {LOCKED:?} for a locked IP:\n{}",
+        a_log()
+    );
+
+    // Locked again, and A cut off from etcd the moment it is refused: it
+    // asks no more once half its lease is over, long before B takes over.
+    let relocked_at = SystemTime::now();
+    pair.sim
+        .lock_reserved_ip(ip, None, Duration::from_secs(120));
+    wait_until("A to be refused", FAILOVER_BOUND, || {
+        !asked(a, relocked_at).is_empty()
+    });
+    let cut_at = SystemTime::now();
+    link_a.cut();
+    wait_until("B to lead and ask for the IP", FAILOVER_BOUND, || {
+        !asked(b, cut_at).is_empty()
+    });
+    let after_cut = |requests: Vec<SimIpRequest>| -> Vec<String> {
+        let at = |r: &SimIpRequest| r.at.duration_since(cut_at).unwrap().as_secs_f64();
+        requests.iter().map(|r| format!("{:.1} s", at(r))).collect()
+    };
+    let (by_a, by_b) = (after_cut(asked(a, cut_at)), after_cut(asked(b, cut_at)));
+    eprintln!(
+        "assigns after the cut: A's at {by_a:?}, B's from {}",
+        by_b[0]
+    );
+    assert_eq!(
+        after_cut(asked(a, cut_at + LEASE_TTL / 2)),
+        Vec::<String>::new(),
+        "A still assigned more than half a lease after it lost etcd (B from {}):\n{}",
+        by_b[0],
+        a_log()
+    );
 }
 
 /// A TCP link between a proxy and etcd that a test can cut as a partition

@@ -8,6 +8,7 @@ mod checks_first;
 mod core;
 mod etcd_faults;
 mod etcd_server;
+mod etcd_store;
 mod failover;
 mod haproxy_faults;
 mod heal;

@@ -88,7 +88,13 @@ fn an_etcd_entry_smuggling_haproxy_directives_is_refused_and_never_installed() {
     let watch = Logged::start(&project, &["watch", "--quiet-period", "200ms"]);
     watch.line_with("watching etcd");
 
-    let key = format!("/doproxy/doproxy/droplets/{:020}", 66);
+    // Beside the droplet create recorded, in the generation readers read.
+    let recorded = etcd.keys("/doproxy/");
+    let recorded = recorded
+        .iter()
+        .find(|key| key.contains("/droplets/g"))
+        .unwrap_or_else(|| panic!("no droplet key in {recorded:?}"));
+    let key = format!("{}{:020}", &recorded[..=recorded.rfind('/').unwrap()], 66);
     let entry = json!({
         "id": 66, "name": INJECTION, "private_ip": "127.0.0.66", "public_ip": null,
         "status": "active", "created_at": "2026-11-28T20:41:06Z"

@@ -1,0 +1,449 @@
+//! The etcd store itself: every lock is given back as soon as a command is
+//! done with it, so proxies take turns without waiting out a lease; a save
+//! of any size takes effect whole or not at all, and inventories written
+//! in the layout before generations still load. Real etcd, the simulator,
+//! the real binary.
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::ops::Range;
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use crate::etcd_server::Etcd;
+use crate::support::{Project, Run, two_proxies, wait_until};
+
+/// The seconds a run spent waiting for the inventory lock, from the
+/// metrics it left in its textfile.
+fn lock_wait_seconds(textfile: &str) -> f64 {
+    textfile
+        .lines()
+        .find_map(|line| line.strip_prefix("doproxy_lock_wait_seconds_total "))
+        .unwrap_or_else(|| panic!("no lock wait in:\n{textfile}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_create_right_after_another_proxys_scale_in_takes_the_lock_at_once() {
+    let etcd = Etcd::start();
+    let (mut a, mut b) = two_proxies("lock-release", &etcd);
+    a.set(
+        "autoscale",
+        Some("{min: 1, max: 2, cpu_percent: 50, cooldown: 0s}"),
+    );
+    a.run(&["create", "--count", "2"]).success();
+    for droplet in a.sim.droplets() {
+        a.sim.set_cpu(droplet.id, 5.0);
+    }
+    fs::create_dir_all(b.path("textfile")).unwrap();
+    b.set("metrics_textfile", Some("textfile/doproxy.prom"));
+
+    // A scales in (a delete, then it records its decision under the lock
+    // again); B creates the moment A's delete is through.
+    let scale_in = a.spawn(&["autoscale", "--once"]);
+    wait_until("A to destroy a droplet", Duration::from_secs(30), || {
+        a.sim.droplets().len() == 1
+    });
+    let create = b.run(&["create"]).success();
+    let scale_in = Run::wait(scale_in).success();
+    assert!(
+        scale_in.stdout.contains("scale_in 2 -> 1"),
+        "{}",
+        scale_in.stdout
+    );
+    let waited = lock_wait_seconds(&fs::read_to_string(b.path("textfile/doproxy.prom")).unwrap());
+    eprintln!("lock wait of a create right after a scale-in on another proxy: {waited:.2} s");
+    assert!(
+        waited < 1.0,
+        "B waited {waited:.1} s for the lock A's scale-in left behind:\n{}",
+        create.stderr
+    );
+    assert_eq!(a.ids().len(), 2);
+}
+
+/// Makes `project` a proxy of pool `pool`, its droplets named `<pool>-<n>`.
+fn join_pool(project: &mut Project, pool: &str) {
+    project.set("pool", Some(pool));
+    project.set(
+        "droplet_options",
+        Some(&format!(
+            "{{hostname_prefix: {pool}, region: nyc3, size: s-1vcpu-1gb, image: ubuntu-24-04-x64}}"
+        )),
+    );
+}
+
+/// The names `print` lists.
+fn names(project: &Project) -> Vec<String> {
+    let json = project.run(&["print", "-o", "json"]).success().json();
+    json.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn two_pools_on_one_etcd_never_share_keys_or_a_lock() {
+    let etcd = Etcd::start();
+    let (mut web, mut api) = two_proxies("own-prefix", &etcd);
+    join_pool(&mut web, "web");
+    join_pool(&mut api, "api");
+    fs::create_dir_all(api.path("textfile")).unwrap();
+    api.set("metrics_textfile", Some("textfile/doproxy.prom"));
+    web.run(&["create"]).success();
+
+    // api creates while web's create holds web's lock through slow API
+    // calls: api does not wait for it.
+    web.sim.set_latency(Duration::from_secs(2));
+    let web_create = web.spawn(&["create"]);
+    wait_until(
+        "web's create to take its lock",
+        Duration::from_secs(10),
+        || !etcd.keys("/doproxy/doproxy:web/lock/").is_empty(),
+    );
+    api.run(&["create"]).success();
+    let waited = lock_wait_seconds(&fs::read_to_string(api.path("textfile/doproxy.prom")).unwrap());
+    assert!(waited < 1.0, "api waited {waited:.1} s for web's lock");
+    Run::wait(web_create).success();
+    web.sim.set_latency(Duration::ZERO);
+
+    assert_eq!(names(&web), ["web-0", "web-1"]);
+    assert_eq!(names(&api), ["api-0"]);
+    let keys = etcd.keys("/");
+    assert!(
+        keys.iter()
+            .all(|key| key.starts_with("/doproxy/doproxy:web/")
+                || key.starts_with("/doproxy/doproxy:api/")),
+        "{keys:#?}"
+    );
+    assert!(web.run(&["doctor"]).stdout.contains(&format!(
+        "✓ inventory: etcd {} /doproxy/doproxy:web/ holds 2 droplet(s)",
+        etcd.url()
+    )));
+}
+
+#[test]
+fn a_pool_left_under_the_shared_prefix_is_told_to_move_and_moves_whole() {
+    let etcd = Etcd::start();
+    let (mut web, mut api) = two_proxies("shared-prefix", &etcd);
+    join_pool(&mut web, "web");
+    join_pool(&mut api, "api");
+    // Before each pool had its own prefix, both kept their droplets under
+    // /doproxy/doproxy/; doctor flags the other pool's there.
+    for project in [&mut web, &mut api] {
+        project.set("etcd_prefix", Some("/doproxy/doproxy/"));
+    }
+    web.run(&["create", "--count", "2"]).success();
+    api.run(&["create"]).success();
+    let doctor = web.run(&["doctor"]).stdout;
+    assert!(
+        doctor.contains("✗ inventory: ")
+            && doctor.contains(
+                "/doproxy/doproxy/ holds 3 droplet(s), 1 of them not of pool doproxy:web (api-0)"
+            ),
+        "{doctor}"
+    );
+
+    // Upgraded to the default prefix, each pool's own: refused until moved,
+    // with the way out in one line.
+    for project in [&mut web, &mut api] {
+        project.set("etcd_prefix", None);
+    }
+    let refused = web.run(&["create"]).fails(1, "doproxy inventory migrate");
+    assert!(
+        refused
+            .stderr
+            .contains("holds 2 droplet(s) of pool doproxy:web")
+            && refused.stderr.contains("etcd_prefix: /doproxy/doproxy/"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        web.sim.droplets().len(),
+        3,
+        "a refused create created nothing"
+    );
+    // Nor do the pool's proxies elect a leader apart from the old version's.
+    web.run(&["failover"]).fails(1, "doproxy inventory migrate");
+
+    let moved = web.run(&["inventory", "migrate"]).success();
+    assert_eq!(
+        moved.stdout,
+        "Moved 2 droplet(s) of pool doproxy:web from /doproxy/doproxy/ to /doproxy/doproxy:web/.\n"
+    );
+    assert_eq!(names(&web), ["web-0", "web-1"]);
+    api.run(&["print"])
+        .fails(1, "holds 1 droplet(s) of pool doproxy:api");
+    api.run(&["inventory", "migrate"]).success();
+    assert_eq!(names(&api), ["api-0"]);
+    assert_eq!(
+        etcd.keys("/doproxy/doproxy/droplets/"),
+        ["/doproxy/doproxy/droplets/current"],
+        "the shared prefix is empty"
+    );
+    web.run(&["create"]).success();
+    assert_eq!(names(&web), ["web-0", "web-1", "web-2"]);
+    web.run(&["inventory", "migrate"])
+        .fails(1, "holds no droplet of pool doproxy:web");
+}
+
+/// Inventory file lines for droplets `ids`, active, on loopback addresses
+/// nothing listens on.
+fn inventory_lines(ids: Range<u64>) -> String {
+    ids.map(|id| {
+        let (high, low) = (id / 250 % 250, id % 250 + 1);
+        format!("{id} auto-nginx-{id} 127.250.{high}.{low} 127.251.{high}.{low} active -\n")
+    })
+    .collect()
+}
+
+fn servers(project: &Project) -> usize {
+    project.live_config().matches("    server www-").count()
+}
+
+#[test]
+fn a_big_save_cut_short_by_etcd_leaves_the_inventory_as_it_was() {
+    let etcd = Etcd::start();
+    let link = DyingLink::start(etcd.addr());
+    let (mut a, mut b) = two_proxies("whole-save", &etcd);
+    a.use_etcd(&link.url());
+    for project in [&mut a, &mut b] {
+        project.set("etcd_prefix", Some("/whole/"));
+    }
+    let watch_b = Logged::start(&b, &["watch", "--quiet-period", "200ms"]);
+    let (big, other) = (a.path("big"), a.path("other"));
+    fs::write(&big, inventory_lines(1000..1150)).unwrap();
+    fs::write(&other, inventory_lines(2000..2120)).unwrap();
+    let (big, other) = (big.to_str().unwrap(), other.to_str().unwrap());
+
+    // 150 droplets take two slices besides the lock's own transaction;
+    // etcd goes away for A as the second slice is sent.
+    link.die_at_txn(3);
+    let cut = a.run(&["inventory", "import", big]);
+    assert!(link.is_dark(), "the save ended before the fault: {cut:?}");
+    assert_eq!(b.ids().len(), 0, "B sees part of a save that failed");
+    cut.fails(1, "nothing was saved");
+
+    // Back in touch (A's dead lock cleared), the same save goes through whole.
+    link.heal();
+    etcd.revoke_leases();
+    a.run(&["inventory", "import", big]).success();
+    assert_eq!(b.ids().len(), 150);
+    wait_until(
+        "B's watch to add 150 servers",
+        Duration::from_secs(20),
+        || servers(&b) == 150,
+    );
+
+    // A change of more than a transaction holds: another generation, then
+    // one flip to it, and the old one is gone.
+    a.run(&["inventory", "import", "--replace", other])
+        .success();
+    wait_until(
+        "B's watch to switch to the other 120",
+        Duration::from_secs(20),
+        || servers(&b) == 120 && b.live_config().contains("www-2000 "),
+    );
+    let keys = etcd.keys("/whole/droplets/");
+    assert_eq!(keys.len(), 121, "{keys:#?}");
+    assert_eq!(keys[0], "/whole/droplets/current");
+    assert!(keys[1..].iter().all(|k| k.starts_with("/whole/droplets/g")));
+
+    // B's watch only ever installed whole inventories.
+    let log = watch_b.log();
+    let counts: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split("HAProxy reloaded with ").nth(1)?.split(' ').next())
+        .collect();
+    assert!(
+        counts.iter().all(|n| ["0", "150", "120"].contains(n)),
+        "B's HAProxy got a part of a save: {counts:?}\n{log}"
+    );
+}
+
+#[test]
+fn an_inventory_in_the_layout_before_generations_loads_and_moves_on_its_first_save() {
+    let etcd = Etcd::start();
+    let mut project = Project::new("old-layout");
+    project.use_etcd(&etcd.url());
+    project.set("etcd_prefix", Some("/old/"));
+    for (n, id) in [(0, 101u64), (1, 102)] {
+        etcd.put(
+            &format!("/old/droplets/{id:020}"),
+            &format!(
+                r#"{{"id":{id},"name":"auto-nginx-{n}","private_ip":"127.250.0.{n}","public_ip":null,"status":"active","created_at":null}}"#
+            ),
+        );
+    }
+    let print = project.run(&["print"]).success().stdout;
+    assert!(
+        print.starts_with("0) auto-nginx-0  (pvt ip: 127.250.0.0, status: active, id: 101)\n"),
+        "{print}"
+    );
+    assert_eq!(print.lines().count(), 2, "{print}");
+
+    project.run(&["create"]).success();
+    let new = project.sim.droplets()[0].id;
+    assert_eq!(project.ids(), [101, 102, new].into_iter().collect());
+    assert_eq!(
+        etcd.keys("/old/droplets/"),
+        [
+            "/old/droplets/current".to_string(),
+            "/old/droplets/g1/00000000000000000101".to_string(),
+            "/old/droplets/g1/00000000000000000102".to_string(),
+            format!("/old/droplets/g1/{new:020}"),
+        ]
+    );
+}
+
+/// A long-running doproxy command whose stderr is kept in a file; killed
+/// when dropped.
+struct Logged {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Logged {
+    fn start(project: &Project, args: &[&str]) -> Logged {
+        let log = project.path(&format!("{}.log", args[0]));
+        let child = project
+            .command(args)
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Logged { child, log }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP link to etcd that goes dark, as if etcd had died, the moment a
+/// chosen transaction is sent through it: that request never arrives, the
+/// open connections go dead, and new ones are closed at once, until healed.
+struct DyingLink {
+    addr: SocketAddr,
+    /// Transactions sent through so far.
+    txns: Arc<AtomicUsize>,
+    /// The number of the transaction that never arrives; 0: none.
+    die_at: Arc<AtomicUsize>,
+    dark: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl DyingLink {
+    fn start(target: SocketAddr) -> DyingLink {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let link = DyingLink {
+            addr: listener.local_addr().unwrap(),
+            txns: Arc::default(),
+            die_at: Arc::default(),
+            dark: Arc::default(),
+            stop: Arc::default(),
+        };
+        let (txns, die_at, dark, stop) = (
+            link.txns.clone(),
+            link.die_at.clone(),
+            link.dark.clone(),
+            link.stop.clone(),
+        );
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                if dark.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(target) else {
+                    continue;
+                };
+                let upstream = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (txns, die_at, dark_up) = (txns.clone(), die_at.clone(), dark.clone());
+                thread::spawn(move || {
+                    pump(upstream.0, upstream.1, &dark_up, |chunk| {
+                        let sent = chunk
+                            .windows(TXN.len())
+                            .filter(|window| *window == TXN)
+                            .count();
+                        let before = txns.fetch_add(sent, Ordering::SeqCst);
+                        let at = die_at.load(Ordering::SeqCst);
+                        at != 0 && before < at && at <= before + sent
+                    })
+                });
+                let dark_down = dark.clone();
+                thread::spawn(move || pump(server, client, &dark_down, |_| false));
+            }
+        });
+        link
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Goes dark when the `n`th transaction from now is sent.
+    fn die_at_txn(&self, n: usize) {
+        self.die_at
+            .store(self.txns.load(Ordering::SeqCst) + n, Ordering::SeqCst);
+    }
+
+    fn is_dark(&self) -> bool {
+        self.dark.load(Ordering::SeqCst)
+    }
+
+    fn heal(&self) {
+        self.die_at.store(0, Ordering::SeqCst);
+        self.dark.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for DyingLink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+/// How a transaction request starts on the wire.
+const TXN: &[u8] = b"POST /v3/kv/txn ";
+
+/// Copies `from` to `to` until either closes or the link goes dark; a
+/// chunk for which `dies` says so is not passed on and darkens the link.
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    dark: &AtomicBool,
+    mut dies: impl FnMut(&[u8]) -> bool,
+) {
+    let mut buffer = [0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if dies(&buffer[..n]) {
+            dark.store(true, Ordering::SeqCst);
+        }
+        if dark.load(Ordering::SeqCst) || to.write_all(&buffer[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = from.shutdown(std::net::Shutdown::Both);
+    let _ = to.shutdown(std::net::Shutdown::Both);
+}
