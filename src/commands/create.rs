@@ -35,6 +35,7 @@ use crate::config::{Config, Image};
 use crate::digitalocean::{Client, CreateRequest, Droplet};
 use crate::haproxy::{self, Applied, Reload};
 use crate::inventory::{Build, Entry, Status, user_data_digest};
+use crate::listing::abbreviated;
 use crate::progress;
 use crate::readiness;
 use crate::scaling::rollout::{pool_members, replaceable};
@@ -234,13 +235,13 @@ pub async fn join(
             .collect();
         failures.push(format!(
             "droplet(s) {} no longer exist: another doproxy run or someone in the control panel destroyed them while this create waited for them to boot or answer the health check, so they are dropped from the inventory; run doproxy create again if the pool still needs them",
-            gone.join(", ")
+            abbreviated(&gone)
         ));
     }
     if !boot.stuck.is_empty() {
         failures.push(format!(
             "droplet(s) {} did not become active within {}, so they were destroyed",
-            list(&boot.stuck),
+            abbreviated(&boot.stuck),
             humantime::format_duration(options.timeout)
         ));
     }
@@ -281,7 +282,7 @@ pub async fn join(
     app.store.save(&entries, &lock).await.with_context(|| {
         format!(
             "droplet(s) {} are recorded as new, but how their boot went could not be saved; run doproxy reconcile --apply once this is fixed",
-            list(&created)
+            abbreviated(&created)
         )
     })?;
     let applied = haproxy::apply(config, &entries, Reload::IfChanged, false)
@@ -458,7 +459,7 @@ async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Made> {
         app.store.save(&entries, &lock).await.with_context(|| {
             format!(
                 "droplet(s) {} were created but could not be recorded in {}: they run and cost money until doproxy reconcile --apply adopts them (or you destroy them), so make the inventory writable and run it",
-                list(&ids),
+                abbreviated(&ids),
                 app.store.describe()
             )
         })?;
@@ -467,7 +468,7 @@ async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Made> {
             if let Err(err) = api.assign_to_project(project, &ids).await {
                 failures.push(format!(
                     "droplet(s) {} could not be assigned to project {project} ({err}), so they run in the account's default project; check droplet_options.project_id (doctl projects list) and move them in the control panel",
-                    list(&ids)
+                    abbreviated(&ids)
                 ));
             }
         }
@@ -524,7 +525,7 @@ fn stopped_create(signal: Signal, stage: Stage, created: &[u64], resume: Resume)
     if created.is_empty() {
         return anyhow!("{stopped} before any droplet was created; nothing changed");
     }
-    let ids = list(created);
+    let ids = abbreviated(created);
     let when = match stage {
         Stage::Created => format!("after creating droplet(s) {ids}"),
         Stage::Booting => format!("while droplet(s) {ids} booted"),
@@ -550,7 +551,7 @@ fn unready_failure(config: &Config, unready: &[u64], destroyed: bool) -> String 
     let check = &config.health_check;
     let what = format!(
         "droplet(s) {} did not answer GET {} on port {} with {} within {}",
-        list(unready),
+        abbreviated(unready),
         check.path,
         check.port,
         check.status,
@@ -570,13 +571,6 @@ fn unready_failure(config: &Config, unready: &[u64], destroyed: bool) -> String 
                 .join(" ")
         )
     }
-}
-
-fn list(ids: &[u64]) -> String {
-    ids.iter()
-        .map(u64::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// The user data to send: the contents of userdata_file, if one is set.

@@ -17,6 +17,7 @@ use crate::cli::DeleteArgs;
 use crate::digitalocean::Deleted;
 use crate::haproxy::{self, Applied, Reload};
 use crate::inventory::{Entry, Status, StoreLock};
+use crate::listing::abbreviated;
 use crate::scaling::{Selector, select};
 
 /// What a delete asks for; `scale` builds one too.
@@ -209,7 +210,7 @@ pub async fn retire(
     if let Err(stopped) = app.shutdown.check() {
         return Err(anyhow::Error::new(stopped).context(format!(
             "droplet {} left HAProxy but was not destroyed; the inventory keeps it as {}, so run doproxy reconcile --apply to destroy it",
-            listed(&ids),
+            abbreviated(&ids),
             Status::Destroying
         )));
     }
@@ -267,7 +268,7 @@ async fn roll_back(
     };
     let served = ids(|l| l.before.is_some() && l.entry.is_serving());
     let marked = ids(|l| l.before == Some(Status::Destroying));
-    let served_list = listed(&served);
+    let served_list = abbreviated(&served);
     let mut outcome = Vec::new();
     if !served.is_empty() {
         outcome.push(match haproxy::undrain(&app.config, &served).await {
@@ -283,7 +284,7 @@ async fn roll_back(
     if !marked.is_empty() {
         outcome.push(format!(
             "droplet {} stays marked {}",
-            listed(&marked),
+            abbreviated(&marked),
             Status::Destroying
         ));
     }
@@ -291,12 +292,4 @@ async fn roll_back(
         outcome.push("HAProxy was left as it was".to_string());
     }
     Ok(outcome.join(" and "))
-}
-
-/// `1, 2, 3`, for messages.
-fn listed(ids: &[u64]) -> String {
-    ids.iter()
-        .map(u64::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
 }

@@ -157,7 +157,7 @@ pub async fn run(app: &App, args: &RolloutArgs) -> Result<Report> {
             .collect();
         tracing::info!(
             "rollout: replacing {} ({done} of {total} replaced so far)",
-            names.join(", ")
+            crate::listing::abbreviated(&names)
         );
         step(app, &args.waits, replace, &early).await?;
     }

@@ -297,7 +297,8 @@ async fn update_at_runtime(runtime: &Runtime<'_>, steps: &[Step], new: &[u8]) ->
     Ok(())
 }
 
-/// "; added www-1, www-2; removed www-3", for the log.
+/// "; added 2 server(s): www-1, www-2; removed 1 server(s): www-3", for
+/// the log.
 fn describe_steps(steps: &[Step]) -> String {
     let names = |add: bool| -> Vec<String> {
         steps
@@ -311,7 +312,11 @@ fn describe_steps(steps: &[Step]) -> String {
     let mut text = String::new();
     for (verb, servers) in [("added", names(true)), ("removed", names(false))] {
         if !servers.is_empty() {
-            text.push_str(&format!("; {verb} {}", servers.join(", ")));
+            text.push_str(&format!(
+                "; {verb} {} server(s): {}",
+                servers.len(),
+                crate::listing::abbreviated(&servers)
+            ));
         }
     }
     text

@@ -5,6 +5,7 @@
 mod autoscale;
 mod bad_input;
 mod core;
+mod defaults;
 mod etcd_faults;
 mod etcd_server;
 mod failover;
