@@ -202,7 +202,11 @@ pub struct PrintArgs {
     pub refresh: bool,
 
     /// Add each server's state in the running HAProxy (UP, DOWN, DRAIN,
-    /// MAINT), read from haproxy_socket.
+    /// MAINT), read from haproxy_socket. UP means fully up; a server one or
+    /// more checks short of that reads `rising (UP 1/2)` while its checks
+    /// pass (a new server) and `failing (UP 1/2)` once one fails. When
+    /// HAProxy does not answer, the states read `unknown` and a warning
+    /// says why.
     #[arg(long)]
     pub health: bool,
 }

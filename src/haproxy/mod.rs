@@ -30,7 +30,8 @@ use dynamic::{Layout, Step};
 pub use loaded::Loaded;
 pub use render::BUILTIN_TEMPLATE;
 use render::{TemplateContext, droplet_id, render};
-use runtime::{AdminState, Runtime, ServerStat};
+pub use runtime::ServerStat;
+use runtime::{AdminState, Runtime};
 
 /// How long to wait for another run's HAProxy update on this machine.
 const UPDATE_LOCK_TIMEOUT: Duration = Duration::from_secs(120);
@@ -371,7 +372,7 @@ async fn reload_and_confirm(config: &Config) -> Result<()> {
 
 /// HAProxy's view of each droplet's server (UP, DOWN, DRAIN, MAINT, ...),
 /// by droplet ID, from the admin socket.
-pub async fn server_states(config: &Config) -> Result<HashMap<u64, String>> {
+pub async fn server_states(config: &Config) -> Result<HashMap<u64, ServerStat>> {
     let Some(runtime) = Runtime::of(config) else {
         return Ok(HashMap::new());
     };
@@ -379,7 +380,7 @@ pub async fn server_states(config: &Config) -> Result<HashMap<u64, String>> {
         .servers()
         .await?
         .into_iter()
-        .filter_map(|s| Some((droplet_id(&s.server)?, s.status)))
+        .filter_map(|s| Some((droplet_id(&s.server)?, s)))
         .collect())
 }
 

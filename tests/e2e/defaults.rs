@@ -1,7 +1,37 @@
 //! What a new user meets first, and small defects that mislead: long lists
-//! in log lines cut to a few names and a count.
+//! in log lines cut to a few names and a count; HAProxy's view in `print
+//! --health` (new servers rising, not failing; the inventory even when
+//! HAProxy is down); heal's dry run counting the time a droplet has been
+//! DOWN as HAProxy does.
 
-use crate::support::Project;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::support::{Project, repo_file, wait_until};
+
+/// Generous: the machine is shared by several builds.
+const WAIT: Duration = Duration::from_secs(120);
+
+/// Column `column` of droplet `id`'s server in HAProxy's `show stat`.
+fn show_stat(socket: &Path, id: u64, column: &str) -> Option<String> {
+    let mut stream = UnixStream::connect(socket).ok()?;
+    stream.write_all(b"show stat\n").ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    let header: Vec<&str> = answer
+        .lines()
+        .next()?
+        .strip_prefix("# ")?
+        .split(',')
+        .collect();
+    let index = header.iter().position(|c| *c == column)?;
+    let server = format!(",www-{id},");
+    let line = answer.lines().find(|l| l.contains(&server))?;
+    line.split(',').nth(index).map(str::to_string)
+}
 
 #[test]
 fn a_log_line_names_a_few_servers_and_counts_the_rest() {
@@ -29,4 +59,86 @@ fn a_log_line_names_a_few_servers_and_counts_the_rest() {
             assert!(line.matches("www-").count() <= 4, "{line}");
         }
     }
+}
+
+#[test]
+fn print_health_tells_new_servers_from_failing_ones_and_survives_a_dead_haproxy() {
+    let mut project = Project::new("health-words");
+    // Checks every hour: the servers stay where HAProxy starts them, one
+    // check short of full health (`UP 1/2`), for the whole test.
+    let template = fs::read_to_string(repo_file("templates/haproxy.cfg.tera")).unwrap();
+    let template = template.replace("inter 2s", "inter 1h");
+    fs::write(project.path("slow-checks.tera"), template).unwrap();
+    project.set("haproxy_template_file", Some("slow-checks.tera"));
+    let mut haproxy = project.start_haproxy();
+    project.run(&["create", "--count", "2"]).success();
+    let ids: Vec<u64> = project.ids().into_iter().collect();
+    for id in &ids {
+        assert_eq!(
+            show_stat(&haproxy.socket, *id, "status").as_deref(),
+            Some("UP 1/2")
+        );
+    }
+    let health = project.run(&["print", "--health"]).success();
+    assert_eq!(
+        health.stdout.matches("haproxy: rising (UP 1/2))").count(),
+        2,
+        "{}",
+        health.stdout
+    );
+    // JSON keeps HAProxy's own word for scripts.
+    let json = project.run(&["print", "-o", "json"]).success().json();
+    assert_eq!(json[0]["haproxy_state"], "UP 1/2");
+
+    haproxy.kill();
+    let run = project.run(&["print", "--health"]).success();
+    assert_eq!(
+        run.stdout.matches("haproxy: unknown)").count(),
+        2,
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr
+            .contains("printing the inventory without HAProxy's view"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn heals_dry_run_counts_the_time_down_as_haproxy_does() {
+    let mut project = Project::new("heal-dry-grace");
+    project.set("heal", Some("{grace: 1h}"));
+    let haproxy = project.start_haproxy();
+    project.run(&["create", "--count", "2"]).success();
+    let sick = project.sim.droplets()[0].id;
+    project.sim.set_serving(sick, false);
+    wait_until("HAProxy to report the server DOWN for 2s", WAIT, || {
+        show_stat(&haproxy.socket, sick, "status").as_deref() == Some("DOWN")
+            && show_stat(&haproxy.socket, sick, "lastchg")
+                .and_then(|s| s.parse::<u64>().ok())
+                .is_some_and(|secs| secs >= 2)
+    });
+    // No pass has recorded it: the dry run has HAProxy's word only.
+    let plan = project
+        .run(&["heal", "--dry-run", "-o", "json"])
+        .success()
+        .json();
+    let why = plan["decision"]["waiting"][0]["why"].as_str().unwrap();
+    let (down, rest) = why
+        .strip_prefix("DOWN in HAProxy for ")
+        .and_then(|w| w.split_once(", "))
+        .unwrap_or_else(|| panic!("{why}"));
+    let left = rest
+        .strip_suffix(" left of the 1h grace period")
+        .unwrap_or_else(|| panic!("{why}"));
+    let down = humantime::parse_duration(down).unwrap();
+    let left = humantime::parse_duration(left).unwrap();
+    assert!(down >= Duration::from_secs(2), "{why}");
+    assert_eq!(down + left, Duration::from_secs(3600), "{why}");
+    assert!(
+        !project.path("inventory.heal").exists(),
+        "a dry run records nothing"
+    );
 }
