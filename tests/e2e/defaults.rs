@@ -142,3 +142,61 @@ fn heals_dry_run_counts_the_time_down_as_haproxy_does() {
         "a dry run records nothing"
     );
 }
+
+#[test]
+fn rollouts_dry_run_gives_each_droplet_its_own_reason() {
+    let project = Project::new("rollout-why");
+    project.run(&["create", "--count", "2"]).success();
+    let whys = |args: &[&str]| -> Vec<(u64, String)> {
+        let mut command = vec!["rollout", "--dry-run", "-o", "json"];
+        command.extend(args);
+        let plan = project.run(&command).success().json();
+        plan["replace"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["id"].as_u64().unwrap(), r["why"].as_str().unwrap().into()))
+            .collect()
+    };
+    // Built as the options say: replaced only because every droplet is.
+    let every = whys(&[]);
+    assert_eq!(every.len(), 2);
+    for (_, why) in &every {
+        assert_eq!(
+            why,
+            "matches droplet_options, but a rollout without --only-stale replaces every droplet"
+        );
+    }
+    assert_eq!(whys(&["--only-stale"]), vec![]);
+    // Lines without a build (an older doproxy), one of them unready: that
+    // one goes first, and says so.
+    let droplets = project.sim.droplets();
+    project.write_inventory(&droplets);
+    let unready = droplets[1].id;
+    let text: String = project
+        .inventory()
+        .lines()
+        .map(|line| {
+            if line.starts_with(&unready.to_string()) {
+                format!("{}\n", line.replace(" active ", " unready "))
+            } else {
+                format!("{line}\n")
+            }
+        })
+        .collect();
+    fs::write(project.path("inventory"), text).unwrap();
+    let stale = whys(&["--only-stale"]);
+    assert_eq!(stale.len(), 2);
+    assert_eq!(stale[0].0, unready);
+    assert!(
+        stale[0].1.starts_with("its build is unknown")
+            && stale[0]
+                .1
+                .ends_with("; it serves nothing (unready), so it goes first"),
+        "{stale:?}"
+    );
+    assert!(
+        stale[1].1.starts_with("its build is unknown") && !stale[1].1.contains("serves nothing"),
+        "{stale:?}"
+    );
+}
