@@ -232,6 +232,7 @@ pub async fn retire(
         }
     }
     app.store.save(entries, lock).await?;
+    crate::metrics::pool(entries);
     crate::metrics::scaled(crate::metrics::Direction::In, destroyed.len());
     Ok(Retired {
         applied,

@@ -200,3 +200,25 @@ fn rollouts_dry_run_gives_each_droplet_its_own_reason() {
         "{stale:?}"
     );
 }
+
+/// The value of `doproxy_pool_droplets{status="<status>"}` in the textfile.
+fn pool_gauge(textfile: &str, status: &str) -> Option<f64> {
+    let prefix = format!("doproxy_pool_droplets{{status=\"{status}\"}} ");
+    textfile
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
+}
+
+#[test]
+fn the_textfiles_destroying_gauge_drops_after_a_finished_scale_in() {
+    let mut project = Project::new("gauge-destroying");
+    project.set("metrics_textfile", Some("doproxy.prom"));
+    project.run(&["create", "--count", "3"]).success();
+    project.run(&["scale", "--to", "1"]).success();
+    let textfile = fs::read_to_string(project.path("doproxy.prom")).unwrap();
+    assert_eq!(pool_gauge(&textfile, "active"), Some(1.0), "{textfile}");
+    assert!(
+        pool_gauge(&textfile, "destroying").is_none_or(|n| n == 0.0),
+        "{textfile}"
+    );
+}
