@@ -222,3 +222,39 @@ fn the_textfiles_destroying_gauge_drops_after_a_finished_scale_in() {
         "{textfile}"
     );
 }
+
+#[test]
+fn config_mistakes_are_named_with_the_likely_key_and_the_duplicates_line() {
+    let mut project = Project::new("config-words");
+    project.set("haproxy_cfg_pth", Some("x"));
+    let run = project
+        .run(&["print"])
+        .fails(1, "unknown field `haproxy_cfg_pth` at line ");
+    assert!(
+        run.stderr
+            .contains("; did you mean `haproxy_cfg_path`?; fix that key and retry"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("expected one of"), "{}", run.stderr);
+    project.set("haproxy_cfg_pth", None);
+    project.set("heal", Some("\n  graze: 1m"));
+    project
+        .run(&["print"])
+        .fails(1, "heal: unknown field `graze` at line ")
+        .fails(1, "did you mean `grace`?");
+    project.set("heal", None);
+
+    let config = project.path("doproxy.yml");
+    let text = fs::read_to_string(&config).unwrap();
+    let first = 1 + text
+        .lines()
+        .position(|l| l.starts_with("backend_port:"))
+        .unwrap();
+    let again = text.lines().count() + 2;
+    fs::write(&config, format!("{text}# once more\nbackend_port: 81\n")).unwrap();
+    project.run(&["print"]).fails(
+        1,
+        &format!("duplicate field `backend_port` at line {again} (first at line {first})"),
+    );
+}
