@@ -258,3 +258,19 @@ fn config_mistakes_are_named_with_the_likely_key_and_the_duplicates_line() {
         &format!("duplicate field `backend_port` at line {again} (first at line {first})"),
     );
 }
+
+#[test]
+fn an_inventory_that_is_not_utf8_is_named_so() {
+    let project = Project::new("latin1");
+    // A name typed in Latin-1: café.
+    fs::write(
+        project.path("inventory"),
+        b"# doproxy inventory\n4202645 caf\xe9 - - new -\n",
+    )
+    .unwrap();
+    let run = project.run(&["print"]).fails(
+        1,
+        "is not UTF-8 text: line 2 holds bytes that are not UTF-8",
+    );
+    assert!(!run.stderr.contains("permissions"), "{}", run.stderr);
+}
