@@ -188,7 +188,7 @@ pub enum Command {
     /// Example: doproxy completions bash > /etc/bash_completion.d/doproxy
     Completions(CompletionsArgs),
 
-    /// Print the manual page (roff).
+    /// Print the manual page (roff): one page, a subsection per command.
     ///
     /// Example: doproxy man > /usr/local/share/man/man1/doproxy.1
     Man,

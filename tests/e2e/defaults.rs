@@ -274,3 +274,40 @@ fn an_inventory_that_is_not_utf8_is_named_so() {
     );
     assert!(!run.stderr.contains("permissions"), "{}", run.stderr);
 }
+
+#[test]
+fn the_manual_page_describes_every_command_instead_of_pointing_to_missing_pages() {
+    let page = crate::support::doproxy().arg("man").output().unwrap();
+    assert!(page.status.success());
+    let page = String::from_utf8(page.stdout).unwrap();
+    assert_eq!(page.matches(".TH ").count(), 1, "one page");
+    assert!(
+        !page.contains("(1)"),
+        "a reference to another page:\n{page}"
+    );
+    for command in [
+        "print",
+        "create",
+        "delete",
+        "scale",
+        "rollout",
+        "heal",
+        "reconcile",
+        "autoscale",
+        "watch",
+        "failover",
+        "inventory export",
+        "inventory import",
+        "generate",
+        "reload",
+        "doctor",
+        "init",
+        "completions",
+        "man",
+    ] {
+        assert!(
+            page.contains(&format!(".SS \"doproxy {command}\"\n")),
+            "no section for {command}"
+        );
+    }
+}
