@@ -176,9 +176,13 @@ pub enum Command {
     /// Example: doproxy doctor
     Doctor,
 
-    /// Write a commented doproxy.yml and the HAProxy template into a folder.
+    /// Write a commented doproxy.yml and the tutorial's user data into a
+    /// folder.
     ///
-    /// Refuses to overwrite. The token is left to $DIGITALOCEAN_ACCESS_TOKEN.
+    /// Refuses to overwrite. The token is left to $DIGITALOCEAN_ACCESS_TOKEN;
+    /// ssh_key_ids holds a placeholder (doctor flags it until replaced);
+    /// haproxy_socket is Debian's /run/haproxy/admin.sock. With --template,
+    /// also the HAProxy template to edit.
     ///
     /// Example: doproxy init /etc/doproxy
     Init(InitArgs),
@@ -481,6 +485,12 @@ pub struct InitArgs {
     /// The folder to write into (created if missing).
     #[arg(default_value = ".")]
     pub folder: PathBuf,
+
+    /// Also write the built-in HAProxy template as haproxy.cfg.tera and use
+    /// it (haproxy_template_file), to edit. Without it the built-in
+    /// template is used, and changes with doproxy's updates.
+    #[arg(long)]
+    pub template: bool,
 }
 
 #[derive(Debug, Args)]

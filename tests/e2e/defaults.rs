@@ -1,4 +1,6 @@
-//! What a new user meets first, and small defects that mislead: long lists
+//! What a new user meets first, and small defects that mislead: `init`'s
+//! config safe to run (admin socket on, an SSH key placeholder doctor
+//! flags, the built-in template unless asked for a copy); long lists
 //! in log lines cut to a few names and a count; HAProxy's view in `print
 //! --health` (new servers rising, not failing; the inventory even when
 //! HAProxy is down); heal's dry run counting the time a droplet has been
@@ -10,7 +12,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::support::{Project, repo_file, wait_until};
+use crate::support::{Project, Run, TOKEN, TempDir, doproxy, repo_file, wait_until};
 
 /// Generous: the machine is shared by several builds.
 const WAIT: Duration = Duration::from_secs(120);
@@ -310,4 +312,64 @@ fn the_manual_page_describes_every_command_instead_of_pointing_to_missing_pages(
             "no section for {command}"
         );
     }
+}
+
+#[test]
+fn init_writes_a_config_safe_to_run_that_doctor_checks() {
+    let project = Project::new("init-safe");
+    let dir = TempDir::new("init-safe");
+    let folder = dir.path().join("etc");
+    Run::from_output(doproxy().arg("init").arg(&folder)).success();
+    let config = folder.join("doproxy.yml");
+    let text = fs::read_to_string(&config).unwrap();
+    assert!(!text.contains("Copy to doproxy.yml"), "{text}");
+    assert!(text.contains("\nhaproxy_socket: /run/haproxy/admin.sock\n"));
+    assert!(text.contains("\n# haproxy_template_file: "), "{text}");
+    assert!(
+        !folder.join("haproxy.cfg.tera").exists(),
+        "no pinned template"
+    );
+    // Nothing beyond loopback: the simulator's API, a fixed frontend.
+    fs::write(
+        &config,
+        format!("{text}frontend_bind: 127.0.0.1:8080\nhaproxy_check_command: 'true'\n"),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        Run::from_output(
+            doproxy()
+                .env("DIGITALOCEAN_ACCESS_TOKEN", TOKEN)
+                .env("DIGITALOCEAN_API_URL", project.sim.url())
+                .arg("--config")
+                .arg(&config)
+                .args(args),
+        )
+    };
+    run(&["generate"]).success();
+    let generated = fs::read_to_string(folder.join("haproxy.cfg")).unwrap();
+    assert!(
+        generated.contains("stats socket /run/haproxy/admin.sock mode 660 level admin"),
+        "{generated}"
+    );
+    let doctor = run(&["doctor"]);
+    assert!(
+        doctor.stdout.contains(
+            "✗ ssh keys: ssh_key_ids holds the placeholder your-ssh-key-id that doproxy init wrote"
+        ),
+        "{}",
+        doctor.stdout
+    );
+    assert_eq!(doctor.code, 1);
+
+    let pinned = dir.path().join("pinned");
+    Run::from_output(doproxy().args(["init", "--template"]).arg(&pinned)).success();
+    let text = fs::read_to_string(pinned.join("doproxy.yml")).unwrap();
+    assert!(
+        text.contains("\nhaproxy_template_file: haproxy.cfg.tera\n"),
+        "{text}"
+    );
+    assert_eq!(
+        fs::read_to_string(pinned.join("haproxy.cfg.tera")).unwrap(),
+        fs::read_to_string(repo_file("templates/haproxy.cfg.tera")).unwrap()
+    );
 }
