@@ -262,12 +262,20 @@ pub async fn join(
         }
     }
 
-    // Under the lock again: record the outcome, then one reload for the batch.
+    // Under the lock again: record the outcome, then one reload for the
+    // batch. A failure here must not hide the ones above.
+    let earlier = |err: anyhow::Error| {
+        if failures.is_empty() {
+            err
+        } else {
+            err.context(format!("{}; then", failures.join("; ")))
+        }
+    };
     let lock = app
         .lock(options.lock_timeout)
         .await
-        .map_err(|err| stopped_in(err, Stage::Recording, &created, resume))?;
-    let mut entries = app.entries(Some(&lock)).await?;
+        .map_err(|err| earlier(stopped_in(err, Stage::Recording, &created, resume)))?;
+    let mut entries = app.entries(Some(&lock)).await.map_err(earlier)?;
     entries.retain(|e| !destroyed.contains(&e.id) && !boot.gone.iter().any(|d| d.id == e.id));
     for entry in entries.iter_mut().filter(|e| created.contains(&e.id)) {
         if let Some(droplet) = boot.active.iter().find(|d| d.id == entry.id) {
@@ -279,17 +287,22 @@ pub async fn join(
             entry.status = Status::Unready;
         }
     }
-    app.store.save(&entries, &lock).await.with_context(|| {
-        format!(
-            "droplet(s) {} are recorded as new, but how their boot went could not be saved; run doproxy reconcile --apply once this is fixed",
-            abbreviated(&created)
-        )
-    })?;
+    app.store
+        .save(&entries, &lock)
+        .await
+        .with_context(|| {
+            format!(
+                "droplet(s) {} are recorded as new, but how their boot went could not be saved; run doproxy reconcile --apply once this is fixed",
+                abbreviated(&created)
+            )
+        })
+        .map_err(earlier)?;
     let applied = haproxy::apply(config, &entries, Reload::IfChanged, false)
         .await
         .context(
             "the droplets are active and recorded in the inventory, but HAProxy was not updated",
-        )?;
+        )
+        .map_err(earlier)?;
 
     crate::metrics::scaled(crate::metrics::Direction::Out, ready.len());
     lock.release().await;

@@ -187,7 +187,16 @@ pub async fn retire(
     let applied = match leave_haproxy.await {
         Ok(applied) => applied,
         Err(err) => {
-            let back = roll_back(app, lock, entries, leaving).await?;
+            // The failure stays the error; a failed roll-back only adds to it.
+            let back = roll_back(app, lock, entries, leaving)
+                .await
+                .unwrap_or_else(|back_err| {
+                    format!(
+                        "putting them back failed too ({back_err:#}), so they may stay marked {} and drained; run {} to finish the delete",
+                        Status::Destroying,
+                        how.retry
+                    )
+                });
             let stopped = err.downcast_ref::<crate::shutdown::Interrupted>().is_some();
             let context = if stopped {
                 format!(

@@ -244,14 +244,16 @@ pub async fn apply(
     }
     if let Err(err) = reload_and_confirm(config).await {
         metrics::haproxy(HaproxyUpdate::ReloadFailed);
-        let left = if changed {
-            restore(live, previous.as_deref())?;
-            "put back"
-        } else {
-            "left"
+        // The failed reload stays the error; a failed restore only adds to it.
+        let left = match changed.then(|| restore(live, previous.as_deref())) {
+            None => "was left as it was".to_string(),
+            Some(Ok(())) => "was put back as it was".to_string(),
+            Some(Err(restore_err)) => format!(
+                "could not be put back as it was either ({restore_err:#}), so it holds a config HAProxy has not loaded"
+            ),
         };
         return Err(err.context(format!(
-            "HAProxy did not reload, so {} was {left} as it was; fix the cause and run doproxy reload",
+            "HAProxy did not reload, so {} {left}; fix the cause and run doproxy reload",
             live.display()
         )));
     }

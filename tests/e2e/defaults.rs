@@ -373,3 +373,85 @@ fn init_writes_a_config_safe_to_run_that_doctor_checks() {
         fs::read_to_string(repo_file("templates/haproxy.cfg.tera")).unwrap()
     );
 }
+
+/// A shell command for doproxy.yml (single-quoted YAML) that replaces
+/// `path` with a folder (or a folder with a file), so the next write or
+/// read of it fails, then says `says` on stderr and fails.
+fn sabotage(path: &Path, replace_with_folder: bool, says: &str) -> String {
+    let path = path.display();
+    let replace = if replace_with_folder {
+        format!("rm -rf {path}; mkdir {path}")
+    } else {
+        format!("rm -rf {path}; touch {path}")
+    };
+    format!("'{replace}; echo {says} >&2; exit 1'")
+}
+
+#[test]
+fn a_failed_restore_of_the_live_config_keeps_the_failed_reload_as_the_error() {
+    let mut project = Project::new("restore-fails");
+    project.run(&["create"]).success();
+    // The next create's reload fails and takes the live folder with it, so
+    // the previous config cannot be put back either.
+    let command = sabotage(&project.path("live"), false, "reload-broke");
+    project.set("haproxy_reload_command", Some(&command));
+    let run = project.run(&["create"]).fails(1, "reload-broke");
+    assert!(
+        run.stderr
+            .contains("could not be put back as it was either ("),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_failed_roll_back_of_a_delete_keeps_the_first_failure_as_the_error() {
+    let mut project = Project::new("rollback-fails");
+    project.run(&["create", "--count", "2"]).success();
+    // The check fails and takes the inventory with it, so the roll-back
+    // cannot write the statuses back either.
+    let command = sabotage(&project.path("inventory"), true, "check-broke");
+    project.set("haproxy_check_command", Some(&command));
+    let run = project.run(&["delete", "0"]).fails(1, "check-broke");
+    assert!(
+        run.stderr
+            .contains("nothing was deleted (putting them back failed too ("),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_decision_that_cannot_be_recorded_keeps_the_failed_scale_out_as_the_error() {
+    let mut project = Project::new("record-fails");
+    project.set("autoscale", Some("{min: 1, max: 2, cpu_percent: 50}"));
+    let command = sabotage(&project.path("inventory.autoscale"), true, "check-broke");
+    project.set("haproxy_check_command", Some(&command));
+    let run = project
+        .run(&["autoscale", "--once"])
+        .fails(1, "check-broke");
+    assert!(
+        run.stderr.contains("the decision could not be recorded ("),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_create_whose_haproxy_update_fails_still_reports_the_droplets_it_destroyed() {
+    let mut project = Project::new("create-earlier");
+    project.sim.set_boot_delay(Duration::from_secs(3600));
+    project.set(
+        "haproxy_check_command",
+        Some("'echo check-broke >&2; exit 1'"),
+    );
+    let run = project
+        .run(&["create", "--timeout", "1s"])
+        .fails(1, "check-broke");
+    assert!(
+        run.stderr
+            .contains("did not become active within 1s, so they were destroyed; then: "),
+        "{}",
+        run.stderr
+    );
+}
