@@ -65,12 +65,27 @@ pub struct Applied {
     pub runtime_updated: bool,
 }
 
-/// Renders the config for `entries` and writes it to haproxy_cfg_file.
-/// Returns the number of servers in it.
+/// Renders the config for `entries` and writes it to haproxy_cfg_file,
+/// under the update lock `apply` takes, so a `generate` never rewrites the
+/// staged file while another run checks and installs it. Returns the
+/// number of servers in it.
 pub async fn generate(config: &Config, entries: &[Entry]) -> Result<usize> {
+    let _updating = update_lock(config).await?;
+    Ok(stage(config, entries).await?.1)
+}
+
+/// Renders the config for `entries` into haproxy_cfg_file; the caller holds
+/// the update lock. Returns the text and the number of servers in it.
+async fn stage(config: &Config, entries: &[Entry]) -> Result<(String, usize)> {
     let (text, servers) = render_config(config, entries).await?;
     atomic_file::write(&config.haproxy_cfg_file, text.as_bytes())?;
-    Ok(servers)
+    Ok((text, servers))
+}
+
+/// One HAProxy update at a time on this machine: `watch`, `generate` and a
+/// command run by hand must not interleave their writes and reloads.
+async fn update_lock(config: &Config) -> Result<LockFile> {
+    LockFile::acquire(&lock_path(&config.haproxy_cfg_file), UPDATE_LOCK_TIMEOUT).await
 }
 
 /// The config text for `entries` from the configured template, and the
@@ -168,16 +183,14 @@ pub async fn apply(
     reload: Reload,
     allow_empty: bool,
 ) -> Result<Applied> {
-    // One HAProxy update at a time on this machine: `watch` and a command
-    // run by hand must not interleave their writes and reloads.
-    let _updating =
-        LockFile::acquire(&lock_path(&config.haproxy_cfg_file), UPDATE_LOCK_TIMEOUT).await?;
+    let _updating = update_lock(config).await?;
     metrics::pool(entries);
-    let servers = generate(config, entries).await?;
+    let (text, servers) = stage(config, entries).await?;
     let staged = &config.haproxy_cfg_file;
     let live = &config.haproxy_cfg_path;
     check(config, staged).await?;
-    let new = fs::read(staged).with_context(|| format!("cannot read back {}", staged.display()))?;
+    // What was rendered goes live, not whatever the staged file holds now.
+    let new = text.into_bytes();
     let previous = fs::read(live).ok();
     let live_servers = previous.as_deref().map_or(0, count_servers);
     if servers == 0 && live_servers > 0 && !allow_empty {

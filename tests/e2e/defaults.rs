@@ -12,6 +12,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::scaling_faults::{Started, WAITING_FOR_LOCK};
 use crate::support::{Project, Run, TOKEN, TempDir, doproxy, repo_file, wait_until};
 
 /// Generous: the machine is shared by several builds.
@@ -454,4 +455,39 @@ fn a_create_whose_haproxy_update_fails_still_reports_the_droplets_it_destroyed()
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn generate_takes_the_update_lock_and_apply_installs_what_it_rendered() {
+    let mut project = Project::new("update-lock");
+    // A run updating HAProxy holds the lock: generate waits for it.
+    let lock = fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(project.path("haproxy.cfg.lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    let generate = Started::new(&project, &["generate"]);
+    generate.wait_for(WAITING_FOR_LOCK, 1);
+    assert!(
+        !project.path("haproxy.cfg").exists(),
+        "written while locked"
+    );
+    drop(lock);
+    generate.finish(WAIT).success();
+    assert!(project.path("haproxy.cfg").exists());
+
+    // Whatever happens to the staged file after it was rendered (here the
+    // check command itself writes to it), the rendered text goes live.
+    project.set(
+        "haproxy_check_command",
+        Some("'echo \"# not rendered\" >> {file}'"),
+    );
+    project.run(&["create"]).success();
+    let staged = fs::read_to_string(project.path("haproxy.cfg")).unwrap();
+    assert!(staged.ends_with("# not rendered\n"), "{staged}");
+    let live = project.live_config();
+    assert!(live.contains("server www-"), "{live}");
+    assert!(!live.contains("# not rendered"), "{live}");
 }
