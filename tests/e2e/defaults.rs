@@ -7,9 +7,13 @@
 //! DOWN as HAProxy does.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
 use std::time::Duration;
 
 use crate::scaling_faults::{Started, WAITING_FOR_LOCK};
@@ -490,4 +494,117 @@ fn generate_takes_the_update_lock_and_apply_installs_what_it_rendered() {
     let live = project.live_config();
     assert!(live.contains("server www-"), "{live}");
     assert!(!live.contains("# not rendered"), "{live}");
+}
+
+/// A loopback HTTP server playing a broken peer: every request gets
+/// `answer(path)` (head and body as one byte string), then the connection
+/// closes. Stopped when dropped.
+struct FakeServer {
+    address: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl FakeServer {
+    fn start(answer: fn(&str) -> Vec<u8>) -> FakeServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopped.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                thread::spawn(move || {
+                    let mut reader = BufReader::new(stream);
+                    let mut request = String::new();
+                    let mut length = 0;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if let Some(value) =
+                            line.to_ascii_lowercase().strip_prefix("content-length:")
+                        {
+                            length = value.trim().parse().unwrap_or(0);
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        request.push_str(&line);
+                    }
+                    let mut body = vec![0; length];
+                    let _ = reader.read_exact(&mut body);
+                    let path = request.split(' ').nth(1).unwrap_or("/").to_string();
+                    // The client may hang up once it has read enough.
+                    let _ = reader.get_mut().write_all(&answer(&path));
+                });
+            }
+        });
+        FakeServer { address, stop }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(self.address);
+    }
+}
+
+/// Far past the 16 MiB doproxy reads of an answer.
+const HUGE: usize = 17 * 1024 * 1024;
+
+#[test]
+fn an_api_answer_past_the_cap_is_refused_with_a_clear_error() {
+    // Valid JSON, a droplet list padded with spaces: read whole, it would
+    // pass for an empty pool.
+    let server = FakeServer::start(|_| {
+        let mut answer = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n{\"droplets\": [".to_vec();
+        answer.resize(answer.len() + HUGE, b' ');
+        answer.extend_from_slice(b"], \"links\": {}, \"meta\": {\"total\": 0}}");
+        answer
+    });
+    let mut project = Project::new("huge-answer");
+    project.set("api_url", Some(&server.url()));
+    project
+        .run(&["print", "--refresh"])
+        .fails(1, "an answer larger than 16 MiB, far beyond any real one");
+}
+
+#[test]
+fn a_watch_line_past_the_cap_is_refused_with_a_clear_error() {
+    let server = FakeServer::start(|path| {
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n";
+        let mut answer = head.as_bytes().to_vec();
+        if path == "/v3/watch" {
+            answer.extend_from_slice(
+                b"{\"result\":{\"header\":{\"revision\":\"5\"},\"created\":true}}\n",
+            );
+            answer.resize(answer.len() + HUGE, b'x');
+        } else {
+            answer
+                .extend_from_slice(b"{\"header\":{\"revision\":\"5\"},\"kvs\":[],\"count\":\"0\"}");
+        }
+        answer
+    });
+    let mut project = Project::new("huge-watch-line");
+    project.use_etcd(&server.url());
+    let watch = Started::new(&project, &["watch"]);
+    watch.wait_for("a line of its watch stream longer than 16 MiB", 1);
+}
+
+#[test]
+fn a_haproxy_command_that_prints_past_the_cap_fails_with_a_clear_error() {
+    let mut project = Project::new("loud-check");
+    project.set("haproxy_check_command", Some("'head -c 2000000 /dev/zero'"));
+    project
+        .run(&["reload"])
+        .fails(1, "printed more than 1 MiB, so it was killed");
 }
