@@ -181,9 +181,13 @@ pub enum Command {
     /// Example: doproxy doctor
     Doctor,
 
-    /// Write a commented doproxy.yml and the HAProxy template into a folder.
+    /// Write a commented doproxy.yml and the tutorial's user data into a
+    /// folder.
     ///
-    /// Refuses to overwrite. The token is left to $DIGITALOCEAN_ACCESS_TOKEN.
+    /// Refuses to overwrite. The token is left to $DIGITALOCEAN_ACCESS_TOKEN;
+    /// ssh_key_ids holds a placeholder (doctor flags it until replaced);
+    /// haproxy_socket is Debian's /run/haproxy/admin.sock. With --template,
+    /// also the HAProxy template to edit.
     ///
     /// Example: doproxy init /etc/doproxy
     Init(InitArgs),
@@ -193,7 +197,7 @@ pub enum Command {
     /// Example: doproxy completions bash > /etc/bash_completion.d/doproxy
     Completions(CompletionsArgs),
 
-    /// Print the manual page (roff).
+    /// Print the manual page (roff): one page, a subsection per command.
     ///
     /// Example: doproxy man > /usr/local/share/man/man1/doproxy.1
     Man,
@@ -207,7 +211,11 @@ pub struct PrintArgs {
     pub refresh: bool,
 
     /// Add each server's state in the running HAProxy (UP, DOWN, DRAIN,
-    /// MAINT), read from haproxy_socket.
+    /// MAINT), read from haproxy_socket. UP means fully up; a server one or
+    /// more checks short of that reads `rising (UP 1/2)` while its checks
+    /// pass (a new server) and `failing (UP 1/2)` once one fails. When
+    /// HAProxy does not answer, the states read `unknown` and a warning
+    /// says why.
     #[arg(long)]
     pub health: bool,
 }
@@ -527,6 +535,12 @@ pub struct InitArgs {
     /// The folder to write into (created if missing).
     #[arg(default_value = ".")]
     pub folder: PathBuf,
+
+    /// Also write the built-in HAProxy template as haproxy.cfg.tera and use
+    /// it (haproxy_template_file), to edit. Without it the built-in
+    /// template is used, and changes with doproxy's updates.
+    #[arg(long)]
+    pub template: bool,
 }
 
 #[derive(Debug, Args)]

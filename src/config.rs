@@ -18,6 +18,8 @@ use crate::inventory::{Pool, SHARED_TAG};
 use crate::scaling::autoscale::{Metric, Policy, metric_name};
 use crate::scaling::heal::Policy as HealPolicy;
 
+mod yaml_error;
+
 /// Where the config file is looked for when neither --config nor
 /// $DOPROXY_CONFIG names one.
 const DEFAULT_CONFIG: &str = "doproxy.yml";
@@ -434,8 +436,9 @@ impl Config {
         } else {
             serde_yaml_ng::from_str(text).map_err(|err| {
                 anyhow::anyhow!(
-                    "config file {} is invalid: {err}; fix that key and retry",
-                    path.display()
+                    "config file {} is invalid: {}; fix that key and retry",
+                    path.display(),
+                    yaml_error::explain(&err.to_string(), text)
                 )
             })?
         };

@@ -28,6 +28,8 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 use tokio::time::{Instant, MissedTickBehavior};
 
+use crate::http::{BodyError, MAX_ANSWER};
+
 /// How long one ordinary request may take. Lock and watch requests wait
 /// for events instead and have no such limit.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -205,7 +207,7 @@ pub struct Watch {
     /// The open event stream; `None` once etcd has ended it.
     stream: Option<reqwest::Response>,
     /// Bytes received but not yet split into lines.
-    buffer: Vec<u8>,
+    buffer: LineBuffer,
     /// News received but not yet handed out.
     pending: VecDeque<WatchUpdate>,
 }
@@ -611,16 +613,13 @@ impl Client {
         let (endpoint, response) = self.send("/v3/watch", body, None).await?;
         let status = response.status();
         if !status.is_success() {
-            let body = response
-                .bytes()
-                .await
-                .map_err(|err| transport_error(&endpoint, &err))?;
+            let body = read_body(&endpoint, response).await?;
             return Err(error_answer(&endpoint, status, &body));
         }
         Ok(Watch {
             endpoint,
             stream: Some(response),
-            buffer: Vec::new(),
+            buffer: LineBuffer::default(),
             pending: VecDeque::new(),
         })
     }
@@ -874,8 +873,17 @@ impl Watch {
 
     async fn next_response(&mut self) -> Result<WatchResponse, EtcdError> {
         loop {
-            if let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.buffer.drain(..=end).collect();
+            let line = self.buffer.take_line(MAX_ANSWER).map_err(|()| {
+                self.stream = None;
+                EtcdError::Malformed {
+                    endpoint: self.endpoint.clone(),
+                    reason: format!(
+                        "a line of its watch stream longer than {} MiB, far beyond any real one",
+                        MAX_ANSWER >> 20
+                    ),
+                }
+            })?;
+            if let Some(line) = line {
                 let line: StreamLine<WatchResponse> =
                     serde_json::from_slice(&line).map_err(|err| EtcdError::Malformed {
                         endpoint: self.endpoint.clone(),
@@ -896,7 +904,7 @@ impl Watch {
                 });
             };
             match stream.chunk().await {
-                Ok(Some(chunk)) => self.buffer.extend_from_slice(&chunk),
+                Ok(Some(chunk)) => self.buffer.push(&chunk),
                 Ok(None) => {
                     self.stream = None;
                     return Err(EtcdError::Disconnected {
@@ -913,16 +921,51 @@ impl Watch {
     }
 }
 
+/// The watch stream read so far, handed out line by line.
+#[derive(Default)]
+struct LineBuffer {
+    bytes: Vec<u8>,
+    /// The bytes before this hold no line end: each byte is looked at once,
+    /// however many chunks a long line comes in.
+    searched: usize,
+}
+
+impl LineBuffer {
+    fn push(&mut self, chunk: &[u8]) {
+        self.bytes.extend_from_slice(chunk);
+    }
+
+    /// The first whole line, taken out; None while it is incomplete, and
+    /// an error once more than `max` bytes came without a line end.
+    fn take_line(&mut self, max: usize) -> Result<Option<Vec<u8>>, ()> {
+        let end = self.bytes[self.searched..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|at| self.searched + at);
+        match end {
+            Some(end) if end <= max => {
+                self.searched = 0;
+                Ok(Some(self.bytes.drain(..=end).collect()))
+            }
+            None if self.bytes.len() <= max => {
+                self.searched = self.bytes.len();
+                Ok(None)
+            }
+            _ => {
+                *self = LineBuffer::default();
+                Err(())
+            }
+        }
+    }
+}
+
 /// Reads a whole answer: `T` on success, else etcd's error as a sentence.
 async fn read_json<T: DeserializeOwned>(
     endpoint: &str,
     response: reqwest::Response,
 ) -> Result<T, EtcdError> {
     let status = response.status();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|err| transport_error(endpoint, &err))?;
+    let body = read_body(endpoint, response).await?;
     if !status.is_success() {
         return Err(error_answer(endpoint, status, &body));
     }
@@ -930,6 +973,19 @@ async fn read_json<T: DeserializeOwned>(
         endpoint: endpoint.to_string(),
         reason: err.to_string(),
     })
+}
+
+/// A whole answer's body, at most MAX_ANSWER bytes.
+async fn read_body(endpoint: &str, response: reqwest::Response) -> Result<Vec<u8>, EtcdError> {
+    crate::http::read_body(response)
+        .await
+        .map_err(|err| match err {
+            BodyError::Transport(err) => transport_error(endpoint, &err),
+            BodyError::TooLarge => EtcdError::Malformed {
+                endpoint: endpoint.to_string(),
+                reason: crate::http::TOO_LARGE.to_string(),
+            },
+        })
 }
 
 /// etcd's answer to a failed request, as an error.
@@ -1088,6 +1144,27 @@ mod base64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn watch_lines_are_taken_whole_and_bounded() {
+        let mut buffer = LineBuffer::default();
+        buffer.push(b"{\"a\":1}\n{\"b\"");
+        assert_eq!(buffer.take_line(16), Ok(Some(b"{\"a\":1}\n".to_vec())));
+        assert_eq!(buffer.take_line(16), Ok(None));
+        buffer.push(b":2}\n{}\n");
+        assert_eq!(buffer.take_line(16), Ok(Some(b"{\"b\":2}\n".to_vec())));
+        assert_eq!(buffer.take_line(16), Ok(Some(b"{}\n".to_vec())));
+        let mut endless = LineBuffer::default();
+        for _ in 0..4 {
+            endless.push(b"xxxx");
+            assert_eq!(endless.take_line(16), Ok(None));
+        }
+        endless.push(b"x");
+        assert_eq!(endless.take_line(16), Err(()));
+        let mut late = LineBuffer::default();
+        late.push(&[vec![b'x'; 20], b"\n".to_vec()].concat());
+        assert_eq!(late.take_line(16), Err(()));
+    }
 
     #[test]
     fn base64_round_trips_every_padding() {

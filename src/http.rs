@@ -1,5 +1,39 @@
 //! The HTTP client setup every outgoing connection shares: the DigitalOcean
-//! API, the metadata service, droplet readiness checks, etcd.
+//! API, the metadata service, droplet readiness checks, etcd; and the bound
+//! on how much of an answer is read.
+
+/// The most of one answer (or one line of etcd's watch stream) doproxy
+/// reads: far beyond a real one (a page of 200 droplets is about 1 MiB),
+/// yet a server that answers without end cannot use up the memory.
+pub const MAX_ANSWER: usize = 16 * 1024 * 1024;
+
+/// What an answer past MAX_ANSWER is called in messages.
+pub const TOO_LARGE: &str = "an answer larger than 16 MiB, far beyond any real one";
+
+/// Why an answer's body was not read.
+pub enum BodyError {
+    Transport(reqwest::Error),
+    /// Longer than MAX_ANSWER.
+    TooLarge,
+}
+
+/// The body of `response`, read chunk by chunk, up to MAX_ANSWER.
+pub async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, BodyError> {
+    if response
+        .content_length()
+        .is_some_and(|length| length > MAX_ANSWER as u64)
+    {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
+        if body.len() + chunk.len() > MAX_ANSWER {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
 
 /// A reqwest builder connecting directly: the droplets' private addresses,
 /// the metadata service's link-local one and the proxies' etcd are never

@@ -12,6 +12,7 @@ mod failover;
 mod haproxy;
 mod http;
 mod inventory;
+mod listing;
 mod lockfile;
 mod metrics;
 mod progress;

@@ -391,19 +391,20 @@ fn parse(text: &str) -> Samples {
     samples
 }
 
-/// This run's samples on top of an earlier run's: counters add up, gauges
-/// this run set replace the earlier value.
+/// This run's samples on top of an earlier run's: counters add up, and a
+/// gauge this run set replaces the earlier one with all its labels (a
+/// status the pool no longer has is not left at its old count).
 fn merge(earlier: Samples, now: &Samples) -> Samples {
     let mut merged = earlier;
     for (name, values) in now {
         let family = FAMILIES.iter().find(|f| f.name == *name).expect("known");
         let into = merged.entry(name).or_default();
+        if family.kind == Kind::Gauge {
+            *into = values.clone();
+            continue;
+        }
         for (labels, value) in values {
-            let slot = into.entry(labels.clone()).or_insert(0.0);
-            *slot = match family.kind {
-                Kind::Counter => *slot + value,
-                Kind::Gauge => *value,
-            };
+            *into.entry(labels.clone()).or_insert(0.0) += value;
         }
     }
     merged
@@ -667,5 +668,21 @@ mod tests {
         assert_eq!(merged[RELOADS.name][""], 3.0);
         assert_eq!(merged[LAST_RECONCILE.name][""], 200.0);
         assert_eq!(merged[AUTOSCALE_TARGET.name][""], 5.0);
+    }
+
+    #[test]
+    fn a_gauge_this_run_set_drops_the_labels_it_no_longer_has() {
+        let status = |s: &str| render_labels(POOL.labels, &[s]);
+        let mut earlier = Samples::new();
+        let pool = earlier.entry(POOL.name).or_default();
+        pool.insert(status("active"), 2.0);
+        pool.insert(status("destroying"), 1.0);
+        let mut now = Samples::new();
+        now.entry(POOL.name)
+            .or_default()
+            .insert(status("active"), 1.0);
+        let merged = merge(earlier, &now);
+        assert_eq!(merged[POOL.name].len(), 1);
+        assert_eq!(merged[POOL.name][&status("active")], 1.0);
     }
 }

@@ -76,11 +76,16 @@ pub async fn run(app: &App, args: &AutoscaleArgs) -> Result<Report> {
             failures.extend(report.failure);
         }
         // After the scaling decision, one heal pass when the heal section asks for it.
+        // A failed pass is one more failure: it must not hide the decision's.
         if let Some(heal_policy) = &app.config.heal {
-            let healed = heal::pass(app, heal_policy, &args.waits, args.dry_run).await?;
-            text.extend(healed.text.iter().map(|line| format!("heal: {line}")));
-            json["heal"] = healed.json;
-            failures.extend(healed.failure);
+            match heal::pass(app, heal_policy, &args.waits, args.dry_run).await {
+                Ok(healed) => {
+                    text.extend(healed.text.iter().map(|line| format!("heal: {line}")));
+                    json["heal"] = healed.json;
+                    failures.extend(healed.failure);
+                }
+                Err(err) => failures.push(err.context("the heal pass failed")),
+            }
         }
         let report = Report::new(text, json)?;
         return Ok(match failures.len() {
@@ -175,9 +180,25 @@ async fn step(
         }) => format!("{err:#}"),
         Err(err) => format!("{err:#}"),
     });
-    // Recorded however acting went, failures and interruptions included.
-    save_record(app, &record, true).await?;
-    Ok((record, Some(report?)))
+    // Recorded however acting went, failures and interruptions included;
+    // a record that cannot be saved never hides what acting did.
+    let Err(unsaved) = save_record(app, &record, true).await else {
+        return Ok((record, Some(report?)));
+    };
+    let unsaved = format!("the decision could not be recorded ({unsaved:#})");
+    let report = match report {
+        Err(err) => return Err(err.context(unsaved)),
+        Ok(mut report) => {
+            let failure = match report.failure.take() {
+                Some(failure) => failure.context(unsaved),
+                None => anyhow::anyhow!(
+                    "{unsaved}; the next decision may scale again sooner than the cooldown allows"
+                ),
+            };
+            report.failed(failure)
+        }
+    };
+    Ok((record, Some(report)))
 }
 
 /// Scales out with `create`, or in with `delete` (drain first, droplets

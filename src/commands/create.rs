@@ -41,6 +41,7 @@ use crate::config::{Config, Image};
 use crate::digitalocean::{Client, CreateRequest, Droplet};
 use crate::haproxy::{self, Applied, Reload};
 use crate::inventory::{Build, Entry, Slug, Status, user_data_digest};
+use crate::listing::abbreviated;
 use crate::progress;
 use crate::readiness;
 use crate::scaling::rollout::{pool_members, replaceable};
@@ -268,13 +269,13 @@ pub async fn join(
             .collect();
         failures.push(format!(
             "droplet(s) {} no longer exist: another doproxy run or someone in the control panel destroyed them while this create waited for them to boot or answer the health check, so they are dropped from the inventory; run doproxy create again if the pool still needs them",
-            gone.join(", ")
+            abbreviated(&gone)
         ));
     }
     if !boot.stuck.is_empty() {
         failures.push(format!(
             "droplet(s) {} did not become active within {}, so they were destroyed",
-            list(&boot.stuck),
+            abbreviated(&boot.stuck),
             humantime::format_duration(options.timeout)
         ));
     }
@@ -295,12 +296,20 @@ pub async fn join(
         }
     }
 
-    // Under the lock again: record the outcome, then one reload for the batch.
+    // Under the lock again: record the outcome, then one reload for the
+    // batch. A failure here must not hide the ones above.
+    let earlier = |err: anyhow::Error| {
+        if failures.is_empty() {
+            err
+        } else {
+            err.context(format!("{}; then", failures.join("; ")))
+        }
+    };
     let lock = app
         .lock(options.lock_timeout)
         .await
-        .map_err(|err| stopped_in(err, Stage::Recording, &created, resume))?;
-    let mut entries = app.entries(Some(&lock)).await?;
+        .map_err(|err| earlier(stopped_in(err, Stage::Recording, &created, resume)))?;
+    let mut entries = app.entries(Some(&lock)).await.map_err(earlier)?;
     entries.retain(|e| !destroyed.contains(&e.id) && !boot.gone.iter().any(|d| d.id == e.id));
     for entry in entries.iter_mut().filter(|e| created.contains(&e.id)) {
         if let Some(droplet) = boot.active.iter().find(|d| d.id == entry.id) {
@@ -312,17 +321,22 @@ pub async fn join(
             entry.status = Status::Unready;
         }
     }
-    app.store.save(&entries, &lock).await.with_context(|| {
-        format!(
-            "droplet(s) {} are recorded as new, but how their boot went could not be saved; run doproxy reconcile --apply once this is fixed",
-            list(&created)
-        )
-    })?;
+    app.store
+        .save(&entries, &lock)
+        .await
+        .with_context(|| {
+            format!(
+                "droplet(s) {} are recorded as new, but how their boot went could not be saved; run doproxy reconcile --apply once this is fixed",
+                abbreviated(&created)
+            )
+        })
+        .map_err(earlier)?;
     let applied = haproxy::apply(config, &entries, Reload::IfChanged, false)
         .await
         .context(
             "the droplets are active and recorded in the inventory, but HAProxy was not updated",
-        )?;
+        )
+        .map_err(earlier)?;
 
     crate::metrics::scaled(crate::metrics::Direction::Out, ready.len());
     lock.release().await;
@@ -530,7 +544,7 @@ async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Made> {
         app.store.save(&entries, &lock).await.with_context(|| {
             format!(
                 "droplet(s) {} were created but could not be recorded in {}: they run and cost money until doproxy reconcile --apply adopts them (or you destroy them), so make the inventory writable and run it",
-                list(&ids),
+                abbreviated(&ids),
                 app.store.describe()
             )
         })?;
@@ -545,7 +559,7 @@ async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Made> {
             if let Err(err) = api.assign_to_project(project, &ids).await {
                 failures.push(format!(
                     "droplet(s) {} could not be assigned to project {project} ({err}), so they run in the account's default project; check droplet_options.project_id (doctl projects list) and move them in the control panel",
-                    list(&ids)
+                    abbreviated(&ids)
                 ));
             }
         }
@@ -622,7 +636,7 @@ fn stopped_create(signal: Signal, stage: Stage, created: &[u64], resume: Resume)
     if created.is_empty() {
         return anyhow!("{stopped} before any droplet was created; nothing changed");
     }
-    let ids = list(created);
+    let ids = abbreviated(created);
     let when = match stage {
         Stage::Created => format!("after creating droplet(s) {ids}"),
         Stage::Booting => format!("while droplet(s) {ids} booted"),
@@ -648,7 +662,7 @@ fn unready_failure(config: &Config, unready: &[u64], destroyed: bool) -> String 
     let check = &config.health_check;
     let what = format!(
         "droplet(s) {} did not answer GET {} on port {} with {} within {}",
-        list(unready),
+        abbreviated(unready),
         check.path,
         check.port,
         check.status,
@@ -668,13 +682,6 @@ fn unready_failure(config: &Config, unready: &[u64], destroyed: bool) -> String 
                 .join(" ")
         )
     }
-}
-
-fn list(ids: &[u64]) -> String {
-    ids.iter()
-        .map(u64::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// The user data to send: the contents of userdata_file, if one is set.

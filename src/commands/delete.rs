@@ -17,6 +17,7 @@ use crate::cli::DeleteArgs;
 use crate::digitalocean::Deleted;
 use crate::haproxy::{self, Applied, Reload};
 use crate::inventory::{Entry, Status, StoreLock};
+use crate::listing::abbreviated;
 use crate::scaling::{Selector, select};
 
 /// What a delete asks for; `scale` builds one too.
@@ -192,7 +193,16 @@ pub async fn retire(
     let applied = match leave_haproxy.await {
         Ok(applied) => applied,
         Err(err) => {
-            let back = roll_back(app, lock, entries, leaving).await?;
+            // The failure stays the error; a failed roll-back only adds to it.
+            let back = roll_back(app, lock, entries, leaving)
+                .await
+                .unwrap_or_else(|back_err| {
+                    format!(
+                        "putting them back failed too ({back_err:#}), so they may stay marked {} and drained; run {} to finish the delete",
+                        Status::Destroying,
+                        how.retry
+                    )
+                });
             let stopped = err.downcast_ref::<crate::shutdown::Interrupted>().is_some();
             let context = if stopped {
                 format!(
@@ -215,7 +225,7 @@ pub async fn retire(
     if let Err(stopped) = app.shutdown.check() {
         return Err(anyhow::Error::new(stopped).context(format!(
             "droplet {} left HAProxy but was not destroyed; the inventory keeps it as {}, so run doproxy reconcile --apply to destroy it",
-            listed(&ids),
+            abbreviated(&ids),
             Status::Destroying
         )));
     }
@@ -237,6 +247,7 @@ pub async fn retire(
         }
     }
     app.store.save(entries, lock).await?;
+    crate::metrics::pool(entries);
     crate::metrics::scaled(crate::metrics::Direction::In, destroyed.len());
     Ok(Retired {
         applied,
@@ -273,7 +284,7 @@ async fn roll_back(
     };
     let served = ids(|l| l.before.is_some() && l.entry.is_serving());
     let marked = ids(|l| l.before == Some(Status::Destroying));
-    let served_list = listed(&served);
+    let served_list = abbreviated(&served);
     let mut outcome = Vec::new();
     if !served.is_empty() {
         outcome.push(match haproxy::undrain(&app.config, &served).await {
@@ -289,7 +300,7 @@ async fn roll_back(
     if !marked.is_empty() {
         outcome.push(format!(
             "droplet {} stays marked {}",
-            listed(&marked),
+            abbreviated(&marked),
             Status::Destroying
         ));
     }
@@ -297,12 +308,4 @@ async fn roll_back(
         outcome.push("HAProxy was left as it was".to_string());
     }
     Ok(outcome.join(" and "))
-}
-
-/// `1, 2, 3`, for messages.
-fn listed(ids: &[u64]) -> String {
-    ids.iter()
-        .map(u64::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
 }

@@ -15,6 +15,9 @@ use crate::inventory::{Entry, Store};
 
 /// The API refuses larger user data.
 const MAX_USER_DATA: u64 = 64 * 1024;
+/// What `doproxy init` writes into ssh_key_ids (from doproxy.yml.example):
+/// clearly no key, so a new setup never looks finished with someone else's.
+pub(super) const SSH_KEY_PLACEHOLDER: &str = "your-ssh-key-id";
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -105,8 +108,10 @@ pub async fn run(app: &App) -> Result<Report> {
     match api {
         Some(api) => checks.extend(account_checks(config, api).await),
         None => {
-            for check in ["ssh keys", "region", "size", "image"] {
-                checks.push(skipped(check, "needs a working token"));
+            let needs_token = |check| skipped(check, "needs a working token");
+            checks.push(placeholder_check(config).unwrap_or_else(|| needs_token("ssh keys")));
+            for check in ["region", "size", "image"] {
+                checks.push(needs_token(check));
             }
         }
     }
@@ -211,31 +216,25 @@ async fn reserved_ip_check(ip: std::net::Ipv4Addr, api: &Client) -> Check {
     }
 }
 
+/// ✗ while ssh_key_ids holds the placeholder `doproxy init` wrote.
+fn placeholder_check(config: &Config) -> Option<Check> {
+    let placeholder = SshKey::Fingerprint(SSH_KEY_PLACEHOLDER.to_string());
+    config.ssh_keys.contains(&placeholder).then(|| {
+        failed(
+            "ssh keys",
+            format!(
+                "ssh_key_ids holds the placeholder {SSH_KEY_PLACEHOLDER} that doproxy init wrote; put your SSH key's ID or fingerprint in its place (doctl compute ssh-key list)"
+            ),
+        )
+    })
+}
+
 /// SSH keys, region, size and image, as this account sees them.
 async fn account_checks(config: &Config, api: &Client) -> Vec<Check> {
-    let mut checks = Vec::new();
-    let mut missing = Vec::new();
-    for key in &config.ssh_keys {
-        let id = match key {
-            SshKey::Id(id) => id.to_string(),
-            SshKey::Fingerprint(fingerprint) => fingerprint.clone(),
-        };
-        if api
-            .get_json(&format!("/v2/account/keys/{id}"), &[])
-            .await
-            .is_err()
-        {
-            missing.push(id);
-        }
-    }
-    checks.push(match (config.ssh_keys.len(), missing.is_empty()) {
-        (0, _) => skipped("ssh keys", "ssh_key_ids is empty; new droplets get no SSH key"),
-        (n, true) => ok("ssh keys", format!("all {n} exist")),
-        (_, false) => failed(
-            "ssh keys",
-            format!("{} not found in this account; check ssh_key_ids against `doctl compute ssh-key list`", missing.join(", ")),
-        ),
-    });
+    let mut checks = vec![match placeholder_check(config) {
+        Some(check) => check,
+        None => ssh_keys_check(config, api).await,
+    }];
     let slug_check = |check: &'static str, slug: Option<&str>, list: &str, found: Option<bool>| {
         match (slug, found) {
             (None, _) => failed(
@@ -298,6 +297,38 @@ async fn account_checks(config: &Config, api: &Client) -> Vec<Check> {
     };
     checks.push(slug_check("image", image.as_deref(), "image", image_found));
     checks
+}
+
+/// That every key of ssh_key_ids exists in this account.
+async fn ssh_keys_check(config: &Config, api: &Client) -> Check {
+    let mut missing = Vec::new();
+    for key in &config.ssh_keys {
+        let id = match key {
+            SshKey::Id(id) => id.to_string(),
+            SshKey::Fingerprint(fingerprint) => fingerprint.clone(),
+        };
+        if api
+            .get_json(&format!("/v2/account/keys/{id}"), &[])
+            .await
+            .is_err()
+        {
+            missing.push(id);
+        }
+    }
+    match (config.ssh_keys.len(), missing.is_empty()) {
+        (0, _) => skipped(
+            "ssh keys",
+            "ssh_key_ids is empty; new droplets get no SSH key",
+        ),
+        (n, true) => ok("ssh keys", format!("all {n} exist")),
+        (_, false) => failed(
+            "ssh keys",
+            format!(
+                "{} not found in this account; check ssh_key_ids against `doctl compute ssh-key list`",
+                missing.join(", ")
+            ),
+        ),
+    }
 }
 
 fn secrets_check(config: &Config) -> Check {

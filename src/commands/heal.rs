@@ -7,7 +7,7 @@
 //! the inventory, so passes from cron, the `heal` service and the
 //! `autoscale` loop share it.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, anyhow};
 use serde_json::json;
@@ -202,11 +202,13 @@ async fn observe(app: &App, entries: &[Entry]) -> Result<Vec<Observation>> {
             Some(status @ ("off" | "archive")) => Api::Stopped(status.to_string()),
             Some(_) => Api::Running,
         };
+        let server = states.as_ref().and_then(|s| s.get(&entry.id));
         seen.push(Observation {
             id: entry.id,
             name: entry.name.to_string(),
             api,
-            haproxy: states.as_ref().and_then(|s| s.get(&entry.id).cloned()),
+            haproxy: server.map(|s| s.status.clone()),
+            haproxy_for: server.and_then(|s| s.last_change).map(Duration::from_secs),
             being_replaced: entries.iter().any(|e| e.replaces == Some(entry.id)),
         });
     }

@@ -1,6 +1,8 @@
-//! `init`: a new setup in one step — a commented doproxy.yml (the token left
-//! to the environment), the HAProxy template to edit, and the tutorial's
-//! user data — never overwriting anything.
+//! `init`: a new setup in one step — a commented doproxy.yml that is safe to
+//! run (the token left to the environment, the admin socket where Debian
+//! puts it, an SSH key placeholder doctor flags) and the tutorial's user
+//! data; with `--template`, the HAProxy template to edit. Never overwrites
+//! anything.
 
 use std::fs;
 use std::path::Path;
@@ -13,18 +15,30 @@ use crate::haproxy::BUILTIN_TEMPLATE;
 
 const CONFIG: &str = include_str!("../../doproxy.yml.example");
 const USER_DATA: &str = include_str!("../../user-data.yml");
+/// The example's first line asks to copy it, which init has done.
+const EXAMPLE_HEADER: &str =
+    "# doproxy configuration. Copy to doproxy.yml next to this file and edit.\n";
+const HEADER: &str =
+    "# doproxy configuration, written by doproxy init. Edit it, then run doproxy doctor.\n";
+/// Where the template goes with --template, and the key that uses it.
+const TEMPLATE: &str = "haproxy.cfg.tera";
+const TEMPLATE_KEY: &str = "# haproxy_template_file: haproxy.cfg.tera";
 
-pub fn run(folder: &Path) -> Result<Report> {
-    // The written template is the one in use, so editing it takes effect.
-    let config = CONFIG.replace(
-        "# haproxy_template_file: haproxy.cfg.tera",
-        "haproxy_template_file: haproxy.cfg.tera",
-    );
-    let files = [
-        ("doproxy.yml", config.as_str()),
-        ("haproxy.cfg.tera", BUILTIN_TEMPLATE),
-        ("user-data.yml", USER_DATA),
-    ];
+/// The files init writes into a folder: names and contents.
+fn files(template: bool) -> Vec<(&'static str, String)> {
+    let mut config = CONFIG.replacen(EXAMPLE_HEADER, HEADER, 1);
+    let mut files = vec![("user-data.yml", USER_DATA.to_string())];
+    if template {
+        // The written template is the one in use, so editing it takes effect.
+        config = config.replacen(TEMPLATE_KEY, TEMPLATE_KEY.trim_start_matches("# "), 1);
+        files.push((TEMPLATE, BUILTIN_TEMPLATE.to_string()));
+    }
+    files.insert(0, ("doproxy.yml", config));
+    files
+}
+
+pub fn run(folder: &Path, template: bool) -> Result<Report> {
+    let files = files(template);
     if let Some((name, _)) = files.iter().find(|(name, _)| folder.join(name).exists()) {
         bail!(
             "{} exists already and init never overwrites; move it away or choose another folder",
@@ -40,7 +54,7 @@ pub fn run(folder: &Path) -> Result<Report> {
     }
     let text = vec![
         format!("Wrote {}.", written.join(", ")),
-        "Next: edit doproxy.yml, export DIGITALOCEAN_ACCESS_TOKEN, then run doproxy doctor."
+        "Next: put your SSH key in ssh_key_ids, edit droplet_options, export DIGITALOCEAN_ACCESS_TOKEN, then run doproxy doctor."
             .to_string(),
     ];
     Report::new(text, json!({ "written": written }))
@@ -49,25 +63,43 @@ pub fn run(folder: &Path) -> Result<Report> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Config, SshKey};
 
     #[test]
-    fn writes_a_working_setup_once() {
+    fn writes_a_setup_safe_to_run_once() {
         let dir = std::env::temp_dir().join(format!("doproxy-init-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
-        run(&dir).unwrap();
+        run(&dir, false).unwrap();
         let config = fs::read_to_string(dir.join("doproxy.yml")).unwrap();
-        assert!(config.contains("\nhaproxy_template_file: haproxy.cfg.tera\n"));
+        assert!(config.starts_with(HEADER), "{config}");
         assert!(
             !config.lines().any(|l| l.starts_with("token:")),
             "the token stays out of the file"
         );
-        let loaded = crate::config::Config::load(Some(&dir.join("doproxy.yml"))).unwrap();
+        assert!(!dir.join(TEMPLATE).exists(), "no pinned template");
+        let loaded = Config::load(Some(&dir.join("doproxy.yml"))).unwrap();
+        assert_eq!(loaded.haproxy_template_file, None);
         assert_eq!(
-            loaded.haproxy_template_file,
-            Some(dir.join("haproxy.cfg.tera"))
+            loaded.haproxy_socket.as_deref(),
+            Some(Path::new("/run/haproxy/admin.sock"))
         );
-        let err = run(&dir).err().unwrap().to_string();
+        assert_eq!(
+            loaded.ssh_keys,
+            [SshKey::Fingerprint(
+                super::super::doctor::SSH_KEY_PLACEHOLDER.into()
+            )]
+        );
+        let err = run(&dir, false).err().unwrap().to_string();
         assert!(err.contains("never overwrites"), "{err}");
+        fs::remove_dir_all(&dir).unwrap();
+
+        run(&dir, true).unwrap();
+        let loaded = Config::load(Some(&dir.join("doproxy.yml"))).unwrap();
+        assert_eq!(loaded.haproxy_template_file, Some(dir.join(TEMPLATE)));
+        assert_eq!(
+            fs::read_to_string(dir.join(TEMPLATE)).unwrap(),
+            BUILTIN_TEMPLATE
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -197,7 +197,7 @@ pub use doctor::config_failed as doctor_config_failed;
 /// Commands that need no config file: they run before one is loaded.
 pub fn run_without_config(command: &Command) -> Option<Result<Report>> {
     match command {
-        Command::Init(args) => Some(init::run(&args.folder)),
+        Command::Init(args) => Some(init::run(&args.folder, args.template)),
         Command::Completions(args) => Some(completions::completions(args.shell)),
         Command::Man => Some(completions::man()),
         _ => None,

@@ -3,7 +3,7 @@
 //! trailing `[stale: image, size]` (the fields that differ), so the lines
 //! of droplets that match stay the original's byte for byte.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
 use super::{App, LOCK_TIMEOUT, Report};
 use crate::cli::PrintArgs;
@@ -25,29 +25,21 @@ pub async fn run(app: &App, args: &PrintArgs) -> Result<Report> {
         );
     }
     // What HAProxy thinks of each server, when its admin socket is set:
-    // always in JSON, in the text lines only with --health. JSON without it
-    // is still the inventory, so a silent socket only costs the states there.
+    // always in JSON, in the text lines only with --health. A socket that
+    // does not answer costs only the states: the inventory is still printed.
     let states = match &app.config.haproxy_socket {
-        Some(_) if args.health => Some(
-            haproxy::server_states(&app.config)
-                .await
-                .context("print --health cannot show HAProxy's view")?,
-        ),
-        Some(_) if app.json_output => match haproxy::server_states(&app.config).await {
-            Ok(states) => Some(states),
-            Err(err) => {
-                tracing::warn!("{err:#}; printing the inventory without haproxy_state");
-                None
+        Some(_) if args.health || app.json_output => {
+            match haproxy::server_states(&app.config).await {
+                Ok(states) => Some(states),
+                Err(err) => {
+                    tracing::warn!("{err:#}; printing the inventory without HAProxy's view");
+                    None
+                }
             }
-        },
+        }
         _ => None,
     };
-    let state = |entry: &Entry| {
-        states
-            .as_ref()
-            .and_then(|s| s.get(&entry.id))
-            .map(String::as_str)
-    };
+    let state = |entry: &Entry| states.as_ref().and_then(|s| s.get(&entry.id));
     // Options that cannot be read (print needs none) leave staleness unknown.
     let current = match super::create::current_build(&app.config) {
         Ok((build, _)) => Some(build),
@@ -64,12 +56,12 @@ pub async fn run(app: &App, args: &PrintArgs) -> Result<Report> {
             .iter()
             .enumerate()
             .map(|(line, entry)| {
-                let line = match (args.health, state(entry)) {
-                    (false, _) => format_line(line, entry, None),
-                    (true, state) => {
-                        format_line(line, entry, Some(state.unwrap_or("not in HAProxy")))
-                    }
-                };
+                let health = args.health.then(|| match (&states, state(entry)) {
+                    (None, _) => "unknown".to_string(),
+                    (Some(_), None) => "not in HAProxy".to_string(),
+                    (Some(_), Some(server)) => server.health(),
+                });
+                let line = format_line(line, entry, health.as_deref());
                 match stale(entry) {
                     Some(fields) if !fields.is_empty() => {
                         format!("{line} [stale: {}]", fields.join(", "))
@@ -91,7 +83,7 @@ pub async fn run(app: &App, args: &PrintArgs) -> Result<Report> {
     {
         value["stale"] = serde_json::to_value(stale(entry))?;
         if states.is_some() {
-            value["haproxy_state"] = state(entry).into();
+            value["haproxy_state"] = state(entry).map(|s| s.status.as_str()).into();
         }
     }
     Report::new(text, json)

@@ -31,7 +31,7 @@ use super::{App, Report};
 use crate::cli::{RolloutArgs, ScaleWaits};
 use crate::digitalocean::{Droplet, Networks};
 use crate::inventory::{Build, Entry, Status};
-use crate::scaling::rollout::{Next, Rollout, StepSize, is_stale, next_step, remaining, start};
+use crate::scaling::rollout::{Next, Rollout, StepSize, next_step, remaining, start, why_replaced};
 
 /// Where the rollout under way lives in the store.
 const STATE: &str = "rollout";
@@ -157,7 +157,7 @@ pub async fn run(app: &App, args: &RolloutArgs) -> Result<Report> {
             .collect();
         tracing::info!(
             "rollout: replacing {} ({done} of {total} replaced so far)",
-            names.join(", ")
+            crate::listing::abbreviated(&names)
         );
         step(app, &args.waits, replace, &early).await?;
     }
@@ -446,13 +446,7 @@ async fn dry_run(app: &App, args: &RolloutArgs, current: &Build) -> Result<Repor
         .iter()
         .filter_map(|id| entries.iter().find(|e| e.id == *id))
     {
-        let why = match &entry.build {
-            None => "build unknown".to_string(),
-            Some(build) if is_stale(entry, current) => {
-                format!("stale: {}", build.differences(current).join(", "))
-            }
-            Some(_) => "matches droplet_options".to_string(),
-        };
+        let why = why_replaced(entry, current, rollout.only_stale);
         text.push(format!("  {} {}: {why}", entry.id, entry.name));
         planned.push(json!({ "id": entry.id, "name": entry.name, "why": why }));
     }

@@ -18,6 +18,7 @@ use super::droplet::{CreateRequest, Droplet};
 use super::error::ApiError;
 use super::retry::RetryPolicy;
 use crate::config::Token;
+use crate::http::BodyError;
 
 /// The largest page the API serves.
 const PER_PAGE: u32 = 200;
@@ -478,12 +479,18 @@ impl Client {
         let response = response.map_err(|err| ApiError::from_transport(&url, &err))?;
         let status = response.status();
         let headers = response.headers().clone();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|err| ApiError::from_transport(&url, &err))?;
+        let bytes = match crate::http::read_body(response).await {
+            Ok(bytes) => bytes,
+            Err(BodyError::Transport(err)) => return Err(ApiError::from_transport(&url, &err)),
+            Err(BodyError::TooLarge) => {
+                return Err(ApiError::Malformed(format!(
+                    "{} to {label} {url}",
+                    crate::http::TOO_LARGE
+                )));
+            }
+        };
         if status.is_success() {
-            return Ok(bytes.to_vec());
+            return Ok(bytes);
         }
         let message = serde_json::from_slice::<ErrorBody>(&bytes)
             .map(|b| b.message)

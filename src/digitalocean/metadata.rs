@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::http::BodyError;
+
 /// Off a droplet the service does not exist; give up quickly.
 const TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -28,17 +30,20 @@ pub async fn droplet_identity(metadata_url: &str) -> anyhow::Result<(u64, String
 }
 
 /// One value of the service, `/metadata/v1/<path>`, as text.
-async fn text(metadata_url: &str, path: &str) -> reqwest::Result<String> {
+async fn text(metadata_url: &str, path: &str) -> anyhow::Result<String> {
     let url = format!("{metadata_url}/metadata/v1/{path}");
-    crate::http::builder()
+    let response = crate::http::builder()
         .timeout(TIMEOUT)
         .build()?
         .get(&url)
         .send()
         .await?
-        .error_for_status()?
-        .text()
-        .await
+        .error_for_status()?;
+    match crate::http::read_body(response).await {
+        Ok(body) => Ok(String::from_utf8_lossy(&body).into_owned()),
+        Err(BodyError::Transport(err)) => Err(err.into()),
+        Err(BodyError::TooLarge) => anyhow::bail!("{}", crate::http::TOO_LARGE),
+    }
 }
 
 /// An IPv4 address of this droplet the metadata service knows.

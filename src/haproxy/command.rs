@@ -11,13 +11,18 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
+
+/// The most a command may print on stdout, and again on stderr: HAProxy's
+/// check says a few lines, so more is a command gone wrong, never read whole.
+const MAX_OUTPUT: usize = 1024 * 1024;
 
 /// Runs `command` through `sh -c`, at most `timeout`; `key` names the
 /// setting in messages. An error carries the exit status and the output.
 pub async fn run(key: &str, command: &str, timeout: Duration) -> Result<()> {
     tracing::debug!("running {key}: {command}");
-    let child = Command::new("sh")
+    let mut child = Command::new("sh")
         .arg("-c")
         .arg(command)
         .stdin(Stdio::null())
@@ -28,24 +33,60 @@ pub async fn run(key: &str, command: &str, timeout: Duration) -> Result<()> {
         .spawn()
         .with_context(|| format!("cannot run {key} ({command})"))?;
     let group = ProcessGroup(child.id());
-    let Ok(output) = tokio::time::timeout(timeout, child.wait_with_output()).await else {
-        // Dropping `group` kills what the command started.
-        bail!(
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let finished = async {
+        let (stdout, stderr) = tokio::try_join!(read_capped(stdout), read_capped(stderr))?;
+        let status = child.wait().await.map_err(Unread::Failed)?;
+        Ok((status, stdout, stderr))
+    };
+    // Dropping `group` on the way out kills what the command started.
+    let (status, stdout, stderr) = match tokio::time::timeout(timeout, finished).await {
+        Ok(Ok(finished)) => finished,
+        Err(_) => bail!(
             "{key} `{command}` did not finish within {}, so it was killed; fix the command or raise {}",
             humantime::format_duration(timeout),
             timeout_key(key)
-        );
+        ),
+        Ok(Err(Unread::TooMuch)) => bail!(
+            "{key} `{command}` printed more than {} MiB, so it was killed; fix the command, or send its output elsewhere (>/dev/null)",
+            MAX_OUTPUT >> 20
+        ),
+        Ok(Err(Unread::Failed(err))) => {
+            return Err(err).with_context(|| format!("cannot run {key} ({command})"));
+        }
     };
     group.forget();
-    let output = output.with_context(|| format!("cannot run {key} ({command})"))?;
-    let text = shown_output(&output.stdout, &output.stderr);
-    if output.status.success() {
+    let text = shown_output(&stdout, &stderr);
+    if status.success() {
         if !text.is_empty() {
             tracing::debug!("{key} said: {text}");
         }
         return Ok(());
     }
-    bail!("{key} `{command}` failed ({}): {text}", output.status)
+    bail!("{key} `{command}` failed ({status}): {text}")
+}
+
+/// Why a command's output was not read to its end.
+enum Unread {
+    /// More than MAX_OUTPUT on one pipe.
+    TooMuch,
+    Failed(std::io::Error),
+}
+
+/// What `pipe` carries until it closes; stops as soon as it is past
+/// MAX_OUTPUT.
+async fn read_capped(pipe: Option<impl AsyncRead + Unpin>) -> Result<Vec<u8>, Unread> {
+    let mut output = Vec::new();
+    if let Some(pipe) = pipe {
+        pipe.take(MAX_OUTPUT as u64 + 1)
+            .read_to_end(&mut output)
+            .await
+            .map_err(Unread::Failed)?;
+    }
+    if output.len() > MAX_OUTPUT {
+        return Err(Unread::TooMuch);
+    }
+    Ok(output)
 }
 
 /// The setting that bounds the command set by `key`.
@@ -121,6 +162,23 @@ mod tests {
             Duration::from_secs(30),
         ))
         .unwrap();
+    }
+
+    #[test]
+    fn a_command_that_prints_without_end_is_killed() {
+        let started = Instant::now();
+        let err = block_on(run(
+            "haproxy_check_command",
+            "yes haproxy",
+            Duration::from_secs(60),
+        ))
+        .unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("printed more than 1 MiB, so it was killed"),
+            "{text}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(30));
     }
 
     #[test]

@@ -120,7 +120,7 @@ pub(super) fn server_difference(config: &[u8], running: &[ServerStat]) -> Option
                 .map(|s| s.to_string()),
         );
     }
-    let list = |names: &[String]| names.join(", ");
+    let list = |names: &[String]| crate::listing::abbreviated(names);
     match (missing.is_empty(), extra.is_empty()) {
         (true, true) => None,
         (false, true) => Some(format!("it lacks {}", list(&missing))),

@@ -30,7 +30,8 @@ use dynamic::{Layout, Step};
 pub use loaded::Loaded;
 pub use render::BUILTIN_TEMPLATE;
 use render::{TemplateContext, droplet_id, render};
-use runtime::{AdminState, Runtime, ServerStat};
+pub use runtime::ServerStat;
+use runtime::{AdminState, Runtime};
 
 /// How long to wait for another run's HAProxy update on this machine.
 const UPDATE_LOCK_TIMEOUT: Duration = Duration::from_secs(120);
@@ -65,12 +66,27 @@ pub struct Applied {
 }
 
 /// Renders the config for `entries` and writes it to haproxy_cfg_file
-/// (readable by everyone when new, as HAProxy's own config is).
-/// Returns the number of servers in it.
+/// (readable by everyone when new, as HAProxy's own config is), under the
+/// update lock `apply` takes, so a `generate` never rewrites the staged
+/// file while another run checks and installs it. Returns the number of
+/// servers in it.
 pub async fn generate(config: &Config, entries: &[Entry]) -> Result<usize> {
+    let _updating = update_lock(config).await?;
+    Ok(stage(config, entries).await?.1)
+}
+
+/// Renders the config for `entries` into haproxy_cfg_file; the caller holds
+/// the update lock. Returns the text and the number of servers in it.
+async fn stage(config: &Config, entries: &[Entry]) -> Result<(String, usize)> {
     let (text, servers) = render_config(config, entries).await?;
     atomic_file::write_for(&config.haproxy_cfg_file, text.as_bytes(), Readers::Everyone)?;
-    Ok(servers)
+    Ok((text, servers))
+}
+
+/// One HAProxy update at a time on this machine: `watch`, `generate` and a
+/// command run by hand must not interleave their writes and reloads.
+async fn update_lock(config: &Config) -> Result<LockFile> {
+    LockFile::acquire(&lock_path(&config.haproxy_cfg_file), UPDATE_LOCK_TIMEOUT).await
 }
 
 /// The config text for `entries` from the configured template, and the
@@ -191,16 +207,14 @@ pub async fn apply(
     reload: Reload,
     allow_empty: bool,
 ) -> Result<Applied> {
-    // One HAProxy update at a time on this machine: `watch` and a command
-    // run by hand must not interleave their writes and reloads.
-    let _updating =
-        LockFile::acquire(&lock_path(&config.haproxy_cfg_file), UPDATE_LOCK_TIMEOUT).await?;
+    let _updating = update_lock(config).await?;
     metrics::pool(entries);
-    let servers = generate(config, entries).await?;
+    let (text, servers) = stage(config, entries).await?;
     let staged = &config.haproxy_cfg_file;
     let live = &config.haproxy_cfg_path;
     check(config, staged).await?;
-    let new = fs::read(staged).with_context(|| format!("cannot read back {}", staged.display()))?;
+    // What was rendered goes live, not whatever the staged file holds now.
+    let new = text.into_bytes();
     let previous = fs::read(live).ok();
     let live_servers = previous.as_deref().map_or(0, count_servers);
     if servers == 0 && live_servers > 0 && !allow_empty {
@@ -267,14 +281,16 @@ pub async fn apply(
     }
     if let Err(err) = reload_and_confirm(config).await {
         metrics::haproxy(HaproxyUpdate::ReloadFailed);
-        let left = if changed {
-            restore(live, previous.as_deref())?;
-            "put back"
-        } else {
-            "left"
+        // The failed reload stays the error; a failed restore only adds to it.
+        let left = match changed.then(|| restore(live, previous.as_deref())) {
+            None => "was left as it was".to_string(),
+            Some(Ok(())) => "was put back as it was".to_string(),
+            Some(Err(restore_err)) => format!(
+                "could not be put back as it was either ({restore_err:#}), so it holds a config HAProxy has not loaded"
+            ),
         };
         return Err(err.context(format!(
-            "HAProxy did not reload, so {} was {left} as it was; fix the cause and run doproxy reload",
+            "HAProxy did not reload, so {} {left}; fix the cause and run doproxy reload",
             live.display()
         )));
     }
@@ -321,7 +337,8 @@ async fn update_at_runtime(runtime: &Runtime<'_>, steps: &[Step], new: &[u8]) ->
     Ok(())
 }
 
-/// "; added www-1, www-2; removed www-3", for the log.
+/// "; added 2 server(s): www-1, www-2; removed 1 server(s): www-3", for
+/// the log.
 fn describe_steps(steps: &[Step]) -> String {
     let names = |add: bool| -> Vec<String> {
         steps
@@ -335,7 +352,11 @@ fn describe_steps(steps: &[Step]) -> String {
     let mut text = String::new();
     for (verb, servers) in [("added", names(true)), ("removed", names(false))] {
         if !servers.is_empty() {
-            text.push_str(&format!("; {verb} {}", servers.join(", ")));
+            text.push_str(&format!(
+                "; {verb} {} server(s): {}",
+                servers.len(),
+                crate::listing::abbreviated(&servers)
+            ));
         }
     }
     text
@@ -390,7 +411,7 @@ async fn reload_and_confirm(config: &Config) -> Result<()> {
 
 /// HAProxy's view of each droplet's server (UP, DOWN, DRAIN, MAINT, ...),
 /// by droplet ID, from the admin socket.
-pub async fn server_states(config: &Config) -> Result<HashMap<u64, String>> {
+pub async fn server_states(config: &Config) -> Result<HashMap<u64, ServerStat>> {
     let Some(runtime) = Runtime::of(config) else {
         return Ok(HashMap::new());
     };
@@ -398,7 +419,7 @@ pub async fn server_states(config: &Config) -> Result<HashMap<u64, String>> {
         .servers()
         .await?
         .into_iter()
-        .filter_map(|s| Some((droplet_id(&s.server)?, s.status)))
+        .filter_map(|s| Some((droplet_id(&s.server)?, s)))
         .collect())
 }
 

@@ -29,6 +29,32 @@ pub struct ServerStat {
     pub queued: u64,
     /// Sessions per second over the last second.
     pub rate: u64,
+    /// The last health check's result (`L7OK`, `L4CON`, `INI` before the
+    /// first, `* ` in front while one runs); empty without checks.
+    pub check_status: String,
+    /// Seconds since the server last changed between UP and DOWN.
+    pub last_change: Option<u64>,
+}
+
+impl ServerStat {
+    /// The status in words for people (print --health): HAProxy's, except
+    /// for a server UP but not yet at full health (`UP 1/2`), which HAProxy
+    /// shows alike whether it is new or failing. It reads `rising (UP 1/2)`
+    /// while its checks pass or none has run yet (a new server, one back
+    /// from DOWN) and `failing (UP 1/2)` once one failed; a plain `UP` means
+    /// fully up.
+    pub fn health(&self) -> String {
+        let Some(counts) = self.status.strip_prefix("UP ") else {
+            return self.status.clone();
+        };
+        let check = self.check_status.trim_start_matches("* ");
+        let passing = check.is_empty()
+            || matches!(check, "INI" | "UNK")
+            || check.ends_with("OK")
+            || check.ends_with("OKC");
+        let trend = if passing { "rising" } else { "failing" };
+        format!("{trend} (UP {counts})")
+    }
 }
 
 /// The states `set server ... state` accepts.
@@ -181,10 +207,13 @@ fn parse_show_stat(csv: &str) -> Result<Vec<ServerStat>> {
     };
     let (pxname, svname, status) = (column("pxname")?, column("svname")?, column("status")?);
     let (scur, qcur, rate) = (column("scur")?, column("qcur")?, column("rate")?);
+    // Only what print --health and heal show; rows read without them.
+    let (check_status, lastchg) = (column("check_status").ok(), column("lastchg").ok());
     let mut servers = Vec::new();
     for line in lines.filter(|l| !l.trim().is_empty()) {
         let fields: Vec<&str> = line.split(',').collect();
         let field = |i: usize| fields.get(i).copied().unwrap_or("");
+        let optional = |i: Option<usize>| i.map_or("", field);
         let number = |i: usize| field(i).parse::<u64>().unwrap_or(0);
         if field(svname) == "FRONTEND" {
             continue;
@@ -196,6 +225,8 @@ fn parse_show_stat(csv: &str) -> Result<Vec<ServerStat>> {
             sessions: number(scur),
             queued: number(qcur),
             rate: number(rate),
+            check_status: optional(check_status).to_string(),
+            last_change: optional(lastchg).parse().ok(),
         });
     }
     Ok(servers)
@@ -207,11 +238,11 @@ mod tests {
 
     #[test]
     fn show_stat_server_rows_are_read_by_column_name() {
-        let csv = "# pxname,svname,qcur,qmax,scur,smax,status,rate,\n\
-                   www-http,FRONTEND,,,3,5,OPEN,7,\n\
-                   www-backend,www-17,2,0,4,9,DRAIN,6,\n\
-                   www-backend,www-18,0,0,0,1,UP 1/2,0,\n\
-                   www-backend,BACKEND,0,0,4,9,UP,6,\n\n";
+        let csv = "# pxname,svname,qcur,qmax,scur,smax,status,lastchg,rate,check_status,\n\
+                   www-http,FRONTEND,,,3,5,OPEN,,7,,\n\
+                   www-backend,www-17,2,0,4,9,DRAIN,75,6,* L7OK,\n\
+                   www-backend,www-18,0,0,0,1,UP 1/2,0,0,INI,\n\
+                   www-backend,BACKEND,0,0,4,9,UP,75,6,,\n\n";
         let servers = parse_show_stat(csv).unwrap();
         assert_eq!(servers.len(), 3);
         assert_eq!(servers[2].server, "BACKEND");
@@ -224,9 +255,34 @@ mod tests {
                 sessions: 4,
                 queued: 2,
                 rate: 6,
+                check_status: "* L7OK".into(),
+                last_change: Some(75),
             }
         );
         assert_eq!(servers[1].status, "UP 1/2");
+        assert_eq!(servers[1].check_status, "INI");
         assert!(parse_show_stat("Unknown command\n").is_err());
+        let without = parse_show_stat("# pxname,svname,qcur,scur,status,rate\nb,www-1,0,0,UP,0\n");
+        assert_eq!(without.unwrap()[0].last_change, None);
+    }
+
+    #[test]
+    fn a_server_short_of_full_health_reads_rising_or_failing() {
+        let health = |status: &str, check: &str| {
+            ServerStat {
+                status: status.into(),
+                check_status: check.into(),
+                ..ServerStat::default()
+            }
+            .health()
+        };
+        // New: HAProxy starts it one check short of full health.
+        assert_eq!(health("UP 1/2", "INI"), "rising (UP 1/2)");
+        assert_eq!(health("UP 1/3", "* L7OK"), "rising (UP 1/3)");
+        assert_eq!(health("UP 1/2", "L4CON"), "failing (UP 1/2)");
+        assert_eq!(health("UP 2/3", "L7STS"), "failing (UP 2/3)");
+        for plain in ["UP", "DOWN", "DOWN 1/2", "DRAIN", "MAINT", "no check"] {
+            assert_eq!(health(plain, "L7OK"), plain);
+        }
     }
 }

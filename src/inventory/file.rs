@@ -52,28 +52,13 @@ impl FileInventory {
 
     /// The file's text; None when there is no file yet.
     fn read(&self) -> Result<Option<String>> {
-        match fs::read_to_string(&self.path) {
-            Ok(text) => Ok(Some(text)),
-            Err(err) if err.kind() == ErrorKind::NotFound => Ok(None),
-            Err(err) => bail!(
-                "cannot read inventory file {}: {err}; check its permissions",
-                self.path.display()
-            ),
-        }
+        read_text(&self.path, "inventory file")
     }
 
     /// A small named document kept beside the inventory
     /// (`<inventory>.<name>`), if written yet.
     pub fn read_meta(&self, name: &str) -> Result<Option<String>> {
-        let path = self.sibling(name);
-        match fs::read_to_string(&path) {
-            Ok(text) => Ok(Some(text)),
-            Err(err) if err.kind() == ErrorKind::NotFound => Ok(None),
-            Err(err) => bail!(
-                "cannot read {}: {err}; check its permissions",
-                path.display()
-            ),
-        }
+        read_text(&self.sibling(name), "the state file")
     }
 
     pub fn write_meta(&self, name: &str, value: &str) -> Result<()> {
@@ -93,6 +78,28 @@ impl FileInventory {
     fn sibling(&self, suffix: &str) -> PathBuf {
         atomic_file::sibling(&self.path, suffix)
     }
+}
+
+/// The text of `path` (`what` names it in messages); None when there is no
+/// such file. Bytes that are not UTF-8 are named as such, at their line:
+/// they are no permission problem.
+fn read_text(path: &Path, what: &str) -> Result<Option<String>> {
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(err) => bail!(
+            "cannot read {what} {}: {err}; check its permissions",
+            path.display()
+        ),
+    };
+    String::from_utf8(bytes).map(Some).map_err(|err| {
+        let valid = &err.as_bytes()[..err.utf8_error().valid_up_to()];
+        let line = 1 + valid.iter().filter(|b| **b == b'\n').count();
+        anyhow::anyhow!(
+            "{what} {} is not UTF-8 text: line {line} holds bytes that are not UTF-8 (another encoding, or a damaged file); fix or remove that line, then run doproxy reconcile",
+            path.display()
+        )
+    })
 }
 
 #[cfg(test)]
@@ -118,6 +125,23 @@ mod tests {
         };
         inventory.save(std::slice::from_ref(&entry)).unwrap();
         assert_eq!(inventory.load().unwrap(), vec![entry]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_named_at_their_line() {
+        let dir = temp_dir("latin1");
+        let path = dir.join("inventory");
+        fs::write(
+            &path,
+            b"# caf\xc3\xa9\n9 web-0 - - new -\n10 caf\xe9 - - new -\n",
+        )
+        .unwrap();
+        let err = FileInventory::new(&path).load().unwrap_err().to_string();
+        assert!(
+            err.contains("is not UTF-8 text: line 3 holds bytes") && !err.contains("permissions"),
+            "{err}"
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 }

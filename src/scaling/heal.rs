@@ -59,6 +59,9 @@ pub struct Observation {
     /// Its server's state in HAProxy (UP, DOWN, UP 1/2, ...); None when
     /// unknown (no admin socket, not in HAProxy).
     pub haproxy: Option<String>,
+    /// How long HAProxy has reported it UP or DOWN (whole seconds, as long
+    /// as the worker has run), if it says.
+    pub haproxy_for: Option<Duration>,
     /// A replacement for it is under way already.
     pub being_replaced: bool,
 }
@@ -158,8 +161,12 @@ pub fn decide(policy: &Policy, seen: &[Observation], record: &Record, now: Syste
             Api::Gone => Some("DigitalOcean no longer knows it".to_string()),
             Api::Stopped(status) => Some(format!("DigitalOcean reports it {status}")),
             Api::Running if o.haproxy.as_deref().is_some_and(is_down) => {
+                // The record counts from the first pass that saw it DOWN,
+                // HAProxy from its verdict (but only since its last reload):
+                // the longer of the two, so a first pass or a dry run knows.
                 let since = record.down_since.get(&o.id).copied().unwrap_or(now_secs);
-                let down_for = Duration::from_secs(now_secs.saturating_sub(since));
+                let down_for = Duration::from_secs(now_secs.saturating_sub(since))
+                    .max(o.haproxy_for.unwrap_or_default());
                 let grace = humantime::format_duration(policy.grace);
                 if decision.outage.is_some() {
                     decision
@@ -168,8 +175,9 @@ pub fn decide(policy: &Policy, seen: &[Observation], record: &Record, now: Syste
                     None
                 } else if down_for < policy.grace {
                     decision.waiting.push(verdict(format!(
-                        "DOWN in HAProxy for {} of the {grace} grace period",
-                        humantime::format_duration(down_for)
+                        "DOWN in HAProxy for {}, {} left of the {grace} grace period",
+                        humantime::format_duration(down_for),
+                        humantime::format_duration(policy.grace - down_for)
                     )));
                     None
                 } else {
@@ -255,6 +263,7 @@ mod tests {
             name: format!("web-{id}"),
             api,
             haproxy: Some(haproxy.to_string()),
+            haproxy_for: None,
             being_replaced: false,
         }
     }
@@ -277,7 +286,10 @@ mod tests {
         observe(&mut record, &pool, at(NOW));
         let d = decide(&policy, &pool, &record, at(NOW + 60));
         assert_eq!((ids(&d.replace), ids(&d.waiting)), (vec![], vec![2]));
-        assert!(d.waiting[0].why.contains("1m of the 2m grace"), "{d:?}");
+        assert_eq!(
+            d.waiting[0].why,
+            "DOWN in HAProxy for 1m, 1m left of the 2m grace period"
+        );
         // A reload shows it `UP 1/2` for a moment: the grace runs on.
         pool[1].haproxy = Some("UP 1/2".into());
         observe(&mut record, &pool, at(NOW + 100));
@@ -293,6 +305,29 @@ mod tests {
         pool[1].haproxy = Some("UP".into());
         observe(&mut record, &pool, at(NOW + 140));
         assert!(record.down_since.is_empty());
+    }
+
+    #[test]
+    fn how_long_haproxy_reports_a_droplet_down_counts_before_any_pass_noted_it() {
+        let policy = Policy::default();
+        let mut pool = pool();
+        pool[1].haproxy = Some("DOWN".into());
+        pool[1].haproxy_for = Some(Duration::from_secs(100));
+        // A dry run records nothing: HAProxy's word is all there is.
+        let d = decide(&policy, &pool, &Record::default(), at(NOW));
+        assert_eq!(
+            d.waiting[0].why,
+            "DOWN in HAProxy for 1m 40s, 20s left of the 2m grace period"
+        );
+        pool[1].haproxy_for = Some(Duration::from_secs(130));
+        let d = decide(&policy, &pool, &Record::default(), at(NOW));
+        assert_eq!(ids(&d.replace), vec![2]);
+        // After a reload HAProxy counts afresh; the record remembers.
+        let mut record = Record::default();
+        observe(&mut record, &pool, at(NOW - 110));
+        pool[1].haproxy_for = Some(Duration::from_secs(5));
+        let d = decide(&policy, &pool, &record, at(NOW));
+        assert!(d.waiting[0].why.starts_with("DOWN in HAProxy for 1m 50s"));
     }
 
     #[test]

@@ -74,11 +74,36 @@ pub fn pool_members(entries: &[Entry]) -> impl Iterator<Item = &Entry> {
 
 /// Whether `entry` needs replacing to match `current`: its build differs,
 /// or is unknown.
-pub fn is_stale(entry: &Entry, current: &Build) -> bool {
+fn is_stale(entry: &Entry, current: &Build) -> bool {
     entry
         .build
         .as_ref()
         .is_none_or(|build| !build.differences(current).is_empty())
+}
+
+/// Why a rollout (of every droplet, or `only_stale`) replaces `entry`, in
+/// words: how its build differs from `current`, that its build is unknown,
+/// or that it matches but every droplet is replaced; and that it serves
+/// nothing, which puts it first.
+pub fn why_replaced(entry: &Entry, current: &Build, only_stale: bool) -> String {
+    let build = match &entry.build {
+        None => {
+            "its build is unknown (made before doproxy recorded builds, or adopted)".to_string()
+        }
+        Some(build) => match build.differences(current) {
+            differences if !differences.is_empty() => format!("stale: {}", differences.join(", ")),
+            _ if only_stale => "stale when the rollout started".to_string(),
+            _ => {
+                "matches droplet_options, but a rollout without --only-stale replaces every droplet"
+                    .to_string()
+            }
+        },
+    };
+    match (entry.is_serving(), entry.status) {
+        (true, _) => build,
+        (false, Status::Active) => format!("{build}; it has no private address, so it goes first"),
+        (false, status) => format!("{build}; it serves nothing ({status}), so it goes first"),
+    }
 }
 
 /// A new rollout of the pool `entries`: every member that does not boot
@@ -192,6 +217,32 @@ fn serving(entries: &[Entry]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_droplet_gets_its_own_reason() {
+        let current = build("debian-12-x64");
+        let entry = |id, image: Option<&str>, status| Entry {
+            build: image.map(build),
+            status,
+            private_ip: Some("10.0.0.1".parse().unwrap()),
+            ..Entry::named(id, &format!("web-{id}"))
+        };
+        let why = |e: &Entry, only_stale| why_replaced(e, &current, only_stale);
+        let stale = entry(1, Some("ubuntu-24-04-x64"), Status::Active);
+        assert_eq!(why(&stale, true), "stale: image");
+        let unknown = entry(2, None, Status::Active);
+        assert!(why(&unknown, true).starts_with("its build is unknown"));
+        let current_one = entry(3, Some("debian-12-x64"), Status::Active);
+        assert_eq!(
+            why(&current_one, false),
+            "matches droplet_options, but a rollout without --only-stale replaces every droplet"
+        );
+        let unready = entry(4, Some("ubuntu-24-04-x64"), Status::Unready);
+        assert_eq!(
+            why(&unready, true),
+            "stale: image; it serves nothing (unready), so it goes first"
+        );
+    }
 
     fn build(image: &str) -> Build {
         Build {

@@ -6,6 +6,7 @@ mod autoscale;
 mod bad_input;
 mod checks_first;
 mod core;
+mod defaults;
 mod etcd_faults;
 mod etcd_server;
 mod etcd_store;

@@ -183,7 +183,7 @@ fn init_writes_a_setup_that_doctor_understands_and_never_overwrites() {
     let folder = dir.path().join("etc");
     let run = Run::from_output(doproxy().arg("init").arg(&folder));
     assert_eq!(run.code, 0, "{}", run.stderr);
-    for name in ["doproxy.yml", "haproxy.cfg.tera", "user-data.yml"] {
+    for name in ["doproxy.yml", "user-data.yml"] {
         assert!(folder.join(name).exists(), "{name}");
     }
     let again = Run::from_output(doproxy().arg("init").arg(&folder));
