@@ -143,9 +143,9 @@ fn version_names_the_commit_and_the_build_date() {
 
 #[test]
 fn the_package_installs_runs_and_purges_cleanly_in_a_throwaway_root() {
-    let deb = package();
     let root = ThrowawayRoot::new();
-    root.dpkg(&["--install", deb.to_str().unwrap()]);
+    let deb = root.copy_in(package());
+    root.dpkg(&["--install", &deb]);
 
     // The binary is where the units and cron jobs run it.
     let host_version = Command::new(env!("CARGO_BIN_EXE_doproxy"))
@@ -237,9 +237,22 @@ fn the_package_installs_runs_and_purges_cleanly_in_a_throwaway_root() {
     );
     root.run(&["rm", "/etc/haproxy/written-by-doproxy"]);
 
+    // Installing again (as an upgrade does) puts the secrets' mode back;
+    // removing keeps the configuration, purging takes everything.
+    root.run(&["chmod", "644", "/etc/doproxy/secrets.env"]);
+    root.dpkg(&["--install", &deb]);
+    assert_eq!(
+        root.run(&["stat", "-c", "%U %G %a", "/etc/doproxy/secrets.env"])
+            .trim(),
+        "doproxy doproxy 600"
+    );
+    root.dpkg(&["--remove", "doproxy"]);
+    root.run(&["test", "-f", "/etc/doproxy/doproxy.yml"]);
+    root.run(&["test", "!", "-e", "/usr/bin/doproxy"]);
     root.dpkg(&["--purge", "doproxy"]);
     // Nothing of the package is left (the user stays, as Debian does; man
     // keeps its own cache), and /etc/haproxy is haproxy's again.
+    root.run(&["rm", &deb]);
     let left: Vec<String> = root
         .changed()
         .into_iter()
@@ -336,18 +349,32 @@ exec cat >/dev/null"#;
         command
     }
 
-    /// dpkg, run on this root (its maintainer scripts run chrooted in it).
-    /// Its log too goes to the root, not to this machine's.
+    /// dpkg, run chrooted in the root like everything else: `dpkg --root`
+    /// from outside would resolve the users and groups of stat overrides on
+    /// this machine, which has no user doproxy.
     fn dpkg(&self, args: &[&str]) {
         let output = self
-            .in_namespace("dpkg")
-            .arg(format!("--root={}", self.root.display()))
-            .arg(format!("--log={}/var/log/dpkg.log", self.root.display()))
+            .in_namespace("chroot")
+            .arg(&self.root)
+            .arg("dpkg")
             .args(args)
             .env("DEBIAN_FRONTEND", "noninteractive")
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .output()
             .unwrap();
         succeeded(&format!("dpkg {args:?}"), &output);
+    }
+
+    /// Copies `file` from this machine into the root's /tmp; its path there.
+    fn copy_in(&self, file: &Path) -> String {
+        let output = self
+            .in_namespace("cp")
+            .arg(file)
+            .arg(self.root.join("tmp"))
+            .output()
+            .unwrap();
+        succeeded("cp", &output);
+        format!("/tmp/{}", file.file_name().unwrap().to_str().unwrap())
     }
 
     fn output(&self, command: &[&str]) -> Output {
