@@ -17,6 +17,10 @@ fn main() {
     if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
         rerun_if_git_path_changed(&branch);
     }
+    if commit.is_none() {
+        // No git, or not found: try again where the PATH differs.
+        println!("cargo:rerun-if-env-changed=PATH");
+    }
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
     let seconds = std::env::var("SOURCE_DATE_EPOCH")
         .ok()
