@@ -96,7 +96,13 @@ fn the_package_runs_on_debian_12_and_ubuntu_22_04() {
         version <= vec![2, 35],
         "needs glibc {glibc}: Ubuntu 22.04 has 2.35, Debian 12 2.36"
     );
-    for dependency in ["haproxy", "adduser", "polkitd | policykit-1"] {
+    // The HTTPS client loads the system's trust store when it starts.
+    for dependency in [
+        "haproxy",
+        "adduser",
+        "ca-certificates",
+        "polkitd | policykit-1",
+    ] {
         assert!(
             depends.split(", ").any(|d| d.trim() == dependency),
             "{depends}"
@@ -341,10 +347,15 @@ exec cat >/dev/null"#;
     }
 
     /// `program` inside the root's mount namespace, not yet in the root.
+    /// Entering a mount namespace resets the root directory to the
+    /// namespace's own: --root keeps the holder's, for tests that run in a
+    /// chroot themselves.
     fn in_namespace(&self, program: &str) -> Command {
         let mut command = privileged("nsenter");
         command
-            .args(["--target", &self.pid, "--mount", "--", program])
+            .args([
+                "--target", &self.pid, "--mount", "--root", "--wd", "--", program,
+            ])
             .stdin(Stdio::null());
         command
     }
