@@ -1,7 +1,8 @@
 //! The Debian package and the binary in it, as an operator meets them:
 //! scripts/package builds the package from the test binary, lintian finds
 //! nothing wrong with it, and it installs, runs and purges cleanly in a
-//! throw-away root, where systemd-analyze accepts every unit as installed.
+//! throw-away root, where systemd-analyze accepts every unit as installed
+//! and polkit lets user doproxy reload HAProxy and do nothing else.
 //! The throw-away root is this machine's own root under a writable overlay,
 //! in a mount namespace of its own: nothing reaches the machine itself.
 
@@ -243,6 +244,16 @@ fn the_package_installs_runs_and_purges_cleanly_in_a_throwaway_root() {
     );
     root.run(&["rm", "/etc/haproxy/written-by-doproxy"]);
 
+    // The polkit rule: doproxy may reload HAProxy through systemctl, and
+    // that is all (asked of a real polkitd on a D-Bus of the root's own).
+    assert_eq!(
+        root.run(&["sh", "-c", POLKIT_VERDICTS]),
+        "doproxy reload haproxy.service: yes\n\
+         doproxy restart haproxy.service: no\n\
+         doproxy reload ssh.service: no\n\
+         nobody reload haproxy.service: no\n"
+    );
+
     // Installing again (as an upgrade does) puts the secrets' mode back;
     // removing keeps the configuration, purging takes everything.
     root.run(&["chmod", "644", "/etc/doproxy/secrets.env"]);
@@ -276,6 +287,40 @@ fn the_package_installs_runs_and_purges_cleanly_in_a_throwaway_root() {
         0
     );
 }
+
+/// Starts a system D-Bus and polkitd in the root, then asks polkit what
+/// `systemctl` would ask for a process of user doproxy and one of nobody:
+/// may it reload or restart haproxy.service, or reload ssh.service? Ends
+/// every process it started.
+const POLKIT_VERDICTS: &str = r#"set -e
+mkdir -p /run/dbus
+dbus-daemon --system --fork --print-pid=3 3>/run/dbus/test-bus.pid
+pids=$(cat /run/dbus/test-bus.pid)
+trap 'kill $pids 2>/dev/null || true' EXIT
+/usr/lib/polkit-1/polkitd --no-debug >/dev/null 2>&1 &
+pids="$pids $!"
+setpriv --reuid=doproxy --regid=doproxy --init-groups sleep 300 &
+doproxy=$!
+setpriv --reuid=nobody --regid=nogroup --clear-groups sleep 300 &
+nobody=$!
+pids="$pids $doproxy $nobody"
+tries=300
+until dbus-send --system --print-reply --dest=org.freedesktop.DBus /org/freedesktop/DBus \
+    org.freedesktop.DBus.NameHasOwner string:org.freedesktop.PolicyKit1 2>/dev/null | grep -q 'boolean true'; do
+  tries=$((tries - 1))
+  [ "$tries" -gt 0 ] || { echo "polkitd never took its name on the bus" >&2; exit 1; }
+  sleep 0.1
+done
+ask() {
+  if pkcheck --action-id org.freedesktop.systemd1.manage-units --process "$2" \
+      --detail unit "$3" --detail verb "$4" >/dev/null 2>&1; then verdict=yes; else verdict=no; fi
+  echo "$1 $4 $3: $verdict"
+}
+ask doproxy "$doproxy" haproxy.service reload
+ask doproxy "$doproxy" haproxy.service restart
+ask doproxy "$doproxy" ssh.service reload
+ask nobody "$nobody" haproxy.service reload
+"#;
 
 /// This machine's root under a writable overlay kept in a tmpfs, with /proc
 /// and /dev, in a mount namespace held open by a process that waits on its
