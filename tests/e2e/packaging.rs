@@ -214,34 +214,16 @@ fn the_package_installs_runs_and_purges_cleanly_in_a_throwaway_root() {
         ("/etc/haproxy", "root doproxy 775"),
         ("/etc/cron.d/doproxy", "root root 644"),
     ] {
-        assert_eq!(
-            root.run(&["stat", "-c", "%U %G %a", path]).trim(),
-            expected,
-            "{path}"
-        );
+        assert_eq!(root.owner_and_mode(path), expected, "{path}");
     }
     // The shipped configuration loads as the services and cron jobs run it,
     // and doproxy may write its state and HAProxy's config folder.
-    let as_doproxy = ["chroot", "--userspec=doproxy:doproxy", "/", "env"];
-    let config = "DOPROXY_CONFIG=/etc/doproxy/doproxy.yml";
     assert_eq!(
-        root.run(&[&as_doproxy[..], &[config, "doproxy", "print"]].concat()),
+        root.run_as_doproxy(&["doproxy", "print"]),
         "The inventory file is empty. Use the create command.\n"
     );
-    root.run(
-        &[
-            &as_doproxy[..],
-            &[config, "doproxy", "inventory", "import", "/dev/null"],
-        ]
-        .concat(),
-    );
-    root.run(
-        &[
-            &as_doproxy[..],
-            &["touch", "/etc/haproxy/written-by-doproxy"],
-        ]
-        .concat(),
-    );
+    root.run_as_doproxy(&["doproxy", "inventory", "import", "/dev/null"]);
+    root.run_as_doproxy(&["touch", "/etc/haproxy/written-by-doproxy"]);
     root.run(&["rm", "/etc/haproxy/written-by-doproxy"]);
 
     // The polkit rule: doproxy may reload HAProxy through systemctl, and
@@ -259,8 +241,7 @@ fn the_package_installs_runs_and_purges_cleanly_in_a_throwaway_root() {
     root.run(&["chmod", "644", "/etc/doproxy/secrets.env"]);
     root.dpkg(&["--install", &deb]);
     assert_eq!(
-        root.run(&["stat", "-c", "%U %G %a", "/etc/doproxy/secrets.env"])
-            .trim(),
+        root.owner_and_mode("/etc/doproxy/secrets.env"),
         "doproxy doproxy 600"
     );
     root.dpkg(&["--remove", "doproxy"]);
@@ -276,10 +257,7 @@ fn the_package_installs_runs_and_purges_cleanly_in_a_throwaway_root() {
         .filter(|p| p.contains("doproxy") && !p.starts_with("var/cache/man/"))
         .collect();
     assert!(left.is_empty(), "left after purge: {left:?}");
-    assert_eq!(
-        root.run(&["stat", "-c", "%U %G %a", "/etc/haproxy"]).trim(),
-        "root root 755"
-    );
+    assert_eq!(root.owner_and_mode("/etc/haproxy"), "root root 755");
     assert_eq!(
         root.run(&["dpkg-statoverride", "--list"])
             .matches("/etc/haproxy")
@@ -446,6 +424,23 @@ exec cat >/dev/null"#;
     #[track_caller]
     fn run(&self, command: &[&str]) -> String {
         succeeded(&command.join(" "), &self.output(command))
+    }
+
+    /// stdout of `command` run in the root as the services run: user
+    /// doproxy, the packaged configuration.
+    #[track_caller]
+    fn run_as_doproxy(&self, command: &[&str]) -> String {
+        let chroot = ["chroot", "--userspec=doproxy:doproxy", "/", "env"];
+        let config = ["DOPROXY_CONFIG=/etc/doproxy/doproxy.yml"];
+        self.run(&[&chroot[..], &config, command].concat())
+    }
+
+    /// `owner group mode` of `path` in the root.
+    #[track_caller]
+    fn owner_and_mode(&self, path: &str) -> String {
+        self.run(&["stat", "-c", "%U %G %a", path])
+            .trim()
+            .to_string()
     }
 
     /// Every path the overlay holds: what changed since the root was made.
