@@ -16,7 +16,12 @@ use crate::config::parse_duration;
 /// configuration from it, checks and installs that configuration, and reloads
 /// HAProxy. It is a drop-in successor of the Ruby DOProxy script.
 #[derive(Debug, Parser)]
-#[command(name = "doproxy", version, arg_required_else_help = true)]
+// The version line also names the commit and build date (build.rs).
+#[command(
+    name = "doproxy",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("DOPROXY_BUILD"), ")"),
+    arg_required_else_help = true
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,

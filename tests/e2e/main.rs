@@ -16,6 +16,7 @@ mod heal;
 mod metrics;
 mod operator;
 mod operator_faults;
+mod packaging;
 mod resilience;
 mod rollout;
 mod runtime_api;

@@ -154,26 +154,34 @@ fn new_files_get_their_modes_whatever_the_umask() {
     }
 }
 
-/// The cron lines of contrib/cron/doproxy: (environment, command).
-fn cron_lines() -> (Vec<(String, String)>, Vec<String>) {
+/// contrib/cron/doproxy: the environment it sets, and its jobs, each a
+/// commented example (`#<schedule> <user> <command>`).
+struct CronFile {
+    env: Vec<(String, String)>,
+    /// (user, command)
+    jobs: Vec<(String, String)>,
+}
+
+fn cron_lines() -> CronFile {
     let text = fs::read_to_string(repo_file("contrib/cron/doproxy")).unwrap();
     let mut env = Vec::new();
-    let mut commands = Vec::new();
-    for line in text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-    {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if let Some((name, value)) = line.split_once('=')
+    let mut jobs = Vec::new();
+    for line in text.lines() {
+        if let Some(job) = line
+            .strip_prefix('#')
+            .filter(|j| j.starts_with(|c: char| c.is_ascii_digit() || c == '*'))
+        {
+            // minute hour day month weekday user command...
+            let fields: Vec<&str> = job.split_whitespace().collect();
+            jobs.push((fields[5].to_string(), fields[6..].join(" ")));
+        } else if let Some((name, value)) = line.split_once('=')
+            && !line.starts_with('#')
             && !name.contains(' ')
         {
             env.push((name.to_string(), value.to_string()));
-        } else {
-            // minute hour day month weekday user command...
-            commands.push(fields[6..].join(" "));
         }
     }
-    (env, commands)
+    CronFile { env, jobs }
 }
 
 #[test]
@@ -181,21 +189,38 @@ fn the_cron_file_runs_with_the_token_from_its_secrets_file() {
     let project = Project::new("cron");
     let secrets = project.path("secrets.env");
     fs::write(&secrets, format!("DIGITALOCEAN_ACCESS_TOKEN={TOKEN}\n")).unwrap();
-    let log = project.path("doproxy.log");
-    let (env, commands) = cron_lines();
-    assert!(!commands.is_empty());
-    for command in commands {
-        let command = command
-            .replace("/etc/doproxy/secrets.env", &secrets.display().to_string())
-            .replace("/usr/local/bin/doproxy", env!("CARGO_BIN_EXE_doproxy"))
-            .replace("/var/log/doproxy.log", &log.display().to_string());
+    // The jobs find doproxy on cron's PATH, and hand it to systemd-cat for
+    // the journal, which this machine may not run: a stand-in checks its
+    // arguments and runs the command with its output in a file.
+    let bin = project.path("bin");
+    fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_doproxy"), bin.join("doproxy")).unwrap();
+    let journal = project.path("journal");
+    fs::write(
+        bin.join("systemd-cat"),
+        format!(
+            "#!/bin/sh\n[ \"$1 $2 $3\" = '-t doproxy --stderr-priority=err' ] || \
+             {{ echo \"systemd-cat $*\" >&2; exit 64; }}\nshift 3\nexec \"$@\" >>{} 2>&1\n",
+            journal.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(bin.join("systemd-cat"), fs::Permissions::from_mode(0o755)).unwrap();
+    let CronFile { env, jobs } = cron_lines();
+    assert!(!jobs.is_empty());
+    for (user, command) in jobs {
+        assert_eq!(user, "doproxy", "{command}");
+        let command = command.replace("/etc/doproxy/secrets.env", &secrets.display().to_string());
         // cron's environment: its PATH and what the file sets.
         let mut cron = Command::new("/bin/sh");
         cron.env_clear()
             .env("PATH", "/usr/bin:/bin")
             .args(["-c", &command]);
         for (name, value) in &env {
-            cron.env(name, value);
+            match name.as_str() {
+                "PATH" => cron.env(name, format!("{}:{value}", bin.display())),
+                _ => cron.env(name, value),
+            };
         }
         cron.env("DOPROXY_CONFIG", project.path("doproxy.yml"));
         let run = Run::from_output(&mut cron);
@@ -206,6 +231,8 @@ fn the_cron_file_runs_with_the_token_from_its_secrets_file() {
         2,
         "the last scale line keeps two"
     );
+    let logged = fs::read_to_string(&journal).unwrap();
+    assert!(logged.contains("Success:"), "{logged}");
 }
 
 #[test]
