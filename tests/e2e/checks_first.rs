@@ -319,7 +319,7 @@ fn reconcile_joins_droplets_an_interrupted_create_left_booting_in_one_run() {
         project.inventory().contains(" new ")
     });
     terminate(&create);
-    Run::wait(create).fails(1, "booted; they are recorded in the inventory as new");
+    Run::wait(create).fails(1, "they are recorded in the inventory as new");
     let id = project.sim.droplets()[0].id;
     assert_eq!(project.sim.droplets()[0].status.as_str(), "new");
 
