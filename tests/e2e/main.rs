@@ -20,5 +20,6 @@ mod scaling;
 mod scaling_faults;
 mod shared_pool;
 mod signals;
+mod spawned;
 mod support;
 mod zero_downtime;

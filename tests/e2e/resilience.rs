@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use doproxy_sim::{DropletStatus, Faults};
 
@@ -42,14 +42,21 @@ fn twenty_concurrent_creates_make_exactly_twenty_droplets() {
 fn runs_killed_at_random_moments_leave_nothing_unrecorded() {
     let project = Project::new("kill");
     project.run(&["create", "--count", "4"]).success();
+    // Each run is killed at a random moment within the time a whole run of
+    // it takes here and now.
+    let timed = |args: &[&str]| {
+        let started = Instant::now();
+        project.run(args).success();
+        started.elapsed().as_millis().max(1) as u64
+    };
+    let runs: [(&[&str], u64); 2] = [
+        (&["create"], timed(&["create"])),
+        (&["delete", "0"], timed(&["delete", "0"])),
+    ];
     let seed = fastrand::u64(..);
     let mut rng = fastrand::Rng::with_seed(seed);
-    for trial in 0..24 {
-        let (args, window_ms): (&[&str], u64) = if trial % 2 == 0 {
-            (&["create"], 1_200)
-        } else {
-            (&["delete", "0"], 250)
-        };
+    for trial in 0..16 {
+        let (args, window_ms) = runs[trial % 2];
         let mut run = project.spawn(args);
         // A random moment is the point of this test, not a wait for a condition.
         std::thread::sleep(Duration::from_millis(rng.u64(..window_ms)));
