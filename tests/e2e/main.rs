@@ -13,6 +13,7 @@ mod heal;
 mod metrics;
 mod operator;
 mod operator_faults;
+mod readiness;
 mod resilience;
 mod rollout;
 mod runtime_api;
