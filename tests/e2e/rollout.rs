@@ -270,9 +270,9 @@ fn a_rollout_under_load_fails_no_request_and_never_drops_below_the_floor() {
     assert_eq!(project.sim.droplets().len(), 6, "a dry run changes nothing");
 
     let capacity = CapacityWatch::start(haproxy.socket.clone());
-    // Slow requests: an old droplet destroyed before its requests end
-    // fails them.
-    let load = Traffic::start(haproxy.frontend, 4, "/slow?ms=100");
+    // Slow requests, some in flight on every old droplet as it leaves: one
+    // destroyed before its requests end fails them.
+    let load = Traffic::start(haproxy.frontend, 8, "/slow?ms=1500");
     let run = project
         .run(&["rollout", "--max-surge", "2", "-o", "json"])
         .success();

@@ -5,7 +5,7 @@
 use std::fs;
 use std::time::Duration;
 
-use crate::support::{Project, Traffic, http_get, wait_until};
+use crate::support::{InFlight, Project, Traffic, http_get, wait_until};
 
 #[test]
 fn scaling_up_and_down_under_load_fails_no_request() {
@@ -16,9 +16,7 @@ fn scaling_up_and_down_under_load_fails_no_request() {
         http_get(haproxy.frontend, "/").is_ok()
     });
 
-    // Slow requests: a droplet destroyed before its requests end fails
-    // them, so a scale-down that skips the drain fails this test.
-    let load = Traffic::start(haproxy.frontend, 4, "/slow?ms=250");
+    let load = Traffic::start(haproxy.frontend, 3, "/");
     let before = project.ids();
     project.run(&["create", "--count", "2"]).success();
     let added: Vec<String> = project
@@ -36,17 +34,27 @@ fn scaling_up_and_down_under_load_fails_no_request() {
                 .all(|page| load.record().answered_by(page) >= 3)
         },
     );
+    // Each droplet leaves with a slow request in flight on it: destroyed
+    // before that request ends, as a scale-down that skips the drain would
+    // do, it fails the request.
     let leave = |project: &Project| {
-        // The first line's droplet leaves with a request in flight.
         let first = project.run(&["print", "-o", "json"]).success().json()[0]["id"]
             .as_u64()
             .unwrap();
+        let servers = project.live_config().matches("server www-").count();
+        let slow = InFlight::start(
+            haproxy.frontend,
+            2 * servers,
+            "/slow?ms=4000",
+            Duration::from_secs(60),
+        );
         wait_until(
-            "a request in flight on the leaving droplet",
+            "a slow request on the leaving droplet",
             Duration::from_secs(15),
             || haproxy.sessions_on(first) > 0,
         );
         project.run(&["delete", "0"]).success();
+        assert_eq!(slow.failures(), Vec::<String>::new());
     };
     leave(&project);
     project.run(&["reload"]).success();
