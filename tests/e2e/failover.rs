@@ -501,14 +501,14 @@ fn a_leader_that_loses_leadership_between_its_decision_and_its_assign_does_not_a
     });
     let log = pair.a.log();
     assert!(
+        !pair.assigned_since(lost_at).contains(&pair.a.droplet.id),
+        "A assigned the reserved IP after it lost leadership:\n{log}"
+    );
+    assert!(
         log.contains(&format!(
             "did not assign reserved IP {ip}, as leadership could not be confirmed"
         )),
         "{log}"
-    );
-    assert!(
-        !pair.assigned_since(lost_at).contains(&pair.a.droplet.id),
-        "A assigned the reserved IP after it lost leadership:\n{log}"
     );
     // B leads now, and holds it.
     wait_until("B to lead", FAILOVER_BOUND, || {
