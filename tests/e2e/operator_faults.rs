@@ -18,13 +18,14 @@ fn on_a_terminal(project: &Project, args: &str) -> String {
         env!("CARGO_BIN_EXE_doproxy"),
         project.path("doproxy.yml").display()
     );
-    let output = Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
-        .env_remove("DIGITALOCEAN_ACCESS_TOKEN")
-        .output()
-        .expect("script (util-linux) runs commands under a terminal");
-    assert!(output.status.success(), "{output:?}");
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    // script (util-linux) runs commands under a terminal.
+    let run = Run::from_output(
+        Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .env_remove("DIGITALOCEAN_ACCESS_TOKEN"),
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    run.stdout
 }
 
 #[test]
