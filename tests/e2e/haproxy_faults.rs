@@ -116,7 +116,7 @@ fn set_status(project: &Project, id: u64, status: &str) {
 /// How long requests that hold a drain open until the test signals the run
 /// take: long enough for a loaded machine to get there, short enough not to
 /// keep the test waiting for their answers long after.
-const HOLDS_A_DRAIN_MS: u64 = 12_000;
+const HOLDS_A_DRAIN_MS: u64 = 8_000;
 
 /// `count` requests to `/slow?ms=<ms>` through `frontend`, in flight at
 /// once. Keep `ms` under the template's `timeout server 30s`.
@@ -483,7 +483,7 @@ fn finishing_an_interrupted_delete_drains_it_first() {
     ] {
         let (project, haproxy, ids) = interrupted_delete("finish-drains");
         let socket = haproxy.socket.clone();
-        let requests = slow_requests(haproxy.frontend, 8, 6_000);
+        let requests = slow_requests(haproxy.frontend, 8, 4_000);
         wait_until("8 requests in flight", Duration::from_secs(10), || {
             let servers = running(&socket);
             servers.iter().map(|s| s.sessions).sum::<u64>() == 8

@@ -182,7 +182,10 @@ fn a_failed_destroy_stays_marked_until_reconcile_finishes_it() {
 
 #[test]
 fn reconcile_reports_drift_and_changes_nothing_without_apply() {
-    let project = Project::new("drift");
+    let mut project = Project::new("drift");
+    // The droplets seeded here never answer: each pass that adopts them
+    // waits no longer than this for them.
+    project.set("ready_timeout", Some("1s"));
     project.run(&["create", "--count", "2"]).success();
     let orphan =
         project

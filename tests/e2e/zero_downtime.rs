@@ -45,7 +45,7 @@ fn scaling_up_and_down_under_load_fails_no_request() {
         let slow = InFlight::start(
             haproxy.frontend,
             2 * servers,
-            "/slow?ms=4000",
+            "/slow?ms=3000",
             Duration::from_secs(60),
         );
         wait_until(
