@@ -14,7 +14,9 @@ use doproxy_sim::{SimConfig, SimGuard, Simulator};
 
 use crate::etcd_server::Cluster;
 use crate::etcd_server::Etcd;
-use crate::support::{Gate, Project, Relay, Run, SIGNAL_NOTICED, Spawned, spawn, wait_until};
+use crate::support::{
+    Gate, Project, Relay, Run, SIGNAL_NOTICED, Spawned, spawn, terminate, wait_until,
+};
 
 fn sim() -> Arc<SimGuard> {
     Arc::new(Simulator::spawn(SimConfig {
@@ -378,7 +380,7 @@ impl Watching {
 
     /// Sends SIGTERM, as `systemctl stop` does.
     fn terminate(&self) {
-        self.process.terminate();
+        terminate(&self.process);
     }
 
     /// Stops it as `systemctl stop` does and checks that it stopped

@@ -114,11 +114,6 @@ impl Spawned {
         Run::of(status, read_all(stdout), read_all(stderr))
     }
 
-    /// Sends SIGTERM, as `systemctl stop` does.
-    pub fn terminate(&self) {
-        self.signal(libc::SIGTERM);
-    }
-
     /// Sends `signal` to the process (not to what it started).
     pub fn signal(&self, signal: libc::c_int) {
         let pid = self.pid();

@@ -423,7 +423,8 @@ impl Project {
     }
 }
 
-/// Sends SIGTERM to a child, as `systemctl stop` does.
+/// Sends SIGTERM to a child (a `Spawned` derefs to one), as `systemctl
+/// stop` does.
 pub fn terminate(child: &Child) {
     let pid = i32::try_from(child.id()).unwrap();
     // SAFETY: kill(2) takes plain integers.
