@@ -61,8 +61,8 @@ fn runs_killed_at_random_moments_leave_nothing_unrecorded() {
         let mut run = project.spawn(args);
         // A random moment is the point of this test, not a wait for a condition.
         std::thread::sleep(Duration::from_millis(rng.u64(..window_ms)));
-        let _ = run.kill(); // SIGKILL
-        let _ = run.wait();
+        run.kill().unwrap(); // SIGKILL, as a crash: what it started runs on
+        drop(run);
     }
     // A droplet the last killed create made may still be booting; the
     // second reconcile below can only find no drift once it has booted.

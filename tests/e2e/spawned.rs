@@ -14,9 +14,9 @@
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{self, Read};
-use std::ops::{Deref, DerefMut};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command};
+use std::ops::Deref;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, ExitStatus};
 use std::sync::{Arc, Mutex, Once, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -31,18 +31,21 @@ const AFTERLIFE: Duration = Duration::from_secs(10);
 
 /// A process a test started, with its session; dropping it kills all of it.
 ///
-/// It derefs to its `Child` (`id`, `try_wait`, `kill` for a crash of the
-/// process alone). Its root is killed by the kernel when the thread that
-/// spawned it ends (PR_SET_PDEATHSIG), so the test binary killed by a signal
-/// leaves no root running: start it on the test's own thread.
+/// It derefs to its `Child` (`id`), but only it reaps the process: its PID,
+/// and so its session's ID, stays its own until all of it has ended. It is
+/// killed by the kernel when the thread that spawned it ends
+/// (PR_SET_PDEATHSIG), so the test binary killed by a signal leaves none
+/// running: start it on the test's own thread.
 pub struct Spawned {
     child: Child,
     /// The command line, for messages.
     line: String,
     stdout: Option<Capture>,
     stderr: Option<Capture>,
-    /// Waited for and its session found empty: nothing left to end.
+    /// Reaped, its session found empty: nothing left to end.
     ended: bool,
+    /// How it exited, once reaped.
+    status: Option<ExitStatus>,
 }
 
 /// Starts `command` in a session of its own; its piped streams are read as
@@ -74,6 +77,7 @@ pub fn spawn(command: &mut Command) -> Spawned {
         stdout,
         stderr,
         ended: false,
+        status: None,
     }
 }
 
@@ -108,10 +112,19 @@ impl Spawned {
                 self.output_so_far()
             );
         }
-        let status = self.child.wait().unwrap();
-        self.ended = true;
+        self.end();
+        let status = self.status.expect("ended, so reaped");
         let (stdout, stderr) = (self.stdout.take(), self.stderr.take());
         Run::of(status, read_all(stdout), read_all(stderr))
+    }
+
+    /// Kills the process alone with SIGKILL, as a crash would: what it
+    /// started runs on until the guard is dropped.
+    pub fn kill(&mut self) -> io::Result<()> {
+        if !self.has_exited() {
+            self.signal(libc::SIGKILL);
+        }
+        Ok(())
     }
 
     /// Sends `signal` to the process (not to what it started).
@@ -145,7 +158,7 @@ impl Spawned {
             }
             thread::sleep(Duration::from_millis(2));
         }
-        let _ = self.child.wait();
+        self.status = self.child.wait().ok();
         self.ended = true;
     }
 
@@ -169,7 +182,7 @@ impl Spawned {
         );
     }
 
-    /// Whether it still runs (it may not have been reaped yet).
+    /// Whether it still runs.
     pub fn is_running(&mut self) -> bool {
         !self.has_exited()
     }
@@ -178,13 +191,17 @@ impl Spawned {
         i32::try_from(self.child.id()).expect("PIDs fit in i32")
     }
 
-    /// Whether the process has exited, without reaping it: its PID, and so
-    /// its session's ID, stays its own until `end` is done.
-    fn has_exited(&mut self) -> bool {
-        if self.child.try_wait().ok().flatten().is_some() {
-            return true;
+    fn has_exited(&self) -> bool {
+        self.ended || self.exit_status().is_some()
+    }
+
+    /// How the process exited, if it has, read without reaping it.
+    fn exit_status(&self) -> Option<ExitStatus> {
+        if self.ended {
+            return self.status;
         }
-        // SAFETY: waitid writes only into `info`, a plain C struct.
+        // SAFETY: waitid writes only into `info`, a plain C struct, and
+        // reads it for a child that has exited.
         unsafe {
             let mut info: libc::siginfo_t = std::mem::zeroed();
             let waited = libc::waitid(
@@ -193,8 +210,15 @@ impl Spawned {
                 &mut info,
                 libc::WEXITED | libc::WNOWAIT | libc::WNOHANG,
             );
-            // Reaped already (ECHILD), or exited (its PID filled in).
-            waited != 0 || info.si_pid() != 0
+            if waited != 0 || info.si_pid() == 0 {
+                return None;
+            }
+            // Back to the status word waitpid would give.
+            let raw = match info.si_code {
+                libc::CLD_EXITED => (info.si_status() & 0xff) << 8,
+                _ => info.si_status() & 0x7f,
+            };
+            Some(ExitStatus::from_raw(raw))
         }
     }
 
@@ -251,12 +275,6 @@ impl Deref for Spawned {
 
     fn deref(&self) -> &Child {
         &self.child
-    }
-}
-
-impl DerefMut for Spawned {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.child
     }
 }
 
