@@ -56,6 +56,21 @@ fn posts(project: &Project) -> usize {
         .count()
 }
 
+/// Whether a run started after the simulator's first `before` requests has
+/// created droplets and then listed the pool: it polls for their boot (a
+/// signal from then on ends that wait).
+fn waits_for_boots(project: &Project, before: usize) -> bool {
+    let requests = project.sim.requests().split_off(before);
+    let created = requests
+        .iter()
+        .position(|r| r.method == "POST" && r.path_and_query == "/v2/droplets");
+    created.is_some_and(|at| {
+        requests[at + 1..]
+            .iter()
+            .any(|r| r.method == "GET" && r.path_and_query.starts_with("/v2/droplets?"))
+    })
+}
+
 /// No droplet the API made is missing from the inventory, and no entry
 /// names a droplet that is gone.
 #[track_caller]
@@ -124,10 +139,12 @@ fn a_signal_during_a_create_request_records_its_droplets_and_sends_no_further_ba
 fn a_signal_while_scale_waits_for_boots_leaves_them_recorded() {
     let project = Project::new("signal-boot");
     project.sim.set_boot_delay(FOREVER);
+    let before = project.sim.requests().len();
     let scale = project.spawn(&["scale", "--to", "2"]);
-    wait_until("both droplets to be recorded", WAIT, || {
-        new_entries(&project) == 2
+    wait_until("the run to wait for the boots", WAIT, || {
+        waits_for_boots(&project, before)
     });
+    assert_eq!(new_entries(&project), 2, "{}", project.inventory());
     scale.signal(libc::SIGTERM);
     // At once, not after --timeout (10 minutes).
     let run = scale
@@ -176,10 +193,12 @@ fn autoscale_once_stopped_mid_scale_out_records_it_and_later_decisions_count_the
     project.sim.set_cpu(first, 90.0);
     project.sim.set_boot_delay(FOREVER);
 
+    let before = project.sim.requests().len();
     let autoscale = project.spawn(&["autoscale", "--once"]);
-    wait_until("the scale-out to be recorded", WAIT, || {
-        new_entries(&project) == 2
+    wait_until("the run to wait for the boots", WAIT, || {
+        waits_for_boots(&project, before)
     });
+    assert_eq!(new_entries(&project), 2, "{}", project.inventory());
     autoscale.signal(libc::SIGTERM);
     autoscale
         .wait_within(WAIT)
