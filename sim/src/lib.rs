@@ -2,8 +2,10 @@
 //! doproxy's tests and demos run against something faithful to the official
 //! OpenAPI spec without any network: droplets boot, get loopback addresses and
 //! serve HTTP on them, requests can be faulted, CPU metrics follow what a test
-//! sets; droplets can stop serving or be powered off, snapshots stand for new
-//! versions of an image, projects take droplets. Everything listens on
+//! sets; droplets can stop serving or be powered off, answer given paths with
+//! given statuses (a failing health check) and serve on a second port,
+//! snapshots stand for new versions of an image, projects take droplets, and
+//! requests can be held at the API while a test acts. Everything listens on
 //! loopback only.
 //!
 //! In-process use (synchronous tests):
@@ -95,6 +97,8 @@ struct Inner {
     proxy_public_ip: Ipv4Addr,
     subnet: Subnet,
     droplet_port: u16,
+    /// Where droplets told to (`set_on_second_port`) serve too.
+    second_port: u16,
     state: Mutex<State>,
     running: OnceLock<Running>,
 }
@@ -109,6 +113,7 @@ impl Simulator {
     /// A simulator with its own private loopback subnet, not serving yet.
     pub fn new(config: SimConfig) -> Simulator {
         let (subnet, droplet_port) = Subnet::reserve(config.droplet_port);
+        let second_port = subnet.free_port();
         let state = State::new(state::Settings {
             boot_delay: config.boot_delay,
             http_delay: config.http_delay,
@@ -122,6 +127,7 @@ impl Simulator {
                 proxy_public_ip: config.proxy_public_ip,
                 subnet,
                 droplet_port,
+                second_port,
                 state: Mutex::new(state),
                 running: OnceLock::new(),
             }),
@@ -183,6 +189,12 @@ impl Simulator {
     /// The port every droplet's HTTP server listens on.
     pub fn droplet_port(&self) -> u16 {
         self.inner.droplet_port
+    }
+
+    /// A second port droplets serve on once told to (`set_on_second_port`),
+    /// such as an application's health check port.
+    pub fn second_port(&self) -> u16 {
+        self.inner.second_port
     }
 
     /// Every droplet, ordered by ID.
@@ -247,6 +259,65 @@ impl Simulator {
         drop(state);
         self.sync_servers(&[droplet_id]);
         true
+    }
+
+    /// From now on droplet `droplet_id` answers requests for `path` (any
+    /// method, on every port it serves, the query aside) with `status` and
+    /// `body` instead of its page: an application's health check that fails
+    /// while its pages work, say. Returns false if there is no such droplet.
+    pub fn set_answer(&self, droplet_id: u64, path: &str, status: u16, body: &str) -> bool {
+        let state = self.lock();
+        let Some(droplet) = state.droplets.get(&droplet_id) else {
+            return false;
+        };
+        droplet
+            .answers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(path.to_owned(), (status, body.to_owned()));
+        true
+    }
+
+    /// true: droplet `droplet_id` serves on `second_port` too (once it
+    /// serves at all); false: on the droplet port only. Returns false if
+    /// there is no such droplet.
+    pub fn set_on_second_port(&self, droplet_id: u64, on: bool) -> bool {
+        let mut state = self.lock();
+        let Some(droplet) = state.droplets.get_mut(&droplet_id) else {
+            return false;
+        };
+        if droplet.on_second_port != on {
+            droplet.on_second_port = on;
+            droplet.stop_server();
+        }
+        drop(state);
+        self.sync_servers(&[droplet_id]);
+        true
+    }
+
+    /// From now on /v2 requests of `method` for `path` (the query aside)
+    /// wait, before anything else happens to them, until
+    /// `release_requests`: a test acts between a client's request and its
+    /// next step. Replaces an earlier hold (whose requests stay held until
+    /// released).
+    pub fn hold_requests(&self, method: &str, path: &str) {
+        let mut state = self.lock();
+        if let Some(earlier) = state.hold.take() {
+            earlier.released.send_replace(true);
+        }
+        state.hold = Some(state::Hold::new(method, path));
+    }
+
+    /// How many requests the current hold has held so far.
+    pub fn held_requests(&self) -> usize {
+        self.lock().hold.as_ref().map_or(0, |hold| hold.held)
+    }
+
+    /// Lets the held requests go on, and holds no more.
+    pub fn release_requests(&self) {
+        if let Some(hold) = self.lock().hold.take() {
+            hold.released.send_replace(true);
+        }
     }
 
     /// false powers a droplet off as its owner or a fault would: status
@@ -398,15 +469,24 @@ impl Simulator {
                 droplet.stop_server();
             } else if !droplet.has_server() {
                 let generation = droplet.next_server_generation();
+                let second = droplet
+                    .on_second_port
+                    .then(|| SocketAddr::from((droplet.private_ip, self.inner.second_port)));
                 let (task, listening) = droplet_http::spawn(
                     self.clone(),
                     &running.runtime,
                     droplet_http::Server {
                         droplet_id: *id,
                         generation,
-                        addr: SocketAddr::from((droplet.private_ip, self.inner.droplet_port)),
+                        addrs: std::iter::once(SocketAddr::from((
+                            droplet.private_ip,
+                            self.inner.droplet_port,
+                        )))
+                        .chain(second)
+                        .collect(),
                         start_at: droplet.http_at,
                         page: droplet.page(),
+                        answers: droplet.answers.clone(),
                     },
                 );
                 droplet.set_server(task, generation, listening);

@@ -252,6 +252,30 @@ impl Simulator {
         self.lock().reserved_ips.requests.clone()
     }
 
+    /// Moves `ip` to droplet `droplet_id` at once, as someone at the control
+    /// panel would (recorded among the assignments). Returns false if
+    /// either is unknown.
+    pub fn assign_reserved_ip(&self, ip: Ipv4Addr, droplet_id: u64) -> bool {
+        let mut state = self.lock();
+        let now = SystemTime::now();
+        state.settle_reserved_ips(now);
+        if !state.droplets.contains_key(&droplet_id) {
+            return false;
+        }
+        let reserved = &mut state.reserved_ips;
+        let Some(held) = reserved.ips.get_mut(&ip) else {
+            return false;
+        };
+        held.droplet = Some(droplet_id);
+        reserved.assignments.push(SimAssignment {
+            ip,
+            droplet_id,
+            requested_at: now,
+            completed_at: now,
+        });
+        true
+    }
+
     /// How long assign and unassign actions take from now on.
     pub fn set_reserved_ip_delay(&self, delay: Duration) {
         self.lock().reserved_ips.delay = delay;

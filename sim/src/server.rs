@@ -155,9 +155,17 @@ enum Outcome {
     Drop(&'static str),
 }
 
-/// Latency and random faults, then `answer`; every response carries the
-/// rate limit headers.
+/// A hold, latency and random faults, then `answer`; every response
+/// carries the rate limit headers.
 async fn gate(sim: &Simulator, router: Router, request: Request<Incoming>) -> Outcome {
+    let held = sim
+        .lock()
+        .hold
+        .as_mut()
+        .and_then(|hold| hold.take(request.method().as_str(), request.uri().path()));
+    if let Some(mut released) = held {
+        let _ = released.wait_for(|go| *go).await;
+    }
     let (latency, injected, (remaining, reset)) = {
         let mut state = sim.lock();
         let now = SystemTime::now();

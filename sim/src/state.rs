@@ -2,12 +2,13 @@
 //! the request log, faults and timings, and the loopback subnet that gives
 //! droplets addresses no other simulator in the process uses.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, TcpListener};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
+use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use crate::catalog::{self, Image, Region, Size};
@@ -40,6 +41,8 @@ pub(crate) struct State {
     pub(crate) rate_limit: RateLimit,
     /// Reserved IPs, their actions and the proxy droplets' frontends.
     pub(crate) reserved_ips: crate::reserved_ips::ReservedIps,
+    /// Requests that wait until a test lets them go on.
+    pub(crate) hold: Option<Hold>,
     /// Set once `serve` has returned: no droplet server starts again.
     pub(crate) stopped: bool,
     next_droplet_id: u64,
@@ -98,6 +101,10 @@ pub(crate) struct Droplet {
     pub(crate) serve_http: bool,
     /// Powered off (`Simulator::set_power`): status `off`, no HTTP server.
     pub(crate) powered_off: bool,
+    /// What its HTTP server answers on some paths instead of its page.
+    pub(crate) answers: Answers,
+    /// Its HTTP server also listens on the simulator's second port.
+    pub(crate) on_second_port: bool,
     /// The project it was assigned to with POST /v2/projects/{id}/resources.
     pub(crate) project_id: Option<String>,
     pub(crate) cpu: Cpu,
@@ -178,6 +185,39 @@ pub struct RequestRecord {
     pub fault: Option<String>,
 }
 
+/// A droplet's answers by path (status and body), shared with its HTTP
+/// server so they change while it runs.
+pub(crate) type Answers = Arc<Mutex<HashMap<String, (u16, String)>>>;
+
+/// /v2 requests of one method and path that wait until released.
+pub(crate) struct Hold {
+    method: String,
+    path: String,
+    /// How many requests were held so far.
+    pub(crate) held: usize,
+    pub(crate) released: watch::Sender<bool>,
+}
+
+impl Hold {
+    pub(crate) fn new(method: &str, path: &str) -> Hold {
+        Hold {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            held: 0,
+            released: watch::channel(false).0,
+        }
+    }
+
+    /// If a request of `method` for `path` is to wait: counts it and
+    /// returns what tells it to go on.
+    pub(crate) fn take(&mut self, method: &str, path: &str) -> Option<watch::Receiver<bool>> {
+        (self.method == method && self.path == path).then(|| {
+            self.held += 1;
+            self.released.subscribe()
+        })
+    }
+}
+
 /// A droplet's create action; its status follows the droplet's boot.
 pub(crate) struct Action {
     pub(crate) id: u64,
@@ -224,6 +264,7 @@ impl State {
                 reset_at: 0,
             },
             reserved_ips: Default::default(),
+            hold: None,
             stopped: false,
             next_droplet_id: fastrand::u64(100_000_000..500_000_000),
             next_action_id: fastrand::u64(1_000_000_000..2_000_000_000),
@@ -280,6 +321,8 @@ impl State {
                     http_at: active_at + http_delay,
                     serve_http: new.serve_http,
                     powered_off: false,
+                    answers: Answers::default(),
+                    on_second_port: false,
                     project_id: None,
                     cpu: Cpu::new(new.size.vcpus, now),
                     action_id,
@@ -414,6 +457,15 @@ impl Subnet {
             return (subnet, port);
         }
         panic!("doproxy-sim: no free loopback subnet 127.A.0.0/16 for droplet port {port}");
+    }
+
+    /// A port free on the subnet's first droplet address (and so, the
+    /// subnet being this simulator's alone, on all of them).
+    pub(crate) fn free_port(&self) -> u16 {
+        TcpListener::bind((self.private_ip(0), 0))
+            .and_then(|probe| probe.local_addr())
+            .map(|addr| addr.port())
+            .expect("doproxy-sim: no free port on its loopback subnet")
     }
 
     pub(crate) fn proxy_private_ip(&self) -> Ipv4Addr {

@@ -181,4 +181,13 @@ fn a_reserved_ip_moves_between_proxies_and_its_traffic_follows() {
             (Some(a.id), false),
         ]
     );
+    // Someone at the control panel moves it at once.
+    assert!(sim.assign_reserved_ip(reserved.ip, a.id));
+    assert_eq!(through(reserved.forwarder).as_deref(), Some("a"));
+    assert_eq!(
+        sim.reserved_ip_assignments().last().unwrap().droplet_id,
+        a.id
+    );
+    assert!(!sim.assign_reserved_ip(reserved.ip, 1));
+    assert!(!sim.assign_reserved_ip("203.0.113.9".parse().unwrap(), a.id));
 }

@@ -496,6 +496,53 @@ fn set_serving_stops_and_restarts_a_server() {
 }
 
 #[test]
+fn a_droplet_answers_what_it_was_told_on_a_path_and_on_the_second_port_when_told() {
+    let sim = spawn(0);
+    let droplets = sim.seed_droplets(2, "web", &[], true);
+    let (sick, well) = (&droplets[0], &droplets[1]);
+    assert!(sim.set_answer(sick.id, "/healthz", 503, "starting\n"));
+    let ip = sick.private_ip.to_string();
+    let health = droplet_page(&sim, &ip, "/healthz?full=1").unwrap();
+    assert_eq!((health.status, health.body.as_str()), (503, "starting\n"));
+    // Its other paths, and the other droplet's same path, serve the page.
+    let page = droplet_page(&sim, &ip, "/").unwrap();
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains(&sick.name), "{}", page.body);
+    let other = droplet_page(&sim, &well.private_ip.to_string(), "/healthz").unwrap();
+    assert_eq!(other.status, 200);
+    assert!(!sim.set_answer(1, "/healthz", 200, ""));
+
+    // The second port, once told: the same answers as on the droplet port.
+    let second = SocketAddr::new(sick.private_ip.into(), sim.second_port());
+    assert!(TcpStream::connect(second).is_err());
+    assert!(sim.set_on_second_port(sick.id, true));
+    let health = send(second, "GET", "/healthz", None, None).unwrap();
+    assert_eq!(health.status, 503);
+    assert_eq!(droplet_page(&sim, &ip, "/").unwrap().status, 200);
+    assert!(sim.set_on_second_port(sick.id, false));
+    assert!(TcpStream::connect(second).is_err());
+    assert!(!sim.set_on_second_port(1, true));
+}
+
+#[test]
+fn held_requests_wait_until_released() {
+    let sim = spawn(0);
+    sim.hold_requests("GET", "/v2/account");
+    let held = {
+        let addr = addr(&sim);
+        std::thread::spawn(move || send(addr, "GET", "/v2/account", Some(TOKEN), None))
+    };
+    wait_for("the request to be held", || sim.held_requests() == 1);
+    // Other requests pass.
+    assert_eq!(api(&sim, "GET", "/v2/droplets", None).status, 200);
+    assert!(!held.is_finished());
+    sim.release_requests();
+    assert_eq!(held.join().unwrap().unwrap().status, 200);
+    assert_eq!(sim.held_requests(), 0);
+    assert_eq!(api(&sim, "GET", "/v2/account", None).status, 200);
+}
+
+#[test]
 fn a_powered_off_droplet_is_off_and_serves_nothing_until_powered_on() {
     let sim = spawn(0);
     let droplet = sim.seed_droplets(1, "web", &[], true).remove(0);

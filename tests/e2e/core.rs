@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use doproxy_sim::{SimConfig, Simulator};
 
-use crate::support::{Project, assert_haproxy_accepts, doproxy, wait_until};
+use crate::support::{Project, Run, assert_haproxy_accepts, doproxy, wait_until};
 
 fn created_id(stdout: &str) -> u64 {
     let id = stdout
@@ -170,20 +170,16 @@ fn an_original_doproxy_setup_loads_after_changing_only_the_template_key() {
 
     // Run from another folder, as cron does, with the token only in the file.
     let print = || {
-        let output = doproxy()
-            .current_dir("/")
-            .env("DIGITALOCEAN_API_URL", project.sim.url())
-            .arg("--config")
-            .arg(project.path("doproxy.yml"))
-            .arg("print")
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
+        Run::from_output(
+            doproxy()
+                .current_dir("/")
+                .env("DIGITALOCEAN_API_URL", project.sim.url())
+                .arg("--config")
+                .arg(project.path("doproxy.yml"))
+                .arg("print"),
+        )
+        .success()
+        .stdout
     };
     let expected = format!(
         "0) {}  (pvt ip: {}, status: active, id: {})\n1) {}  (pvt ip: {}, status: active, id: {})\n",

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use crate::scaling_faults::{Started, WAITING_FOR_LOCK};
+use crate::scaling_faults::WAITING_FOR_LOCK;
 use crate::support::{Project, Run, TOKEN, TempDir, doproxy, repo_file, wait_until};
 
 /// Generous: the machine is shared by several builds.
@@ -473,14 +473,14 @@ fn generate_takes_the_update_lock_and_apply_installs_what_it_rendered() {
         .open(project.path("haproxy.cfg.lock"))
         .unwrap();
     lock.lock().unwrap();
-    let generate = Started::new(&project, &["generate"]);
-    generate.wait_for(WAITING_FOR_LOCK, 1);
+    let generate = project.spawn(&["generate"]);
+    generate.wait_for_stderr(WAITING_FOR_LOCK, 1);
     assert!(
         !project.path("haproxy.cfg").exists(),
         "written while locked"
     );
     drop(lock);
-    generate.finish(WAIT).success();
+    generate.wait_within(WAIT).success();
     assert!(project.path("haproxy.cfg").exists());
 
     // Whatever happens to the staged file after it was rendered (here the
@@ -597,8 +597,8 @@ fn a_watch_line_past_the_cap_is_refused_with_a_clear_error() {
     });
     let mut project = Project::new("huge-watch-line");
     project.use_etcd(&server.url());
-    let watch = Started::new(&project, &["watch"]);
-    watch.wait_for("a line of its watch stream longer than 16 MiB", 1);
+    let watch = project.spawn(&["watch"]);
+    watch.wait_for_stderr("a line of its watch stream longer than 16 MiB", 1);
 }
 
 #[test]

@@ -1,28 +1,22 @@
-//! Faults around the etcd inventory: a run that waits longer than its lock's
-//! lease, a lock lost from outside, a `watch` whose connection goes half-open,
+//! Faults around the etcd inventory: a run that waits beyond the lease its
+//! lock was granted with, a lock lost from outside, a `watch` whose connection goes half-open,
 //! a HAProxy update that fails for a while, an etcd rebuilt empty. Also that
 //! people's comments in the inventory file survive doproxy's rewrites. Real
 //! etcd, real binary, simulator, `haproxy -c`.
 
-use std::fs::{self, File};
-use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread;
 use std::time::Duration;
 
 use doproxy_sim::{SimConfig, SimGuard, Simulator};
 
 use crate::etcd_server::Cluster;
 use crate::etcd_server::Etcd;
-use crate::support::{Project, Run, terminate, wait_until};
-
-/// The etcd lock's lease TTL: a wait longer than this proves the lease is
-/// renewed while the run waits.
-const LOCK_TTL: Duration = Duration::from_secs(30);
+use crate::support::{
+    Gate, Project, Relay, Run, SIGNAL_NOTICED, Spawned, spawn, terminate, wait_until,
+};
 
 fn sim() -> Arc<SimGuard> {
     Arc::new(Simulator::spawn(SimConfig {
@@ -48,24 +42,22 @@ fn server(id: u64) -> String {
 }
 
 #[test]
-fn a_delete_waiting_longer_than_its_lease_keeps_the_etcd_lock() {
+fn a_delete_waiting_beyond_its_lease_keeps_the_etcd_lock() {
     let etcd = Etcd::start();
     let project = etcd_project("lock-wait", sim(), &etcd.url());
     project.run(&["create", "--count", "2"]).success();
     let ids: Vec<u64> = project.ids().into_iter().collect();
 
-    // Another HAProxy update on this machine holds the update lock.
+    // Another HAProxy update on this machine holds the update lock; the
+    // delete holds the etcd lock meanwhile, and waits until its lease has
+    // been renewed: it keeps the lock past the TTL it was granted with.
     let holder = FlockHolder::hold(&project.path("haproxy.cfg.lock"), project.dir.path());
     let delete = project.spawn(&["delete", "0"]);
-    thread::sleep(LOCK_TTL + Duration::from_secs(5));
+    delete.wait_for_stderr("waiting for another doproxy run", 1);
+    etcd.wait_for_a_lease_renewal();
     holder.release();
 
-    let run = Run::wait(delete).success();
-    assert!(
-        run.stderr.contains("waiting for another doproxy run"),
-        "{}",
-        run.stderr
-    );
+    let run = delete.wait().success();
     assert_eq!(
         run.stdout,
         format!("Success: {} deleted and removed from backend.\n", ids[0])
@@ -84,25 +76,17 @@ fn a_delete_that_lost_its_etcd_lock_destroys_nothing() {
 
     // The HAProxy check waits for the test between the delete's inventory
     // write and its destroys; meanwhile the lock's lease is revoked.
-    let (checking, go) = (project.path("checking"), project.path("go"));
+    let gate = Gate::new(project.dir.path(), "check");
     project.set(
         "haproxy_check_command",
-        Some(&format!(
-            "'touch {}; while [ ! -e {} ]; do sleep 0.05; done; haproxy -c -f {{file}}'",
-            checking.display(),
-            go.display()
-        )),
+        Some(&format!("'{}; haproxy -c -f {{file}}'", gate.shell())),
     );
     let delete = project.spawn(&["delete", "0"]);
-    wait_until(
-        "the delete to check its HAProxy config",
-        Duration::from_secs(30),
-        || checking.exists(),
-    );
+    gate.wait_reached(Duration::from_secs(30));
     assert!(etcd.revoke_leases() >= 1, "the delete holds a lease");
-    fs::write(&go, "").unwrap();
+    gate.open();
 
-    let run = Run::wait(delete);
+    let run = delete.wait();
     let deletes: Vec<String> = project
         .changing_requests()
         .into_iter()
@@ -127,10 +111,10 @@ fn a_delete_that_lost_its_etcd_lock_destroys_nothing() {
 #[test]
 fn watch_catches_up_when_its_connection_goes_half_open() {
     let etcd = Etcd::start();
-    let forwarder = Forwarder::start(etcd.addr());
+    let relay = Relay::start(etcd.addr());
     let sim = sim();
     let direct = etcd_project("half-open-a", sim.clone(), &etcd.url());
-    let behind = etcd_project("half-open-b", sim, &forwarder.url());
+    let behind = etcd_project("half-open-b", sim, &relay.url());
     let watch = Watching::start(&behind);
     wait_until("watch to start", Duration::from_secs(15), || {
         behind.path("live/haproxy.cfg").exists()
@@ -143,7 +127,7 @@ fn watch_catches_up_when_its_connection_goes_half_open() {
     );
 
     // Every connection open now goes silent: no data, no FIN, no RST.
-    forwarder.stall_open_connections();
+    relay.stall();
     let second = created_id(&direct.run(&["create"]).success());
     wait_until(
         "watch to add the second droplet despite its stalled connection",
@@ -202,21 +186,18 @@ fn watch_finishes_the_update_under_way_when_stopped() {
 
     // The reload waits for the test, so SIGTERM arrives in the middle of it.
     let mut proxy = etcd_project("stop-mid-b", sim, &etcd.url());
-    let (reloading, go) = (proxy.path("reloading"), proxy.path("go"));
+    let gate = Gate::new(proxy.dir.path(), "reload");
     proxy.set(
         "haproxy_reload_command",
-        Some(&format!(
-            "'touch {}; while [ ! -e {} ]; do sleep 0.05; done'",
-            reloading.display(),
-            go.display()
-        )),
+        Some(&format!("'{}'", gate.shell())),
     );
     let watch = Watching::start(&proxy);
-    wait_until("the reload to start", Duration::from_secs(15), || {
-        reloading.exists()
-    });
+    gate.wait_reached(Duration::from_secs(15));
     watch.terminate();
-    fs::write(&go, "").unwrap();
+    wait_until("watch to notice SIGTERM", Duration::from_secs(15), || {
+        watch.log().contains(SIGNAL_NOTICED)
+    });
+    gate.open();
     // It stops cleanly, and only after the update it was making went live.
     watch.finish();
     assert!(proxy.live_config().contains(&server(id)));
@@ -381,35 +362,25 @@ fn a_member_without_a_leader_is_passed_over_for_the_next_endpoint() {
     watch.stop();
 }
 
-/// `doproxy watch` in the background, its stderr in a file the test reads
-/// while it runs.
+/// `doproxy watch` in the background, its stderr read while it runs.
 struct Watching {
-    child: Option<Child>,
-    log: PathBuf,
+    process: Spawned,
 }
 
 impl Watching {
     fn start(project: &Project) -> Watching {
-        let log = project.path("watch.log");
-        let child = project
-            .command(&["watch", "--quiet-period", "200ms"])
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
         Watching {
-            child: Some(child),
-            log,
+            process: project.spawn(&["watch", "--quiet-period", "200ms"]),
         }
     }
 
     fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.stderr_so_far()
     }
 
     /// Sends SIGTERM, as `systemctl stop` does.
     fn terminate(&self) {
-        terminate(self.child.as_ref().unwrap());
+        terminate(&self.process);
     }
 
     /// Stops it as `systemctl stop` does and checks that it stopped
@@ -421,122 +392,36 @@ impl Watching {
 
     /// Waits for it to exit after `terminate` and checks that it stopped
     /// cleanly; returns what it logged.
-    fn finish(mut self) -> String {
-        let status = self.child.take().unwrap().wait().unwrap();
-        let log = self.log();
-        assert_eq!(status.code(), Some(0), "{log}");
-        assert!(log.contains("stopped by SIGTERM"), "{log}");
-        log
-    }
-}
-
-impl Drop for Watching {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+    fn finish(self) -> String {
+        let run = self.process.wait();
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert!(run.stderr.contains("stopped by SIGTERM"), "{}", run.stderr);
+        run.stderr
     }
 }
 
 /// Holds an flock on a file from another process (util-linux `flock`), as
 /// another doproxy run would, until released or dropped.
 struct FlockHolder {
-    child: Child,
-    release: PathBuf,
+    process: Spawned,
+    gate: Gate,
 }
 
 impl FlockHolder {
     fn hold(lock: &Path, scratch: &Path) -> FlockHolder {
-        let (held, release) = (scratch.join("flock-held"), scratch.join("flock-release"));
-        let script = format!(
-            "touch {}; while [ ! -e {} ]; do sleep 0.05; done",
-            held.display(),
-            release.display()
+        let gate = Gate::new(scratch, "flock");
+        let process = spawn(
+            Command::new("flock")
+                .arg(lock)
+                .args(["sh", "-c", &gate.shell()])
+                .stdin(Stdio::null()),
         );
-        let child = Command::new("flock")
-            .arg(lock)
-            .args(["sh", "-c", &script])
-            .spawn()
-            .expect("flock must be installed (util-linux)");
-        wait_until("the lock to be held", Duration::from_secs(10), || {
-            held.exists()
-        });
-        FlockHolder { child, release }
+        gate.wait_reached(Duration::from_secs(10));
+        FlockHolder { process, gate }
     }
 
-    fn release(mut self) {
-        fs::write(&self.release, "").unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for FlockHolder {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A loopback TCP forwarder to `target` that can make the connections open
-/// at one moment go half-open, as a dropped NAT entry or a partition does:
-/// they stay open, but everything sent either way is dropped, with no FIN
-/// or RST. Connections opened later pass normally.
-struct Forwarder {
-    addr: SocketAddr,
-    /// Connections opened before this generation are stalled.
-    generation: Arc<AtomicUsize>,
-}
-
-impl Forwarder {
-    fn start(target: SocketAddr) -> Forwarder {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let generation = Arc::new(AtomicUsize::new(0));
-        let current = generation.clone();
-        thread::spawn(move || {
-            for client in listener.incoming() {
-                let (Ok(client), Ok(server)) = (client, TcpStream::connect(target)) else {
-                    continue;
-                };
-                let born = current.load(Ordering::SeqCst);
-                let pairs = [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
-                ];
-                for (from, to) in pairs {
-                    let current = current.clone();
-                    thread::spawn(move || pump(from, to, born, &current));
-                }
-            }
-        });
-        Forwarder { addr, generation }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn stall_open_connections(&self) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-/// Copies `from` to `to` until either closes, dropping the data once the
-/// connection's generation has passed.
-fn pump(mut from: TcpStream, mut to: TcpStream, born: usize, current: &AtomicUsize) {
-    let mut buffer = [0u8; 16 * 1024];
-    loop {
-        let n = match from.read(&mut buffer) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        let stalled = current.load(Ordering::SeqCst) != born;
-        if !stalled && to.write_all(&buffer[..n]).is_err() {
-            break;
-        }
-    }
-    if current.load(Ordering::SeqCst) == born {
-        let _ = to.shutdown(Shutdown::Write);
+    fn release(self) {
+        self.gate.open();
+        self.process.wait().success();
     }
 }

@@ -7,13 +7,13 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::free_port;
+use crate::support::{Run, Spawned, free_port, spawn, wait_until};
 
 /// How long etcd may take to elect itself leader and answer.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -25,7 +25,7 @@ pub struct Etcd {
     /// A second client port serving TLS, when started with `start_tls`.
     tls_port: Option<u16>,
     extra_args: Vec<String>,
-    child: Option<Child>,
+    process: Option<Spawned>,
 }
 
 impl Etcd {
@@ -65,7 +65,7 @@ impl Etcd {
             peer_port: 0,
             tls_port: None,
             extra_args,
-            child: None,
+            process: None,
         };
         // A free port can be taken by someone else before etcd binds it;
         // then etcd exits, and fresh ports are tried.
@@ -95,10 +95,7 @@ impl Etcd {
 
     /// Kills etcd at once, as a crash or a power cut would.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process = None;
     }
 
     /// Starts etcd again on the same ports and data.
@@ -132,6 +129,39 @@ impl Etcd {
             self.post("/v3/lease/revoke", json!({ "ID": id }));
         }
         ids.len()
+    }
+
+    /// Waits until etcd has renewed one of the leases it holds now, as the
+    /// keepalive of a run holding a lock does every third of the lease's
+    /// TTL: proof that the lock outlives the TTL it was granted with.
+    #[track_caller]
+    pub fn wait_for_a_lease_renewal(&self) {
+        let leases = self.post("/v3/lease/leases", json!({}));
+        let first: Vec<(Value, i64)> = leases["leases"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|lease| Some((lease["ID"].clone(), self.lease_left(&lease["ID"])?)))
+            .collect();
+        assert!(!first.is_empty(), "etcd holds no lease");
+        let since = Instant::now();
+        // Without a renewal the seconds left only go down (give or take
+        // one for rounding).
+        wait_until("a lease to be renewed", Duration::from_secs(40), || {
+            let passed = since.elapsed().as_secs() as i64;
+            first.iter().any(|(id, left)| {
+                self.lease_left(id)
+                    .is_some_and(|now| now > left - passed + 1)
+            })
+        });
+    }
+
+    /// The seconds lease `id` has left, as `etcdctl lease timetolive` says;
+    /// None once it is gone.
+    fn lease_left(&self, id: &Value) -> Option<i64> {
+        let answer = self.post("/v3/lease/timetolive", json!({ "ID": id }));
+        let left: i64 = answer["TTL"].as_str()?.parse().ok()?;
+        (left > 0).then_some(left)
     }
 
     /// Adds user `root` with `password` and turns authentication on, as
@@ -191,37 +221,36 @@ impl Etcd {
         }
         let peer_url = format!("http://127.0.0.1:{}", self.peer_port);
         let log = fs::File::create(self.dir.join("etcd.log")).unwrap();
-        let child = Command::new("etcd")
-            .args(["--name", "test"])
-            .arg("--data-dir")
-            .arg(self.dir.join("data"))
-            .args(["--listen-client-urls", &client_url])
-            .args(["--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("test={peer_url}")])
-            // A lone member elects itself after one election timeout: 100 ms
-            // instead of 1 s makes startup take tens of milliseconds.
-            .args(["--heartbeat-interval", "10", "--election-timeout", "100"])
-            .args([
-                "--logger",
-                "zap",
-                "--log-outputs",
-                "stderr",
-                "--log-level",
-                "error",
-            ])
-            .args(&self.extra_args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("cannot run etcd; install it with apt-get install etcd-server");
-        let child = self.child.insert(child);
+        let process = self.process.insert(spawn(
+            Command::new("etcd")
+                .args(["--name", "test"])
+                .arg("--data-dir")
+                .arg(self.dir.join("data"))
+                .args(["--listen-client-urls", &client_url])
+                .args(["--advertise-client-urls", &client_url])
+                .args(["--listen-peer-urls", &peer_url])
+                .args(["--initial-advertise-peer-urls", &peer_url])
+                .args(["--initial-cluster", &format!("test={peer_url}")])
+                // A lone member elects itself after one election timeout: 100 ms
+                // instead of 1 s makes startup take tens of milliseconds.
+                .args(["--heartbeat-interval", "10", "--election-timeout", "100"])
+                .args([
+                    "--logger",
+                    "zap",
+                    "--log-outputs",
+                    "stderr",
+                    "--log-level",
+                    "error",
+                ])
+                .args(&self.extra_args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log),
+        ));
         let started = Instant::now();
         while started.elapsed() < STARTUP_TIMEOUT {
-            if child.try_wait().unwrap().is_some() {
-                self.child = None;
+            if !process.is_running() {
+                self.process = None;
                 return false;
             }
             if let Ok((200, body)) = http(self.client_port, "GET", "/health", "")
@@ -252,7 +281,7 @@ impl Drop for Etcd {
 pub struct Cluster {
     dir: PathBuf,
     /// (client port, member process) of each member.
-    members: Vec<(u16, Option<Child>)>,
+    members: Vec<(u16, Option<Spawned>)>,
 }
 
 impl Cluster {
@@ -277,23 +306,23 @@ impl Cluster {
             .map(|(i, &(client, peer))| {
                 let client_url = format!("http://127.0.0.1:{client}");
                 let peer_url = format!("http://127.0.0.1:{peer}");
-                let child = Command::new("etcd")
-                    .args(["--name", &format!("m{i}")])
-                    .arg("--data-dir")
-                    .arg(dir.join(format!("m{i}")))
-                    .args(["--listen-client-urls", &client_url])
-                    .args(["--advertise-client-urls", &client_url])
-                    .args(["--listen-peer-urls", &peer_url])
-                    .args(["--initial-advertise-peer-urls", &peer_url])
-                    .args(["--initial-cluster", &initial_cluster.join(",")])
-                    .args(["--heartbeat-interval", "10", "--election-timeout", "100"])
-                    .args(["--log-level", "error"])
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("cannot run etcd; install it with apt-get install etcd-server");
-                (client, Some(child))
+                let process = spawn(
+                    Command::new("etcd")
+                        .args(["--name", &format!("m{i}")])
+                        .arg("--data-dir")
+                        .arg(dir.join(format!("m{i}")))
+                        .args(["--listen-client-urls", &client_url])
+                        .args(["--advertise-client-urls", &client_url])
+                        .args(["--listen-peer-urls", &peer_url])
+                        .args(["--initial-advertise-peer-urls", &peer_url])
+                        .args(["--initial-cluster", &initial_cluster.join(",")])
+                        .args(["--heartbeat-interval", "10", "--election-timeout", "100"])
+                        .args(["--log-level", "error"])
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null()),
+                );
+                (client, Some(process))
             })
             .collect();
         let cluster = Cluster { dir, members };
@@ -315,10 +344,7 @@ impl Cluster {
 
     /// Kills member `i`, as a crash would.
     pub fn kill(&mut self, i: usize) {
-        if let Some(mut child) = self.members[i].1.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.members[i].1 = None;
     }
 
     /// Whether member `i` knows a leader, as `etcdctl endpoint status` says.
@@ -413,13 +439,8 @@ impl Certificates {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         let openssl = |args: &[&str]| {
-            let status = Command::new("openssl")
-                .args(args)
-                .current_dir(&dir)
-                .stderr(Stdio::null())
-                .status()
-                .expect("cannot run openssl; install it with apt-get install openssl");
-            assert!(status.success(), "openssl {args:?} failed");
+            let run = Run::from_output(Command::new("openssl").args(args).current_dir(&dir));
+            assert_eq!(run.code, 0, "openssl {args:?} failed: {}", run.stderr);
         };
         let new_key = [
             "-newkey",

@@ -5,20 +5,20 @@
 //! move within a bounded time (measured and printed: `failover time`), never
 //! to a proxy whose HAProxy is down, and requests through it must resume.
 
-use std::fs::{self, File};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::io::Read;
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use doproxy_sim::{SimConfig, SimGuard, SimIpRequest, SimProxy, SimReservedIp, Simulator};
 
 use crate::etcd_server::Etcd;
-use crate::support::{Background, Haproxy, Project, Traffic, http_get, terminate, wait_until};
+use crate::support::{
+    Background, Haproxy, Project, Relay, Spawned, Traffic, http_get, terminate, wait_until,
+};
 
 /// What the tests allow a failover on a loaded 2-core machine; the target
 /// is 15 s, and every test prints what it measured.
@@ -32,37 +32,25 @@ struct Proxy {
     droplet: SimProxy,
     haproxy: Haproxy,
     _watch: Background,
-    failover: Option<Failover>,
+    failover: Option<Spawned>,
 }
 
-/// A running `doproxy failover`, its stderr kept in a file; killed when
-/// dropped.
-struct Failover {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Failover {
-    fn start(project: &Project) -> Failover {
-        let log = project.path("failover.log");
-        let child = project
-            .command(&["failover"])
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Failover { child, log }
-    }
-
+impl Proxy {
+    /// What its `doproxy failover` logged so far.
     fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
+        self.failover
+            .as_ref()
+            .map(Spawned::stderr_so_far)
+            .unwrap_or_default()
     }
-}
 
-impl Drop for Failover {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    /// When its failover logged a line holding `needle` (the line's
+    /// timestamp), if it did.
+    fn logged_at(&self, needle: &str) -> Option<SystemTime> {
+        let log = self.log();
+        let line = log.lines().find(|line| line.contains(needle))?;
+        let stamp = line.split_whitespace().next()?;
+        humantime::parse_rfc3339_weak(stamp).ok()
     }
 }
 
@@ -73,12 +61,20 @@ struct Pair {
     reserved: SimReservedIp,
     a: Proxy,
     b: Proxy,
-    _etcd: Etcd,
+    etcd: Etcd,
+}
+
+/// How a move of the reserved IP went.
+struct Moved {
+    /// When the assign to B took effect at the API.
+    at: SystemTime,
+    /// From the event to requests answered again through the reserved IP.
+    took: Duration,
 }
 
 impl Pair {
     /// `etcd_for` gives each proxy's etcd endpoint (direct, or through a
-    /// link a test can cut); `settings` go into both doproxy.yml files.
+    /// relay a test can cut); `settings` go into both doproxy.yml files.
     fn start(
         label: &str,
         etcd: Etcd,
@@ -92,9 +88,7 @@ impl Pair {
         let reserved = sim.create_reserved_ip();
         let proxy = |name: &str| {
             let mut project = Project::with_sim(&format!("{label}-{name}"), sim.clone());
-            let droplet = sim.add_proxy(&format!("proxy-{name}"), project.frontend);
             project.use_etcd(&etcd_for(name));
-            project.set("metadata_url", Some(&droplet.metadata_url));
             project.set("reserved_ip", Some(&reserved.ip.to_string()));
             // A leader that wrongly still acted would take the IP back
             // within this.
@@ -102,12 +96,20 @@ impl Pair {
             for (key, value) in settings {
                 project.set(key, Some(value));
             }
-            (project, droplet)
+            // HAProxy first: the forwarder sends to the port it got.
+            let haproxy = project.start_haproxy();
+            let droplet = sim.add_proxy(&format!("proxy-{name}"), haproxy.frontend);
+            project.set("metadata_url", Some(&droplet.metadata_url));
+            (project, droplet, haproxy)
         };
-        let ((mut a, a_droplet), (mut b, b_droplet)) = (proxy("a"), proxy("b"));
+        let ((a, a_droplet, haproxy_a), (b, b_droplet, haproxy_b)) = (proxy("a"), proxy("b"));
         a.run(&["create", "--count", "2"]).success();
-        let (haproxy_a, haproxy_b) = (a.start_haproxy(), b.start_haproxy());
         let (watch_a, watch_b) = (a.watch(), b.watch());
+        for haproxy in [&haproxy_a, &haproxy_b] {
+            wait_until("both HAProxies to serve", FAILOVER_BOUND, || {
+                http_get(haproxy.frontend, "/").is_ok()
+            });
+        }
         let mut pair = Pair {
             sim,
             reserved,
@@ -125,18 +127,18 @@ impl Pair {
                 _watch: watch_b,
                 failover: None,
             },
-            _etcd: etcd,
+            etcd,
         };
-        pair.a.failover = Some(Failover::start(&pair.a.project));
+        pair.a.failover = Some(pair.a.project.spawn(&["failover"]));
         wait_until("A to take the reserved IP", FAILOVER_BOUND, || {
             pair.holder() == Some(pair.a.droplet.id)
         });
-        pair.b.failover = Some(Failover::start(&pair.b.project));
+        pair.b.failover = Some(pair.b.project.spawn(&["failover"]));
         wait_until(
-            "print --health to name A the leader",
+            "B to start and print --health to name A the leader",
             FAILOVER_BOUND,
             || {
-                pair.b.project.path("failover.log").exists()
+                pair.b.log().contains("takes part in the election")
                     && pair.print_health(&pair.b).contains("leader: proxy-a")
             },
         );
@@ -166,24 +168,16 @@ impl Pair {
     }
 
     /// Waits until B holds the reserved IP and a request through it is
-    /// answered; prints and returns the time since `started`.
-    fn measure_failover(&self, what: &str, started: Instant) -> Duration {
+    /// answered; prints the times since `started`.
+    fn measure_failover(&self, what: &str, started: Instant) -> Moved {
         let mut moved = None;
         let mut resumed = None;
         while moved.is_none() || resumed.is_none() {
             assert!(
                 started.elapsed() < FAILOVER_BOUND,
                 "{what}: no failover within {FAILOVER_BOUND:?} (moved after {moved:?}):\nA: {}\nB: {}",
-                self.a
-                    .failover
-                    .as_ref()
-                    .map(Failover::log)
-                    .unwrap_or_default(),
-                self.b
-                    .failover
-                    .as_ref()
-                    .map(Failover::log)
-                    .unwrap_or_default(),
+                self.a.log(),
+                self.b.log(),
             );
             if moved.is_none() && self.holder() == Some(self.b.droplet.id) {
                 moved = Some(started.elapsed());
@@ -199,7 +193,39 @@ impl Pair {
             moved.as_secs_f64(),
             resumed.as_secs_f64()
         );
-        resumed
+        let at = self
+            .sim
+            .reserved_ip_assignments()
+            .iter()
+            .rev()
+            .find(|a| a.droplet_id == self.b.droplet.id)
+            .expect("B holds the IP through an assign")
+            .completed_at;
+        Moved { at, took: resumed }
+    }
+}
+
+/// Lets `traffic` through the reserved IP run until 20 more requests were
+/// answered after the move, stops it, and asserts that no request sent
+/// after the move failed; and none at all if the old leader's HAProxy
+/// served on throughout (a move between two working HAProxies).
+#[track_caller]
+fn finish_after_the_move(traffic: Traffic, moved: &Moved, old_haproxy_served: bool) {
+    let answered = traffic.record().ok;
+    wait_until("requests answered after the move", FAILOVER_BOUND, || {
+        traffic.record().ok >= answered + 20
+    });
+    let record = traffic.finish();
+    if old_haproxy_served {
+        record.assert_no_failure();
+    }
+    if let Some(last) = record.last_failure {
+        assert!(
+            last <= moved.at,
+            "a request sent {:?} after the move failed; failures: {:?}",
+            last.duration_since(moved.at).unwrap_or_default(),
+            record.failures
+        );
     }
 }
 
@@ -209,27 +235,20 @@ fn the_reserved_ip_moves_when_the_leaders_haproxy_dies() {
     let url = etcd.url();
     let mut pair = Pair::start("haproxy-dies", etcd, |_| url.clone(), &[]);
     let traffic = Traffic::start(pair.reserved.forwarder, 2, "/");
-    wait_until("traffic through the reserved IP", FAILOVER_BOUND, || {
-        http_get(pair.reserved.forwarder, "/").is_ok()
-    });
 
     let killed_at = SystemTime::now();
     let started = Instant::now();
     pair.a.haproxy.kill();
-    pair.measure_failover("leader's HAProxy killed", started);
-    let (ok, _) = traffic.finish();
-    assert!(ok > 0, "no request got through the reserved IP");
+    let moved = pair.measure_failover("leader's HAProxy killed", started);
+    // Requests fail only until the IP moved.
+    finish_after_the_move(traffic, &moved, false);
 
     // Never assigned to A, whose HAProxy is down, after the kill.
     let assigned = pair.assigned_since(killed_at);
     assert_eq!(assigned, [pair.b.droplet.id], "assignments after the kill");
-    let a_log = pair.a.failover.as_ref().unwrap().log();
+    let a_log = pair.a.log();
     assert!(a_log.contains("resigned leadership"), "{a_log}");
 
-    // Requests keep being answered through the reserved IP, by B.
-    for _ in 0..20 {
-        http_get(pair.reserved.forwarder, "/").unwrap();
-    }
     assert!(
         pair.print_health(&pair.b)
             .contains("leader: proxy-b (droplet")
@@ -262,17 +281,19 @@ fn the_reserved_ip_moves_when_the_leaders_doproxy_is_killed() {
     let etcd = Etcd::start();
     let url = etcd.url();
     let mut pair = Pair::start("doproxy-dies", etcd, |_| url.clone(), &[]);
+    // A's HAProxy serves on: the move from one working HAProxy to the
+    // other fails no request.
     let traffic = Traffic::start(pair.reserved.forwarder, 2, "/");
     let killed_at = SystemTime::now();
     let started = Instant::now();
     drop(pair.a.failover.take());
-    let took = pair.measure_failover("leader's doproxy killed with SIGKILL", started);
-    let (ok, _) = traffic.finish();
-    assert!(ok > 0, "no request got through the reserved IP");
+    let moved = pair.measure_failover("leader's doproxy killed with SIGKILL", started);
+    finish_after_the_move(traffic, &moved, true);
     // B waited for A's lease to run out: it did not take over early.
     assert!(
-        took >= LEASE_TTL / 2,
-        "B took over after {took:?}, before A's lease could have run out"
+        moved.took >= LEASE_TTL / 2,
+        "B took over after {:?}, before A's lease could have run out",
+        moved.took
     );
     assert_eq!(pair.assigned_since(killed_at), [pair.b.droplet.id]);
 }
@@ -282,18 +303,77 @@ fn a_leader_stopped_by_sigterm_resigns_so_the_other_takes_over_at_once() {
     let etcd = Etcd::start();
     let url = etcd.url();
     let mut pair = Pair::start("sigterm", etcd, |_| url.clone(), &[]);
+    let traffic = Traffic::start(pair.reserved.forwarder, 2, "/");
     let started = Instant::now();
-    let failover = pair.a.failover.as_mut().unwrap();
-    terminate(&failover.child);
-    let status = failover.child.wait().unwrap();
-    assert_eq!(status.code(), Some(0), "{}", failover.log());
-    let log = failover.log();
-    assert!(log.contains("resigned leadership"), "{log}");
-    let took = pair.measure_failover("leader stopped with SIGTERM", started);
+    let failover = pair.a.failover.take().unwrap();
+    terminate(&failover);
+    let run = failover.wait();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("resigned leadership"), "{}", run.stderr);
+    let moved = pair.measure_failover("leader stopped with SIGTERM", started);
+    finish_after_the_move(traffic, &moved, true);
     assert!(
-        took < LEASE_TTL,
-        "B took {took:?}: it waited for the lease instead of taking over at once"
+        moved.took < LEASE_TTL,
+        "B took {:?}: it waited for the lease instead of taking over at once",
+        moved.took
     );
+}
+
+/// A unix socket standing in for a dead HAProxy's admin socket: it counts
+/// connections (each of failover's checks of its HAProxy makes one) and
+/// closes them unanswered, so every check fails. Its thread ends when
+/// dropped.
+struct CheckCounter {
+    checks: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    path: std::path::PathBuf,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl CheckCounter {
+    fn start(path: &Path) -> CheckCounter {
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path).unwrap();
+        let (checks, stop) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (counted, stopped) = (checks.clone(), stop.clone());
+        let thread = thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    return;
+                }
+                if let Ok(mut stream) = stream {
+                    // Read the command, then close without an answer.
+                    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+                    let _ = stream.read(&mut [0u8; 256]);
+                    counted.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        CheckCounter {
+            checks,
+            stop,
+            path: path.to_path_buf(),
+            thread: Some(thread),
+        }
+    }
+
+    fn checks(&self) -> usize {
+        self.checks.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for CheckCounter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = std::os::unix::net::UnixStream::connect(&self.path);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 #[test]
@@ -302,17 +382,23 @@ fn a_proxy_whose_haproxy_is_down_never_takes_the_reserved_ip() {
     let url = etcd.url();
     let mut pair = Pair::start("follower-down", etcd, |_| url.clone(), &[]);
     pair.b.haproxy.kill();
+    let checks = CheckCounter::start(&pair.b.haproxy.socket);
     let since = SystemTime::now();
     drop(pair.a.failover.take());
     // A's lease runs out: nobody leads, and B, whose HAProxy is down, does
-    // not claim it through the rounds that follow.
+    // not claim it through the rounds that follow (each checks B's HAProxy).
     // (print --health on A, whose HAProxy still answers.)
     wait_until("A's leadership to run out", FAILOVER_BOUND, || {
         pair.print_health(&pair.a).contains("leader: none")
     });
-    thread::sleep(Duration::from_secs(5));
+    let seen = checks.checks();
+    wait_until(
+        "B to check its HAProxy in three more rounds",
+        FAILOVER_BOUND,
+        || checks.checks() >= seen + 3,
+    );
     assert!(pair.print_health(&pair.a).contains("leader: none"));
-    let b_log = pair.b.failover.as_ref().unwrap().log();
+    let b_log = pair.b.log();
     assert!(
         !b_log.contains(" leads: "),
         "B claimed leadership:\n{b_log}"
@@ -321,6 +407,7 @@ fn a_proxy_whose_haproxy_is_down_never_takes_the_reserved_ip() {
     assert_eq!(pair.holder(), Some(pair.a.droplet.id));
 
     // Once B's HAProxy answers again, B takes over.
+    drop(checks);
     let started = Instant::now();
     pair.b.haproxy = pair.b.project.start_haproxy();
     pair.measure_failover("follower's HAProxy back after the leader died", started);
@@ -330,55 +417,56 @@ fn a_proxy_whose_haproxy_is_down_never_takes_the_reserved_ip() {
 #[test]
 fn a_leader_cut_off_from_etcd_stops_acting_and_no_second_leader_acts_beside_it() {
     let etcd = Etcd::start();
-    let links = [Link::start(etcd.addr()), Link::start(etcd.addr())];
-    let urls = [links[0].url(), links[1].url()];
+    let relays = [Relay::start(etcd.addr()), Relay::start(etcd.addr())];
+    let urls = [relays[0].url(), relays[1].url()];
     let pair = Pair::start(
         "partition",
         etcd,
         |name| urls[usize::from(name == "b")].clone(),
         &[],
     );
-    let [link_a, link_b] = links;
+    let [relay_a, relay_b] = relays;
 
-    // The follower cut off: nothing moves, A keeps leading.
+    // The follower cut off: its reads of etcd go nowhere, and nothing
+    // moves; A keeps leading.
     let since = SystemTime::now();
-    link_b.cut();
-    thread::sleep(LEASE_TTL + Duration::from_secs(2));
+    let swallowed = relay_b.swallowed();
+    relay_b.cut();
+    wait_until(
+        "B's next read of etcd to go nowhere",
+        FAILOVER_BOUND,
+        || relay_b.swallowed() > swallowed,
+    );
     assert_eq!(pair.holder(), Some(pair.a.droplet.id));
     assert_eq!(pair.assigned_since(since), Vec::<u64>::new());
-    link_b.heal();
+    // Back in touch; its stalled read times out well before A's lease, cut
+    // next, runs out.
+    relay_b.heal();
 
     // The leader cut off: B takes over once A's lease runs out, and A,
     // unable to confirm its leadership, stops acting and never takes the
-    // reserved IP back.
+    // reserved IP back. A's HAProxy serves on, so no request fails.
     let traffic = Traffic::start(pair.reserved.forwarder, 2, "/");
     let cut_at = SystemTime::now();
     let started = Instant::now();
-    link_a.cut();
-    pair.measure_failover("leader cut off from etcd", started);
-    let (ok, _) = traffic.finish();
-    assert!(ok > 0, "no request got through the reserved IP");
-    // A reads the IP every failover_recheck_interval (2 s): it would have
-    // taken it back by now if it still acted.
-    thread::sleep(Duration::from_secs(5));
+    relay_a.cut();
+    let moved = pair.measure_failover("leader cut off from etcd", started);
+    finish_after_the_move(traffic, &moved, true);
+    wait_until("A to stop acting", FAILOVER_BOUND, || {
+        let log = pair.a.log();
+        log.contains("no longer acting on reserved IP") || log.contains("not touching reserved IP")
+    });
     assert_eq!(pair.assigned_since(cut_at), [pair.b.droplet.id]);
     assert_eq!(pair.holder(), Some(pair.b.droplet.id));
-    let a_log = || pair.a.failover.as_ref().unwrap().log();
-    assert!(
-        a_log().contains("no longer acting on reserved IP")
-            || a_log().contains("not touching reserved IP"),
-        "{}",
-        a_log()
-    );
 
     // Back in touch, A follows: it finds its leadership gone and B leading.
-    let forwarded = link_a.forwarded();
-    link_a.heal();
+    let forwarded = relay_a.forwarded();
+    relay_a.heal();
     wait_until("A to talk to etcd again", FAILOVER_BOUND, || {
-        link_a.forwarded() > forwarded + 3
+        relay_a.forwarded() > forwarded
     });
     wait_until("A to step down", FAILOVER_BOUND, || {
-        a_log().contains("no longer acting on reserved IP")
+        pair.a.log().contains("no longer acting on reserved IP")
     });
     assert_eq!(pair.assigned_since(cut_at), [pair.b.droplet.id]);
     assert!(pair.print_health(&pair.a).contains("leader: proxy-b"));
@@ -390,15 +478,15 @@ fn a_leader_cut_off_from_etcd_stops_acting_and_no_second_leader_acts_beside_it()
 #[test]
 fn a_leader_refused_for_a_locked_ip_backs_off_and_stops_within_half_a_lease_of_losing_etcd() {
     let etcd = Etcd::start();
-    let links = [Link::start(etcd.addr()), Link::start(etcd.addr())];
-    let urls = [links[0].url(), links[1].url()];
+    let relays = [Relay::start(etcd.addr()), Relay::start(etcd.addr())];
+    let urls = [relays[0].url(), relays[1].url()];
     let pair = Pair::start(
         "locked-ip",
         etcd,
         |name| urls[usize::from(name == "b")].clone(),
         &[],
     );
-    let [link_a, _link_b] = links;
+    let [relay_a, _relay_b] = relays;
     let ip = pair.reserved.ip;
     let (a, b) = (pair.a.droplet.id, pair.b.droplet.id);
     // The assigns `droplet` asked for since `since`, accepted or refused.
@@ -409,7 +497,7 @@ fn a_leader_refused_for_a_locked_ip_backs_off_and_stops_within_half_a_lease_of_l
             .filter(|r| r.ip == ip && r.droplet_id == Some(droplet) && r.at >= since)
             .collect()
     };
-    let a_log = || pair.a.failover.as_ref().unwrap().log();
+    let a_log = || pair.a.log();
 
     // Someone else's action takes the IP away and keeps it locked: A,
     // leading, asks for it back with growing pauses, and gets it once free.
@@ -439,7 +527,7 @@ fn a_leader_refused_for_a_locked_ip_backs_off_and_stops_within_half_a_lease_of_l
         !asked(a, relocked_at).is_empty()
     });
     let cut_at = SystemTime::now();
-    link_a.cut();
+    relay_a.cut();
     wait_until("B to lead and ask for the IP", FAILOVER_BOUND, || {
         !asked(b, cut_at).is_empty()
     });
@@ -461,114 +549,49 @@ fn a_leader_refused_for_a_locked_ip_backs_off_and_stops_within_half_a_lease_of_l
     );
 }
 
-/// A TCP link between a proxy and etcd that a test can cut as a partition
-/// does: open connections go silent, new ones are accepted but get nowhere.
-struct Link {
-    addr: SocketAddr,
-    state: Arc<Mutex<LinkState>>,
-    forwarded: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-}
+#[test]
+fn a_leader_that_loses_leadership_between_its_decision_and_its_assign_does_not_assign() {
+    let etcd = Etcd::start();
+    let url = etcd.url();
+    let pair = Pair::start("lost-before-assign", etcd, |_| url.clone(), &[]);
+    let ip = pair.reserved.ip;
 
-#[derive(Default)]
-struct LinkState {
-    /// Connections from before the last cut are silent.
-    generation: usize,
-    cut: bool,
-    /// Connections accepted while cut, held open and never answered.
-    held: Vec<TcpStream>,
-}
+    // Someone moves the reserved IP to B's droplet; A, reading it back
+    // (every failover_recheck_interval), finds it elsewhere and decides to
+    // take it back. Its read is held at the API ...
+    pair.sim
+        .hold_requests("GET", &format!("/v2/reserved_ips/{ip}"));
+    assert!(pair.sim.assign_reserved_ip(ip, pair.b.droplet.id));
+    wait_until("A to read the reserved IP", FAILOVER_BOUND, || {
+        pair.sim.held_requests() >= 1
+    });
+    // ... while its leadership goes (its lease revoked), then answered.
+    assert!(
+        pair.etcd.revoke_leases() >= 1,
+        "A's leadership holds a lease"
+    );
+    let lost_at = SystemTime::now();
+    pair.sim.release_requests();
 
-impl Link {
-    fn start(target: SocketAddr) -> Link {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let state = Arc::new(Mutex::new(LinkState::default()));
-        let forwarded = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (shared, count, stopped) = (state.clone(), forwarded.clone(), stop.clone());
-        thread::spawn(move || {
-            for client in listener.incoming() {
-                if stopped.load(Ordering::SeqCst) {
-                    return;
-                }
-                let Ok(client) = client else { continue };
-                let born = {
-                    let mut state = shared.lock().unwrap();
-                    if state.cut {
-                        state.held.push(client);
-                        continue;
-                    }
-                    state.generation
-                };
-                let Ok(server) = TcpStream::connect(target) else {
-                    continue;
-                };
-                count.fetch_add(1, Ordering::SeqCst);
-                let pairs = [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
-                ];
-                for (from, to) in pairs {
-                    let shared = shared.clone();
-                    thread::spawn(move || pump(from, to, born, &shared));
-                }
-            }
-        });
-        Link {
-            addr,
-            state,
-            forwarded,
-            stop,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn cut(&self) {
-        let mut state = self.state.lock().unwrap();
-        state.generation += 1;
-        state.cut = true;
-    }
-
-    fn heal(&self) {
-        let mut state = self.state.lock().unwrap();
-        state.cut = false;
-        state.held.clear();
-    }
-
-    /// Connections forwarded so far.
-    fn forwarded(&self) -> usize {
-        self.forwarded.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Link {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr);
-    }
-}
-
-/// Copies `from` to `to` until either closes; a connection from before the
-/// last cut stays open but carries nothing more.
-fn pump(mut from: TcpStream, mut to: TcpStream, born: usize, state: &Mutex<LinkState>) {
-    let mut buffer = [0u8; 16 * 1024];
-    let live = || state.lock().unwrap().generation == born;
-    loop {
-        let n = match from.read(&mut buffer) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        if live() && to.write_all(&buffer[..n]).is_err() {
-            break;
-        }
-    }
-    if live() {
-        let _ = to.shutdown(std::net::Shutdown::Write);
-    }
+    wait_until("A to stop acting", FAILOVER_BOUND, || {
+        pair.a.log().contains("no longer acting on reserved IP")
+    });
+    let log = pair.a.log();
+    assert!(
+        !pair.assigned_since(lost_at).contains(&pair.a.droplet.id),
+        "A assigned the reserved IP after it lost leadership:\n{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "did not assign reserved IP {ip}, as leadership could not be confirmed"
+        )),
+        "{log}"
+    );
+    // B leads now, and holds it.
+    wait_until("B to lead", FAILOVER_BOUND, || {
+        pair.print_health(&pair.b).contains("leader: proxy-b")
+    });
+    assert_eq!(pair.holder(), Some(pair.b.droplet.id));
 }
 
 #[test]
@@ -612,18 +635,22 @@ fn failover_says_what_it_needs_and_doctor_checks_the_reserved_ip() {
 
 #[test]
 fn a_proxy_that_gave_leadership_up_waits_out_the_minimum_hold() {
-    const MIN_HOLD: Duration = Duration::from_secs(15);
+    const MIN_HOLD: Duration = Duration::from_secs(12);
     let etcd = Etcd::start();
     let url = etcd.url();
     let mut pair = Pair::start(
         "min-hold",
         etcd,
         |_| url.clone(),
-        &[("failover_min_hold", "15s")],
+        &[("failover_min_hold", "12s")],
     );
     let started = Instant::now();
     pair.a.haproxy.kill();
     pair.measure_failover("leader's HAProxy killed", started);
+    let a_resigned = pair
+        .a
+        .logged_at("resigned leadership")
+        .expect("A logged its resignation");
 
     // A's HAProxy is back, then B's fails: A resigned moments ago, so it
     // waits out its minimum hold before it takes the reserved IP back.
@@ -632,14 +659,32 @@ fn a_proxy_that_gave_leadership_up_waits_out_the_minimum_hold() {
     wait_until("A to take the reserved IP back", FAILOVER_BOUND * 2, || {
         pair.holder() == Some(pair.a.droplet.id)
     });
-    let took = started.elapsed();
+    let taken_back = pair
+        .sim
+        .reserved_ip_assignments()
+        .last()
+        .unwrap()
+        .requested_at;
+    let held = taken_back.duration_since(a_resigned).unwrap_or_default();
+    // B gave leadership up well within A's hold: the hold, nothing else,
+    // kept A back.
+    let b_resigned = pair
+        .b
+        .logged_at("resigned leadership")
+        .expect("B logged its resignation");
+    let vacant = b_resigned.duration_since(a_resigned).unwrap_or_default();
     eprintln!(
-        "minimum hold: A took the reserved IP back {:.1} s after it first failed",
-        took.as_secs_f64()
+        "minimum hold: A took the reserved IP back {:.1} s after it resigned; B resigned {:.1} s after A",
+        held.as_secs_f64(),
+        vacant.as_secs_f64()
     );
     assert!(
-        took >= MIN_HOLD,
-        "A took the IP back after {took:?}, within its minimum hold"
+        held >= MIN_HOLD,
+        "A took the IP back {held:?} after it resigned, within its minimum hold"
+    );
+    assert!(
+        vacant + Duration::from_secs(2) < MIN_HOLD,
+        "B resigned only {vacant:?} after A: too late to show the hold"
     );
     let holders: Vec<u64> = pair
         .sim

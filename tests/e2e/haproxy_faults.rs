@@ -11,46 +11,16 @@ use std::net::SocketAddr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::etcd_server::Etcd;
-use crate::support::{Project, Run, http_get_within, terminate, wait_until};
-
-/// Waits for a spawned run, killing it and failing the test if it is still
-/// running after `bound`.
-#[track_caller]
-fn finish_within(mut child: Child, bound: Duration) -> Run {
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > bound {
-            let _ = child.kill();
-            let run = Run::wait(child);
-            panic!(
-                "doproxy still ran after {bound:?}:\nstdout: {}\nstderr: {}",
-                run.stdout, run.stderr
-            );
-        }
-        thread::sleep(Duration::from_millis(25));
-    }
-    Run::wait(child)
-}
-
-/// PIDs of live processes whose command line is `sleep <seconds>`.
-fn sleeps(seconds: &str) -> Vec<u32> {
-    let wanted = format!("sleep\0{seconds}\0");
-    fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|cmdline| cmdline.ends_with(wanted.as_bytes()))
-        })
-        .collect()
-}
+use crate::support::{
+    Gate, InFlight, Project, Refusing, Run, SIGNAL_NOTICED, terminate, wait_until,
+};
 
 /// The ID in `Success: <id> created and added to backend.`
 fn created_id(run: &Run) -> u64 {
@@ -143,37 +113,24 @@ fn set_status(project: &Project, id: u64, status: &str) {
     fs::write(project.path("inventory"), rewritten.join("\n") + "\n").unwrap();
 }
 
-/// Requests to `/slow?ms=<ms>` through `frontend`, each on its own thread;
-/// each joins with the status line of a non-200 answer or the error. Keep
-/// `ms` under the template's `timeout server 30s`.
-fn slow_requests(
-    frontend: SocketAddr,
-    count: usize,
-    ms: u64,
-) -> Vec<thread::JoinHandle<Result<(), String>>> {
-    (0..count)
-        .map(|_| thread::spawn(move || slow_get(frontend, ms)))
-        .collect()
-}
+/// How long requests that hold a drain open until the test signals the run
+/// take: long enough for a loaded machine to get there, short enough not to
+/// keep the test waiting for their answers long after.
+const HOLDS_A_DRAIN_MS: u64 = 8_000;
 
-/// GET `/slow?ms=<ms>`, waiting as long as that takes.
-fn slow_get(frontend: SocketAddr, ms: u64) -> Result<(), String> {
+/// `count` requests to `/slow?ms=<ms>` through `frontend`, in flight at
+/// once. Keep `ms` under the template's `timeout server 30s`.
+fn slow_requests(frontend: SocketAddr, count: usize, ms: u64) -> InFlight {
     let patience = Duration::from_millis(ms) + Duration::from_secs(60);
-    http_get_within(frontend, &format!("/slow?ms={ms}"), patience).map(drop)
-}
-
-fn failures(requests: Vec<thread::JoinHandle<Result<(), String>>>) -> Vec<String> {
-    requests
-        .into_iter()
-        .filter_map(|r| r.join().unwrap().err())
-        .collect()
+    InFlight::start(frontend, count, &format!("/slow?ms={ms}"), patience)
 }
 
 /// A unix socket that accepts every connection and then answers forever,
 /// one byte at a time, never finishing: neither a read timeout nor EOF ever
-/// comes. Stops when dropped.
+/// comes. Stops, and its threads end, when dropped.
 struct EndlessSocket {
     stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
 }
 
 impl EndlessSocket {
@@ -182,28 +139,38 @@ impl EndlessSocket {
         listener.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
-        thread::spawn(move || {
+        let thread = thread::spawn(move || {
+            let mut answering = Vec::new();
             while !stopped.load(Ordering::Relaxed) {
                 let Ok((mut stream, _)) = listener.accept() else {
                     thread::sleep(Duration::from_millis(20));
                     continue;
                 };
                 let stopped = stopped.clone();
-                thread::spawn(move || {
+                answering.push(thread::spawn(move || {
                     stream.set_nonblocking(false).unwrap();
                     while !stopped.load(Ordering::Relaxed) && stream.write_all(b"#").is_ok() {
                         thread::sleep(Duration::from_millis(100));
                     }
-                });
+                }));
+            }
+            for answer in answering {
+                let _ = answer.join();
             }
         });
-        EndlessSocket { stop }
+        EndlessSocket {
+            stop,
+            thread: Some(thread),
+        }
     }
 }
 
 impl Drop for EndlessSocket {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -214,25 +181,24 @@ fn hanging_haproxy_commands_are_killed_within_their_bound() {
     let live = project.live_config();
 
     // A reload that never ends: the whole command dies at the bound, the
-    // live config is put back, and nothing is left running.
+    // live config is put back, and nothing is left running (the wait fails
+    // if the run leaves anything behind).
     project.set("haproxy_reload_command", Some("'sleep 6071'"));
-    project.set("haproxy_reload_timeout", Some("2s"));
-    let run = finish_within(project.spawn(&["create"]), Duration::from_secs(60));
+    project.set("haproxy_reload_timeout", Some("1s"));
+    let run = project
+        .spawn(&["create"])
+        .wait_within(Duration::from_secs(60));
     run.fails(
         1,
-        "haproxy_reload_command `sleep 6071` did not finish within 2s",
+        "haproxy_reload_command `sleep 6071` did not finish within 1s",
     );
     assert_eq!(
         project.live_config(),
         live,
         "the live config was not put back"
     );
-    wait_until(
-        "the reload's sleep to be gone",
-        Duration::from_secs(10),
-        || sleeps("6071").is_empty(),
-    );
     project.set("haproxy_reload_command", None);
+    project.set("haproxy_reload_timeout", None);
     // The locks are free at once, and the droplet the run recorded joins.
     project
         .run(&["reconcile", "--apply", "--lock-timeout", "0s"])
@@ -244,20 +210,18 @@ fn hanging_haproxy_commands_are_killed_within_their_bound() {
     let live = project.live_config();
     let droplets = project.sim.droplets().len();
     project.set("haproxy_check_command", Some("'sleep 6072; true'"));
-    project.set("haproxy_check_timeout", Some("2s"));
-    let run = finish_within(project.spawn(&["create"]), Duration::from_secs(60));
+    project.set("haproxy_check_timeout", Some("1s"));
+    let run = project
+        .spawn(&["create"])
+        .wait_within(Duration::from_secs(60));
     run.fails(
         1,
-        "haproxy_check_command `sleep 6072; true` did not finish within 2s",
+        "haproxy_check_command `sleep 6072; true` did not finish within 1s",
     );
     assert_eq!(project.live_config(), live);
     assert_eq!(project.sim.droplets().len(), droplets);
-    wait_until(
-        "the check's sleep to be gone",
-        Duration::from_secs(10),
-        || sleeps("6072").is_empty(),
-    );
     project.set("haproxy_check_command", None);
+    project.set("haproxy_check_timeout", None);
     project
         .run(&["reconcile", "--apply", "--lock-timeout", "0s"])
         .success();
@@ -297,7 +261,10 @@ fn an_admin_socket_that_never_finishes_answering_cannot_hang_print_or_delete() {
     let _socket = EndlessSocket::start(&project.path("admin.sock"));
     project.set("haproxy_socket_timeout", Some("1s"));
     let bound = Duration::from_secs(60);
-    let health = finish_within(project.spawn(&["print", "--health"]), bound).success();
+    let health = project
+        .spawn(&["print", "--health"])
+        .wait_within(bound)
+        .success();
     assert!(
         health
             .stderr
@@ -305,11 +272,17 @@ fn an_admin_socket_that_never_finishes_answering_cannot_hang_print_or_delete() {
         "{}",
         health.stderr
     );
-    let json = finish_within(project.spawn(&["print", "-o", "json"]), bound).success();
+    let json = project
+        .spawn(&["print", "-o", "json"])
+        .wait_within(bound)
+        .success();
     assert_eq!(json.json().as_array().unwrap().len(), 2);
 
     let inventory = project.inventory();
-    finish_within(project.spawn(&["delete", "0"]), bound).fails(1, "nothing was deleted");
+    project
+        .spawn(&["delete", "0"])
+        .wait_within(bound)
+        .fails(1, "nothing was deleted");
     assert_eq!(project.inventory(), inventory);
     assert_eq!(project.sim.droplets().len(), 2);
 }
@@ -320,10 +293,19 @@ fn a_slow_check_command_does_not_cost_the_etcd_lock() {
     let mut project = Project::new("slow-check");
     project.use_etcd(&etcd.url());
     project.run(&["create", "--count", "2"]).success();
-    // Longer than the lock's 10 s lease: only a runtime that keeps renewing
-    // the lease while the check runs still holds the lock afterwards.
-    project.set("haproxy_check_command", Some("'sleep 13; true'"));
-    project.run(&["delete", "0"]).success();
+    // The check waits until the lock's lease has been renewed while it ran:
+    // only a runtime that keeps renewing the lease while the check runs
+    // still holds the lock afterwards, however long the check takes.
+    let gate = Gate::new(project.dir.path(), "check");
+    project.set(
+        "haproxy_check_command",
+        Some(&format!("'{}; true'", gate.shell())),
+    );
+    let delete = project.spawn(&["delete", "0"]);
+    gate.wait_reached(Duration::from_secs(30));
+    etcd.wait_for_a_lease_renewal();
+    gate.open();
+    delete.wait().success();
     assert_eq!(project.ids().len(), 1);
     assert_eq!(project.sim.droplets().len(), 1);
 }
@@ -408,7 +390,8 @@ fn a_run_killed_between_install_and_reload_is_caught_up() {
     assert_eq!(live, loaded);
     project.set("haproxy_reload_command", Some("'true'"));
     project.set("haproxy_reload_timeout", Some("2s"));
-    project.set("frontend_bind", Some("127.0.0.1:9"));
+    let nowhere = Refusing::new();
+    project.set("frontend_bind", Some(&nowhere.addr.to_string()));
     project.run(&["reload"]).fails(1, "still answers");
     assert_eq!(project.live_config(), live);
     assert_eq!(
@@ -430,7 +413,7 @@ fn sigterm_during_a_drain_rolls_the_delete_back() {
     });
     let (inventory, live) = (project.inventory(), project.live_config());
     // Open sessions on both servers keep the drain waiting.
-    let requests = slow_requests(haproxy.frontend, 4, 25_000);
+    let requests = slow_requests(haproxy.frontend, 4, HOLDS_A_DRAIN_MS);
     wait_until("a session on the target", Duration::from_secs(10), || {
         server_of(&socket, target).is_some_and(|s| s.sessions > 0)
     });
@@ -439,7 +422,9 @@ fn sigterm_during_a_drain_rolls_the_delete_back() {
         server_of(&socket, target).is_some_and(|s| s.status == "DRAIN")
     });
     terminate(&delete);
-    let run = finish_within(delete, Duration::from_secs(10)).fails(1, "stopped by SIGTERM");
+    let run = delete
+        .wait_within(Duration::from_secs(10))
+        .fails(1, "stopped by SIGTERM");
     assert!(
         run.stderr.contains("nothing was deleted")
             && run
@@ -455,24 +440,23 @@ fn sigterm_during_a_drain_rolls_the_delete_back() {
     assert_eq!(project.live_config(), live);
     assert_eq!(project.sim.droplets().len(), 2);
     assert_eq!(server_of(&socket, target).unwrap().status, "UP");
-    assert_eq!(failures(requests), Vec::<String>::new());
+    assert_eq!(requests.failures(), Vec::<String>::new());
 
     // A signal while HAProxy is being updated lets the update finish, then
     // stops before destroying anything.
-    let checking = project.path("checking");
+    let gate = Gate::new(project.dir.path(), "check");
     project.set(
         "haproxy_check_command",
-        Some(&format!(
-            "'touch {}; sleep 2; haproxy -c -f {{file}}'",
-            checking.display()
-        )),
+        Some(&format!("'{}; haproxy -c -f {{file}}'", gate.shell())),
     );
     let delete = project.spawn(&["delete", "0"]);
-    wait_until("the check to run", Duration::from_secs(20), || {
-        checking.exists()
-    });
+    gate.wait_reached(Duration::from_secs(20));
     terminate(&delete);
-    let run = finish_within(delete, Duration::from_secs(30)).fails(1, "stopped by SIGTERM");
+    delete.wait_for_stderr(SIGNAL_NOTICED, 1);
+    gate.open();
+    let run = delete
+        .wait_within(Duration::from_secs(30))
+        .fails(1, "stopped by SIGTERM");
     assert!(
         run.stderr.contains(&format!(
             "droplet {target} left HAProxy but was not destroyed; the inventory keeps it as destroying, so run doproxy reconcile --apply"
@@ -516,7 +500,7 @@ fn finishing_an_interrupted_delete_drains_it_first() {
     ] {
         let (project, haproxy, ids) = interrupted_delete("finish-drains");
         let socket = haproxy.socket.clone();
-        let requests = slow_requests(haproxy.frontend, 8, 6_000);
+        let requests = slow_requests(haproxy.frontend, 8, 4_000);
         wait_until("8 requests in flight", Duration::from_secs(10), || {
             let servers = running(&socket);
             servers.iter().map(|s| s.sessions).sum::<u64>() == 8
@@ -530,7 +514,7 @@ fn finishing_an_interrupted_delete_drains_it_first() {
             .map(|a| if *a == "<third>" { third.as_str() } else { a })
             .collect();
         project.run(&args).success();
-        assert_eq!(failures(requests), Vec::<String>::new(), "{args:?}");
+        assert_eq!(requests.failures(), Vec::<String>::new(), "{args:?}");
         assert!(project.sim.droplets().iter().all(|d| d.id != ids[0]));
         assert!(!project.ids().contains(&ids[0]));
         assert!(!running_names(&socket).contains(&format!("www-{}", ids[0])));
@@ -541,7 +525,7 @@ fn finishing_an_interrupted_delete_drains_it_first() {
 fn sigterm_during_reconciles_drain_destroys_nothing() {
     let (project, haproxy, ids) = interrupted_delete("reconcile-signal");
     let socket = haproxy.socket.clone();
-    let requests = slow_requests(haproxy.frontend, 3, 25_000);
+    let requests = slow_requests(haproxy.frontend, 3, HOLDS_A_DRAIN_MS);
     wait_until(
         "a session on the leaving droplet",
         Duration::from_secs(10),
@@ -553,7 +537,9 @@ fn sigterm_during_reconciles_drain_destroys_nothing() {
     });
     let inventory = project.inventory();
     terminate(&reconcile);
-    let run = finish_within(reconcile, Duration::from_secs(10)).fails(1, "stopped by SIGTERM");
+    let run = reconcile
+        .wait_within(Duration::from_secs(10))
+        .fails(1, "stopped by SIGTERM");
     assert!(
         run.stderr.contains(&format!(
             "nothing was deleted: droplet {} stays marked destroying; run doproxy reconcile --apply",
@@ -572,7 +558,7 @@ fn sigterm_during_reconciles_drain_destroys_nothing() {
         project.inventory()
     );
     assert_eq!(project.sim.droplets().len(), 3);
-    assert_eq!(failures(requests), Vec::<String>::new());
+    assert_eq!(requests.failures(), Vec::<String>::new());
     project.run(&["reconcile", "--apply"]).success();
     assert_eq!(project.sim.droplets().len(), 2);
 }

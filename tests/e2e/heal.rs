@@ -10,8 +10,8 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use crate::scaling_faults::{Started, WAITING_FOR_LOCK, hold_inventory_lock};
-use crate::support::{Project, Run, http_get, terminate, wait_until};
+use crate::scaling_faults::{WAITING_FOR_LOCK, hold_inventory_lock};
+use crate::support::{Project, http_get, terminate, wait_until};
 
 /// Generous: the machine is shared by several builds.
 const WAIT: Duration = Duration::from_secs(120);
@@ -101,7 +101,7 @@ fn a_droplet_whose_http_server_stops_is_replaced_within_grace_and_one_interval()
     assert!(!project.live_config().contains(&format!("www-{sick} ")));
     // The service stops between passes on SIGTERM, exit 0.
     terminate(&healing);
-    Run::wait(healing).success();
+    healing.wait().success();
 }
 
 #[test]
@@ -203,8 +203,8 @@ fn passes_running_at_once_count_each_others_replacements_toward_the_hourly_limit
     let lock = hold_inventory_lock(&project);
     // This pass decides to replace the droplet that is off, then waits
     // for the lock to note it ...
-    let pass = Started::new(&project, &["heal", "--once"]);
-    pass.wait_for(WAITING_FOR_LOCK, 1);
+    let pass = project.spawn(&["heal", "--once"]);
+    pass.wait_for_stderr(WAITING_FOR_LOCK, 1);
     // ... while another pass (cron, the autoscale loop, another proxy)
     // notes the one replacement per hour a pool of 5 allows.
     let now = SystemTime::now()
@@ -214,7 +214,7 @@ fn passes_running_at_once_count_each_others_replacements_toward_the_hourly_limit
     let other = format!(r#"{{"down_since":{{}},"replacements":[{{"at":{now},"id":1}}]}}"#);
     std::fs::write(project.path("inventory.heal"), other).unwrap();
     drop(lock);
-    let run = pass.finish(WAIT).success();
+    let run = pass.wait_within(WAIT).success();
     assert!(run.stdout.contains("held back"), "{}", run.stdout);
     assert!(
         creates(&project).is_empty(),

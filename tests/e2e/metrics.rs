@@ -14,7 +14,7 @@ use doproxy_sim::Faults;
 use openmetrics_parser::{PrometheusType, PrometheusValue, prometheus::parse_prometheus};
 
 use crate::etcd_server::Etcd;
-use crate::support::{Project, Run, free_port, http_get, terminate, wait_until};
+use crate::support::{Project, Spawned, free_port, http_get, terminate, wait_until};
 
 /// One sample: its labels and value.
 type Sample = (BTreeMap<String, String>, f64);
@@ -118,6 +118,28 @@ fn dechunk(mut chunked: &str) -> String {
     body
 }
 
+/// Starts `start(address)` on a free loopback address and waits until it
+/// serves metrics there; one that exits first (someone took the port
+/// meanwhile) is started again on another.
+#[track_caller]
+fn serving_metrics(mut start: impl FnMut(SocketAddr) -> Spawned) -> (Spawned, SocketAddr) {
+    let mut said = String::new();
+    for _ in 0..3 {
+        let address = free_port();
+        let mut process = start(address);
+        let mut exited = false;
+        wait_until("metrics to be served", Duration::from_secs(15), || {
+            exited = !process.is_running();
+            exited || scrape(address).is_some()
+        });
+        if !exited {
+            return (process, address);
+        }
+        said = process.stderr_so_far();
+    }
+    panic!("nothing served metrics on three free ports:\n{said}");
+}
+
 /// Seconds since the Unix epoch.
 fn now() -> f64 {
     SystemTime::now()
@@ -140,11 +162,9 @@ fn watch_serves_metrics_on_loopback_until_stopped() {
     };
     let (a, mut b) = (proxy("a"), proxy("b"));
     let _haproxy = b.start_haproxy();
-    let address = free_port();
-    b.set("metrics_listen", Some(&address.to_string()));
-    let watch = b.spawn(&["watch", "--quiet-period", "200ms"]);
-    wait_until("watch to serve metrics", Duration::from_secs(15), || {
-        scrape(address).is_some()
+    let (watch, address) = serving_metrics(|address| {
+        b.set("metrics_listen", Some(&address.to_string()));
+        b.spawn(&["watch", "--quiet-period", "200ms"])
     });
     a.run(&["create", "--count", "2"]).success();
     let ids: Vec<u64> = a.ids().into_iter().collect();
@@ -187,7 +207,7 @@ fn watch_serves_metrics_on_loopback_until_stopped() {
 
     // SIGTERM stops watch, and its endpoint with it.
     terminate(&watch);
-    let run = Run::wait(watch);
+    let run = watch.wait();
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(http_get(address, "/metrics").is_err());
 }
@@ -209,8 +229,9 @@ fn autoscale_serves_its_decisions_and_a_remote_address_is_refused() {
         .fails(1, "metrics_listen 0.0.0.0:9477 is not a loopback address");
     project.set("metrics_listen", None);
 
-    let address = free_port();
-    let _autoscale = project.background(&["autoscale", "--metrics-listen", &address.to_string()]);
+    let (_autoscale, address) = serving_metrics(|address| {
+        project.spawn(&["autoscale", "--metrics-listen", &address.to_string()])
+    });
     wait_until("two decisions", Duration::from_secs(20), || {
         scrape(address).is_some_and(|s| {
             s.value("doproxy_autoscale_decisions_total", &[("action", "hold")])

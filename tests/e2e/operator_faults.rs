@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use crate::etcd_server::Etcd;
-use crate::support::{Project, Run, TOKEN, assert_haproxy_accepts, free_port, http_get, repo_file};
+use crate::support::{Project, Refusing, Run, TOKEN, assert_haproxy_accepts, http_get, repo_file};
 
 /// Runs `doproxy args` under a pseudo-terminal (util-linux `script`), so
 /// stderr is a TTY; everything the terminal received, raw.
@@ -18,13 +18,14 @@ fn on_a_terminal(project: &Project, args: &str) -> String {
         env!("CARGO_BIN_EXE_doproxy"),
         project.path("doproxy.yml").display()
     );
-    let output = Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
-        .env_remove("DIGITALOCEAN_ACCESS_TOKEN")
-        .output()
-        .expect("script (util-linux) runs commands under a terminal");
-    assert!(output.status.success(), "{output:?}");
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    // script (util-linux) runs commands under a terminal.
+    let run = Run::from_output(
+        Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .env_remove("DIGITALOCEAN_ACCESS_TOKEN"),
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    run.stdout
 }
 
 #[test]
@@ -86,14 +87,14 @@ fn readiness_metadata_and_etcd_go_direct_whatever_http_proxy_says() {
     project.set("metadata_url", Some(&metadata));
     project.omit("frontend_bind");
     project.set("ready_timeout", Some("20s"));
+    let dead = Refusing::new();
     let behind_a_dead_proxy = |project: &Project, args: &[&str]| {
-        let dead_proxy = "http://127.0.0.1:9";
         Run::from_output(
             project
                 .command(args)
-                .env("HTTP_PROXY", dead_proxy)
-                .env("http_proxy", dead_proxy)
-                .env("ALL_PROXY", dead_proxy)
+                .env("HTTP_PROXY", dead.url())
+                .env("http_proxy", dead.url())
+                .env("ALL_PROXY", dead.url())
                 .env("NO_PROXY", "127.0.0.1")
                 .env("no_proxy", "127.0.0.1"),
         )
@@ -259,7 +260,8 @@ fn a_metadata_hiccup_leaves_the_frontend_where_it_was() {
     assert!(project.live_config().contains("    bind 127.0.0.1:80\n"));
 
     // The metadata service stops answering: the frontend stays.
-    project.set("metadata_url", Some(&format!("http://{}", free_port())));
+    let dead = Refusing::new();
+    project.set("metadata_url", Some(&dead.url()));
     let run = project.run(&["reload"]).success();
     assert!(
         project.live_config().contains("    bind 127.0.0.1:80\n"),
@@ -292,7 +294,8 @@ fn with_a_reserved_ip_the_frontend_also_binds_the_anchor_address() {
     assert_haproxy_accepts(&project.path("haproxy.cfg"));
 
     // Remembered like the public address when the service fails.
-    project.set("metadata_url", Some(&format!("http://{}", free_port())));
+    let dead = Refusing::new();
+    project.set("metadata_url", Some(&dead.url()));
     project.run(&["generate"]).success();
     let generated = fs::read_to_string(project.path("haproxy.cfg")).unwrap();
     assert!(generated.contains(&bind), "{generated}");

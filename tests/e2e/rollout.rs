@@ -9,7 +9,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -18,7 +18,9 @@ use std::time::Duration;
 use doproxy_sim::{SimConfig, Simulator};
 
 use crate::etcd_server::Etcd;
-use crate::support::{Project, Run, Traffic, http_get, repo_file, terminate, wait_until};
+use crate::support::{
+    Project, Run, Spawned, Traffic, http_get, repo_file, spawn, terminate, wait_until,
+};
 
 /// Generous: the machine is shared by several builds.
 const WAIT: Duration = Duration::from_secs(120);
@@ -34,11 +36,7 @@ fn options_with_image(image: &str) -> String {
 /// `sha256:` and the first 16 hex digits of the file's SHA-256, as
 /// `sha256sum` prints it.
 fn sha256_prefix(path: &std::path::Path) -> String {
-    let output = std::process::Command::new("sha256sum")
-        .arg(path)
-        .output()
-        .unwrap();
-    let text = String::from_utf8(output.stdout).unwrap();
+    let text = Run::from_output(std::process::Command::new("sha256sum").arg(path)).stdout;
     format!("sha256:{}", &text[..16])
 }
 
@@ -172,11 +170,11 @@ fn serving_in_haproxy(socket: &Path) -> Option<usize> {
     )
 }
 
-/// Samples HAProxy's serving servers until stopped; the fewest seen, and
-/// how many samples were taken.
+/// Samples HAProxy's serving servers until finished or dropped; the fewest
+/// seen, and how many samples were taken.
 struct CapacityWatch {
     stop: Arc<AtomicBool>,
-    thread: thread::JoinHandle<(usize, usize)>,
+    thread: Option<thread::JoinHandle<(usize, usize)>>,
 }
 
 impl CapacityWatch {
@@ -194,12 +192,24 @@ impl CapacityWatch {
             }
             (fewest, samples)
         });
-        CapacityWatch { stop, thread }
+        CapacityWatch {
+            stop,
+            thread: Some(thread),
+        }
     }
 
-    fn finish(self) -> (usize, usize) {
+    fn finish(mut self) -> (usize, usize) {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().unwrap()
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for CapacityWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -260,14 +270,28 @@ fn a_rollout_under_load_fails_no_request_and_never_drops_below_the_floor() {
     assert_eq!(project.sim.droplets().len(), 6, "a dry run changes nothing");
 
     let capacity = CapacityWatch::start(haproxy.socket.clone());
-    let load = Traffic::start(haproxy.frontend, 2, "/");
+    // Slow requests, some in flight on every old droplet as it leaves: one
+    // destroyed before its requests end fails them.
+    let load = Traffic::start(haproxy.frontend, 8, "/slow?ms=1500");
     let run = project
         .run(&["rollout", "--max-surge", "2", "-o", "json"])
         .success();
-    load.finish_without_failures();
     let (fewest, samples) = capacity.finish();
     assert!(samples > 20, "too few capacity samples: {samples}");
     assert!(fewest >= 6, "capacity fell to {fewest} serving servers");
+    // Every replacement serves the load.
+    let replacements: Vec<String> = project
+        .sim
+        .droplets()
+        .iter()
+        .map(|d| project.page(d.id))
+        .collect();
+    wait_until("the load to reach every replacement", WAIT, || {
+        replacements
+            .iter()
+            .all(|page| load.record().answered_by(page) >= 3)
+    });
+    load.finish_without_failures();
 
     let report = run.json();
     let replaced = report["replaced"].as_array().unwrap();
@@ -287,26 +311,37 @@ fn a_rollout_under_load_fails_no_request_and_never_drops_below_the_floor() {
     );
 }
 
-/// A moment to kill a run at: what it is, and how to tell it came.
-type Moment<'a> = (&'a str, &'a dyn Fn(&Project) -> bool);
+/// A moment to kill a run at: what it is, whether reloads that take a
+/// droplet out wait there, and how to tell it came.
+type Moment<'a> = (&'a str, bool, &'a dyn Fn(&Project) -> bool);
 
 /// A rollout started in the background, to be killed.
-fn rollout_in_background(project: &Project) -> Child {
-    project
-        .command(&["rollout"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+fn rollout_in_background(project: &Project) -> Spawned {
+    spawn(
+        project
+            .command(&["rollout"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
 }
 
 #[test]
 fn a_rollout_killed_at_any_step_resumes_and_replaces_each_droplet_once() {
     let mut project = Project::new("rollout-kill");
-    // Slow boots and reloads hold each step long enough to kill it there.
+    // Slow boots hold each replacement's boot long enough to kill it there.
     project.sim.set_boot_delay(Duration::from_millis(1500));
     project.run(&["create", "--count", "6"]).success();
-    project.set("haproxy_reload_command", Some("'sleep 1'"));
+    // While `pause` exists, a reload that takes an old droplet out (the
+    // inventory marks it destroying) waits: the moment to kill it there.
+    let pause = project.path("pause");
+    project.set(
+        "haproxy_reload_command",
+        Some(&format!(
+            "'if grep -q \" destroying \" {}; then i=0; while [ -e {} ] && [ $i -lt 1200 ]; do i=$((i+1)); sleep 0.05; done; fi'",
+            project.path("inventory").display(),
+            pause.display()
+        )),
+    );
     project.set(
         "droplet_options",
         Some(&options_with_image("debian-12-x64")),
@@ -323,11 +358,13 @@ fn a_rollout_killed_at_any_step_resumes_and_replaces_each_droplet_once() {
     // Killed while a replacement boots, while an old droplet is on its way
     // out, and once more while the next replacement boots.
     let moments: [Moment; 3] = [
-        ("a replacement to be recorded", &|p| replacing(p) == 1),
-        ("an old droplet to be leaving", &|p| {
+        ("a replacement to be recorded", false, &|p| {
+            replacing(p) == 1
+        }),
+        ("an old droplet to be leaving", true, &|p| {
             p.inventory().contains(" destroying ")
         }),
-        ("a later replacement to be recorded", &|p| {
+        ("a later replacement to be recorded", false, &|p| {
             replacing(p) == 1
                 && p.sim
                     .droplets()
@@ -337,11 +374,16 @@ fn a_rollout_killed_at_any_step_resumes_and_replaces_each_droplet_once() {
                     >= 2
         }),
     ];
-    for (what, moment) in moments {
+    for (what, leaving, moment) in moments {
+        if leaving {
+            fs::write(&pause, "").unwrap();
+        }
         let mut child = rollout_in_background(&project);
         wait_until(what, WAIT, || moment(&project));
         child.kill().unwrap();
-        child.wait().unwrap();
+        if leaving {
+            fs::remove_file(&pause).unwrap();
+        }
     }
     let run = project.run(&["rollout", "-o", "json"]).success();
     assert!(run.json()["resumed"].as_bool().unwrap(), "{}", run.stdout);
@@ -411,7 +453,7 @@ fn sigterm_stops_a_rollout_with_one_sentence_and_the_next_run_finishes_it() {
         project.inventory().contains("replaces=")
     });
     terminate(&child);
-    let stopped = Run::wait(child).fails(1, "stopped by SIGTERM");
+    let stopped = child.wait().fails(1, "stopped by SIGTERM");
     assert!(
         stopped
             .stderr
@@ -449,12 +491,11 @@ fn a_rollout_killed_on_one_proxy_is_finished_from_the_other_through_etcd() {
     );
     sim.clear_requests();
 
-    let mut child = rollout_in_background(&a);
+    let child = rollout_in_background(&a);
     wait_until("a replacement to be recorded in etcd", WAIT, || {
         b.run(&["inventory", "export"]).stdout.contains("replaces=")
     });
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child);
     let run = b.run(&["rollout", "-o", "json"]).success();
     assert!(run.json()["resumed"].as_bool().unwrap(), "{}", run.stdout);
     let droplets = sim.droplets();

@@ -5,108 +5,18 @@
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use doproxy_sim::Faults;
 
-use crate::support::{Project, Run, wait_until};
+use crate::support::{Project, Run, SIGNAL_NOTICED, Spawned, wait_until};
 
 /// Generous: the machine is shared by several builds.
 const WAIT: Duration = Duration::from_secs(60);
 /// Boots that do not end while a test runs.
 const FOREVER: Duration = Duration::from_secs(3600);
-
-/// A doproxy run whose stderr is read as it comes, so a test can wait for
-/// the moment it announces; killed if still running when dropped.
-pub(crate) struct Started {
-    child: Option<Child>,
-    stderr: Arc<Mutex<String>>,
-    reader: Option<JoinHandle<()>>,
-}
-
-impl Started {
-    pub(crate) fn new(project: &Project, args: &[&str]) -> Started {
-        let mut child = project
-            .command(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut pipe = child.stderr.take().unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = stderr.clone();
-        let reader = thread::spawn(move || {
-            let mut buffer = [0u8; 4096];
-            while let Ok(n @ 1..) = pipe.read(&mut buffer) {
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buffer[..n]));
-            }
-        });
-        Started {
-            child: Some(child),
-            stderr,
-            reader: Some(reader),
-        }
-    }
-
-    /// Waits until stderr holds `needle` `times` times.
-    #[track_caller]
-    pub(crate) fn wait_for(&self, needle: &str, times: usize) {
-        wait_until(&format!("doproxy to log {needle:?}"), WAIT, || {
-            self.stderr.lock().unwrap().matches(needle).count() >= times
-        });
-    }
-
-    /// Sends SIGTERM or SIGINT (`"TERM"`, `"INT"`).
-    fn signal(&self, name: &str) {
-        let pid = self.child.as_ref().unwrap().id().to_string();
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &pid])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -{name} failed");
-    }
-
-    /// Waits for the exit, up to `within`.
-    #[track_caller]
-    pub(crate) fn finish(mut self, within: Duration) -> Run {
-        let child = self.child.as_mut().unwrap();
-        wait_until("doproxy to exit", within, || {
-            child.try_wait().unwrap().is_some()
-        });
-        let mut child = self.child.take().unwrap();
-        let mut stdout = String::new();
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut stdout)
-            .unwrap();
-        let status = child.wait().unwrap();
-        self.reader.take().unwrap().join().unwrap();
-        let stderr = self.stderr.lock().unwrap().clone();
-        Run {
-            code: status.code().unwrap_or(-1),
-            stdout,
-            stderr,
-        }
-    }
-}
-
-impl Drop for Started {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 /// Takes the inventory's lock file, as a run that holds it would: runs
 /// started meanwhile wait for it (and say so) until it is dropped.
@@ -146,6 +56,21 @@ fn posts(project: &Project) -> usize {
         .count()
 }
 
+/// Whether a run started after the simulator's first `before` requests has
+/// created droplets and then listed the pool: it polls for their boot (a
+/// signal from then on ends that wait).
+fn waits_for_boots(project: &Project, before: usize) -> bool {
+    let requests = project.sim.requests().split_off(before);
+    let created = requests
+        .iter()
+        .position(|r| r.method == "POST" && r.path_and_query == "/v2/droplets");
+    created.is_some_and(|at| {
+        requests[at + 1..]
+            .iter()
+            .any(|r| r.method == "GET" && r.path_and_query.starts_with("/v2/droplets?"))
+    })
+}
+
 /// No droplet the API made is missing from the inventory, and no entry
 /// names a droplet that is gone.
 #[track_caller]
@@ -174,11 +99,11 @@ fn assert_says_what_to_run(run: &Run, ids: &BTreeSet<u64>) {
 fn a_signal_before_the_create_request_changes_nothing() {
     let project = Project::new("signal-before");
     let lock = hold_inventory_lock(&project);
-    let create = Started::new(&project, &["create"]);
-    create.wait_for(WAITING_FOR_LOCK, 1);
-    create.signal("INT");
+    let create = project.spawn(&["create"]);
+    create.wait_for_stderr(WAITING_FOR_LOCK, 1);
+    create.signal(libc::SIGINT);
     // The wait ends at once: the lock is still held.
-    create.finish(WAIT).fails(
+    create.wait_within(WAIT).fails(
         1,
         "stopped by SIGINT before any droplet was created; nothing changed",
     );
@@ -191,13 +116,17 @@ fn a_signal_before_the_create_request_changes_nothing() {
 #[test]
 fn a_signal_during_a_create_request_records_its_droplets_and_sends_no_further_batch() {
     let project = Project::new("signal-during-post");
-    project.sim.set_latency(Duration::from_secs(2));
-    // -v logs each request as it is sent.
-    let create = Started::new(&project, &["-v", "create", "--count", "12", "--yes"]);
-    create.wait_for("POST http", 1);
-    create.signal("TERM");
+    // The first batch's request waits at the API until the signal is in.
+    project.sim.hold_requests("POST", "/v2/droplets");
+    let create = project.spawn(&["create", "--count", "12", "--yes"]);
+    wait_until("the create request", WAIT, || {
+        project.sim.held_requests() == 1
+    });
+    create.signal(libc::SIGTERM);
+    create.wait_for_stderr(SIGNAL_NOTICED, 1);
+    project.sim.release_requests();
     let run = create
-        .finish(WAIT)
+        .wait_within(WAIT)
         .fails(1, "stopped by SIGTERM after creating droplet(s)");
     assert_eq!(posts(&project), 1, "the second batch was sent");
     assert_eq!(project.sim.droplets().len(), 10);
@@ -210,13 +139,17 @@ fn a_signal_during_a_create_request_records_its_droplets_and_sends_no_further_ba
 fn a_signal_while_scale_waits_for_boots_leaves_them_recorded() {
     let project = Project::new("signal-boot");
     project.sim.set_boot_delay(FOREVER);
-    let scale = Started::new(&project, &["scale", "--to", "2"]);
-    wait_until("both droplets to be recorded", WAIT, || {
-        new_entries(&project) == 2
+    let before = project.sim.requests().len();
+    let scale = project.spawn(&["scale", "--to", "2"]);
+    wait_until("the run to wait for the boots", WAIT, || {
+        waits_for_boots(&project, before)
     });
-    scale.signal("TERM");
+    assert_eq!(new_entries(&project), 2, "{}", project.inventory());
+    scale.signal(libc::SIGTERM);
     // At once, not after --timeout (10 minutes).
-    let run = scale.finish(WAIT).fails(1, "booted; they are recorded");
+    let run = scale
+        .wait_within(WAIT)
+        .fails(1, "booted; they are recorded");
     assert_inventory_true(&project);
     assert_says_what_to_run(&run, &sim_ids(&project));
     assert_eq!(posts(&project), 1);
@@ -226,11 +159,11 @@ fn a_signal_while_scale_waits_for_boots_leaves_them_recorded() {
 fn a_signal_during_the_health_check_leaves_droplets_reconcile_adds() {
     let project = Project::new("signal-ready");
     project.sim.set_http_delay(FOREVER);
-    let create = Started::new(&project, &["create"]);
-    create.wait_for("to answer GET", 1);
-    create.signal("TERM");
+    let create = project.spawn(&["create"]);
+    create.wait_for_stderr("to answer GET", 1);
+    create.signal(libc::SIGTERM);
     let run = create
-        .finish(WAIT)
+        .wait_within(WAIT)
         .fails(1, "were checked for readiness; they are recorded");
     assert_inventory_true(&project);
     let id = project.sim.droplets()[0].id;
@@ -260,13 +193,15 @@ fn autoscale_once_stopped_mid_scale_out_records_it_and_later_decisions_count_the
     project.sim.set_cpu(first, 90.0);
     project.sim.set_boot_delay(FOREVER);
 
-    let autoscale = Started::new(&project, &["autoscale", "--once"]);
-    wait_until("the scale-out to be recorded", WAIT, || {
-        new_entries(&project) == 2
+    let before = project.sim.requests().len();
+    let autoscale = project.spawn(&["autoscale", "--once"]);
+    wait_until("the run to wait for the boots", WAIT, || {
+        waits_for_boots(&project, before)
     });
-    autoscale.signal("TERM");
+    assert_eq!(new_entries(&project), 2, "{}", project.inventory());
+    autoscale.signal(libc::SIGTERM);
     autoscale
-        .finish(WAIT)
+        .wait_within(WAIT)
         .fails(1, "stopped by SIGTERM while droplet(s)");
     assert_inventory_true(&project);
     let history = project
@@ -294,15 +229,15 @@ fn two_scale_runs_started_together_make_the_pool_exactly_the_size_asked() {
     project.run(&["create", "--count", "2"]).success();
     // Both plan while the lock is taken, then take turns on it.
     let lock = hold_inventory_lock(&project);
-    let runs: Vec<Started> = (0..2)
-        .map(|_| Started::new(&project, &["scale", "--to", "4"]))
+    let runs: Vec<Spawned> = (0..2)
+        .map(|_| project.spawn(&["scale", "--to", "4"]))
         .collect();
     for run in &runs {
-        run.wait_for(WAITING_FOR_LOCK, 1);
+        run.wait_for_stderr(WAITING_FOR_LOCK, 1);
     }
     drop(lock);
     for run in runs {
-        run.finish(WAIT).success();
+        run.wait_within(WAIT).success();
     }
     assert_eq!(project.sim.droplets().len(), 4);
     assert_inventory_true(&project);
@@ -321,7 +256,7 @@ fn autoscale_never_adds_again_what_a_running_create_boots() {
     project.sim.set_cpu(first, 90.0);
     project.sim.set_boot_delay(FOREVER);
     // A cron job's create, still waiting for its droplets to boot.
-    let create = Started::new(&project, &["create", "--count", "2"]);
+    let create = project.spawn(&["create", "--count", "2"]);
     wait_until("the create to record its droplets", WAIT, || {
         new_entries(&project) == 2
     });
@@ -332,8 +267,10 @@ fn autoscale_never_adds_again_what_a_running_create_boots() {
         assert!(run.stdout.contains("hold 3 -> 3"), "{}", run.stdout);
     }
     assert_eq!(project.sim.droplets().len(), 3, "more than max 3");
-    create.signal("TERM");
-    create.finish(WAIT).fails(1, "booted; they are recorded");
+    create.signal(libc::SIGTERM);
+    create
+        .wait_within(WAIT)
+        .fails(1, "booted; they are recorded");
     assert_inventory_true(&project);
 }
 
@@ -341,7 +278,7 @@ fn autoscale_never_adds_again_what_a_running_create_boots() {
 fn create_notices_at_once_when_others_destroy_its_booting_droplets() {
     let project = Project::new("destroyed-mid-boot");
     project.sim.set_boot_delay(FOREVER);
-    let create = Started::new(&project, &["create", "--count", "2", "--timeout", "10m"]);
+    let create = project.spawn(&["create", "--count", "2", "--timeout", "10m"]);
     wait_until("both droplets to be recorded", WAIT, || {
         new_entries(&project) == 2
     });
@@ -353,7 +290,7 @@ fn create_notices_at_once_when_others_destroy_its_booting_droplets() {
     assert!(project.sim.destroy_droplet(ids[1]));
     // Within seconds, not after the 10 minutes of --timeout.
     let run = create
-        .finish(WAIT)
+        .wait_within(WAIT)
         .fails(1, "another doproxy run or someone");
     for (id, name) in [(ids[0], "auto-nginx-0"), (ids[1], "auto-nginx-1")] {
         assert!(
@@ -373,12 +310,12 @@ fn create_notices_at_once_when_others_destroy_a_droplet_it_checks_for_readiness(
     project.set("ready_timeout", Some("10m"));
     // Active at once, but its application never starts.
     project.sim.set_http_delay(FOREVER);
-    let create = Started::new(&project, &["create"]);
-    create.wait_for("waiting for droplet", 1);
+    let create = project.spawn(&["create"]);
+    create.wait_for_stderr("waiting for droplet", 1);
     let id = project.sim.droplets()[0].id;
     assert!(project.sim.destroy_droplet(id));
     // Within seconds, not after the 10 minutes of ready_timeout.
-    let run = create.finish(WAIT).fails(1, "no longer exist");
+    let run = create.wait_within(WAIT).fails(1, "no longer exist");
     assert!(
         run.stderr.contains(&format!("{id} (auto-nginx-0)")),
         "{}",
@@ -440,12 +377,12 @@ fn droplets_the_inventory_cannot_record_are_named_with_the_way_out() {
     // cannot be written is caught before the create.
     project.set("haproxy_cfg_file", Some("live/staged.cfg"));
     let lock = hold_inventory_lock(&project);
-    let create = Started::new(&project, &["create"]);
-    create.wait_for(WAITING_FOR_LOCK, 1);
+    let create = project.spawn(&["create"]);
+    create.wait_for_stderr(WAITING_FOR_LOCK, 1);
     // Read-only once the run has opened the lock file, before it creates.
     let read_only = ReadOnly::new(project.dir.path());
     drop(lock);
-    let run = create.finish(WAIT).fails(1, "could not be recorded");
+    let run = create.wait_within(WAIT).fails(1, "could not be recorded");
     let id = project.sim.droplets()[0].id;
     assert!(
         run.stderr

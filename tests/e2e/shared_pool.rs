@@ -103,10 +103,9 @@ fn losing_etcd_mid_command_leaves_nothing_half_done() {
         || a.ids().len() == 2,
     );
     etcd.stop();
-    let out = create.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("cannot reach etcd"), "{stderr}");
+    let out = create.wait();
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("cannot reach etcd"), "{}", out.stderr);
     assert_eq!(
         a.live_config(),
         live_a,

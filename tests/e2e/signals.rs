@@ -1,11 +1,10 @@
 //! SIGTERM and SIGINT: long-running commands stop cleanly between steps and
 //! say so; nothing is cut in the middle of a step.
 
-use std::fs;
 use std::time::Duration;
 
 use crate::etcd_server::Etcd;
-use crate::support::{Project, Run, terminate, wait_until};
+use crate::support::{Gate, Project, terminate, wait_until};
 
 #[test]
 fn watch_and_autoscale_stop_cleanly_on_sigterm() {
@@ -26,9 +25,9 @@ fn watch_and_autoscale_stop_cleanly_on_sigterm() {
         let mut child = project.spawn(args);
         // Running: the first update or decision has been made.
         wait_until("the service to start", Duration::from_secs(10), running);
-        assert!(child.try_wait().unwrap().is_none(), "{args:?} ended early");
+        assert!(child.is_running(), "{args:?} ended early");
         terminate(&child);
-        let run = Run::wait(child);
+        let run = child.wait();
         assert_eq!(run.code, 0, "{args:?}: {}", run.stderr);
         assert!(
             run.stderr.contains("stopped by SIGTERM"),
@@ -45,49 +44,32 @@ fn a_signal_ends_a_wait_for_the_etcd_lock_and_the_next_run_need_not_wait() {
     project.use_etcd(&etcd.url());
     project.run(&["create", "--count", "2"]).success();
 
-    // A delete holds the pool's lock while its slow check runs.
-    project.set("haproxy_check_command", Some("'sleep 15; true'"));
+    // A delete holds the pool's lock while its check waits for the test.
+    let gate = Gate::new(project.dir.path(), "check");
+    project.set(
+        "haproxy_check_command",
+        Some(&format!("'{}; true'", gate.shell())),
+    );
     let mut delete = project.spawn(&["delete", "0"]);
-    wait_until(
-        "the delete to hold the lock",
-        Duration::from_secs(10),
-        || {
-            project
-                .run(&["print"])
-                .stdout
-                .contains("status: destroying")
-        },
-    );
-    let log = project.path("create.log");
-    let create = project
-        .command(&["create"])
-        .stderr(fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    wait_until(
-        "create to wait for the lock",
-        Duration::from_secs(10),
-        || {
-            fs::read_to_string(&log)
-                .unwrap()
-                .contains("waiting for another doproxy run")
-        },
-    );
+    gate.wait_reached(Duration::from_secs(10));
+    let create = project.spawn(&["create"]);
+    create.wait_for_stderr("waiting for another doproxy run", 1);
     terminate(&create);
-    let create = Run::wait(create);
+    let create = create.wait();
     assert!(
-        delete.try_wait().unwrap().is_none(),
+        delete.is_running(),
         "the stopped create waited for the lock to be released"
     );
     assert_eq!(create.code, 1);
     assert!(
-        fs::read_to_string(&log)
-            .unwrap()
+        create
+            .stderr
             .contains("stopped by SIGTERM before any droplet was created; nothing changed"),
         "{}",
-        fs::read_to_string(&log).unwrap()
+        create.stderr
     );
-    Run::wait(delete).success();
+    gate.open();
+    delete.wait().success();
 
     // The stopped run left the queue: the next one does not wait for it.
     project.set("haproxy_check_command", None);

@@ -1,25 +1,38 @@
 //! What every end-to-end test needs: a scratch folder with a doproxy.yml
 //! pointing at an in-process simulator, the real doproxy binary run with the
-//! user's own configuration stripped from its environment, a real HAProxy on
+//! user's own configuration stripped from its environment (every run bounded
+//! in time and ended with all it started, see `spawned`), a real HAProxy on
 //! loopback, and a tiny HTTP client to send traffic through it.
+//!
+//! Also the fixtures that stand in for the world around doproxy, each ending
+//! its threads when dropped: load that records what answered (`Traffic`,
+//! `InFlight`), a network that breaks on cue (`Relay`), an address that
+//! refuses connections (`Refusing`), and a point where a shell command waits
+//! for the test (`Gate`).
 
 use std::collections::BTreeSet;
 use std::collections::HashMap;
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use doproxy_sim::{SimConfig, SimDroplet, SimGuard, Simulator};
 
 use crate::etcd_server::Etcd;
+pub use crate::spawned::{Spawned, spawn};
 
 pub const TOKEN: &str = "sim-token";
+
+/// What doproxy logs once it has noticed SIGTERM or SIGINT.
+pub const SIGNAL_NOTICED: &str = "received: finishing the current step";
 
 /// A folder under the system temp dir, removed when dropped.
 pub struct TempDir(PathBuf);
@@ -46,7 +59,7 @@ impl Drop for TempDir {
     }
 }
 
-/// The result of one doproxy run.
+/// The result of one run of a command.
 #[derive(Debug)]
 pub struct Run {
     pub code: i32,
@@ -55,21 +68,30 @@ pub struct Run {
 }
 
 impl Run {
-    /// Runs `command` to completion.
+    /// Runs `command` to completion, at most RUN_TIMEOUT, its streams
+    /// captured.
+    #[track_caller]
     pub fn from_output(command: &mut Command) -> Run {
-        Run::from(command.output().unwrap())
+        spawn(
+            command
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        )
+        .wait()
     }
 
-    /// Waits for a run started with `Project::spawn`.
-    pub fn wait(child: Child) -> Run {
-        Run::from(child.wait_with_output().unwrap())
+    /// Waits for a run started with `Project::spawn`, at most RUN_TIMEOUT.
+    #[track_caller]
+    pub fn wait(spawned: Spawned) -> Run {
+        spawned.wait()
     }
 
-    fn from(output: Output) -> Run {
+    pub fn of(status: ExitStatus, stdout: String, stderr: String) -> Run {
         Run {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            code: status.code().unwrap_or(-1),
+            stdout,
+            stderr,
         }
     }
 
@@ -145,6 +167,8 @@ pub struct Project {
     /// out); `set` and `omit` rewrite the file.
     settings: HashMap<String, Option<String>>,
     pub frontend: SocketAddr,
+    /// HAProxy ran for this project before: a restart keeps its port.
+    haproxy_started: bool,
 }
 
 impl Project {
@@ -165,6 +189,7 @@ impl Project {
             sim,
             settings: HashMap::new(),
             frontend: free_port(),
+            haproxy_started: false,
         };
         project.write_config();
         project
@@ -231,7 +256,9 @@ impl Project {
         fs::write(self.path("doproxy.yml"), text).unwrap();
     }
 
-    /// Runs doproxy with this project's config and the simulator's token.
+    /// Runs doproxy with this project's config and the simulator's token,
+    /// at most RUN_TIMEOUT.
+    #[track_caller]
     pub fn run(&self, args: &[&str]) -> Run {
         Run::from_output(&mut self.command(args))
     }
@@ -247,13 +274,14 @@ impl Project {
         command
     }
 
-    /// A run started but not waited for, its output captured.
-    pub fn spawn(&self, args: &[&str]) -> Child {
-        self.command(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+    /// A run started but not waited for, its output captured as it comes;
+    /// killed with all it started when dropped.
+    pub fn spawn(&self, args: &[&str]) -> Spawned {
+        spawn(
+            self.command(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        )
     }
 
     /// The droplet IDs in the inventory, as `print -o json` reports them.
@@ -335,52 +363,76 @@ impl Project {
 
     /// Starts a long-running doproxy command; it stops when dropped.
     pub fn background(&self, args: &[&str]) -> Background {
-        Background(
-            self.command(args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
+        Background {
+            _process: spawn(
+                self.command(args)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null()),
+            ),
+        }
     }
 
     /// Starts a real HAProxy (master-worker) on this project's live config,
     /// and points haproxy_reload_command and haproxy_socket at it.
+    ///
+    /// The frontend's port was free when the project was made, but someone
+    /// may have bound it since: a first start then tries fresh ports. A
+    /// restart keeps the port, which forwarders may point at.
     pub fn start_haproxy(&mut self) -> Haproxy {
         self.set("haproxy_socket", Some("admin.sock"));
-        self.run(&["generate"]).success();
-        fs::copy(self.path("haproxy.cfg"), self.path("live/haproxy.cfg")).unwrap();
-        let child = Command::new("haproxy")
-            .arg("-W")
-            .arg("-f")
-            .arg(self.path("live/haproxy.cfg"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("haproxy must be installed (apt-get install haproxy)");
-        let haproxy = Haproxy {
-            child,
-            frontend: self.frontend,
-            socket: self.path("admin.sock"),
-        };
-        wait_until("HAProxy to listen", Duration::from_secs(10), || {
-            TcpStream::connect(self.frontend).is_ok() && haproxy.socket.exists()
-        });
-        self.set(
-            "haproxy_reload_command",
-            Some(&format!("kill -USR2 {}", haproxy.child.id())),
-        );
-        haproxy
+        let socket = self.path("admin.sock");
+        for attempt in 1.. {
+            self.run(&["generate"]).success();
+            fs::copy(self.path("haproxy.cfg"), self.path("live/haproxy.cfg")).unwrap();
+            let mut process = spawn(
+                Command::new("haproxy")
+                    .arg("-W")
+                    .arg("-f")
+                    .arg(self.path("live/haproxy.cfg"))
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped()),
+            );
+            let mut exited = false;
+            wait_until("HAProxy to listen", Duration::from_secs(10), || {
+                exited = !process.is_running();
+                exited || (TcpStream::connect(self.frontend).is_ok() && socket.exists())
+            });
+            if !exited {
+                self.set(
+                    "haproxy_reload_command",
+                    Some(&format!("kill -USR2 {}", process.id())),
+                );
+                self.haproxy_started = true;
+                return Haproxy {
+                    process,
+                    frontend: self.frontend,
+                    socket,
+                };
+            }
+            assert!(
+                attempt < 3 && !self.haproxy_started,
+                "HAProxy did not start on {}:\n{}",
+                self.frontend,
+                process.stderr_so_far()
+            );
+            self.frontend = free_port();
+            self.write_config();
+        }
+        unreachable!("the loop returns or panics")
     }
 }
 
-/// Sends SIGTERM to a child, as `systemctl stop` does.
+/// Sends SIGTERM to a child (a `Spawned` derefs to one), as `systemctl
+/// stop` does.
 pub fn terminate(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -TERM failed");
+    let pid = i32::try_from(child.id()).unwrap();
+    // SAFETY: kill(2) takes plain integers.
+    assert_eq!(
+        unsafe { libc::kill(pid, libc::SIGTERM) },
+        0,
+        "kill -TERM failed"
+    );
 }
 
 /// Two proxy folders sharing one simulator and one etcd.
@@ -397,28 +449,22 @@ pub fn two_proxies(label: &str, etcd: &Etcd) -> (Project, Project) {
     (proxy("a"), proxy("b"))
 }
 
-/// A process killed when dropped.
-pub struct Background(Child);
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// A long-running process, killed with all it started when dropped.
+pub struct Background {
+    _process: Spawned,
 }
 
-/// A HAProxy master process, stopped when dropped.
+/// A HAProxy master process and its workers, killed when dropped.
 pub struct Haproxy {
-    child: Child,
+    process: Spawned,
     pub frontend: SocketAddr,
     pub socket: PathBuf,
 }
 
 impl Haproxy {
-    /// Kills the master with SIGKILL, as a crash would; its workers follow.
+    /// Kills the master and its workers with SIGKILL, as a crash would.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.end();
     }
 
     /// Sends `count` requests through the frontend; the body of each answer
@@ -426,82 +472,225 @@ impl Haproxy {
     pub fn get_many(&self, count: usize) -> Vec<Result<String, String>> {
         (0..count).map(|_| http_get(self.frontend, "/")).collect()
     }
-}
 
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        // SIGTERM stops the master and its workers at once.
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.child.wait();
+    /// The sessions droplet `id`'s server has open now, as `show stat` on
+    /// the admin socket says (0 while the socket does not answer).
+    pub fn sessions_on(&self, id: u64) -> u64 {
+        let mut answer = String::new();
+        let asked = UnixStream::connect(&self.socket).and_then(|mut stream| {
+            stream.write_all(b"show stat\n")?;
+            stream.read_to_string(&mut answer)
+        });
+        if asked.is_err() {
+            return 0;
+        }
+        let mut lines = answer.lines();
+        let header: Vec<&str> = lines
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("# ")
+            .split(',')
+            .collect();
+        let column = |name: &str| header.iter().position(|c| *c == name);
+        let (Some(server), Some(sessions)) = (column("svname"), column("scur")) else {
+            return 0;
+        };
+        lines
+            .map(|line| line.split(',').collect::<Vec<_>>())
+            .find(|f| f.get(server) == Some(&format!("www-{id}").as_str()))
+            .and_then(|f| f.get(sessions)?.parse().ok())
+            .unwrap_or(0)
     }
 }
 
 /// Requests sent from a few threads through a frontend, each on a new
-/// connection, until stopped.
+/// connection, until finished or dropped; what came back is counted in a
+/// `Record`.
 pub struct Traffic {
     stop: Arc<AtomicBool>,
-    ok: Arc<AtomicUsize>,
-    failures: Arc<Mutex<Vec<String>>>,
+    record: Arc<Mutex<Record>>,
     threads: Vec<thread::JoinHandle<()>>,
+}
+
+/// What a `Traffic` saw: bounded, whatever the load.
+#[derive(Clone, Debug, Default)]
+pub struct Record {
+    /// Requests answered 200.
+    pub ok: usize,
+    /// Requests that failed.
+    pub failed: usize,
+    /// The first failures, each with when its request was sent.
+    pub failures: Vec<(SystemTime, String)>,
+    /// When the request of the last failure was sent.
+    pub last_failure: Option<SystemTime>,
+    /// How many requests each page (each droplet's) answered.
+    pub answered: HashMap<String, usize>,
+}
+
+/// How many failures a `Record` keeps in full.
+const FAILURES_KEPT: usize = 20;
+
+impl Record {
+    fn add(&mut self, sent: SystemTime, answer: Result<String, String>) {
+        match answer {
+            Ok(page) => {
+                self.ok += 1;
+                *self.answered.entry(page).or_default() += 1;
+            }
+            Err(err) => {
+                self.failed += 1;
+                self.last_failure = Some(sent);
+                if self.failures.len() < FAILURES_KEPT {
+                    self.failures.push((sent, err));
+                }
+            }
+        }
+    }
+
+    /// How many requests `page` (a droplet's, see `Project::page`) answered.
+    pub fn answered_by(&self, page: &str) -> usize {
+        self.answered.get(page).copied().unwrap_or(0)
+    }
+
+    /// Asserts that no request failed.
+    #[track_caller]
+    pub fn assert_no_failure(&self) {
+        assert_eq!(
+            self.failed,
+            0,
+            "{} of {} requests failed; the first: {:?}",
+            self.failed,
+            self.ok + self.failed,
+            self.failures
+        );
+    }
+
+    /// Asserts that each of `pages` answered at least `count` requests, so
+    /// the load reached every droplet it claims to prove something about.
+    #[track_caller]
+    pub fn assert_each_answered(&self, pages: &[String], count: usize) {
+        for page in pages {
+            assert!(
+                self.answered_by(page) >= count,
+                "{page:?} answered {} requests, fewer than {count}; all answers: {:?}",
+                self.answered_by(page),
+                self.answered
+            );
+        }
+    }
 }
 
 impl Traffic {
     pub fn start(frontend: SocketAddr, threads: usize, path: &'static str) -> Traffic {
         let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicUsize::new(0));
-        let failures = Arc::new(Mutex::new(Vec::new()));
+        let record = Arc::new(Mutex::new(Record::default()));
         let threads = (0..threads)
             .map(|_| {
-                let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+                let (stop, record) = (stop.clone(), record.clone());
                 thread::spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
-                        match http_get(frontend, path) {
-                            Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
-                            Err(err) => {
-                                failures.lock().unwrap().push(err);
-                                0
-                            }
-                        };
+                        let sent = SystemTime::now();
+                        let answer = http_get(frontend, path);
+                        let failed = answer.is_err();
+                        record.lock().unwrap().add(sent, answer);
+                        if failed {
+                            // A refused connection fails at once: no spinning.
+                            thread::sleep(Duration::from_millis(10));
+                        }
                     }
                 })
             })
             .collect();
         Traffic {
             stop,
-            ok,
-            failures,
+            record,
             threads,
         }
     }
 
-    /// Stops the traffic and asserts that no request failed and that there
-    /// was enough of it to prove something.
-    #[track_caller]
-    pub fn finish_without_failures(self) {
-        let (ok, failures) = self.finish();
-        assert_eq!(
-            failures,
-            Vec::<String>::new(),
-            "{} failed of {}",
-            failures.len(),
-            ok + failures.len()
-        );
-        assert!(ok > 50, "too little load to prove anything: {ok} requests");
+    /// What came back so far.
+    pub fn record(&self) -> Record {
+        self.record.lock().unwrap().clone()
     }
 
-    /// Stops the traffic; (successful requests, failures).
-    pub fn finish(self) -> (usize, Vec<String>) {
+    /// Stops the traffic and asserts that no request failed.
+    #[track_caller]
+    pub fn finish_without_failures(self) -> Record {
+        let record = self.finish();
+        record.assert_no_failure();
+        record
+    }
+
+    /// Stops the traffic; what came back.
+    pub fn finish(mut self) -> Record {
+        self.stop_threads();
+        self.record()
+    }
+
+    fn stop_threads(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        for thread in self.threads {
-            thread.join().unwrap();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
         }
-        (
-            self.ok.load(Ordering::Relaxed),
-            self.failures.lock().unwrap().clone(),
-        )
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.stop_threads();
+    }
+}
+
+/// Requests sent at once through a frontend, each on its own connection and
+/// thread, to have them in flight while something happens; their
+/// connections are closed and their threads joined when dropped.
+pub struct InFlight {
+    requests: Vec<Request>,
+}
+
+/// One request in flight: its thread (the answer's body, or the error),
+/// and its connection once open.
+type Request = (
+    thread::JoinHandle<Result<String, String>>,
+    Arc<Mutex<Option<TcpStream>>>,
+);
+
+impl InFlight {
+    /// `count` requests for `path`, each waiting up to `patience` for its
+    /// answer.
+    pub fn start(frontend: SocketAddr, count: usize, path: &str, patience: Duration) -> InFlight {
+        let requests = (0..count)
+            .map(|_| {
+                let open: Arc<Mutex<Option<TcpStream>>> = Arc::default();
+                let (path, registered) = (path.to_string(), open.clone());
+                let thread = thread::spawn(move || {
+                    let stream = connect(frontend)?;
+                    *registered.lock().unwrap() = stream.try_clone().ok();
+                    exchange(stream, &path, patience)
+                });
+                (thread, open)
+            })
+            .collect();
+        InFlight { requests }
+    }
+
+    /// Waits for every answer; the errors of the requests that failed.
+    pub fn failures(mut self) -> Vec<String> {
+        self.requests
+            .drain(..)
+            .filter_map(|(thread, _)| thread.join().unwrap().err())
+            .collect()
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        for (thread, open) in self.requests.drain(..) {
+            if let Some(stream) = open.lock().unwrap().take() {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            }
+            let _ = thread.join();
+        }
     }
 }
 
@@ -513,8 +702,15 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Result<String, String> {
 
 /// `http_get`, waiting up to `patience` for the answer (a slow page).
 pub fn http_get_within(addr: SocketAddr, path: &str, patience: Duration) -> Result<String, String> {
-    let mut stream =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    exchange(connect(addr)?, path, patience)
+}
+
+fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
+    TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())
+}
+
+/// One request on `stream`; the body of a 200 answer, else an error.
+fn exchange(mut stream: TcpStream, path: &str, patience: Duration) -> Result<String, String> {
     stream.set_read_timeout(Some(patience)).unwrap();
     write!(
         stream,
@@ -554,26 +750,268 @@ pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> 
 /// Asserts that the real HAProxy accepts the config at `path`.
 #[track_caller]
 pub fn assert_haproxy_accepts(path: &Path) {
-    let output = Command::new("haproxy")
-        .arg("-c")
-        .arg("-f")
-        .arg(path)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "haproxy -c rejected {}: {stderr}",
-        path.display()
+    let run = Run::from_output(Command::new("haproxy").arg("-c").arg("-f").arg(path));
+    assert_eq!(
+        run.code,
+        0,
+        "haproxy -c rejected {}: {}",
+        path.display(),
+        run.stderr
     );
 }
 
-/// A loopback port nothing listens on right now.
+/// A loopback port nothing listens on right now; whoever binds it later
+/// must try another if that fails (someone may have taken it meanwhile).
 pub fn free_port() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
+}
+
+/// A loopback address held by a socket that is bound but never listens:
+/// every connection to it is refused, and nothing else can take it while
+/// this lives. The "dead" address for a test, instead of a closed port that
+/// someone may open.
+pub struct Refusing {
+    _socket: OwnedFd,
+    pub addr: SocketAddr,
+}
+
+impl Refusing {
+    pub fn new() -> Refusing {
+        // SAFETY: socket, bind and getsockname get valid pointers to
+        // sockaddr_in values of the size passed; the descriptor is owned at
+        // once.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+            let socket = OwnedFd::from_raw_fd(fd);
+            let mut addr: libc::sockaddr_in = std::mem::zeroed();
+            addr.sin_family = libc::AF_INET as libc::sa_family_t;
+            addr.sin_addr.s_addr = u32::from(Ipv4Addr::LOCALHOST).to_be();
+            let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            let bound = libc::bind(fd, (&raw const addr).cast(), len);
+            assert_eq!(bound, 0, "bind: {}", std::io::Error::last_os_error());
+            libc::getsockname(fd, (&raw mut addr).cast(), &mut len);
+            Refusing {
+                _socket: socket,
+                addr: SocketAddr::from((Ipv4Addr::LOCALHOST, u16::from_be(addr.sin_port))),
+            }
+        }
+    }
+
+    /// `http://<addr>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// A point a shell command waits at until the test opens it. It marks that
+/// it got there, then waits for the test; after GATE_LIMIT it gives up and
+/// fails, so a test that never opens it leaves nothing waiting.
+pub struct Gate {
+    reached: PathBuf,
+    opened: PathBuf,
+}
+
+/// How long a gate waits before it fails on its own.
+const GATE_LIMIT: Duration = Duration::from_secs(60);
+
+impl Gate {
+    /// A gate whose marker files are `<name>-reached` and `<name>-open` in
+    /// `folder`.
+    pub fn new(folder: &Path, name: &str) -> Gate {
+        Gate {
+            reached: folder.join(format!("{name}-reached")),
+            opened: folder.join(format!("{name}-open")),
+        }
+    }
+
+    /// Shell commands that stop at the gate; exit 1 if it never opens.
+    pub fn shell(&self) -> String {
+        let polls = GATE_LIMIT.as_millis() / 50;
+        format!(
+            "touch {}; i=0; while [ ! -e {} ]; do [ $i -lt {polls} ] || exit 1; i=$((i+1)); sleep 0.05; done",
+            self.reached.display(),
+            self.opened.display()
+        )
+    }
+
+    /// Whether a command got to the gate.
+    pub fn is_reached(&self) -> bool {
+        self.reached.exists()
+    }
+
+    /// Waits until a command gets to the gate.
+    #[track_caller]
+    pub fn wait_reached(&self, timeout: Duration) {
+        wait_until("a command to reach the gate", timeout, || self.is_reached());
+    }
+
+    /// Lets the commands at the gate (and any that come) go on.
+    pub fn open(&self) {
+        fs::write(&self.opened, "").unwrap();
+    }
+}
+
+/// A loopback TCP relay to `target` that a test can break as a network
+/// does: `stall` makes the connections open now go silent (whatever is sent
+/// either way is dropped, with no FIN or RST), `cut` also holds new ones
+/// silent until `heal`. Its connections close and its threads end when
+/// dropped.
+pub struct Relay {
+    addr: SocketAddr,
+    state: Arc<Mutex<RelayState>>,
+    stop: Arc<AtomicBool>,
+    accepting: Option<thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct RelayState {
+    /// Connections from before the last stall are silent.
+    generation: usize,
+    cut: bool,
+    /// Connections accepted while cut, held open and never answered.
+    held: Vec<TcpStream>,
+    /// Every relayed stream, to close when the relay goes.
+    open: Vec<TcpStream>,
+    pumps: Vec<thread::JoinHandle<()>>,
+    /// Connections relayed so far.
+    forwarded: usize,
+    /// Reads dropped on silent connections, and connections held: what
+    /// the break has swallowed.
+    swallowed: usize,
+}
+
+impl Relay {
+    pub fn start(target: SocketAddr) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(RelayState::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (shared, stopped) = (state.clone(), stop.clone());
+        let accepting = thread::spawn(move || {
+            for client in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                let mut state = shared.lock().unwrap();
+                if state.cut {
+                    state.swallowed += 1;
+                    state.held.push(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(target) else {
+                    continue;
+                };
+                state.forwarded += 1;
+                let born = state.generation;
+                for stream in [&client, &server] {
+                    state.open.extend(stream.try_clone());
+                }
+                let pairs = [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ];
+                for (from, to) in pairs {
+                    let shared = shared.clone();
+                    let pump = thread::spawn(move || pump(from, to, born, &shared));
+                    state.pumps.push(pump);
+                }
+            }
+        });
+        Relay {
+            addr,
+            state,
+            stop,
+            accepting: Some(accepting),
+        }
+    }
+
+    /// `http://<address>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every connection open now goes silent; new ones pass.
+    pub fn stall(&self) {
+        self.state.lock().unwrap().generation += 1;
+    }
+
+    /// A partition: open connections go silent, new ones are accepted but
+    /// get nowhere.
+    pub fn cut(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.generation += 1;
+        state.cut = true;
+    }
+
+    /// New connections pass again; the ones held are closed.
+    pub fn heal(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.cut = false;
+        state.held.clear();
+    }
+
+    /// Connections relayed so far.
+    pub fn forwarded(&self) -> usize {
+        self.state.lock().unwrap().forwarded
+    }
+
+    /// What the breaks have swallowed so far: reads dropped, connections
+    /// held.
+    pub fn swallowed(&self) -> usize {
+        self.state.lock().unwrap().swallowed
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+        if let Some(accepting) = self.accepting.take() {
+            let _ = accepting.join();
+        }
+        let pumps = {
+            let mut state = self.state.lock().unwrap();
+            state.held.clear();
+            for stream in state.open.drain(..) {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            }
+            std::mem::take(&mut state.pumps)
+        };
+        for pump in pumps {
+            let _ = pump.join();
+        }
+    }
+}
+
+/// Copies `from` to `to` until either closes; once the connection's
+/// generation has passed it stays open but carries nothing more.
+fn pump(mut from: TcpStream, mut to: TcpStream, born: usize, state: &Mutex<RelayState>) {
+    let mut buffer = [0u8; 16 * 1024];
+    let live = || {
+        let mut state = state.lock().unwrap();
+        let live = state.generation == born;
+        if !live {
+            state.swallowed += 1;
+        }
+        live
+    };
+    loop {
+        let n = match from.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if live() && to.write_all(&buffer[..n]).is_err() {
+            break;
+        }
+    }
+    if state.lock().unwrap().generation == born {
+        let _ = to.shutdown(std::net::Shutdown::Write);
+    }
 }
 
 /// A file shipped at the top of the repository.

@@ -5,7 +5,7 @@
 use std::fs;
 use std::time::Duration;
 
-use crate::support::{Project, Traffic, http_get, wait_until};
+use crate::support::{InFlight, Project, Traffic, http_get, wait_until};
 
 #[test]
 fn scaling_up_and_down_under_load_fails_no_request() {
@@ -17,11 +17,50 @@ fn scaling_up_and_down_under_load_fails_no_request() {
     });
 
     let load = Traffic::start(haproxy.frontend, 3, "/");
+    let before = project.ids();
     project.run(&["create", "--count", "2"]).success();
-    project.run(&["delete", "0"]).success();
+    let added: Vec<String> = project
+        .ids()
+        .difference(&before)
+        .map(|&id| project.page(id))
+        .collect();
+    // The droplets added serve the load.
+    wait_until(
+        "the load to reach the droplets added",
+        Duration::from_secs(15),
+        || {
+            added
+                .iter()
+                .all(|page| load.record().answered_by(page) >= 3)
+        },
+    );
+    // Each droplet leaves with a slow request in flight on it: destroyed
+    // before that request ends, as a scale-down that skips the drain would
+    // do, it fails the request.
+    let leave = |project: &Project| {
+        let first = project.run(&["print", "-o", "json"]).success().json()[0]["id"]
+            .as_u64()
+            .unwrap();
+        let servers = project.live_config().matches("server www-").count();
+        let slow = InFlight::start(
+            haproxy.frontend,
+            2 * servers,
+            "/slow?ms=3000",
+            Duration::from_secs(60),
+        );
+        wait_until(
+            "a slow request on the leaving droplet",
+            Duration::from_secs(15),
+            || haproxy.sessions_on(first) > 0,
+        );
+        project.run(&["delete", "0"]).success();
+        assert_eq!(slow.failures(), Vec::<String>::new());
+    };
+    leave(&project);
     project.run(&["reload"]).success();
-    project.run(&["delete", "0"]).success();
-    load.finish_without_failures();
+    leave(&project);
+    load.finish_without_failures()
+        .assert_each_answered(&added, 3);
     assert_eq!(project.sim.droplets().len(), 1);
 }
 
