@@ -414,13 +414,19 @@ impl Config {
     /// $DOPROXY_CONFIG, which clap merges), else ./doproxy.yml.
     pub fn load(explicit: Option<&Path>) -> Result<Config> {
         let path = explicit.unwrap_or(Path::new(DEFAULT_CONFIG));
-        let text = std::fs::read_to_string(path).map_err(|err| {
+        let bytes = std::fs::read(path).map_err(|err| {
             let hint = if explicit.is_none() {
                 "; run doproxy in the folder that holds doproxy.yml, or pass --config PATH"
             } else {
                 "; check the path given with --config or $DOPROXY_CONFIG"
             };
             anyhow::anyhow!("cannot read config file {}: {err}{hint}", path.display())
+        })?;
+        let text = crate::text::utf8(bytes).map_err(|err| {
+            anyhow::anyhow!(
+                "config file {} {err}; retype that line or save the file as UTF-8, then retry",
+                path.display()
+            )
         })?;
         let absolute = std::path::absolute(path)
             .with_context(|| format!("cannot resolve the path {}", path.display()))?;

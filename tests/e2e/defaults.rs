@@ -4,7 +4,7 @@
 //! in log lines cut to a few names and a count; HAProxy's view in `print
 //! --health` (new servers rising, not failing; the inventory even when
 //! HAProxy is down); heal's dry run counting the time a droplet has been
-//! DOWN as HAProxy does.
+//! DOWN as HAProxy does; files that are not UTF-8 named so.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -280,6 +280,25 @@ fn an_inventory_that_is_not_utf8_is_named_so() {
         "is not UTF-8 text: line 2 holds bytes that are not UTF-8",
     );
     assert!(!run.stderr.contains("permissions"), "{}", run.stderr);
+}
+
+#[test]
+fn a_config_file_that_is_not_utf8_is_named_so() {
+    let project = Project::new("latin1-config");
+    let config = project.path("doproxy.yml");
+    let mut text = fs::read(&config).unwrap();
+    // A comment typed in Latin-1: café.
+    text.extend_from_slice(b"# caf\xe9\n");
+    let line = text.iter().filter(|b| **b == b'\n').count();
+    fs::write(&config, &text).unwrap();
+    let run = project.run(&["print"]).fails(
+        1,
+        &format!(
+            "config file {} is not UTF-8 text: line {line} holds bytes that are not UTF-8",
+            config.display()
+        ),
+    );
+    assert!(!run.stderr.contains("check the path"), "{}", run.stderr);
 }
 
 #[test]
