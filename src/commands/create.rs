@@ -14,7 +14,9 @@
 //!
 //! Nothing is paid for that could not be served: before the first create
 //! request the config the new droplets need is rendered (with placeholders
-//! for them) and checked, and HAProxy must answer on its admin socket. More
+//! for them) and checked, HAProxy must answer on its admin socket, and
+//! ssh_key_ids must not hold `init`'s placeholder, which DigitalOcean
+//! refuses. More
 //! droplets at once than confirm_creates_above need a yes, asked before the
 //! lock is taken.
 //!
@@ -454,10 +456,8 @@ async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Made> {
         entries.iter().map(|e| e.name.as_str()),
         wanted.len(),
     );
-    // Nothing is paid for that HAProxy could not serve.
     if !wanted.is_empty()
-        && let Err(err) =
-            haproxy::check_servable(config, &with_placeholders(&entries, &all_names)).await
+        && let Err(err) = check_before_paying(config, &entries, &all_names).await
     {
         lock.release().await;
         return Err(err.context("no droplet was created"));
@@ -570,6 +570,14 @@ async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Made> {
         failures,
         pool_size,
     })
+}
+
+/// What must hold before droplets `names` are paid for: DigitalOcean
+/// would accept the SSH keys (not `init`'s placeholder), and HAProxy
+/// could serve them beside the pool `entries`.
+async fn check_before_paying(config: &Config, entries: &[Entry], names: &[String]) -> Result<()> {
+    config.check_ssh_keys()?;
+    haproxy::check_servable(config, &with_placeholders(entries, names)).await
 }
 
 /// The pool `entries` as it will be once the droplets `names` serve: each

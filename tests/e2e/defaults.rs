@@ -4,7 +4,8 @@
 //! in log lines cut to a few names and a count; HAProxy's view in `print
 //! --health` (new servers rising, not failing; the inventory even when
 //! HAProxy is down); heal's dry run counting the time a droplet has been
-//! DOWN as HAProxy does; files that are not UTF-8 named so.
+//! DOWN as HAProxy does; `init`'s SSH key placeholder refused before a
+//! create is paid for; files that are not UTF-8 named so.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -302,6 +303,22 @@ fn a_config_file_that_is_not_utf8_is_named_so() {
 }
 
 #[test]
+fn create_refuses_the_ssh_key_placeholder_before_paying() {
+    let mut project = Project::new("placeholder-key");
+    project.set("ssh_key_ids", Some("[163420, your-ssh-key-id]"));
+    let refused = format!(
+        "no droplet was created: ssh_key_ids in {} holds the placeholder your-ssh-key-id that doproxy init wrote, which DigitalOcean refuses; put your SSH key's ID or fingerprint in ssh_key_ids instead (doctl compute ssh-key list)",
+        project.path("doproxy.yml").display()
+    );
+    for args in [&["create"][..], &["scale", "--to", "2"]] {
+        project.run(args).fails(1, &refused);
+    }
+    assert_eq!(project.changing_requests(), Vec::<String>::new());
+    assert!(project.sim.droplets().is_empty());
+    assert!(project.ids().is_empty());
+}
+
+#[test]
 fn the_manual_page_describes_every_command_instead_of_pointing_to_missing_pages() {
     let page = crate::support::doproxy().arg("man").output().unwrap();
     assert!(page.status.success());
@@ -377,9 +394,10 @@ fn init_writes_a_config_safe_to_run_that_doctor_checks() {
     );
     let doctor = run(&["doctor"]);
     assert!(
-        doctor.stdout.contains(
-            "✗ ssh keys: ssh_key_ids holds the placeholder your-ssh-key-id that doproxy init wrote"
-        ),
+        doctor.stdout.contains(&format!(
+            "✗ ssh keys: ssh_key_ids in {} holds the placeholder your-ssh-key-id that doproxy init wrote",
+            config.display()
+        )),
         "{}",
         doctor.stdout
     );
