@@ -5,12 +5,13 @@
 //! --health` (new servers rising, not failing; the inventory even when
 //! HAProxy is down); heal's dry run counting the time a droplet has been
 //! DOWN as HAProxy does; `init`'s SSH key placeholder refused before a
-//! create is paid for; files that are not UTF-8 named so.
+//! create is paid for; files that are not UTF-8 named so; answers read
+//! with a cap.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -644,4 +645,43 @@ fn a_haproxy_command_that_prints_past_the_cap_fails_with_a_clear_error() {
     project
         .run(&["reload"])
         .fails(1, "printed more than 1 MiB, so it was killed");
+}
+
+#[test]
+fn an_admin_socket_answer_past_the_cap_is_refused_with_a_clear_error() {
+    let mut project = Project::new("huge-socket-answer");
+    project.run(&["create"]).success();
+    // A `show stat` answer that parses, padded past the cap: read whole,
+    // it would pass for a HAProxy without servers.
+    let socket = project.path("admin.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
+    let server = thread::spawn(move || {
+        for stream in listener.incoming() {
+            if stopped.load(Ordering::Relaxed) {
+                break;
+            }
+            let Ok(mut stream) = stream else { continue };
+            let mut command = String::new();
+            let _ = BufReader::new(&stream).read_line(&mut command);
+            let mut answer = b"# pxname,svname,qcur,scur,status,rate,\n".to_vec();
+            answer.resize(answer.len() + HUGE, b'\n');
+            // doproxy may hang up once it has read enough.
+            let _ = stream.write_all(&answer);
+        }
+    });
+    project.set("haproxy_socket", Some("admin.sock"));
+    let run = project.run(&["print", "--health"]).success();
+    assert!(run.stdout.contains("haproxy: unknown)"), "{}", run.stdout);
+    assert!(
+        run.stderr.contains(
+            "HAProxy's admin socket gave an answer larger than 16 MiB, far beyond any real one, to `show stat`"
+        ),
+        "{}",
+        run.stderr
+    );
+    stop.store(true, Ordering::Relaxed);
+    let _ = UnixStream::connect(&socket);
+    server.join().unwrap();
 }
