@@ -1,8 +1,9 @@
 //! What someone who can write where doproxy reads (the etcd prefix, the
 //! inventory folder, a droplet's name at DigitalOcean) cannot make it do:
-//! put text into the HAProxy config, write through a planted link, send a
-//! secret unencrypted; and what doproxy says about secrets others can read.
-//! Real HAProxy, real etcd, the simulator.
+//! put text into the HAProxy config, put a terminal escape on the screen,
+//! write through a planted link, send a secret unencrypted; and what
+//! doproxy says about secrets others can read. Real HAProxy, real etcd,
+//! the simulator.
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -319,4 +320,61 @@ fn every_command_warns_about_a_config_file_others_can_read() {
     fs::set_permissions(&config, fs::Permissions::from_mode(0o600)).unwrap();
     let run = project.run(&["print"]).success();
     assert!(!run.stderr.contains("warning"), "{}", run.stderr);
+}
+
+/// Text with terminal escapes: one retitling the window, one clearing it.
+const ESCAPES: &str = "owned\u{1b}]2;pwned\u{7}\u{1b}[2J";
+/// How doproxy shows that text instead.
+const ESCAPED: &str = r"owned\u{1b}]2;pwned\u{7}\u{1b}[2J";
+
+#[test]
+fn terminal_escapes_written_into_etcd_never_reach_the_terminal() {
+    let etcd = Etcd::start();
+    let mut project = Project::new("escapes");
+    project.use_etcd(&etcd.url());
+    project.run(&["create"]).success();
+    // Nothing listens there: print --health still prints, the leader too.
+    project.set("haproxy_socket", Some("admin.sock"));
+    project.set("reserved_ip", Some("203.0.113.7"));
+    project.set("autoscale", Some("{max: 3, cpu_percent: 70}"));
+    let prefix = "/doproxy/doproxy:auto-nginx/";
+    let leader = json!({"droplet_id": 7, "name": ESCAPES, "pid": 1, "since": ESCAPES});
+    etcd.put(&format!("{prefix}failover/leader"), &leader.to_string());
+    let moves = json!([{"at": ESCAPES, "reserved_ip": ESCAPES, "droplet_id": 7, "name": ESCAPES, "previous": null}]);
+    etcd.put(&format!("{prefix}failover/history"), &moves.to_string());
+    let decisions = json!({"last_scaled": null, "history": [{
+        "at": ESCAPES, "readings": [{"metric": "cpu_percent", "target": 70.0, "value": null, "problem": ESCAPES}],
+        "current": 1, "serving": 1, "desired": 1, "target": 1, "action": "hold",
+        "reason": ESCAPES, "dry_run": false, "outcome": ESCAPES
+    }]});
+    etcd.put(&format!("{prefix}meta/autoscale"), &decisions.to_string());
+    let id = project.ids().into_iter().next().unwrap();
+    let rollout = json!({"under_way": {
+        "started_at": ESCAPES, "olds": [id], "floor": 1, "step": {"batch": 1},
+        "min_healthy": 100, "only_stale": false
+    }});
+    etcd.put(&format!("{prefix}meta/rollout"), &rollout.to_string());
+    // A lock holder describing itself (no lease: it never lets go).
+    etcd.put(&format!("{prefix}lock/1"), ESCAPES);
+
+    let runs = [
+        project.run(&["print", "--health"]).success(),
+        project.run(&["failover", "--history"]).success(),
+        project.run(&["autoscale", "--history"]).success(),
+        project.run(&["rollout", "--dry-run"]).success(),
+        project.run(&["delete", "0", "--lock-timeout", "1s"]).fails(
+            1,
+            &format!("another doproxy run ({ESCAPED}) still holds etcd lock"),
+        ),
+    ];
+    for (run, shows) in runs.iter().zip([2, 3, 4, 1, 1]) {
+        for (stream, text) in [("stdout", &run.stdout), ("stderr", &run.stderr)] {
+            assert!(
+                !text.contains('\u{1b}') && !text.contains('\u{7}'),
+                "an escape reached {stream}: {text:?}"
+            );
+        }
+        let output = format!("{}{}", run.stdout, run.stderr);
+        assert!(output.matches(ESCAPED).count() >= shows, "{output}");
+    }
 }
