@@ -274,19 +274,43 @@ pub async fn join(
             abbreviated(&gone)
         ));
     }
-    if !boot.stuck.is_empty() {
-        failures.push(format!(
-            "droplet(s) {} did not become active within {}, so they were destroyed",
-            abbreviated(&boot.stuck),
-            humantime::format_duration(options.timeout)
-        ));
-    }
-    if !unready.is_empty() {
-        failures.push(unready_failure(config, &unready, options.destroy_unready));
-    }
     let mut doomed = boot.stuck.clone();
     if options.destroy_unready {
         doomed.extend(&unready);
+    }
+    // Droplets a rollout or heal resumes come from the inventory, which
+    // may list any droplet of the account: only the pool's are destroyed,
+    // and the others are named on their own.
+    let spared = doomed.clone();
+    let doomed = destroyable(app, doomed, &mut failures).await;
+    let spared: Vec<u64> = spared
+        .into_iter()
+        .filter(|id| !doomed.contains(id))
+        .collect();
+    let stuck: Vec<u64> = boot
+        .stuck
+        .iter()
+        .copied()
+        .filter(|id| !spared.contains(id))
+        .collect();
+    if !stuck.is_empty() {
+        failures.push(format!(
+            "droplet(s) {} did not become active within {}, so they were destroyed",
+            abbreviated(&stuck),
+            humantime::format_duration(options.timeout)
+        ));
+    }
+    let unready_named: Vec<u64> = unready
+        .iter()
+        .copied()
+        .filter(|id| !spared.contains(id))
+        .collect();
+    if !unready_named.is_empty() {
+        failures.push(unready_failure(
+            config,
+            &unready_named,
+            options.destroy_unready,
+        ));
     }
     let mut destroyed = Vec::new();
     for (id, outcome) in api.delete_droplets(&doomed).await {
@@ -457,7 +481,7 @@ async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Made> {
         wanted.len(),
     );
     if !wanted.is_empty()
-        && let Err(err) = check_before_paying(config, &entries, &all_names).await
+        && let Err(err) = check_before_paying(app, &entries, &all_names, &wanted).await
     {
         lock.release().await;
         return Err(err.context("no droplet was created"));
@@ -573,11 +597,61 @@ async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Made> {
 }
 
 /// What must hold before droplets `names` are paid for: DigitalOcean
-/// would accept the SSH keys (not `init`'s placeholder), and HAProxy
-/// could serve them beside the pool `entries`.
-async fn check_before_paying(config: &Config, entries: &[Entry], names: &[String]) -> Result<()> {
+/// would accept the SSH keys (not `init`'s placeholder), the droplets they
+/// are to replace (`wanted`, see `wanted`) are the pool's, so they can be
+/// retired once replaced, and HAProxy could serve them beside the pool
+/// `entries`.
+async fn check_before_paying(
+    app: &App,
+    entries: &[Entry],
+    names: &[String],
+    wanted: &[Option<u64>],
+) -> Result<()> {
+    let config = &app.config;
     config.check_ssh_keys()?;
+    let replaced: Vec<u64> = wanted.iter().flatten().copied().collect();
+    if !replaced.is_empty() {
+        let seen = app
+            .api()?
+            .look_up(config.pool_tag(), &replaced, entries.len())
+            .await
+            .context("DigitalOcean could not show that the droplets to replace are the pool's")?;
+        app.refuse_foreign(&seen).await?;
+    }
     haproxy::check_servable(config, &with_placeholders(entries, names)).await
+}
+
+/// Of droplets `ids`, the ones that may be destroyed: those DigitalOcean
+/// shows as the pool's, or no longer knows. Why the others are not
+/// destroyed goes to `failures`.
+async fn destroyable(app: &App, ids: Vec<u64>, failures: &mut Vec<String>) -> Vec<u64> {
+    if ids.is_empty() {
+        return ids;
+    }
+    let pool_size = app.store.load().await.map_or(ids.len(), |e| e.len());
+    let seen = match app.api() {
+        Ok(api) => api
+            .look_up(app.config.pool_tag(), &ids, pool_size)
+            .await
+            .map_err(anyhow::Error::new),
+        Err(err) => Err(err),
+    };
+    let refused = match seen {
+        Ok(seen) => app.not_the_pools(&seen).await,
+        Err(err) => {
+            failures.push(format!(
+                "droplet(s) {} were not destroyed, since DigitalOcean could not show that they are the pool's ({err:#}); run doproxy reconcile --apply",
+                abbreviated(&ids)
+            ));
+            return Vec::new();
+        }
+    };
+    failures.extend(refused.iter().map(|(_, sentence)| {
+        format!("{sentence}, so it was not destroyed; remove that entry from the inventory")
+    }));
+    ids.into_iter()
+        .filter(|id| !refused.iter().any(|(refused, _)| refused == id))
+        .collect()
 }
 
 /// The pool `entries` as it will be once the droplets `names` serve: each

@@ -175,6 +175,14 @@ impl EtcdInventory {
         Ok((decode(&layout)?, revision))
     }
 
+    /// The key readers read droplet `id` from, if there is one.
+    pub async fn key_of(&self, id: u64) -> Result<Option<String>> {
+        let (layout, _) = self.layout().await?;
+        let end = format!("/{id:020}");
+        let mut keys = layout.visible().into_iter().map(|(key, _)| key);
+        Ok(keys.find(|key| key.ends_with(&end)))
+    }
+
     /// Every droplet key, read at one revision, and that revision. Nothing
     /// here yet while the prefix the pool shared still holds its droplets:
     /// an error, so that no proxy starts a second inventory of the pool.

@@ -41,6 +41,11 @@ impl FileInventory {
         })
     }
 
+    /// The line that lists droplet `id`, if one does.
+    pub fn line_of(&self, id: u64) -> Result<Option<usize>> {
+        Ok(self.read()?.and_then(|text| entry::line_of(&text, id)))
+    }
+
     /// Replaces the file with `entries`, keeping the comment lines people
     /// wrote into it.
     pub fn save(&self, entries: &[Entry]) -> Result<()> {
