@@ -484,9 +484,11 @@ fn a_decision_that_cannot_be_recorded_keeps_the_failed_scale_out_as_the_error() 
 fn a_create_whose_haproxy_update_fails_still_reports_the_droplets_it_destroyed() {
     let mut project = Project::new("create-earlier");
     project.sim.set_boot_delay(Duration::from_secs(3600));
+    // Passes the check before the create (on the `.precheck` file), fails
+    // the update after it.
     project.set(
         "haproxy_check_command",
-        Some("'echo check-broke >&2; exit 1'"),
+        Some("'case {file} in *.precheck) exit 0;; esac; echo check-broke >&2; exit 1'"),
     );
     let run = project
         .run(&["create", "--timeout", "1s"])
