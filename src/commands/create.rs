@@ -281,17 +281,13 @@ pub async fn join(
     // Droplets a rollout or heal resumes come from the inventory, which
     // may list any droplet of the account: only the pool's are destroyed,
     // and the others are named on their own.
-    let spared = doomed.clone();
-    let doomed = destroyable(app, doomed, &mut failures).await;
-    let spared: Vec<u64> = spared
-        .into_iter()
-        .filter(|id| !doomed.contains(id))
-        .collect();
+    let destroying = destroyable(app, &doomed, &mut failures).await;
+    let spared = |id: &u64| doomed.contains(id) && !destroying.contains(id);
     let stuck: Vec<u64> = boot
         .stuck
         .iter()
         .copied()
-        .filter(|id| !spared.contains(id))
+        .filter(|id| !spared(id))
         .collect();
     if !stuck.is_empty() {
         failures.push(format!(
@@ -300,11 +296,7 @@ pub async fn join(
             humantime::format_duration(options.timeout)
         ));
     }
-    let unready_named: Vec<u64> = unready
-        .iter()
-        .copied()
-        .filter(|id| !spared.contains(id))
-        .collect();
+    let unready_named: Vec<u64> = unready.iter().copied().filter(|id| !spared(id)).collect();
     if !unready_named.is_empty() {
         failures.push(unready_failure(
             config,
@@ -313,7 +305,7 @@ pub async fn join(
         ));
     }
     let mut destroyed = Vec::new();
-    for (id, outcome) in api.delete_droplets(&doomed).await {
+    for (id, outcome) in api.delete_droplets(&destroying).await {
         match outcome {
             Ok(_) => destroyed.push(id),
             Err(err) => failures.push(format!(
@@ -624,14 +616,14 @@ async fn check_before_paying(
 /// Of droplets `ids`, the ones that may be destroyed: those DigitalOcean
 /// shows as the pool's, or no longer knows. Why the others are not
 /// destroyed goes to `failures`.
-async fn destroyable(app: &App, ids: Vec<u64>, failures: &mut Vec<String>) -> Vec<u64> {
+async fn destroyable(app: &App, ids: &[u64], failures: &mut Vec<String>) -> Vec<u64> {
     if ids.is_empty() {
-        return ids;
+        return Vec::new();
     }
     let pool_size = app.store.load().await.map_or(ids.len(), |e| e.len());
     let seen = match app.api() {
         Ok(api) => api
-            .look_up(app.config.pool_tag(), &ids, pool_size)
+            .look_up(app.config.pool_tag(), ids, pool_size)
             .await
             .map_err(anyhow::Error::new),
         Err(err) => Err(err),
@@ -641,7 +633,7 @@ async fn destroyable(app: &App, ids: Vec<u64>, failures: &mut Vec<String>) -> Ve
         Err(err) => {
             failures.push(format!(
                 "droplet(s) {} were not destroyed, since DigitalOcean could not show that they are the pool's ({err:#}); run doproxy reconcile --apply",
-                abbreviated(&ids)
+                abbreviated(ids)
             ));
             return Vec::new();
         }
@@ -649,7 +641,8 @@ async fn destroyable(app: &App, ids: Vec<u64>, failures: &mut Vec<String>) -> Ve
     failures.extend(refused.iter().map(|(_, sentence)| {
         format!("{sentence}, so it was not destroyed; remove that entry from the inventory")
     }));
-    ids.into_iter()
+    ids.iter()
+        .copied()
         .filter(|id| !refused.iter().any(|(refused, _)| refused == id))
         .collect()
 }

@@ -197,13 +197,10 @@ impl App {
         if refused.is_empty() {
             return Ok(());
         }
-        let (them, entries) = match refused.len() {
-            1 => ("it", "that entry"),
-            _ => ("them", "those entries"),
-        };
+        let them = if refused.len() == 1 { "it" } else { "them" };
         let sentences: Vec<String> = refused.into_iter().map(|(_, sentence)| sentence).collect();
         anyhow::bail!(
-            "{}, so doproxy neither destroys nor tags {them}; remove {entries} from the inventory if the droplet is not the pool's, or tag it {} if it is",
+            "{}, so doproxy neither destroys nor tags {them}; remove from the inventory what is not the pool's, or tag what is with {}",
             sentences.join("; "),
             self.config.pool_tag()
         )
