@@ -79,8 +79,10 @@ pub enum Command {
     /// Remove droplets from HAProxy, then destroy them.
     ///
     /// Targets are the line numbers `print` shows, or --id / --name. Every
-    /// target is checked before anything changes, and the API must accept
-    /// the token before any server is drained.
+    /// target is checked before anything changes, and before any server is
+    /// drained the API must accept the token and show each droplet as the
+    /// pool's (carrying its tag, or from before pools had tags and named
+    /// <hostname_prefix>-<n>).
     ///
     /// Example: doproxy delete 0 2
     Delete(DeleteArgs),

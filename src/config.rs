@@ -28,6 +28,9 @@ const API_URL_ENV: &str = "DIGITALOCEAN_API_URL";
 const ETCD_PASSWORD_ENV: &str = "DOPROXY_ETCD_PASSWORD";
 /// A pool's own tag is `doproxy:<pool>`.
 const POOL_TAG_PREFIX: &str = "doproxy:";
+/// What `doproxy init` writes into ssh_key_ids (from doproxy.yml.example):
+/// clearly no key, so a new setup never looks finished with someone else's.
+pub const SSH_KEY_PLACEHOLDER: &str = "your-ssh-key-id";
 /// The API's limit on a tag's length.
 const MAX_TAG_LEN: usize = 255;
 
@@ -414,13 +417,19 @@ impl Config {
     /// $DOPROXY_CONFIG, which clap merges), else ./doproxy.yml.
     pub fn load(explicit: Option<&Path>) -> Result<Config> {
         let path = explicit.unwrap_or(Path::new(DEFAULT_CONFIG));
-        let text = std::fs::read_to_string(path).map_err(|err| {
+        let bytes = std::fs::read(path).map_err(|err| {
             let hint = if explicit.is_none() {
                 "; run doproxy in the folder that holds doproxy.yml, or pass --config PATH"
             } else {
                 "; check the path given with --config or $DOPROXY_CONFIG"
             };
             anyhow::anyhow!("cannot read config file {}: {err}{hint}", path.display())
+        })?;
+        let text = crate::text::utf8(bytes).map_err(|err| {
+            anyhow::anyhow!(
+                "config file {} {err}; retype that line or save the file as UTF-8, then retry",
+                path.display()
+            )
         })?;
         let absolute = std::path::absolute(path)
             .with_context(|| format!("cannot resolve the path {}", path.display()))?;
@@ -737,6 +746,19 @@ impl Config {
                 .as_ref()
                 .ok_or_else(|| missing("image", "ubuntu-24-04-x64"))?,
         })
+    }
+
+    /// Fails while ssh_key_ids holds the placeholder `doproxy init` wrote,
+    /// which DigitalOcean refuses only once everything else is done.
+    pub fn check_ssh_keys(&self) -> Result<()> {
+        let placeholder = SshKey::Fingerprint(SSH_KEY_PLACEHOLDER.to_string());
+        if self.ssh_keys.contains(&placeholder) {
+            bail!(
+                "ssh_key_ids in {} holds the placeholder {SSH_KEY_PLACEHOLDER} that doproxy init wrote, which DigitalOcean refuses; put your SSH key's ID or fingerprint in ssh_key_ids instead (doctl compute ssh-key list)",
+                self.path.display()
+            );
+        }
+        Ok(())
     }
 
     /// The tag that marks the droplets of this pool: the first of the tags

@@ -15,6 +15,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use crate::text::Printable;
+
 /// Passed checks in a row before a proxy may claim leadership.
 pub const RISE: u32 = 2;
 /// Failed checks in a row before a leader resigns.
@@ -102,38 +104,40 @@ pub fn decide(role: Role, health: Health, seen: Seen, now: Instant, min_hold: Du
     }
 }
 
-/// How a leader describes itself in the leader key.
+/// How a leader describes itself in the leader key. Whoever can write the
+/// pool's etcd prefix can write it, so its text is read as `Printable`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
     pub droplet_id: u64,
-    pub name: String,
+    pub name: Printable,
     pub pid: u32,
     /// RFC 3339, when it became leader.
-    pub since: String,
+    pub since: Printable,
 }
 
 impl Identity {
     /// `proxy-a (droplet 4202645, pid 812) since 2026-11-28T20:41:06Z`; a
-    /// value written otherwise is shown as it is.
+    /// value written otherwise is shown as it is, made printable.
     pub fn describe(value: &str) -> String {
         match serde_json::from_str::<Identity>(value) {
             Ok(leader) => format!(
                 "{} (droplet {}, pid {}) since {}",
                 leader.name, leader.droplet_id, leader.pid, leader.since
             ),
-            Err(_) => value.to_string(),
+            Err(_) => Printable::new(value).to_string(),
         }
     }
 }
 
-/// One move of the reserved IP, as the history keeps it.
+/// One move of the reserved IP, as the history keeps it (in etcd, so its
+/// text is read as `Printable`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Assignment {
     /// RFC 3339, when the API confirmed it.
-    pub at: String,
-    pub reserved_ip: String,
+    pub at: Printable,
+    pub reserved_ip: Printable,
     pub droplet_id: u64,
-    pub name: String,
+    pub name: Printable,
     /// The droplet that held the IP before, if any.
     pub previous: Option<u64>,
 }
@@ -249,10 +253,10 @@ mod tests {
     #[test]
     fn the_history_keeps_the_newest_assignments() {
         let assignment = |n: u64| Assignment {
-            at: format!("2026-01-01T00:00:{n:02}Z"),
+            at: format!("2026-01-01T00:00:{n:02}Z").into(),
             reserved_ip: "203.0.113.7".into(),
             droplet_id: n,
-            name: format!("proxy-{n}"),
+            name: format!("proxy-{n}").into(),
             previous: n.checked_sub(1),
         };
         let mut recorded = None;
@@ -284,5 +288,12 @@ mod tests {
             "proxy-a (droplet 7, pid 42) since 2026-01-01T00:00:00Z"
         );
         assert_eq!(Identity::describe("something else"), "something else");
+        // Written by whoever can write etcd: shown, but never as escapes.
+        let forged = r#"{"droplet_id": 7, "name": "a\u001b[2J", "pid": 1, "since": "\u0007"}"#;
+        assert_eq!(
+            Identity::describe(forged),
+            r"a\u{1b}[2J (droplet 7, pid 1) since \u{7}"
+        );
+        assert_eq!(Identity::describe("b\u{1b}]2;x"), r"b\u{1b}]2;x");
     }
 }

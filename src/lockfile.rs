@@ -77,10 +77,11 @@ impl LockFile {
     }
 }
 
-/// "pid 1234", as recorded in the lock file by its holder.
+/// "pid 1234", as recorded in the lock file by its holder; only a number
+/// is shown, whatever else someone wrote there.
 fn holder(path: &Path) -> String {
-    match fs::read_to_string(path) {
-        Ok(pid) if !pid.trim().is_empty() => format!("pid {}", pid.trim()),
+    match fs::read_to_string(path).map(|pid| pid.trim().parse::<u32>()) {
+        Ok(Ok(pid)) => format!("pid {pid}"),
         _ => "pid unknown".to_string(),
     }
 }

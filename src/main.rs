@@ -19,6 +19,7 @@ mod progress;
 mod readiness;
 mod scaling;
 mod shutdown;
+mod text;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;

@@ -24,6 +24,7 @@ use crate::scaling::autoscale::{
 };
 use crate::scaling::rollout::pool_members;
 use crate::scaling::{Pick, Selector};
+use crate::text::Printable;
 
 /// Where the state lives in the store.
 const STATE: &str = "autoscale";
@@ -40,17 +41,18 @@ struct State {
     history: Vec<Record>,
 }
 
-/// One decision, as `autoscale --history` shows it.
+/// One decision, as `autoscale --history` shows it. Kept in the store,
+/// where whoever can write it can write text: read back as `Printable`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Record {
-    at: String,
+    at: Printable,
     readings: Vec<Reading>,
     #[serde(flatten)]
     decision: Decision,
     dry_run: bool,
     /// What acting on it gave: "done", or the error.
     #[serde(skip_serializing_if = "Option::is_none")]
-    outcome: Option<String>,
+    outcome: Option<Printable>,
 }
 
 pub async fn run(app: &App, args: &AutoscaleArgs) -> Result<Report> {
@@ -162,7 +164,7 @@ async fn step(
     let decision = decide(policy, pool, &readings, last_scaled, now);
     crate::metrics::autoscale(&decision);
     let mut record = Record {
-        at: humantime::format_rfc3339_seconds(now).to_string(),
+        at: humantime::format_rfc3339_seconds(now).to_string().into(),
         readings,
         decision: decision.clone(),
         dry_run: args.dry_run,
@@ -173,13 +175,13 @@ async fn step(
         return Ok((record, None));
     }
     let report = act(app, &decision, args).await;
-    record.outcome = Some(match &report {
+    record.outcome = Some(Printable::new(&match &report {
         Ok(Report { failure: None, .. }) => "done".to_string(),
         Ok(Report {
             failure: Some(err), ..
         }) => format!("{err:#}"),
         Err(err) => format!("{err:#}"),
-    });
+    }));
     // Recorded however acting went, failures and interruptions included;
     // a record that cannot be saved never hides what acting did.
     let Err(unsaved) = save_record(app, &record, true).await else {
@@ -270,7 +272,7 @@ async fn read_metrics(app: &App, policy: &Policy, serving: &[Entry]) -> Vec<Read
                 metric,
                 target,
                 value: None,
-                problem: Some(format!("{err:#}")),
+                problem: Some(format!("{err:#}").into()),
             },
         });
     }

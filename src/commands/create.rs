@@ -14,7 +14,9 @@
 //!
 //! Nothing is paid for that could not be served: before the first create
 //! request the config the new droplets need is rendered (with placeholders
-//! for them) and checked, and HAProxy must answer on its admin socket. More
+//! for them) and checked, HAProxy must answer on its admin socket, and
+//! ssh_key_ids must not hold `init`'s placeholder, which DigitalOcean
+//! refuses. More
 //! droplets at once than confirm_creates_above need a yes, asked before the
 //! lock is taken.
 //!
@@ -272,22 +274,38 @@ pub async fn join(
             abbreviated(&gone)
         ));
     }
-    if !boot.stuck.is_empty() {
-        failures.push(format!(
-            "droplet(s) {} did not become active within {}, so they were destroyed",
-            abbreviated(&boot.stuck),
-            humantime::format_duration(options.timeout)
-        ));
-    }
-    if !unready.is_empty() {
-        failures.push(unready_failure(config, &unready, options.destroy_unready));
-    }
     let mut doomed = boot.stuck.clone();
     if options.destroy_unready {
         doomed.extend(&unready);
     }
+    // Droplets a rollout or heal resumes come from the inventory, which
+    // may list any droplet of the account: only the pool's are destroyed,
+    // and the others are named on their own.
+    let destroying = destroyable(app, &doomed, &mut failures).await;
+    let spared = |id: &u64| doomed.contains(id) && !destroying.contains(id);
+    let stuck: Vec<u64> = boot
+        .stuck
+        .iter()
+        .copied()
+        .filter(|id| !spared(id))
+        .collect();
+    if !stuck.is_empty() {
+        failures.push(format!(
+            "droplet(s) {} did not become active within {}, so they were destroyed",
+            abbreviated(&stuck),
+            humantime::format_duration(options.timeout)
+        ));
+    }
+    let unready_named: Vec<u64> = unready.iter().copied().filter(|id| !spared(id)).collect();
+    if !unready_named.is_empty() {
+        failures.push(unready_failure(
+            config,
+            &unready_named,
+            options.destroy_unready,
+        ));
+    }
     let mut destroyed = Vec::new();
-    for (id, outcome) in api.delete_droplets(&doomed).await {
+    for (id, outcome) in api.delete_droplets(&destroying).await {
         match outcome {
             Ok(_) => destroyed.push(id),
             Err(err) => failures.push(format!(
@@ -454,10 +472,8 @@ async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Made> {
         entries.iter().map(|e| e.name.as_str()),
         wanted.len(),
     );
-    // Nothing is paid for that HAProxy could not serve.
     if !wanted.is_empty()
-        && let Err(err) =
-            haproxy::check_servable(config, &with_placeholders(&entries, &all_names)).await
+        && let Err(err) = check_before_paying(app, &entries, &all_names, &wanted).await
     {
         lock.release().await;
         return Err(err.context("no droplet was created"));
@@ -570,6 +586,65 @@ async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Made> {
         failures,
         pool_size,
     })
+}
+
+/// What must hold before droplets `names` are paid for: DigitalOcean
+/// would accept the SSH keys (not `init`'s placeholder), the droplets they
+/// are to replace (`wanted`, see `wanted`) are the pool's, so they can be
+/// retired once replaced, and HAProxy could serve them beside the pool
+/// `entries`.
+async fn check_before_paying(
+    app: &App,
+    entries: &[Entry],
+    names: &[String],
+    wanted: &[Option<u64>],
+) -> Result<()> {
+    let config = &app.config;
+    config.check_ssh_keys()?;
+    let replaced: Vec<u64> = wanted.iter().flatten().copied().collect();
+    if !replaced.is_empty() {
+        let seen = app
+            .api()?
+            .look_up(config.pool_tag(), &replaced, entries.len())
+            .await
+            .context("DigitalOcean could not show that the droplets to replace are the pool's")?;
+        app.refuse_foreign(&seen).await?;
+    }
+    haproxy::check_servable(config, &with_placeholders(entries, names)).await
+}
+
+/// Of droplets `ids`, the ones that may be destroyed: those DigitalOcean
+/// shows as the pool's, or no longer knows. Why the others are not
+/// destroyed goes to `failures`.
+async fn destroyable(app: &App, ids: &[u64], failures: &mut Vec<String>) -> Vec<u64> {
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    let pool_size = app.store.load().await.map_or(ids.len(), |e| e.len());
+    let seen = match app.api() {
+        Ok(api) => api
+            .look_up(app.config.pool_tag(), ids, pool_size)
+            .await
+            .map_err(anyhow::Error::new),
+        Err(err) => Err(err),
+    };
+    let refused = match seen {
+        Ok(seen) => app.not_the_pools(&seen).await,
+        Err(err) => {
+            failures.push(format!(
+                "droplet(s) {} were not destroyed, since DigitalOcean could not show that they are the pool's ({err:#}); run doproxy reconcile --apply",
+                abbreviated(ids)
+            ));
+            return Vec::new();
+        }
+    };
+    failures.extend(refused.iter().map(|(_, sentence)| {
+        format!("{sentence}, so it was not destroyed; remove that entry from the inventory")
+    }));
+    ids.iter()
+        .copied()
+        .filter(|id| !refused.iter().any(|(refused, _)| refused == id))
+        .collect()
 }
 
 /// The pool `entries` as it will be once the droplets `names` serve: each

@@ -4,8 +4,9 @@
 //! failed requests. Entries are marked `destroying` (and so leave the config)
 //! before the reload; only a confirmed destroy removes them, so a failure
 //! leaves a record the next `delete` or `reconcile` completes. `retire` is
-//! that one path out of the pool — mark, drain, reload, destroy, record — for
-//! delete, scale, autoscale and reconcile alike.
+//! that one path out of the pool — check that DigitalOcean shows them as the
+//! pool's, mark, drain, reload, destroy, record — for delete, scale,
+//! autoscale, heal, rollout and reconcile alike.
 
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use serde_json::json;
 
 use super::{App, Report};
 use crate::cli::DeleteArgs;
-use crate::digitalocean::Deleted;
+use crate::digitalocean::{ApiError, Deleted};
 use crate::haproxy::{self, Applied, Reload};
 use crate::inventory::{Entry, Status, StoreLock};
 use crate::listing::abbreviated;
@@ -144,11 +145,14 @@ pub struct Retired {
     pub failures: Vec<String>,
 }
 
-/// Takes `leaving` out of the pool: checks that the API accepts the token
-/// (a refused one would leave them drained and billed), marks them
-/// `destroying` in the inventory, drains their servers in the running
-/// HAProxy, reloads it without them, then destroys the droplets and records
-/// the outcome. `entries` is the whole inventory and ends as saved.
+/// Takes `leaving` out of the pool: checks that DigitalOcean shows each
+/// as the pool's (the inventory may list any droplet of the account; one
+/// that is not the pool's is refused, with nothing drained or destroyed),
+/// which also checks that the API accepts the token (a refused one would
+/// leave them drained and billed), marks them `destroying` in the
+/// inventory, drains their servers in the running HAProxy, reloads it
+/// without them, then destroys the droplets and records the outcome.
+/// `entries` is the whole inventory and ends as saved.
 ///
 /// Until the reload, a failure or SIGTERM/SIGINT rolls back: statuses as
 /// they were, servers that served back in rotation (droplets already
@@ -164,9 +168,22 @@ pub async fn retire(
 ) -> Result<Retired> {
     let api = app.api()?;
     if !leaving.is_empty() {
-        api.check_token().await.context(
-            "nothing was drained or destroyed, since the API must accept the token before droplets leave HAProxy",
-        )?;
+        let ids: Vec<u64> = leaving.iter().map(|l| l.entry.id).collect();
+        let seen = api
+            .look_up(app.config.pool_tag(), &ids, entries.len())
+            .await
+            .map_err(|err| {
+                let why = match err {
+                    ApiError::Unauthorized => "the API must accept the token",
+                    _ => "DigitalOcean must show that they are the pool's",
+                };
+                anyhow::Error::new(err).context(format!(
+                    "nothing was drained or destroyed, since {why} before droplets leave HAProxy"
+                ))
+            })?;
+        app.refuse_foreign(&seen)
+            .await
+            .context("nothing was drained or destroyed")?;
     }
     for gone in leaving {
         match entries.iter_mut().find(|e| e.id == gone.entry.id) {

@@ -15,9 +15,6 @@ use crate::inventory::{Entry, Store};
 
 /// The API refuses larger user data.
 const MAX_USER_DATA: u64 = 64 * 1024;
-/// What `doproxy init` writes into ssh_key_ids (from doproxy.yml.example):
-/// clearly no key, so a new setup never looks finished with someone else's.
-pub(super) const SSH_KEY_PLACEHOLDER: &str = "your-ssh-key-id";
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -218,15 +215,8 @@ async fn reserved_ip_check(ip: std::net::Ipv4Addr, api: &Client) -> Check {
 
 /// ✗ while ssh_key_ids holds the placeholder `doproxy init` wrote.
 fn placeholder_check(config: &Config) -> Option<Check> {
-    let placeholder = SshKey::Fingerprint(SSH_KEY_PLACEHOLDER.to_string());
-    config.ssh_keys.contains(&placeholder).then(|| {
-        failed(
-            "ssh keys",
-            format!(
-                "ssh_key_ids holds the placeholder {SSH_KEY_PLACEHOLDER} that doproxy init wrote; put your SSH key's ID or fingerprint in its place (doctl compute ssh-key list)"
-            ),
-        )
-    })
+    let err = config.check_ssh_keys().err()?;
+    Some(failed("ssh keys", err.to_string()))
 }
 
 /// SSH keys, region, size and image, as this account sees them.

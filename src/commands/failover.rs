@@ -305,9 +305,9 @@ impl Proxy<'_> {
     async fn campaign(&mut self) {
         let identity = Identity {
             droplet_id: self.droplet_id,
-            name: self.name.clone(),
+            name: self.name.as_str().into(),
             pid: std::process::id(),
-            since: now_rfc3339(),
+            since: now_rfc3339().into(),
         };
         let value = serde_json::to_string(&identity).expect("an identity encodes as JSON");
         let ttl = self.app.config.failover.lease_ttl;
@@ -383,10 +383,10 @@ impl Proxy<'_> {
         let patience = self.app.config.failover.lease_ttl;
         reserved_ip::assign(&self.api, ip, self.droplet_id, patience, confirmed).await?;
         let assignment = Assignment {
-            at: now_rfc3339(),
-            reserved_ip: ip.to_string(),
+            at: now_rfc3339().into(),
+            reserved_ip: ip.to_string().into(),
             droplet_id: self.droplet_id,
-            name: self.name.clone(),
+            name: self.name.as_str().into(),
             previous,
         };
         tracing::info!("assigned {}", assignment.line());

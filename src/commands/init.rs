@@ -86,7 +86,7 @@ mod tests {
         assert_eq!(
             loaded.ssh_keys,
             [SshKey::Fingerprint(
-                super::super::doctor::SSH_KEY_PLACEHOLDER.into()
+                crate::config::SSH_KEY_PLACEHOLDER.into()
             )]
         );
         let err = run(&dir, false).err().unwrap().to_string();

@@ -28,10 +28,11 @@ use serde::de::DeserializeOwned;
 
 use crate::cli::Command;
 use crate::config::Config;
-use crate::digitalocean::{ApiError, Client, RetryPolicy};
+use crate::digitalocean::{ApiError, Client, Droplet, RetryPolicy};
 use crate::inventory::{Entry, Store, StoreLock};
 use crate::lockfile::LockFile;
 use crate::shutdown::{Interrupted, Shutdown};
+use crate::text::Printable;
 
 /// Lock wait for commands without --lock-timeout that write the inventory
 /// (filling in legacy lines, print --refresh).
@@ -155,6 +156,54 @@ impl App {
     async fn save_meta(&self, name: &str, value: &impl Serialize, lock: &StoreLock) -> Result<()> {
         let text = serde_json::to_string(value).context("cannot encode the state as JSON")?;
         self.store.write_meta(name, &text, lock).await
+    }
+
+    /// The droplets of `droplets` (as DigitalOcean shows them now) that are
+    /// not the pool's (see `Pool::disowns`), each with one sentence: which
+    /// droplet, where the inventory lists it, and why it is not the pool's.
+    /// Whoever can write the inventory can list any droplet of the account
+    /// in it, so this, not the inventory, decides what may be destroyed or
+    /// tagged.
+    pub async fn not_the_pools(&self, droplets: &[Droplet]) -> Vec<(u64, String)> {
+        let pool = self.config.pool();
+        let mut refused = Vec::new();
+        for droplet in droplets {
+            let Some(why) = pool.disowns(&droplet.name, &droplet.tags) else {
+                continue;
+            };
+            let listed = match self.store.locate(droplet.id).await {
+                Ok(Some(place)) => format!("listed at {place}"),
+                Ok(None) => "not in the inventory".to_string(),
+                Err(err) => format!("listed in {} ({err:#})", self.store.describe()),
+            };
+            refused.push((
+                droplet.id,
+                format!(
+                    "droplet {} ({}), {listed}, is not pool {}'s: DigitalOcean shows it {why}",
+                    droplet.id,
+                    Printable::new(&droplet.name),
+                    pool.tag
+                ),
+            ));
+        }
+        refused
+    }
+
+    /// Fails, naming each, when any of `droplets` (as DigitalOcean shows
+    /// them now) is not the pool's: such a droplet is never destroyed nor
+    /// tagged, whatever the inventory says.
+    pub async fn refuse_foreign(&self, droplets: &[Droplet]) -> Result<()> {
+        let refused = self.not_the_pools(droplets).await;
+        if refused.is_empty() {
+            return Ok(());
+        }
+        let them = if refused.len() == 1 { "it" } else { "them" };
+        let sentences: Vec<String> = refused.into_iter().map(|(_, sentence)| sentence).collect();
+        anyhow::bail!(
+            "{}, so doproxy neither destroys nor tags {them}; remove from the inventory what is not the pool's, or tag what is with {}",
+            sentences.join("; "),
+            self.config.pool_tag()
+        )
     }
 
     /// The inventory, with Ruby DOProxy ID-only lines filled in from the API

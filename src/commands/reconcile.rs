@@ -5,7 +5,10 @@
 //!
 //! Droplets carrying the pool's tag but not named like the pool's
 //! (`<hostname_prefix>-<n>`) belong to someone else sharing the tag: they
-//! are reported as foreign and never adopted or pruned.
+//! are reported as foreign and never adopted or pruned. An inventory entry
+//! DigitalOcean does not show as the pool's (see `Pool::disowns`) is
+//! never tagged or destroyed: `--apply` refuses it before changing
+//! anything.
 //!
 //! `--apply` holds the pool's lock while it changes things, but never while
 //! a person answers `--prune`'s question or droplets still boot: it lets the
@@ -44,9 +47,9 @@ pub async fn run(app: &App, args: &ReconcileArgs) -> Result<Report> {
     let prune_agreed = !args.apply || lock.is_some();
     let Survey {
         mut entries,
+        existing,
         drift,
         foreign,
-        ..
     } = found;
     let prefix = app.config.hostname_prefix.as_deref();
     let haproxy = haproxy::divergence(&app.config, &entries)
@@ -100,6 +103,21 @@ pub async fn run(app: &App, args: &ReconcileArgs) -> Result<Report> {
         )));
     }
     let lock = lock.as_ref().expect("--apply holds the lock");
+    // Before anything changes: the inventory may list any droplet of the
+    // account, and only the pool's are tagged or destroyed.
+    let touched: Vec<u64> = drift
+        .untagged
+        .iter()
+        .chain(&drift.unfinished_destroys)
+        .map(|e| e.id)
+        .collect();
+    let touched: Vec<Droplet> = existing
+        .into_iter()
+        .filter(|d| touched.contains(&d.id))
+        .collect();
+    app.refuse_foreign(&touched)
+        .await
+        .context("reconcile --apply changed nothing")?;
     entries.retain(|e| !drift.gone.iter().any(|g| g.id == e.id));
     for change in &drift.changed {
         if let Some(entry) = entries.iter_mut().find(|e| e.id == change.after.id) {

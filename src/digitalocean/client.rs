@@ -171,12 +171,6 @@ impl Client {
         .await
     }
 
-    /// Whether the API accepts the token: one cheap authenticated read
-    /// (GET /v2/account), retried like any read.
-    pub async fn check_token(&self) -> Result<(), ApiError> {
-        self.get_json("/v2/account", &[]).await.map(drop)
-    }
-
     /// POSTs once, without retrying, for a caller that checks something
     /// before every attempt (an assign only a confirmed leader may send).
     pub async fn post_once(
@@ -232,7 +226,33 @@ impl Client {
             .copied()
             .filter(|id| !droplets.iter().any(|d| d.id == *id))
             .collect();
-        for id in missing {
+        droplets.extend(self.get_existing(&missing).await?);
+        Ok(droplets)
+    }
+
+    /// Droplets `ids` as DigitalOcean shows them now, leaving out those it
+    /// no longer knows: through one list of the droplets tagged `tag` (plus
+    /// a look-up of each not in it) or one look-up each, whichever takes
+    /// fewer requests for a pool of about `pool_size` droplets.
+    pub async fn look_up(
+        &self,
+        tag: &str,
+        ids: &[u64],
+        pool_size: usize,
+    ) -> Result<Vec<Droplet>, ApiError> {
+        if !list_is_cheaper(ids.len(), pool_size) {
+            return self.get_existing(ids).await;
+        }
+        let mut droplets = self.list_pool(tag, ids).await?;
+        droplets.retain(|d| ids.contains(&d.id));
+        Ok(droplets)
+    }
+
+    /// Droplets `ids`, one look-up each, without those the API no longer
+    /// knows (404).
+    async fn get_existing(&self, ids: &[u64]) -> Result<Vec<Droplet>, ApiError> {
+        let mut droplets = Vec::with_capacity(ids.len());
+        for &id in ids {
             match self.get_droplet(id).await {
                 Ok(droplet) => droplets.push(droplet),
                 Err(ApiError::NotFound) => {}
@@ -518,6 +538,12 @@ impl Client {
     }
 }
 
+/// Whether listing a pool of `pool_size` droplets (a request per page)
+/// takes fewer requests than looking up `wanted` droplets one by one.
+fn list_is_cheaper(wanted: usize, pool_size: usize) -> bool {
+    wanted > pool_size.div_ceil(PER_PAGE as usize).max(1)
+}
+
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|err| ApiError::Malformed(err.to_string()))
 }
@@ -599,6 +625,15 @@ mod tests {
         let policy = RetryPolicy::default();
         let wait = policy.next_delay(1, Duration::from_millis(10), Some(Duration::MAX), 0.5);
         assert_eq!(wait, None);
+    }
+
+    #[test]
+    fn a_few_droplets_are_looked_up_one_by_one_and_many_through_the_pools_list() {
+        assert!(!list_is_cheaper(1, 0));
+        assert!(!list_is_cheaper(1, 150));
+        assert!(list_is_cheaper(2, 150));
+        assert!(!list_is_cheaper(3, 450), "three pages");
+        assert!(list_is_cheaper(4, 450));
     }
 
     #[test]

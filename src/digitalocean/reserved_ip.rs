@@ -15,6 +15,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::{ApiError, Client};
+use crate::text::Printable;
 
 /// Pause between polls of an action.
 const POLL: Duration = Duration::from_millis(250);
@@ -32,11 +33,11 @@ pub struct ReservedIp {
 }
 
 /// The droplet a reserved IP is assigned to (the API sends the whole
-/// droplet; these are the parts doproxy reads).
+/// droplet; these are the parts doproxy reads). `doctor` shows the name.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Holder {
     pub id: u64,
-    pub name: String,
+    pub name: Printable,
 }
 
 #[derive(Deserialize)]

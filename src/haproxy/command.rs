@@ -35,7 +35,10 @@ pub async fn run(key: &str, command: &str, timeout: Duration) -> Result<()> {
     let group = ProcessGroup(child.id());
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
     let finished = async {
-        let (stdout, stderr) = tokio::try_join!(read_capped(stdout), read_capped(stderr))?;
+        let (stdout, stderr) = tokio::try_join!(
+            read_capped(stdout, MAX_OUTPUT),
+            read_capped(stderr, MAX_OUTPUT)
+        )?;
         let status = child.wait().await.map_err(Unread::Failed)?;
         Ok((status, stdout, stderr))
     };
@@ -66,24 +69,28 @@ pub async fn run(key: &str, command: &str, timeout: Duration) -> Result<()> {
     bail!("{key} `{command}` failed ({status}): {text}")
 }
 
-/// Why a command's output was not read to its end.
-enum Unread {
-    /// More than MAX_OUTPUT on one pipe.
+/// Why a command's output, or an answer on the admin socket, was not read
+/// to its end.
+pub(super) enum Unread {
+    /// More than the cap.
     TooMuch,
     Failed(std::io::Error),
 }
 
-/// What `pipe` carries until it closes; stops as soon as it is past
-/// MAX_OUTPUT.
-async fn read_capped(pipe: Option<impl AsyncRead + Unpin>) -> Result<Vec<u8>, Unread> {
+/// What `pipe` carries until it closes; stops as soon as it is past `cap`
+/// bytes.
+pub(super) async fn read_capped(
+    pipe: Option<impl AsyncRead + Unpin>,
+    cap: usize,
+) -> Result<Vec<u8>, Unread> {
     let mut output = Vec::new();
     if let Some(pipe) = pipe {
-        pipe.take(MAX_OUTPUT as u64 + 1)
+        pipe.take(cap as u64 + 1)
             .read_to_end(&mut output)
             .await
             .map_err(Unread::Failed)?;
     }
-    if output.len() > MAX_OUTPUT {
+    if output.len() > cap {
         return Err(Unread::TooMuch);
     }
     Ok(output)

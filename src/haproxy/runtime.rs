@@ -3,17 +3,21 @@
 //! before its droplet dies, and read what HAProxy sees (state, sessions,
 //! queue, request rate). Every exchange is
 //! bounded as a whole (haproxy_socket_timeout), so a socket that accepts and
-//! then never answers, or answers forever, cannot hold doproxy and its locks.
+//! then never answers, or answers forever, cannot hold doproxy and its locks;
+//! and an answer is read up to the cap on any answer (16 MiB, thousands of
+//! servers' `show stat`), so one without end cannot use up the memory.
 
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 
+use super::command::{Unread, read_capped};
 use super::dynamic::Step;
 use crate::config::Config;
+use crate::http::{MAX_ANSWER, TOO_LARGE};
 
 /// One server (or backend) row of `show stat`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -160,22 +164,33 @@ impl<'a> Runtime<'a> {
     }
 
     /// Sends one command and reads the whole answer (the socket closes after
-    /// one command when not in interactive mode), all within the timeout.
+    /// one command when not in interactive mode), all within the timeout and
+    /// up to MAX_ANSWER.
     async fn command(&self, command: &str) -> Result<String> {
         let fix = format!(
             "check that HAProxy runs with `stats socket {} level admin`, or unset haproxy_socket",
             self.socket.display()
         );
         let exchange = async {
-            let mut stream = UnixStream::connect(self.socket).await?;
-            stream.write_all(format!("{command}\n").as_bytes()).await?;
-            let mut answer = String::new();
-            stream.read_to_string(&mut answer).await?;
-            Ok::<_, std::io::Error>(answer)
+            let mut stream = UnixStream::connect(self.socket)
+                .await
+                .map_err(Unread::Failed)?;
+            stream
+                .write_all(format!("{command}\n").as_bytes())
+                .await
+                .map_err(Unread::Failed)?;
+            let answer = read_capped(Some(stream), MAX_ANSWER).await?;
+            String::from_utf8(answer).map_err(|err| {
+                Unread::Failed(std::io::Error::new(std::io::ErrorKind::InvalidData, err))
+            })
         };
         match tokio::time::timeout(self.timeout, exchange).await {
             Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(err)) => Err(err).with_context(|| {
+            Ok(Err(Unread::TooMuch)) => bail!(
+                "HAProxy's admin socket gave {TOO_LARGE}, to `{command}` on {}; {fix}",
+                self.socket.display()
+            ),
+            Ok(Err(Unread::Failed(err))) => Err(err).with_context(|| {
                 format!(
                     "cannot talk to HAProxy's admin socket {}; {fix}",
                     self.socket.display()

@@ -293,6 +293,16 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, ParseError> {
     Ok(entries)
 }
 
+/// The line (counted from 1) of the inventory file's text that lists
+/// droplet `id`, for messages that send people to it.
+pub fn line_of(text: &str, id: u64) -> Option<usize> {
+    let lists = |line: &str| {
+        let line = line.trim();
+        !line.starts_with('#') && line.split_whitespace().next().map(str::parse) == Some(Ok(id))
+    };
+    text.lines().position(lists).map(|index| index + 1)
+}
+
 fn parse_line(line: &str) -> Result<Entry, String> {
     let fields: Vec<&str> = line.split_whitespace().collect();
     let id = fields[0]
@@ -515,6 +525,14 @@ fn push_lines<'a>(text: &mut String, lines: impl IntoIterator<Item = &'a str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_line_listing_a_droplet_is_found() {
+        let text = "# doproxy inventory\n\n# 7 was here\n 12 web-0 - - new -\n7\n";
+        assert_eq!(line_of(text, 12), Some(4));
+        assert_eq!(line_of(text, 7), Some(5));
+        assert_eq!(line_of(text, 1), None);
+    }
 
     fn entry(id: u64, name: &str, status: Status) -> Entry {
         Entry {

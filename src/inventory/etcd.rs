@@ -33,6 +33,7 @@ use super::pool::Pool;
 use crate::config::EtcdSettings;
 use crate::etcd::{self, Client, Compare, Credentials, EtcdError, Op, Put, TlsFiles, WatchUpdate};
 use crate::shutdown::Shutdown;
+use crate::text::Printable;
 
 /// How long the lock outlives a run that stops renewing it (killed, or cut
 /// off from etcd): the longest another run waits for a crashed holder. The
@@ -174,6 +175,14 @@ impl EtcdInventory {
         Ok((decode(&layout)?, revision))
     }
 
+    /// The key readers read droplet `id` from, if there is one.
+    pub async fn key_of(&self, id: u64) -> Result<Option<String>> {
+        let (layout, _) = self.layout().await?;
+        let end = format!("/{id:020}");
+        let mut keys = layout.visible().into_iter().map(|(key, _)| key);
+        Ok(keys.find(|key| key.ends_with(&end)))
+    }
+
     /// Every droplet key, read at one revision, and that revision. Nothing
     /// here yet while the prefix the pool shared still holds its droplets:
     /// an error, so that no proxy starts a second inventory of the pool.
@@ -249,7 +258,7 @@ impl EtcdInventory {
             Err(None) => {
                 revoke_quietly(&self.client, lease).await;
                 let holder = self.lock_holder().await.ok().flatten();
-                let holder = holder.unwrap_or_else(|| "holder unknown".to_string());
+                let holder = holder.map_or_else(|| "holder unknown".to_string(), |h| h.to_string());
                 bail!(
                     "another doproxy run ({holder}) still holds etcd lock {name} after {}; wait for it to finish or raise --lock-timeout",
                     humantime::format_duration(timeout)
@@ -461,8 +470,9 @@ impl EtcdInventory {
         }
     }
 
-    /// Who holds the lock, as its holder described itself, if anyone does.
-    async fn lock_holder(&self) -> Result<Option<String>> {
+    /// Who holds the lock, as its holder described itself (whoever can
+    /// write the prefix can write that), if anyone does.
+    async fn lock_holder(&self) -> Result<Option<Printable>> {
         let queue = self
             .client
             .range_prefix(&format!("{}/", self.lock_name()))
@@ -473,8 +483,11 @@ impl EtcdInventory {
             .into_iter()
             .min_by_key(|kv| kv.create_revision)
             .map(|kv| match String::from_utf8(kv.value) {
-                Ok(holder) if !holder.is_empty() => holder,
-                _ => format!("lease {}", kv.key.rsplit('/').next().unwrap_or_default()),
+                Ok(holder) if !holder.is_empty() => Printable::from(holder),
+                _ => Printable::new(&format!(
+                    "lease {}",
+                    kv.key.rsplit('/').next().unwrap_or_default()
+                )),
             }))
     }
 

@@ -41,6 +41,11 @@ impl FileInventory {
         })
     }
 
+    /// The line that lists droplet `id`, if one does.
+    pub fn line_of(&self, id: u64) -> Result<Option<usize>> {
+        Ok(self.read()?.and_then(|text| entry::line_of(&text, id)))
+    }
+
     /// Replaces the file with `entries`, keeping the comment lines people
     /// wrote into it.
     pub fn save(&self, entries: &[Entry]) -> Result<()> {
@@ -92,11 +97,9 @@ fn read_text(path: &Path, what: &str) -> Result<Option<String>> {
             path.display()
         ),
     };
-    String::from_utf8(bytes).map(Some).map_err(|err| {
-        let valid = &err.as_bytes()[..err.utf8_error().valid_up_to()];
-        let line = 1 + valid.iter().filter(|b| **b == b'\n').count();
+    crate::text::utf8(bytes).map(Some).map_err(|err| {
         anyhow::anyhow!(
-            "{what} {} is not UTF-8 text: line {line} holds bytes that are not UTF-8 (another encoding, or a damaged file); fix or remove that line, then run doproxy reconcile",
+            "{what} {} {err}; fix or remove that line, then run doproxy reconcile",
             path.display()
         )
     })

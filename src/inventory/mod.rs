@@ -63,6 +63,18 @@ impl Store {
         }
     }
 
+    /// Where the inventory lists droplet `id`, for messages that send
+    /// people there (`line 3 of inventory file /srv/doproxy/inventory`,
+    /// `etcd key /doproxy/doproxy:web/droplets/g2/...`); None if it does not.
+    pub async fn locate(&self, id: u64) -> Result<Option<String>> {
+        Ok(match self {
+            Store::File(file) => file
+                .line_of(id)?
+                .map(|line| format!("line {line} of inventory file {}", file.path().display())),
+            Store::Etcd(etcd) => etcd.key_of(id).await?.map(|key| format!("etcd key {key}")),
+        })
+    }
+
     /// All entries, read at one point in time.
     pub async fn load(&self) -> Result<Vec<Entry>> {
         match self {

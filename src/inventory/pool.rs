@@ -2,9 +2,13 @@
 //! apart by tag (`doproxy:<pool>`) and by name (`<hostname_prefix>-<n>`);
 //! an inventory that holds another pool's droplets routes traffic to them,
 //! so `doctor` looks, and moving a pool out of a prefix it shared
-//! (`inventory migrate`) takes its own droplets only.
+//! (`inventory migrate`) takes its own droplets only. Whoever can write the
+//! inventory can list any droplet of the account in it, so before a
+//! droplet is destroyed or tagged, what DigitalOcean shows of it must say
+//! it is the pool's (`disowns`), whatever the inventory claims.
 
 use super::Entry;
+use crate::text::Printable;
 
 /// The tag every doproxy droplet carries, and the pool tag of droplets
 /// built before pools had their own.
@@ -36,6 +40,36 @@ impl Pool {
                         .is_none_or(|prefix| is_pool_name(&entry.name, prefix))
             }
         }
+    }
+
+    /// Why a droplet DigitalOcean shows named `name` and tagged `tags` is
+    /// not this pool's, if it is not: it must carry the pool's tag, or,
+    /// made before pools had tags (untagged by Ruby DOProxy, tagged only
+    /// `doproxy` by an earlier doproxy), be named `<hostname_prefix>-<n>`.
+    pub fn disowns(&self, name: &str, tags: &[String]) -> Option<String> {
+        if tags.contains(&self.tag) {
+            return None;
+        }
+        let prefix = self.hostname_prefix.as_deref();
+        if !tags.iter().all(|tag| tag == SHARED_TAG) {
+            return Some(format!(
+                "tagged {}, not {}",
+                Printable::new(&tags.join(", ")),
+                self.tag
+            ));
+        }
+        if prefix.is_some_and(|prefix| is_pool_name(name, prefix)) {
+            return None;
+        }
+        let tagged = if tags.is_empty() {
+            "untagged".to_string()
+        } else {
+            format!("tagged {SHARED_TAG} alone")
+        };
+        Some(format!(
+            "{tagged} and not named {}-<n>",
+            prefix.unwrap_or("<droplet_options.hostname_prefix>")
+        ))
     }
 }
 
@@ -69,6 +103,49 @@ mod tests {
         }
         // A shorter prefix does not claim a longer pool's droplets.
         assert!(!is_pool_name("auto-nginx-0", "auto"));
+    }
+
+    #[test]
+    fn droplets_are_the_pools_by_their_tag_or_from_before_tags_by_their_name() {
+        let web = Pool {
+            tag: "doproxy:web".to_string(),
+            hostname_prefix: Some("web".to_string()),
+        };
+        let tags = |tags: &[&str]| -> Vec<String> { tags.iter().map(|t| t.to_string()).collect() };
+        for (name, tags) in [
+            ("web-0", tags(&["doproxy:web", "doproxy"])),
+            ("anything", tags(&["doproxy:web"])),
+            ("web-1", tags(&[])),
+            ("web-2", tags(&["doproxy"])),
+        ] {
+            assert_eq!(web.disowns(name, &tags), None, "{name} {tags:?}");
+        }
+        let why = |name: &str, tags: &[String]| web.disowns(name, tags).unwrap();
+        assert_eq!(
+            why("web-3", &tags(&["shop"])),
+            "tagged shop, not doproxy:web"
+        );
+        assert_eq!(
+            why("web-3", &tags(&["doproxy:api", "doproxy"])),
+            "tagged doproxy:api, doproxy, not doproxy:web"
+        );
+        assert_eq!(why("shop-0", &tags(&[])), "untagged and not named web-<n>");
+        assert_eq!(
+            why("api-0", &tags(&["doproxy"])),
+            "tagged doproxy alone and not named web-<n>"
+        );
+        assert_eq!(
+            why("web-4", &tags(&["a\u{1b}[2J"])),
+            r"tagged a\u{1b}[2J, not doproxy:web"
+        );
+        let unnamed = Pool {
+            hostname_prefix: None,
+            ..web
+        };
+        assert_eq!(
+            unnamed.disowns("web-1", &[]).unwrap(),
+            "untagged and not named <droplet_options.hostname_prefix>-<n>"
+        );
     }
 
     #[test]

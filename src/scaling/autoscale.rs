@@ -13,6 +13,8 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::text::Printable;
+
 /// What a metric measures, per serving droplet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -48,7 +50,7 @@ pub struct Reading {
     /// None when the metric could not be read or is stale.
     pub value: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub problem: Option<String>,
+    pub problem: Option<Printable>,
 }
 
 /// What to do, and why.
@@ -81,7 +83,8 @@ pub struct Decision {
     /// Where this decision takes the pool (scale-in is limited by the step).
     pub target: usize,
     pub action: Action,
-    pub reason: String,
+    /// Kept in the history, in the store: read back as `Printable`.
+    pub reason: Printable,
 }
 
 /// Decides from `readings` for `pool`, given when the pool was last scaled.
@@ -106,7 +109,7 @@ pub fn decide(
         desired,
         target,
         action,
-        reason,
+        reason: reason.into(),
     };
     if desired > current {
         let why = match raw {

@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::inventory::{Build, Entry, Status};
+use crate::text::Printable;
 
 /// How many droplets one step replaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,7 +29,8 @@ pub enum StepSize {
 /// was stopped resumes the same plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rollout {
-    pub started_at: String,
+    /// Shown when it resumes; read back from the store as `Printable`.
+    pub started_at: Printable,
     /// The droplets to replace, in order (those that serve nothing first,
     /// then the oldest).
     pub olds: Vec<u64>,
@@ -134,7 +136,7 @@ pub fn start(
         ));
     }
     Ok(Rollout {
-        started_at,
+        started_at: started_at.into(),
         olds: olds.iter().map(|e| e.id).collect(),
         floor,
         step,

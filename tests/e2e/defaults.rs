@@ -4,12 +4,14 @@
 //! in log lines cut to a few names and a count; HAProxy's view in `print
 //! --health` (new servers rising, not failing; the inventory even when
 //! HAProxy is down); heal's dry run counting the time a droplet has been
-//! DOWN as HAProxy does.
+//! DOWN as HAProxy does; `init`'s SSH key placeholder refused before a
+//! create is paid for; files that are not UTF-8 named so; answers read
+//! with a cap.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -283,6 +285,41 @@ fn an_inventory_that_is_not_utf8_is_named_so() {
 }
 
 #[test]
+fn a_config_file_that_is_not_utf8_is_named_so() {
+    let project = Project::new("latin1-config");
+    let config = project.path("doproxy.yml");
+    let mut text = fs::read(&config).unwrap();
+    // A comment typed in Latin-1: café.
+    text.extend_from_slice(b"# caf\xe9\n");
+    let line = text.iter().filter(|b| **b == b'\n').count();
+    fs::write(&config, &text).unwrap();
+    let run = project.run(&["print"]).fails(
+        1,
+        &format!(
+            "config file {} is not UTF-8 text: line {line} holds bytes that are not UTF-8",
+            config.display()
+        ),
+    );
+    assert!(!run.stderr.contains("check the path"), "{}", run.stderr);
+}
+
+#[test]
+fn create_refuses_the_ssh_key_placeholder_before_paying() {
+    let mut project = Project::new("placeholder-key");
+    project.set("ssh_key_ids", Some("[163420, your-ssh-key-id]"));
+    let refused = format!(
+        "no droplet was created: ssh_key_ids in {} holds the placeholder your-ssh-key-id that doproxy init wrote, which DigitalOcean refuses; put your SSH key's ID or fingerprint in ssh_key_ids instead (doctl compute ssh-key list)",
+        project.path("doproxy.yml").display()
+    );
+    for args in [&["create"][..], &["scale", "--to", "2"]] {
+        project.run(args).fails(1, &refused);
+    }
+    assert_eq!(project.changing_requests(), Vec::<String>::new());
+    assert!(project.sim.droplets().is_empty());
+    assert!(project.ids().is_empty());
+}
+
+#[test]
 fn the_manual_page_describes_every_command_instead_of_pointing_to_missing_pages() {
     let page = crate::support::doproxy().arg("man").output().unwrap();
     assert!(page.status.success());
@@ -358,9 +395,10 @@ fn init_writes_a_config_safe_to_run_that_doctor_checks() {
     );
     let doctor = run(&["doctor"]);
     assert!(
-        doctor.stdout.contains(
-            "✗ ssh keys: ssh_key_ids holds the placeholder your-ssh-key-id that doproxy init wrote"
-        ),
+        doctor.stdout.contains(&format!(
+            "✗ ssh keys: ssh_key_ids in {} holds the placeholder your-ssh-key-id that doproxy init wrote",
+            config.display()
+        )),
         "{}",
         doctor.stdout
     );
@@ -446,9 +484,10 @@ fn a_decision_that_cannot_be_recorded_keeps_the_failed_scale_out_as_the_error() 
 fn a_create_whose_haproxy_update_fails_still_reports_the_droplets_it_destroyed() {
     let mut project = Project::new("create-earlier");
     project.sim.set_boot_delay(Duration::from_secs(3600));
+    // Passes the check before the create (on the `.precheck` file), fails
+    // the update after it.
     project.set(
         "haproxy_check_command",
-        // Passes the check before paying (on the .precheck file), fails after.
         Some("'case {file} in *.precheck) exit 0;; esac; echo check-broke >&2; exit 1'"),
     );
     let run = project
@@ -608,4 +647,43 @@ fn a_haproxy_command_that_prints_past_the_cap_fails_with_a_clear_error() {
     project
         .run(&["reload"])
         .fails(1, "printed more than 1 MiB, so it was killed");
+}
+
+#[test]
+fn an_admin_socket_answer_past_the_cap_is_refused_with_a_clear_error() {
+    let mut project = Project::new("huge-socket-answer");
+    project.run(&["create"]).success();
+    // A `show stat` answer that parses, padded past the cap: read whole,
+    // it would pass for a HAProxy without servers.
+    let socket = project.path("admin.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
+    let server = thread::spawn(move || {
+        for stream in listener.incoming() {
+            if stopped.load(Ordering::Relaxed) {
+                break;
+            }
+            let Ok(mut stream) = stream else { continue };
+            let mut command = String::new();
+            let _ = BufReader::new(&stream).read_line(&mut command);
+            let mut answer = b"# pxname,svname,qcur,scur,status,rate,\n".to_vec();
+            answer.resize(answer.len() + HUGE, b'\n');
+            // doproxy may hang up once it has read enough.
+            let _ = stream.write_all(&answer);
+        }
+    });
+    project.set("haproxy_socket", Some("admin.sock"));
+    let run = project.run(&["print", "--health"]).success();
+    assert!(run.stdout.contains("haproxy: unknown)"), "{}", run.stdout);
+    assert!(
+        run.stderr.contains(
+            "HAProxy's admin socket gave an answer larger than 16 MiB, far beyond any real one, to `show stat`"
+        ),
+        "{}",
+        run.stderr
+    );
+    stop.store(true, Ordering::Relaxed);
+    let _ = UnixStream::connect(&socket);
+    server.join().unwrap();
 }

@@ -192,7 +192,8 @@ fn reconcile_reports_drift_and_changes_nothing_without_apply() {
             .sim
             .seed_droplets(1, "auto-nginx", &["doproxy:auto-nginx".to_string()], false)[0]
             .id;
-    let untagged = project.sim.seed_droplets(1, "legacy", &[], false)[0].id;
+    // Made by the Ruby DOProxy: untagged, named like the pool's droplets.
+    let untagged = project.sim.seed_droplets(1, "auto-nginx", &[], false)[0].id;
     let inventory = format!("{}{untagged}\n", project.inventory());
     fs::write(project.path("inventory"), &inventory).unwrap();
     project.run(&["print"]).success(); // fills in the legacy line

@@ -1,8 +1,9 @@
 //! What someone who can write where doproxy reads (the etcd prefix, the
 //! inventory folder, a droplet's name at DigitalOcean) cannot make it do:
-//! put text into the HAProxy config, write through a planted link, send a
-//! secret unencrypted; and what doproxy says about secrets others can read.
-//! Real HAProxy, real etcd, the simulator.
+//! put text into the HAProxy config, destroy or tag a droplet that is not
+//! the pool's, put a terminal escape on the screen, write through a planted
+//! link, send a secret unencrypted; and what doproxy says about secrets
+//! others can read. Real HAProxy, real etcd, the simulator.
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -12,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
+use doproxy_sim::SimDroplet;
 use serde_json::json;
 
 use crate::etcd_server::Etcd;
@@ -319,4 +321,230 @@ fn every_command_warns_about_a_config_file_others_can_read() {
     fs::set_permissions(&config, fs::Permissions::from_mode(0o600)).unwrap();
     let run = project.run(&["print"]).success();
     assert!(!run.stderr.contains("warning"), "{}", run.stderr);
+}
+
+/// A droplet of the account that is not the pool's: named and tagged as
+/// another team's.
+fn shop_droplet(project: &Project) -> SimDroplet {
+    let tags = ["shop".to_string()];
+    project.sim.seed_droplets(1, "shop", &tags, true).remove(0)
+}
+
+/// The tags droplet `id` has at DigitalOcean now; None once it is gone.
+fn tags_at_digitalocean(project: &Project, id: u64) -> Option<Vec<String>> {
+    let droplet = project.sim.droplets().into_iter().find(|d| d.id == id)?;
+    Some(droplet.tags)
+}
+
+/// An inventory line for `droplet` that claims it is the pool's: named
+/// like the pool's droplets, built with the pool's tag.
+fn claiming_line(droplet: &SimDroplet, status: &str) -> String {
+    format!(
+        "{} auto-nginx-5 {} - {status} 2026-11-28T20:41:06Z image=ubuntu-24-04-x64 size=s-1vcpu-1gb region=nyc3 user_data=- tags=doproxy:auto-nginx,doproxy vpc=-\n",
+        droplet.id, droplet.private_ip
+    )
+}
+
+#[test]
+fn a_file_inventory_line_naming_another_droplet_never_gets_it_destroyed_or_tagged() {
+    let mut project = Project::new("foreign-file");
+    project.run(&["create"]).success();
+    let shop = shop_droplet(&project);
+    let mut inventory = project.inventory();
+    inventory.push_str(&claiming_line(&shop, "active"));
+    fs::write(project.path("inventory"), &inventory).unwrap();
+    let refused = format!(
+        "droplet {} (shop-0), listed at line {} of inventory file {}, is not pool doproxy:auto-nginx's: DigitalOcean shows it tagged shop, not doproxy:auto-nginx",
+        shop.id,
+        inventory.lines().count(),
+        project.path("inventory").display()
+    );
+    project.sim.clear_requests();
+    let id = shop.id.to_string();
+    let args: [&[&str]; 4] = [
+        &["delete", "1"],
+        &["delete", "--id", &id],
+        &["scale", "--to", "0", "--allow-empty"],
+        &["reconcile", "--apply"],
+    ];
+    for args in args {
+        project.run(args).fails(1, &refused);
+        assert_eq!(project.inventory(), inventory, "{args:?}");
+        assert_eq!(tags_at_digitalocean(&project, shop.id).unwrap(), ["shop"]);
+    }
+    // Off, it is one heal would replace: nothing is paid for it either.
+    project.sim.set_power(shop.id, false);
+    project.set("heal", Some("{grace: 0s}"));
+    let run = project.run(&["heal", "--once"]).fails(1, &refused);
+    assert!(
+        run.stderr.contains("no droplet was created"),
+        "{}",
+        run.stderr
+    );
+
+    // Marked as a delete cut short, which the next delete or reconcile
+    // would finish.
+    let destroying = inventory.replace(
+        &claiming_line(&shop, "active"),
+        &claiming_line(&shop, "destroying"),
+    );
+    fs::write(project.path("inventory"), &destroying).unwrap();
+    for args in [
+        &["delete", "0", "--allow-empty"][..],
+        &["reconcile", "--apply"],
+    ] {
+        project.run(args).fails(1, &refused);
+        assert_eq!(project.inventory(), destroying, "{args:?}");
+    }
+    assert_eq!(tags_at_digitalocean(&project, shop.id).unwrap(), ["shop"]);
+
+    // Recorded as a replacement still booting, which a rollout (or heal)
+    // destroys once it fails the health check.
+    let own = project.ids().into_iter().next().unwrap();
+    let booting = claiming_line(&shop, "new").replace(" vpc=-", &format!(" vpc=- replaces={own}"));
+    fs::write(
+        project.path("inventory"),
+        inventory.replace(&claiming_line(&shop, "active"), &booting),
+    )
+    .unwrap();
+    project.sim.set_power(shop.id, true);
+    project.sim.set_serving(shop.id, false);
+    project.set("ready_timeout", Some("1s"));
+    let run = project.run(&["rollout"]).fails(1, &refused);
+    assert!(
+        run.stderr.contains("so it was not destroyed"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(tags_at_digitalocean(&project, shop.id).unwrap(), ["shop"]);
+    assert_eq!(project.changing_requests(), Vec::<String>::new());
+    assert_eq!(project.sim.droplets().len(), 2);
+
+    // Without the line, the pool's own droplet goes as before.
+    fs::write(
+        project.path("inventory"),
+        inventory.replace(&claiming_line(&shop, "active"), ""),
+    )
+    .unwrap();
+    project.run(&["delete", "0", "--allow-empty"]).success();
+    assert_eq!(project.sim.droplets().len(), 1);
+}
+
+#[test]
+fn an_etcd_entry_naming_another_droplet_never_gets_it_drained_destroyed_or_tagged() {
+    let etcd = Etcd::start();
+    let mut project = Project::new("foreign-etcd");
+    project.use_etcd(&etcd.url());
+    let _haproxy = project.start_haproxy();
+    project.run(&["create"]).success();
+    let shop = shop_droplet(&project);
+    let recorded = etcd.keys("/doproxy/");
+    let recorded = recorded
+        .iter()
+        .find(|key| key.contains("/droplets/g"))
+        .unwrap_or_else(|| panic!("no droplet key in {recorded:?}"));
+    let key = format!(
+        "{}{:020}",
+        &recorded[..=recorded.rfind('/').unwrap()],
+        shop.id
+    );
+    let entry = json!({
+        "id": shop.id, "name": "auto-nginx-5", "private_ip": shop.private_ip.to_string(),
+        "public_ip": null, "status": "active", "created_at": "2026-11-28T20:41:06Z"
+    });
+    etcd.put(&key, &entry.to_string());
+    // It routes traffic there now (what such an entry can do) ...
+    project.run(&["reload"]).success();
+    let serving = || {
+        let health = project.run(&["print", "--health"]).success().stdout;
+        let line = health
+            .lines()
+            .find(|l| l.contains(&format!("id: {}", shop.id)))
+            .unwrap_or_else(|| panic!("{health}"))
+            .to_string();
+        assert!(!line.contains("DRAIN") && !line.contains("MAINT"), "{line}");
+    };
+    serving();
+    let listed = project.run(&["print", "-o", "json"]).success().stdout;
+
+    // ... but gets nothing drained, destroyed or tagged.
+    let refused = format!(
+        "droplet {} (shop-0), listed at etcd key {key}, is not pool doproxy:auto-nginx's",
+        shop.id
+    );
+    project.sim.clear_requests();
+    let id = shop.id.to_string();
+    let args: [&[&str]; 3] = [
+        &["delete", "--id", &id],
+        &["scale", "--to", "0", "--allow-empty"],
+        &["reconcile", "--apply"],
+    ];
+    for args in args {
+        project.run(args).fails(1, &refused);
+        assert_eq!(tags_at_digitalocean(&project, shop.id).unwrap(), ["shop"]);
+        serving();
+    }
+    assert_eq!(
+        project.run(&["print", "-o", "json"]).success().stdout,
+        listed
+    );
+    assert_eq!(project.changing_requests(), Vec::<String>::new());
+    assert_eq!(project.sim.droplets().len(), 2);
+}
+
+/// Text with terminal escapes: one retitling the window, one clearing it.
+const ESCAPES: &str = "owned\u{1b}]2;pwned\u{7}\u{1b}[2J";
+/// How doproxy shows that text instead.
+const ESCAPED: &str = r"owned\u{1b}]2;pwned\u{7}\u{1b}[2J";
+
+#[test]
+fn terminal_escapes_written_into_etcd_never_reach_the_terminal() {
+    let etcd = Etcd::start();
+    let mut project = Project::new("escapes");
+    project.use_etcd(&etcd.url());
+    project.run(&["create"]).success();
+    // Nothing listens there: print --health still prints, the leader too.
+    project.set("haproxy_socket", Some("admin.sock"));
+    project.set("reserved_ip", Some("203.0.113.7"));
+    project.set("autoscale", Some("{max: 3, cpu_percent: 70}"));
+    let prefix = "/doproxy/doproxy:auto-nginx/";
+    let leader = json!({"droplet_id": 7, "name": ESCAPES, "pid": 1, "since": ESCAPES});
+    etcd.put(&format!("{prefix}failover/leader"), &leader.to_string());
+    let moves = json!([{"at": ESCAPES, "reserved_ip": ESCAPES, "droplet_id": 7, "name": ESCAPES, "previous": null}]);
+    etcd.put(&format!("{prefix}failover/history"), &moves.to_string());
+    let decisions = json!({"last_scaled": null, "history": [{
+        "at": ESCAPES, "readings": [{"metric": "cpu_percent", "target": 70.0, "value": null, "problem": ESCAPES}],
+        "current": 1, "serving": 1, "desired": 1, "target": 1, "action": "hold",
+        "reason": ESCAPES, "dry_run": false, "outcome": ESCAPES
+    }]});
+    etcd.put(&format!("{prefix}meta/autoscale"), &decisions.to_string());
+    let id = project.ids().into_iter().next().unwrap();
+    let rollout = json!({"under_way": {
+        "started_at": ESCAPES, "olds": [id], "floor": 1, "step": {"batch": 1},
+        "min_healthy": 100, "only_stale": false
+    }});
+    etcd.put(&format!("{prefix}meta/rollout"), &rollout.to_string());
+    // A lock holder describing itself (no lease: it never lets go).
+    etcd.put(&format!("{prefix}lock/1"), ESCAPES);
+
+    let runs = [
+        project.run(&["print", "--health"]).success(),
+        project.run(&["failover", "--history"]).success(),
+        project.run(&["autoscale", "--history"]).success(),
+        project.run(&["rollout", "--dry-run"]).success(),
+        project.run(&["delete", "0", "--lock-timeout", "1s"]).fails(
+            1,
+            &format!("another doproxy run ({ESCAPED}) still holds etcd lock"),
+        ),
+    ];
+    for (run, shows) in runs.iter().zip([2, 3, 4, 1, 1]) {
+        for (stream, text) in [("stdout", &run.stdout), ("stderr", &run.stderr)] {
+            assert!(
+                !text.contains('\u{1b}') && !text.contains('\u{7}'),
+                "an escape reached {stream}: {text:?}"
+            );
+        }
+        let output = format!("{}{}", run.stdout, run.stderr);
+        assert!(output.matches(ESCAPED).count() >= shows, "{output}");
+    }
 }
