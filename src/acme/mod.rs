@@ -88,6 +88,8 @@ pub enum AcmeError {
         "the ACME directory URL {0:?} is not https://; use the CA's directory URL, such as {LETS_ENCRYPT}"
     )]
     NotHttps(String),
+    #[error("no domain to issue a certificate for; list at least one")]
+    NoDomains,
     #[error("{0:?} is not an email address for the CA to write to; fix the contact email")]
     Contact(String),
     #[error(
@@ -98,13 +100,13 @@ pub enum AcmeError {
         "the ACME server at {url} is not trusted ({reason}); if it uses a private or test CA, give that CA's certificate as the ACME CA file"
     )]
     Untrusted { url: String, reason: String },
-    #[error("the CA refused {action}: {problem}")]
+    #[error("the CA refused {action}: {problem}; fix what it names, or try again later")]
     Refused {
         action: &'static str,
         problem: String,
     },
     #[error(
-        "the CA's rate limit stops {action} for now: {problem}; try again {}",
+        "the CA's rate limit holds back {action} for now: {problem}; try again {}",
         retry_after.map_or("later".to_string(), |t| format!("after {}", humantime::format_rfc3339_seconds(t)))
     )]
     RateLimited {
@@ -118,7 +120,7 @@ pub enum AcmeError {
     ChallengeFailed { domain: String, problem: String },
     #[error("could not publish the answer to the CA's challenge for {domain}: {reason}")]
     Publish { domain: String, reason: String },
-    #[error("the CA did not {action} within {}; it may be busy, try again later", humantime::format_duration(*after))]
+    #[error("the CA did not finish {action} within {}; it may be busy, try again later", humantime::format_duration(*after))]
     TimedOut {
         action: &'static str,
         after: Duration,
@@ -246,6 +248,9 @@ impl Acme {
         domains: &[Domain],
         answers: &impl ChallengeAnswers,
     ) -> Result<CertifiedKey, AcmeError> {
+        if domains.is_empty() {
+            return Err(AcmeError::NoDomains);
+        }
         let mut published = Vec::new();
         let issued =
             tokio::time::timeout(self.timeout, self.order(domains, answers, &mut published)).await;
@@ -255,7 +260,7 @@ impl Acme {
             }
         }
         issued.unwrap_or(Err(AcmeError::TimedOut {
-            action: "issue the certificate",
+            action: "the issuance",
             after: self.timeout,
         }))
     }
@@ -280,7 +285,7 @@ impl Acme {
         let mut authorizations = order.authorizations();
         while let Some(authorization) = authorizations.next().await {
             let mut authorization =
-                authorization.map_err(|err| failed("to show the order's authorizations", err))?;
+                authorization.map_err(|err| failed("the order's authorizations", err))?;
             let domain = authorization.identifier().to_string();
             match authorization.status {
                 AuthorizationStatus::Valid => continue,
@@ -296,16 +301,18 @@ impl Acme {
                 authorization
                     .challenge(ChallengeType::Http01)
                     .ok_or(AcmeError::BadAnswer {
-                        action: "the order",
+                        action: "the certificate order",
                         reason: format!("it offers no HTTP-01 challenge for {domain}"),
                     })?;
             let key_authorization = challenge.key_authorization();
             if !is_token(&challenge.token) || !is_key_authorization(key_authorization.as_str()) {
                 return Err(AcmeError::BadAnswer {
-                    action: "the order",
+                    action: "the certificate order",
                     reason: format!("the challenge token for {domain} is not base64url text"),
                 });
             }
+            // Noted first: a publish cut short by the timeout is withdrawn too.
+            published.push(challenge.token.clone());
             answers
                 .publish(&challenge.token, key_authorization.as_str())
                 .await
@@ -313,11 +320,10 @@ impl Acme {
                     domain: domain.clone(),
                     reason: format!("{err:#}"),
                 })?;
-            published.push(challenge.token.clone());
             challenge
                 .set_ready()
                 .await
-                .map_err(|err| failed("to validate the challenge", err))?;
+                .map_err(|err| failed("the challenge", err))?;
         }
 
         let validated = order.poll_ready(&self.poll_policy()).await;
@@ -326,7 +332,7 @@ impl Acme {
             Ok(_) | Err(instant_acme::Error::Api(_)) => {
                 return Err(why_invalid(&mut order, domains, validated.err()).await);
             }
-            Err(err) => return Err(failed("to validate the challenges", err)),
+            Err(err) => return Err(failed("the validation", err)),
         }
 
         let generate = |err: rcgen::Error| AcmeError::Request(err.to_string());
@@ -338,11 +344,11 @@ impl Acme {
         order
             .finalize_csr(csr.der())
             .await
-            .map_err(|err| failed("to sign the certificate", err))?;
+            .map_err(|err| failed("the signing", err))?;
         let chain = order
             .poll_certificate(&self.poll_policy())
             .await
-            .map_err(|err| failed("to sign the certificate", err))?;
+            .map_err(|err| failed("the signing", err))?;
         let certified = CertifiedKey::from_pem(&format!("{chain}\n{}", key.serialize_pem()))
             .map_err(|err: CertificateError| {
                 AcmeError::WrongCertificate(format!("cannot be read: {err}"))

@@ -99,6 +99,64 @@ fn a_rate_limit_says_when_to_come_back() {
 }
 
 #[test]
+fn a_rate_limit_problem_carries_the_retry_after_of_its_answer() {
+    let transport = Transport::new(None).unwrap();
+    let problem = |kind: &str, status: u16| {
+        instant_acme::Error::Api(
+            serde_json::from_value(serde_json::json!({
+                "type": kind, "detail": "too many certificates", "status": status
+            }))
+            .unwrap(),
+        )
+    };
+    let mut headers = http::HeaderMap::new();
+    headers.insert(http::header::RETRY_AFTER, "3600".parse().unwrap());
+    let before = SystemTime::now();
+    transport.note_retry_after(http::StatusCode::TOO_MANY_REQUESTS, &headers);
+    let err = failure(
+        "the certificate order",
+        problem(RATE_LIMITED, 429),
+        &transport,
+        Duration::from_secs(60),
+    );
+    let retry_after = err.retry_after().expect("a rate limit says when");
+    assert!(retry_after >= before + Duration::from_secs(3600));
+    assert!(retry_after <= SystemTime::now() + Duration::from_secs(3600));
+    assert!(err.to_string().starts_with(
+        "the CA's rate limit holds back the certificate order for now: too many certificates; try again after "
+    ));
+    // Taken once; a 503 without Retry-After is a rate limit without a time.
+    transport.note_retry_after(
+        http::StatusCode::SERVICE_UNAVAILABLE,
+        &http::HeaderMap::new(),
+    );
+    let unavailable = failure(
+        "the signing",
+        problem("urn:ietf:params:acme:error:serverInternal", 503),
+        &transport,
+        Duration::ZERO,
+    );
+    assert!(matches!(
+        unavailable,
+        AcmeError::RateLimited {
+            retry_after: None,
+            ..
+        }
+    ));
+    let refused = failure(
+        "the signing",
+        problem("urn:ietf:params:acme:error:badCSR", 400),
+        &transport,
+        Duration::ZERO,
+    );
+    assert!(
+        refused
+            .to_string()
+            .starts_with("the CA refused the signing: too many certificates;")
+    );
+}
+
+#[test]
 fn the_account_key_survives_its_pem_and_nothing_else_passes_for_it() {
     let key = AccountKey::generate().unwrap();
     let pem = key.to_pem();

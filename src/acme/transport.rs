@@ -58,6 +58,18 @@ impl Transport {
         })
     }
 
+    /// Keeps the Retry-After of a 429 (rate limit) or 503 (unavailable)
+    /// answer, or that there was none.
+    pub fn note_retry_after(&self, status: http::StatusCode, headers: &http::HeaderMap) {
+        if matches!(status.as_u16(), 429 | 503) {
+            let retry_after = headers
+                .get(http::header::RETRY_AFTER)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| parse_retry_after(value, SystemTime::now()));
+            *self.retry_after.lock().unwrap_or_else(|e| e.into_inner()) = retry_after;
+        }
+    }
+
     /// The Retry-After of the latest 429 or 503 answer, taken.
     pub fn take_retry_after(&self) -> Option<SystemTime> {
         self.retry_after
@@ -90,13 +102,7 @@ impl Transport {
             .map_err(|err| failed(root_cause(&err), is_tls_failure(&err)))?;
         let status = response.status();
         let headers = response.headers().clone();
-        if matches!(status.as_u16(), 429 | 503) {
-            let retry_after = headers
-                .get(http::header::RETRY_AFTER)
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| parse_retry_after(value, SystemTime::now()));
-            *self.retry_after.lock().unwrap_or_else(|e| e.into_inner()) = retry_after;
-        }
+        self.note_retry_after(status, &headers);
         let body = read_body(response).await.map_err(|err| match err {
             BodyError::Transport(err) => failed(root_cause(&err), false),
             BodyError::TooLarge => failed(TOO_LARGE.to_string(), false),
