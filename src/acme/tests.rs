@@ -170,11 +170,11 @@ fn the_account_key_survives_its_pem_and_nothing_else_passes_for_it() {
     let certificate =
         crate::certificate::CertifiedKey::placeholder(&[Domain::parse("a.test").unwrap()]).unwrap();
     assert!(wrong(&certificate.chain_pem()).contains("CERTIFICATE"));
-    let rsa_like = pem::encode(&pem::Pem::new(
+    let not_a_key = pem::encode(&pem::Pem::new(
         "PRIVATE KEY",
         vec![0x30, 0x03, 0x02, 0x01, 0x00],
     ));
-    assert!(wrong(&rsa_like).contains("P-256"));
+    assert!(wrong(&not_a_key).contains("P-256"));
 }
 
 /// A HAProxy on loopback with a hand-written config: a plain HTTP frontend
