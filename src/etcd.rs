@@ -28,7 +28,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::http::{BodyError, MAX_ANSWER};
+use crate::http::{BodyError, MAX_ANSWER, is_tls_failure, root_cause};
 
 /// How long one ordinary request may take. Lock and watch requests wait
 /// for events instead and have no such limit.
@@ -1032,36 +1032,6 @@ fn transport_error(endpoint: &str, err: &reqwest::Error) -> EtcdError {
         endpoint: endpoint.to_string(),
         reason: root_cause(err),
     }
-}
-
-/// Whether rustls failed the request: an untrusted server certificate, or
-/// etcd refusing ours (which TLS 1.3 reports only once the request is sent).
-fn is_tls_failure(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = Some(err);
-    while let Some(err) = cause {
-        if err.is::<rustls::Error>() {
-            return true;
-        }
-        // io::Error hides the error it wraps from `source`.
-        cause = match err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|err| err.get_ref())
-        {
-            Some(wrapped) => Some(wrapped),
-            None => err.source(),
-        };
-    }
-    false
-}
-
-/// The innermost error's text ("Connection refused (os error 111)"):
-/// reqwest's own wrappers say little.
-fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = err;
-    while let Some(source) = cause.source() {
-        cause = source;
-    }
-    cause.to_string()
 }
 
 fn read_pem(path: &Path, setting: &str) -> anyhow::Result<Vec<u8>> {

@@ -1,6 +1,7 @@
 //! The HTTP client setup every outgoing connection shares: the DigitalOcean
-//! API, the metadata service, droplet readiness checks, etcd; and the bound
-//! on how much of an answer is read.
+//! API, the metadata service, droplet readiness checks, etcd, the ACME CA;
+//! the bound on how much of an answer is read; and what a failed request
+//! says.
 
 /// The most of one answer (or one line of etcd's watch stream, or one
 /// answer on HAProxy's admin socket) doproxy reads: far beyond a real one
@@ -52,4 +53,34 @@ pub fn builder() -> reqwest::ClientBuilder {
 pub fn api_builder() -> reqwest::ClientBuilder {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder().user_agent(concat!("doproxy/", env!("CARGO_PKG_VERSION")))
+}
+
+/// Whether rustls failed the request: an untrusted server certificate, or
+/// the server refusing ours (which TLS 1.3 reports only once the request is sent).
+pub fn is_tls_failure(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(err) = cause {
+        if err.is::<rustls::Error>() {
+            return true;
+        }
+        // io::Error hides the error it wraps from `source`.
+        cause = match err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|err| err.get_ref())
+        {
+            Some(wrapped) => Some(wrapped),
+            None => err.source(),
+        };
+    }
+    false
+}
+
+/// The innermost error's text ("Connection refused (os error 111)"):
+/// reqwest's own wrappers say little.
+pub fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = err;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
 }

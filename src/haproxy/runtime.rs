@@ -80,12 +80,17 @@ pub struct Runtime<'a> {
 }
 
 impl<'a> Runtime<'a> {
+    /// The admin socket at `socket`; one exchange may take `timeout`.
+    pub fn new(socket: &'a Path, timeout: Duration) -> Runtime<'a> {
+        Runtime { socket, timeout }
+    }
+
     /// The admin socket of `config`, if haproxy_socket is set.
     pub fn of(config: &'a Config) -> Option<Runtime<'a>> {
-        Some(Runtime {
-            socket: config.haproxy_socket.as_deref()?,
-            timeout: config.haproxy_socket_timeout,
-        })
+        Some(Runtime::new(
+            config.haproxy_socket.as_deref()?,
+            config.haproxy_socket_timeout,
+        ))
     }
 
     /// Every server row of `show stat`.
@@ -166,7 +171,13 @@ impl<'a> Runtime<'a> {
     /// Sends one command and reads the whole answer (the socket closes after
     /// one command when not in interactive mode), all within the timeout and
     /// up to MAX_ANSWER.
-    async fn command(&self, command: &str) -> Result<String> {
+    pub(super) async fn command(&self, command: &str) -> Result<String> {
+        self.exchange(command, command).await
+    }
+
+    /// `command`, named `label` in errors: a command carrying a payload
+    /// (a private key) is never quoted whole.
+    pub(super) async fn exchange(&self, command: &str, label: &str) -> Result<String> {
         let fix = format!(
             "check that HAProxy runs with `stats socket {} level admin`, or unset haproxy_socket",
             self.socket.display()
@@ -187,7 +198,7 @@ impl<'a> Runtime<'a> {
         match tokio::time::timeout(self.timeout, exchange).await {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(Unread::TooMuch)) => bail!(
-                "HAProxy's admin socket gave {TOO_LARGE}, to `{command}` on {}; {fix}",
+                "HAProxy's admin socket gave {TOO_LARGE}, to `{label}` on {}; {fix}",
                 self.socket.display()
             ),
             Ok(Err(Unread::Failed(err))) => Err(err).with_context(|| {
@@ -197,7 +208,7 @@ impl<'a> Runtime<'a> {
                 )
             }),
             Err(_) => bail!(
-                "HAProxy's admin socket {} did not answer `{command}` within {} (haproxy_socket_timeout); {fix}",
+                "HAProxy's admin socket {} did not answer `{label}` within {} (haproxy_socket_timeout); {fix}",
                 self.socket.display(),
                 humantime::format_duration(self.timeout)
             ),

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real doproxy binary against the project's
-//! DigitalOcean simulator, Debian's HAProxy and (for the etcd inventory) etcd,
-//! all on loopback. One test binary, so the build links once.
+//! DigitalOcean simulator, Debian's HAProxy, etcd (for the etcd inventory)
+//! and Pebble (for HTTPS), all on loopback. One test binary, so the build
+//! links once.
 
 mod autoscale;
 mod bad_input;
@@ -13,10 +14,12 @@ mod etcd_store;
 mod failover;
 mod haproxy_faults;
 mod heal;
+mod https;
 mod metrics;
 mod operator;
 mod operator_faults;
 mod packaging;
+mod pebble;
 mod readiness;
 mod resilience;
 mod rollout;
