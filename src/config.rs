@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
+use crate::etcd;
 use crate::inventory::{Pool, SHARED_TAG};
 use crate::scaling::autoscale::{Metric, Policy, metric_name};
 use crate::scaling::heal::Policy as HealPolicy;
@@ -246,7 +247,8 @@ pub struct Config {
 
 /// Where the inventory lives in etcd and how to reach it.
 pub struct EtcdSettings {
-    pub endpoints: Vec<String>,
+    /// How to reach etcd.
+    pub client: etcd::Settings,
     /// Every key of this pool starts with it, e.g. `/doproxy/doproxy:web/`.
     pub prefix: String,
     /// The pool whose inventory this is.
@@ -255,20 +257,18 @@ pub struct EtcdSettings {
     /// (`/doproxy/doproxy/`), when this pool's default moved away from it:
     /// droplets of the pool still there have to be moved first.
     pub shared_prefix: Option<String>,
-    pub username: Option<String>,
-    pub password: Option<String>,
-    pub ca_file: Option<PathBuf>,
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
 }
 
 impl fmt::Debug for EtcdSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EtcdSettings")
-            .field("endpoints", &self.endpoints)
+            .field("endpoints", &self.client.endpoints)
             .field("prefix", &self.prefix)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("username", &self.client.username)
+            .field(
+                "password",
+                &self.client.password.as_ref().map(|_| "<hidden>"),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -594,20 +594,22 @@ impl Config {
         config.etcd = match file.inventory_backend.as_deref() {
             None | Some("file") => None,
             Some("etcd") => Some(EtcdSettings {
-                endpoints: file.etcd_endpoints.filter(|e| !e.is_empty()).with_context(|| {
-                    format!(
-                        "inventory_backend is etcd but etcd_endpoints is missing in {}; list your etcd client URLs, e.g. [http://10.0.0.2:2379]",
-                        path.display()
-                    )
-                })?,
+                client: etcd::Settings {
+                    endpoints: file.etcd_endpoints.filter(|e| !e.is_empty()).with_context(|| {
+                        format!(
+                            "inventory_backend is etcd but etcd_endpoints is missing in {}; list your etcd client URLs, e.g. [http://10.0.0.2:2379]",
+                            path.display()
+                        )
+                    })?,
+                    username: file.etcd_username,
+                    password: env(ETCD_PASSWORD_ENV).or(file.etcd_password),
+                    ca_file: file.etcd_ca_file.map(resolve),
+                    cert_file: file.etcd_cert_file.map(resolve),
+                    key_file: file.etcd_key_file.map(resolve),
+                },
                 prefix: file.etcd_prefix.unwrap_or(own_prefix),
                 pool: config.pool(),
                 shared_prefix: moved_away.then_some(shared_prefix),
-                username: file.etcd_username,
-                password: env(ETCD_PASSWORD_ENV).or(file.etcd_password),
-                ca_file: file.etcd_ca_file.map(resolve),
-                cert_file: file.etcd_cert_file.map(resolve),
-                key_file: file.etcd_key_file.map(resolve),
             }),
             Some(other) => bail!(
                 "inventory_backend {other:?} in {} is unknown; use file (the default) or etcd",
@@ -691,8 +693,8 @@ impl Config {
                 );
             }
             if let Some(etcd) = &config.etcd
-                && (etcd.username.is_some() || etcd.password.is_some())
-                && let Some(endpoint) = etcd.endpoints.iter().find(|e| in_clear(e))
+                && (etcd.client.username.is_some() || etcd.client.password.is_some())
+                && let Some(endpoint) = etcd.client.endpoints.iter().find(|e| in_clear(e))
             {
                 bail!(
                     "etcd endpoint {endpoint} is plain http:// to another machine, so etcd_username and etcd_password would cross the network unencrypted; use https:// (with etcd_ca_file), or set allow_insecure_http: true in {file_name} if nobody else can see that network"

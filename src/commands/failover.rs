@@ -1,6 +1,6 @@
 //! `failover`: two (or more) proxies behind one reserved IP, the one that
 //! leads holding it. The proxies elect a leader through an etcd key on the
-//! leader's lease (see `inventory::etcd::Election`); the leader assigns the
+//! leader's lease (see `etcd::Election`); the leader assigns the
 //! reserved IP to its own droplet (ID from the metadata service) and reads
 //! it back every failover_recheck_interval, taking it back if it moved.
 //!
@@ -23,9 +23,10 @@ use super::{App, Report, backoff};
 use crate::cli::FailoverArgs;
 use crate::config::Config;
 use crate::digitalocean::{Client, RetryPolicy, metadata, reserved_ip};
+use crate::etcd::{Election, LeaderKey, Leadership, Unconfirmed};
 use crate::failover::{self, Assignment, Health, Identity, Role, Seen, Step};
 use crate::haproxy;
-use crate::inventory::{Election, LeaderKey, Leadership, NotMoved, Store, Unconfirmed};
+use crate::inventory::{NotMoved, Store};
 use crate::shutdown::Interrupted;
 
 /// How long a TCP check of the frontend may take.

@@ -22,7 +22,6 @@
 //! more at DigitalOcean either.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -31,7 +30,7 @@ use super::entry::Entry;
 use super::layout::{self, Layout, MAX_OPS, SavePlan};
 use super::pool::Pool;
 use crate::config::EtcdSettings;
-use crate::etcd::{self, Client, Compare, Credentials, EtcdError, Op, Put, TlsFiles, WatchUpdate};
+use crate::etcd::{self, Client, Compare, Election, EtcdError, Op, Put, Releasing, WatchUpdate};
 use crate::shutdown::Shutdown;
 use crate::text::Printable;
 
@@ -57,26 +56,11 @@ pub struct EtcdInventory {
     releasing: Releasing,
 }
 
-/// Releases of dropped locks, each running as a task of its own.
-type Releasing = Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>;
-
 /// Proof that this run holds the pool's etcd lock, for as long as it is in
-/// scope: `release` gives it up and says when that is done; dropping it
-/// (the command is done, failed half-way, or was cut short) gives it up in
-/// the background at once, so another run never waits for the lease to run
-/// out while this one goes on or exits.
+/// scope; dropping it (the command is done, failed half-way, or was cut
+/// short) gives it up in the background at once (see `etcd::Lock`).
 #[must_use = "the lock is released as soon as it is dropped"]
-pub struct EtcdLock {
-    client: Client,
-    /// The lock's name, for messages.
-    name: String,
-    /// Exists exactly as long as the lock is held.
-    owner_key: String,
-    lease: i64,
-    /// None once released.
-    keep_alive: Option<etcd::KeepAlive>,
-    releasing: Releasing,
-}
+pub struct EtcdLock(etcd::Lock);
 
 /// The pool's droplets still sit under the prefix pools shared, and its own
 /// prefix is empty: nothing may start a second inventory of the pool.
@@ -112,24 +96,9 @@ pub struct InventoryWatch {
 
 impl EtcdInventory {
     pub fn new(settings: &EtcdSettings) -> Result<EtcdInventory> {
-        let credentials = match (&settings.username, &settings.password) {
-            (Some(username), Some(password)) => Some(Credentials {
-                username: username.clone(),
-                password: password.clone(),
-            }),
-            (None, None) => None,
-            _ => bail!(
-                "etcd_username and etcd_password go together; set both to log in to etcd, or neither"
-            ),
-        };
-        let tls = TlsFiles {
-            ca_file: settings.ca_file.clone(),
-            cert_file: settings.cert_file.clone(),
-            key_file: settings.key_file.clone(),
-        };
         Ok(EtcdInventory {
-            client: Client::new(settings.endpoints.clone(), credentials, &tls)?,
-            endpoints: settings.endpoints.join(","),
+            client: Client::new(&settings.client)?,
+            endpoints: settings.client.endpoints.join(","),
             prefix: with_slash(&settings.prefix),
             pool: settings.pool.clone(),
             shared_prefix: settings.shared_prefix.as_deref().map(with_slash),
@@ -151,11 +120,11 @@ impl EtcdInventory {
 
     /// The leader election of this pool's proxies (`doproxy failover`).
     pub fn election(&self) -> Election {
-        Election {
-            client: self.client.clone(),
-            leader_key: format!("{}failover/leader", self.prefix),
-            history_key: format!("{}failover/history", self.prefix),
-        }
+        Election::new(
+            &self.client,
+            format!("{}failover/leader", self.prefix),
+            format!("{}failover/history", self.prefix),
+        )
     }
 
     /// Where the inventory is, for messages: `etcd http://10.0.0.2:2379 /doproxy/web/`.
@@ -248,15 +217,15 @@ impl EtcdInventory {
         let owner_key = match waited {
             Ok(Ok(key)) => key,
             Ok(Err(err)) => {
-                revoke_quietly(&self.client, lease).await;
+                self.client.revoke_quietly(lease).await;
                 return Err(err.into());
             }
             Err(Some(stopped)) => {
-                revoke_quietly(&self.client, lease).await;
+                self.client.revoke_quietly(lease).await;
                 return Err(stopped.leaving(super::LOCK_WAIT_STOPPED).into());
             }
             Err(None) => {
-                revoke_quietly(&self.client, lease).await;
+                self.client.revoke_quietly(lease).await;
                 let holder = self.lock_holder().await.ok().flatten();
                 let holder = holder.map_or_else(|| "holder unknown".to_string(), |h| h.to_string());
                 bail!(
@@ -277,14 +246,14 @@ impl EtcdInventory {
                 })],
             )
             .await?;
-        Ok(EtcdLock {
-            client: self.client.clone(),
+        Ok(EtcdLock(etcd::Lock::new(
+            &self.client,
             name,
             owner_key,
-            lease,
-            keep_alive: Some(keep_alive),
-            releasing: self.releasing.clone(),
-        })
+            (lease, LOCK_TTL),
+            keep_alive,
+            &self.releasing,
+        )))
     }
 
     /// Replaces the droplets with `entries`, whole or not at all, only while
@@ -438,13 +407,13 @@ impl EtcdInventory {
     async fn write(&self, locks: &[&EtcdLock], compares: &[Compare], ops: &[Op]) -> Result<()> {
         let mut all: Vec<Compare> = locks
             .iter()
-            .map(|lock| Compare::KeyExists(lock.owner_key.clone()))
+            .map(|lock| Compare::KeyExists(lock.0.owner_key().to_string()))
             .collect();
         all.extend(compares.iter().cloned());
         match self.client.txn(&all, ops).await {
             Ok(true) => Ok(()),
             Ok(false) => {
-                let names: Vec<&str> = locks.iter().map(|lock| lock.name.as_str()).collect();
+                let names: Vec<&str> = locks.iter().map(|lock| lock.0.name()).collect();
                 bail!(
                     "lost the etcd lock {} (its lease ran out, perhaps while this run was stalled or cut off from etcd), or the inventory changed without it, so nothing was saved; retry",
                     names.join(" or ")
@@ -462,12 +431,7 @@ impl EtcdInventory {
 
     /// Waits until the locks dropped without `release` are given up.
     pub async fn released(&self) {
-        let releasing =
-            std::mem::take(&mut *self.releasing.lock().unwrap_or_else(|e| e.into_inner()));
-        for release in releasing {
-            // A release that panicked has nothing left to give up.
-            let _ = release.await;
-        }
+        self.releasing.wait().await;
     }
 
     /// Who holds the lock, as its holder described itself (whoever can
@@ -516,68 +480,23 @@ impl EtcdLock {
     /// droplets, so a run that lost the lock, while another run may hold it,
     /// changes nothing more.
     pub async fn check(&self) -> Result<()> {
-        let lost = match self.keep_alive.as_ref().and_then(etcd::KeepAlive::lost) {
-            Some(lost) => lost.to_string(),
-            None => match self.client.get(&self.owner_key).await {
-                Ok(Some(_)) => return Ok(()),
-                Ok(None) => "its lease ran out or was revoked".to_string(),
-                Err(err) => bail!(
-                    "cannot confirm that this run still holds the etcd lock {} ({err}); nothing more was changed; run doproxy reconcile once etcd answers",
-                    self.name
-                ),
-            },
+        let lost = match self.0.lost().await {
+            Ok(None) => return Ok(()),
+            Ok(Some(lost)) => lost,
+            Err(err) => bail!(
+                "cannot confirm that this run still holds the etcd lock {} ({err}); nothing more was changed; run doproxy reconcile once etcd answers",
+                self.0.name()
+            ),
         };
         bail!(
             "lost the etcd lock {} ({lost}), so another run may be changing the pool; nothing more was changed; run doproxy reconcile",
-            self.name
+            self.0.name()
         )
     }
 
     /// Gives the lock up at once.
-    pub async fn release(mut self) {
-        self.keep_alive = None;
-        give_up(&self.client, &self.owner_key, self.lease).await;
-    }
-}
-
-impl Drop for EtcdLock {
-    fn drop(&mut self) {
-        if self.keep_alive.take().is_none() {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(
-                "cannot release etcd lock {} outside the async runtime; it frees itself within {}",
-                self.name,
-                humantime::format_duration(LOCK_TTL)
-            );
-            return;
-        };
-        let (client, owner_key, lease) = (self.client.clone(), self.owner_key.clone(), self.lease);
-        let release = runtime.spawn(async move { give_up(&client, &owner_key, lease).await });
-        let mut releasing = self.releasing.lock().unwrap_or_else(|e| e.into_inner());
-        releasing.retain(|release| !release.is_finished());
-        releasing.push(release);
-    }
-}
-
-/// Unlocking lets a waiting run go ahead; revoking the lease then ends it
-/// (and would free the lock too, had unlocking failed). If etcd cannot be
-/// reached the lease just expires.
-async fn give_up(client: &Client, owner_key: &str, lease: i64) {
-    if let Err(err) = client.unlock(owner_key).await {
-        tracing::warn!(
-            "cannot release etcd lock {owner_key} ({err}); it frees itself within {}",
-            humantime::format_duration(LOCK_TTL)
-        );
-    }
-    revoke_quietly(client, lease).await;
-}
-
-/// Ends `lease` early; one that cannot be revoked simply runs out.
-async fn revoke_quietly(client: &Client, lease: i64) {
-    if let Err(err) = client.revoke_lease(lease).await {
-        tracing::debug!("cannot revoke etcd lease {lease:x}, it will expire: {err}");
+    pub async fn release(self) {
+        self.0.release().await;
     }
 }
 
@@ -640,138 +559,4 @@ fn holder_identity() -> String {
         .map(|name| name.trim().to_string())
         .unwrap_or_else(|_| "an unknown host".to_string());
     format!("pid {} on {host}", std::process::id())
-}
-
-/// The election of the proxy that holds the pool's reserved IP: one key,
-/// created only if absent and attached to the winner's lease, so it goes
-/// when the leader resigns, dies or is cut off from etcd for a lease's time.
-pub struct Election {
-    client: Client,
-    leader_key: String,
-    history_key: String,
-}
-
-/// Proof of leadership: the leader key on this lease, kept alive until
-/// resigned or dropped (then the key goes when the lease runs out).
-pub struct Leadership {
-    client: Client,
-    leader_key: String,
-    history_key: String,
-    lease: i64,
-    keep_alive: etcd::KeepAlive,
-    ttl: Duration,
-}
-
-/// What etcd says about the leader key.
-pub enum LeaderKey {
-    Vacant,
-    /// Held; the leader's own description of itself.
-    Held(String),
-}
-
-impl Election {
-    /// Who leads, as the leader described itself.
-    pub async fn leader(&self) -> Result<LeaderKey> {
-        Ok(match self.client.get(&self.leader_key).await? {
-            None => LeaderKey::Vacant,
-            Some(value) => LeaderKey::Held(String::from_utf8_lossy(&value).into_owned()),
-        })
-    }
-
-    /// Claims leadership with `identity` as the key's value, on a new lease
-    /// of `ttl` kept alive from now on; None when another proxy leads.
-    pub async fn campaign(&self, identity: &str, ttl: Duration) -> Result<Option<Leadership>> {
-        let granted = tokio::time::Instant::now();
-        let lease = self.client.grant_lease(ttl).await?;
-        let put = Op::Put(Put {
-            key: self.leader_key.clone(),
-            value: identity.as_bytes().to_vec(),
-            lease: Some(lease),
-        });
-        let won = self
-            .client
-            .txn(&[Compare::KeyMissing(self.leader_key.clone())], &[put])
-            .await;
-        if !matches!(won, Ok(true)) {
-            revoke_quietly(&self.client, lease).await;
-            return won.map(|_| None).map_err(Into::into);
-        }
-        Ok(Some(Leadership {
-            client: self.client.clone(),
-            leader_key: self.leader_key.clone(),
-            history_key: self.history_key.clone(),
-            lease,
-            keep_alive: self.client.keep_alive(lease, ttl, granted),
-            ttl,
-        }))
-    }
-
-    /// The recorded assignments, as written by `Leadership::record`.
-    pub async fn history(&self) -> Result<Option<String>> {
-        let value = self.client.get(&self.history_key).await?;
-        Ok(value.map(|v| String::from_utf8_lossy(&v).into_owned()))
-    }
-}
-
-impl Leadership {
-    /// Fails unless leadership can be acted upon now: the lease has at least
-    /// half its time to live left as far as this run knows, and etcd confirms
-    /// that the leader key is still on it. A leader that cannot confirm does
-    /// nothing, so a proxy cut off from etcd never acts beside a new leader.
-    pub async fn confirm(&self) -> Result<(), Unconfirmed> {
-        // Checked again after the read, which may have taken a while.
-        let renewed = || {
-            if self.keep_alive.time_left() < self.ttl / 2 {
-                return Err(Unconfirmed::Lost(
-                    "its lease was not renewed in time".to_string(),
-                ));
-            }
-            Ok(())
-        };
-        renewed()?;
-        match self.client.get_key(&self.leader_key).await {
-            Ok(Some(kv)) if kv.lease == self.lease => renewed(),
-            Ok(_) => Err(Unconfirmed::Lost(
-                "its lease ran out or was revoked".to_string(),
-            )),
-            Err(err) => Err(Unconfirmed::Unreachable(err)),
-        }
-    }
-
-    /// Replaces the assignment history with `history`, only while this
-    /// leadership holds.
-    pub async fn record(&self, history: &str) -> Result<()> {
-        let put = Op::Put(Put {
-            key: self.history_key.clone(),
-            value: history.as_bytes().to_vec(),
-            lease: None,
-        });
-        let held = [Compare::LeaseIs(self.leader_key.clone(), self.lease)];
-        if !self.client.txn(&held, &[put]).await? {
-            bail!("lost leadership before the assignment could be recorded");
-        }
-        Ok(())
-    }
-
-    /// Gives leadership up at once: revoking the lease deletes the leader
-    /// key, so another proxy can take over without waiting for it to expire.
-    pub async fn resign(self) {
-        if let Err(err) = self.client.revoke_lease(self.lease).await {
-            tracing::warn!(
-                "cannot revoke the leader's etcd lease ({err}); another proxy takes over once it runs out, within {}",
-                humantime::format_duration(self.ttl)
-            );
-        }
-    }
-}
-
-/// Why a leader may not act now.
-#[derive(Debug, thiserror::Error)]
-pub enum Unconfirmed {
-    /// Leadership is gone for good.
-    #[error("lost leadership ({0})")]
-    Lost(String),
-    /// etcd did not answer: leadership may or may not hold.
-    #[error("cannot confirm leadership with etcd ({0})")]
-    Unreachable(EtcdError),
 }

@@ -22,9 +22,7 @@ pub use entry::{
     Build, Comments, DropletName, Entry, Slug, Status, parse, render, user_data_digest,
 };
 use etcd::EtcdLock;
-pub use etcd::{
-    Election, EtcdInventory, InventoryChange, LeaderKey, Leadership, NotMoved, Unconfirmed,
-};
+pub use etcd::{EtcdInventory, InventoryChange, NotMoved};
 use file::FileInventory;
 pub use pool::{Pool, SHARED_TAG, is_pool_name};
 
