@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
 use crate::etcd;
-use crate::inventory::{Pool, SHARED_TAG};
+use crate::model::{Pool, SHARED_TAG};
 use crate::scaling::autoscale::{Metric, Policy, metric_name};
 use crate::scaling::heal::Policy as HealPolicy;
 

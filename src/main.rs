@@ -21,6 +21,8 @@ mod inventory;
 mod listing;
 mod lockfile;
 mod metrics;
+mod model;
+mod ops;
 mod progress;
 mod readiness;
 mod scaling;

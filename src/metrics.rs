@@ -20,8 +20,8 @@ use tokio::task::JoinSet;
 
 use crate::atomic_file;
 use crate::config::Config;
-use crate::inventory::Entry;
 use crate::lockfile::LockFile;
+use crate::model::Entry;
 use crate::scaling::autoscale::Decision;
 use crate::shutdown::Shutdown;
 

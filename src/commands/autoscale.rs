@@ -18,7 +18,7 @@ use super::heal;
 use super::{App, Report};
 use crate::cli::AutoscaleArgs;
 use crate::haproxy;
-use crate::inventory::Entry;
+use crate::model::Entry;
 use crate::scaling::autoscale::{
     Action, Decision, Metric, Policy, PoolSize, Reading, decide, metric_name,
 };

@@ -42,8 +42,9 @@ use crate::cli::{CreateArgs, ScaleWaits};
 use crate::config::{Config, Image};
 use crate::digitalocean::{Client, CreateRequest, Droplet};
 use crate::haproxy::{self, Applied, Reload};
-use crate::inventory::{Build, Entry, Slug, Status, user_data_digest};
 use crate::listing::abbreviated;
+use crate::model::{Build, Entry, Slug, Status, user_data_digest};
+use crate::ops::droplet;
 use crate::progress;
 use crate::readiness;
 use crate::scaling::rollout::{pool_members, replaceable};
@@ -331,7 +332,7 @@ pub async fn join(
     entries.retain(|e| !destroyed.contains(&e.id) && !boot.gone.iter().any(|d| d.id == e.id));
     for entry in entries.iter_mut().filter(|e| created.contains(&e.id)) {
         if let Some(droplet) = boot.active.iter().find(|d| d.id == entry.id) {
-            entry.update_from(droplet)?;
+            droplet::update(entry, droplet)?;
         }
         if ready.contains(&entry.id) {
             entry.status = Status::Active;
@@ -546,7 +547,7 @@ async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Made> {
                 .iter()
                 .position(|name| *name == droplet.name)
                 .and_then(|i| wanted[i]);
-            match Entry::from_droplet(droplet) {
+            match droplet::entry_of(droplet) {
                 Ok(entry) => entries.push(Entry {
                     build: Some(build.clone()),
                     replaces,

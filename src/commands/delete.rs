@@ -17,8 +17,9 @@ use super::{App, Report};
 use crate::cli::DeleteArgs;
 use crate::digitalocean::{ApiError, Deleted};
 use crate::haproxy::{self, Applied, Reload};
-use crate::inventory::{Entry, Status, StoreLock};
+use crate::inventory::StoreLock;
 use crate::listing::abbreviated;
+use crate::model::{Entry, Status};
 use crate::scaling::{Selector, select};
 
 /// What a delete asks for; `scale` builds one too.

@@ -11,7 +11,8 @@ use super::{App, Report};
 use crate::config::{Config, Image, SshKey};
 use crate::digitalocean::{ApiError, Client, reserved_ip};
 use crate::haproxy::{self, Loaded};
-use crate::inventory::{Entry, Store};
+use crate::inventory::Store;
+use crate::model::Entry;
 
 /// The API refuses larger user data.
 const MAX_USER_DATA: u64 = 64 * 1024;

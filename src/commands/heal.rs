@@ -17,7 +17,7 @@ use super::rollout::{self, Replaced};
 use super::{App, Report};
 use crate::cli::{HealArgs, ScaleWaits};
 use crate::haproxy;
-use crate::inventory::{Entry, Status};
+use crate::model::{Entry, Status};
 use crate::scaling::heal::{self, Api, Observation, Policy, Record};
 use crate::scaling::rollout::pool_members;
 

@@ -29,8 +29,10 @@ use serde::de::DeserializeOwned;
 use crate::cli::Command;
 use crate::config::Config;
 use crate::digitalocean::{ApiError, Client, Droplet, RetryPolicy};
-use crate::inventory::{Entry, Store, StoreLock};
+use crate::inventory::{Store, StoreLock};
 use crate::lockfile::LockFile;
+use crate::model::Entry;
+use crate::ops::droplet;
 use crate::shutdown::{Interrupted, Shutdown};
 use crate::text::Printable;
 
@@ -233,7 +235,7 @@ impl App {
                     entry.id
                 )),
             })?;
-            *entry = Entry::from_droplet(&droplet)?;
+            *entry = droplet::entry_of(&droplet)?;
         }
         self.store.save(&entries, lock).await?;
         tracing::info!("filled in the details of the inventory's ID-only lines");

@@ -8,7 +8,8 @@ use anyhow::{Result, bail};
 use super::{App, LOCK_TIMEOUT, Report};
 use crate::cli::PrintArgs;
 use crate::haproxy;
-use crate::inventory::{Build, Entry};
+use crate::model::{Build, Entry};
+use crate::ops::droplet;
 
 const EMPTY: &str = "The inventory file is empty. Use the create command.";
 
@@ -106,7 +107,7 @@ async fn refresh(app: &App) -> Result<Vec<Entry>> {
     for entry in entries.iter_mut() {
         match listed.iter().find(|d| d.id == entry.id) {
             Some(droplet) => {
-                entry.update_from(droplet)?;
+                droplet::update(entry, droplet)?;
             }
             None => missing += 1,
         }

@@ -27,8 +27,11 @@ use super::{App, Report};
 use crate::cli::ReconcileArgs;
 use crate::digitalocean::Droplet;
 use crate::haproxy;
-use crate::inventory::{Drift, Entry, Status, StoreLock, drift, is_pool_name};
+use crate::inventory::StoreLock;
+use crate::model::{Entry, Observed, Status, is_pool_name};
+use crate::ops::droplet;
 use crate::readiness;
+use crate::scaling::{Drift, drift};
 
 /// How long reconcile gives booted droplets to pass the health check.
 const READY_PASS: Duration = Duration::from_secs(10);
@@ -286,7 +289,8 @@ async fn survey(app: &App, lock: Option<&StoreLock>) -> Result<Survey> {
         .list_pool(tag, &known)
         .await
         .context("cannot list the pool's droplets")?;
-    let mut drift = drift(&entries, &existing, tag)?;
+    let observed: Vec<Observed> = existing.iter().map(droplet::observed).collect();
+    let mut drift = drift(&entries, &observed, tag)?;
     let foreign = take_foreign(&mut drift.orphans, app.config.hostname_prefix.as_deref());
     Ok(Survey {
         entries,
@@ -435,7 +439,7 @@ mod tests {
             ..Entry::named(id, "web")
         };
         let entries = [recorded(1), recorded(2), recorded(4), recorded(5)];
-        let orphans = [Entry::from_droplet(&existing[2]).unwrap()];
+        let orphans = [droplet::entry_of(&existing[2]).unwrap()];
         let ten_minutes = Duration::from_secs(600);
         let waited = |adopting| {
             let (droplets, wait) =

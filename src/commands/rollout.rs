@@ -30,7 +30,7 @@ use super::delete::{self, Leaving, Retire, Retired};
 use super::{App, Report};
 use crate::cli::{RolloutArgs, ScaleWaits};
 use crate::digitalocean::{Droplet, Networks};
-use crate::inventory::{Build, Entry, Status};
+use crate::model::{Build, Entry, Status};
 use crate::scaling::rollout::{Next, Rollout, StepSize, next_step, remaining, start, why_replaced};
 
 /// Where the rollout under way lives in the store.

@@ -32,8 +32,9 @@ use tokio::time::{Instant, sleep, sleep_until};
 use super::{App, Report, backoff};
 use crate::cli::WatchArgs;
 use crate::haproxy::{self, Reload};
-use crate::inventory::{Entry, EtcdInventory, InventoryChange, Store};
+use crate::inventory::{EtcdInventory, InventoryChange, Store};
 use crate::metrics;
+use crate::model::Entry;
 use crate::shutdown::Interrupted;
 
 /// Longest pause between attempts to reach etcd again.

@@ -27,9 +27,9 @@ use tokio::time::Instant;
 
 use crate::atomic_file::{self, Readers, sibling};
 use crate::config::Config;
-use crate::inventory::Entry;
 use crate::lockfile::LockFile;
 use crate::metrics::{self, HaproxyUpdate};
+use crate::model::Entry;
 use dynamic::{Layout, Step};
 pub use loaded::Loaded;
 pub use render::BUILTIN_TEMPLATE;

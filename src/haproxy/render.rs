@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::config::HealthCheck;
-use crate::inventory::{DropletName, Entry};
+use crate::model::{DropletName, Entry};
 
 /// The template shipped in the binary, used when haproxy_template_file is unset.
 pub const BUILTIN_TEMPLATE: &str = include_str!("../../templates/haproxy.cfg.tera");
@@ -122,7 +122,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::inventory::Status;
+    use crate::model::Status;
 
     fn entry(id: u64, status: Status, ip: Option<Ipv4Addr>) -> Entry {
         Entry {

@@ -1,14 +1,14 @@
-//! The inventory: which droplets belong to the pool, with everything `print`
-//! and `generate` need, so neither makes an API call. It lives in a store:
-//! a flat file by default, or etcd so that several proxies share one pool.
+//! The inventory: the storage of the pool's entries (`model::Entry`), with
+//! everything `print` and `generate` need, so neither makes an API call. It
+//! lives in a store: a flat file by default (`file_store`, in the line
+//! `format`), or etcd so that several proxies share one pool (`etcd_store`,
+//! its keys laid out by `layout`). It knows entries, not where they come
+//! from: the API's droplets are mapped to entries above it.
 
-mod drift;
-mod entry;
-mod etcd;
-mod field;
-mod file;
+mod etcd_store;
+mod file_store;
+mod format;
 mod layout;
-mod pool;
 
 use std::time::Duration;
 
@@ -16,15 +16,12 @@ use anyhow::Result;
 
 use crate::config::Config;
 use crate::lockfile::LockFile;
+use crate::model::Entry;
 use crate::shutdown::Shutdown;
-pub use drift::{Drift, drift};
-pub use entry::{
-    Build, Comments, DropletName, Entry, Slug, Status, parse, render, user_data_digest,
-};
-use etcd::EtcdLock;
-pub use etcd::{EtcdInventory, InventoryChange, NotMoved};
-use file::FileInventory;
-pub use pool::{Pool, SHARED_TAG, is_pool_name};
+use etcd_store::EtcdLock;
+pub use etcd_store::{EtcdInventory, InventoryChange, NotMoved};
+use file_store::FileInventory;
+pub use format::{Comments, parse, render};
 
 /// What a signal during a lock wait leaves.
 const LOCK_WAIT_STOPPED: &str = "while waiting for the inventory lock; nothing was changed";

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use super::rollout::pool_members;
-use crate::inventory::Entry;
+use crate::model::Entry;
 
 /// Which droplets go first when the pool shrinks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +54,7 @@ pub fn plan(entries: &[Entry], target: usize, pick: Pick) -> Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::Status;
+    use crate::model::Status;
 
     fn entry(id: u64, created: &str, status: Status) -> Entry {
         Entry {

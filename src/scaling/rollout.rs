@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::inventory::{Build, Entry, Status};
+use crate::model::{Build, Entry, Status};
 use crate::text::Printable;
 
 /// How many droplets one step replaces.

@@ -4,7 +4,7 @@
 use anyhow::{Result, bail};
 
 use super::plan::{Pick, Plan, plan};
-use crate::inventory::Entry;
+use crate::model::Entry;
 
 /// How the user named the droplets to delete.
 #[derive(Debug, Clone, PartialEq, Eq)]

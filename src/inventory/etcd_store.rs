@@ -26,11 +26,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use super::entry::Entry;
 use super::layout::{self, Layout, MAX_OPS, SavePlan};
-use super::pool::Pool;
 use crate::config::EtcdSettings;
 use crate::etcd::{self, Client, Compare, Election, EtcdError, Op, Put, Releasing, WatchUpdate};
+use crate::model::{Entry, Pool};
 use crate::shutdown::Shutdown;
 use crate::text::Printable;
 

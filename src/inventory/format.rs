@@ -1,5 +1,5 @@
-//! One droplet as the inventory remembers it, and the line format of the
-//! inventory file: one droplet per line, the ID first, readable by people.
+//! The line format of the inventory file: one droplet per line, the ID
+//! first, readable by people.
 //!
 //! ```text
 //! # doproxy inventory: id name private_ip public_ip status created_at
@@ -20,248 +20,13 @@
 //! `Comments`); blank lines do not.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 use std::net::Ipv4Addr;
-use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
-
-pub use super::field::{DropletName, InvalidField, Slug, Timestamp};
-use crate::digitalocean::Droplet;
+use crate::model::{Build, DropletName, Entry, InvalidField, Slug, Timestamp};
 
 const HEADER: &str = "# doproxy inventory: id name private_ip public_ip status created_at";
 /// Written in place of a value not known yet.
 const NONE: &str = "-";
-
-/// Every field is typed: text read from the store or the API is checked
-/// where the entry is built (see `field`), so an entry holds nothing that
-/// could break out of its place in the HAProxy config or the inventory file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
-    pub id: u64,
-    pub name: DropletName,
-    pub private_ip: Option<Ipv4Addr>,
-    pub public_ip: Option<Ipv4Addr>,
-    pub status: Status,
-    pub created_at: Option<Timestamp>,
-    /// What it was built from; None for droplets doproxy adopted or made
-    /// before it recorded builds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub build: Option<Build>,
-    /// The droplet this one replaces (rollout, heal), until that one is gone.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replaces: Option<u64>,
-}
-
-/// The droplet options a droplet was built from that only a new droplet can
-/// change: when the options differ from a droplet's build, it is stale.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Build {
-    /// The image slug or ID.
-    pub image: Slug,
-    pub size: Slug,
-    pub region: Slug,
-    /// `sha256:` and the first 16 hex digits of the user data's SHA-256;
-    /// None without user data.
-    pub user_data: Option<Slug>,
-    pub tags: Vec<Slug>,
-    /// None: the region's default VPC.
-    pub vpc: Option<Slug>,
-}
-
-impl Build {
-    /// The names of the fields in which this build differs from `current`
-    /// (tags compare as a set); empty when it matches.
-    pub fn differences(&self, current: &Build) -> Vec<&'static str> {
-        let sorted = |tags: &[Slug]| {
-            let mut tags = tags.to_vec();
-            tags.sort();
-            tags
-        };
-        [
-            ("image", self.image != current.image),
-            ("size", self.size != current.size),
-            ("region", self.region != current.region),
-            ("user_data", self.user_data != current.user_data),
-            ("tags", sorted(&self.tags) != sorted(&current.tags)),
-            ("vpc", self.vpc != current.vpc),
-        ]
-        .into_iter()
-        .filter_map(|(name, differs)| differs.then_some(name))
-        .collect()
-    }
-}
-
-/// How the inventory records user data: `sha256:` and the first 16 hex
-/// digits of its SHA-256 (compare with `sha256sum user-data.yml`).
-pub fn user_data_digest(text: &str) -> Slug {
-    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
-    let hex: String = digest.as_ref()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    Slug::parse("user_data", &format!("sha256:{hex}")).expect("hex digits make a slug")
-}
-
-/// A droplet the API describes with a value doproxy will not record.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "droplet {id} at DigitalOcean cannot be recorded: its {field}; rename that droplet or destroy it, then retry"
-)]
-pub struct RefusedDroplet {
-    pub id: u64,
-    field: InvalidField,
-}
-
-/// The droplet's state as doproxy knows it. `New`, `Off` and `Archive` are
-/// the API's own; `Active` means active at DigitalOcean *and* ready (it
-/// passed the health check, so it serves). `Unready` is active at
-/// DigitalOcean but not answering the health check; `Destroying` marks a
-/// droplet taken out of HAProxy whose destroy has not been confirmed;
-/// `Unknown` is a legacy ID-only line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    New,
-    Active,
-    Off,
-    Archive,
-    Unready,
-    Destroying,
-    /// Also what a status written by a newer doproxy reads as.
-    #[serde(other)]
-    Unknown,
-}
-
-impl Status {
-    const ALL: [Status; 7] = [
-        Status::New,
-        Status::Active,
-        Status::Off,
-        Status::Archive,
-        Status::Unready,
-        Status::Destroying,
-        Status::Unknown,
-    ];
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Status::New => "new",
-            Status::Active => "active",
-            Status::Off => "off",
-            Status::Archive => "archive",
-            Status::Unready => "unready",
-            Status::Destroying => "destroying",
-            Status::Unknown => "unknown",
-        }
-    }
-
-    /// The API's status string; anything new to doproxy counts as unknown.
-    pub fn from_api(status: &str) -> Status {
-        status.parse().unwrap_or(Status::Unknown)
-    }
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Status {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Status, String> {
-        Status::ALL
-            .into_iter()
-            .find(|status| status.as_str() == s)
-            .ok_or_else(|| format!("unknown status {s:?}"))
-    }
-}
-
-impl Entry {
-    /// A droplet the API just described; refused when its name or creation
-    /// time is not what DigitalOcean itself allows.
-    pub fn from_droplet(droplet: &Droplet) -> Result<Entry, RefusedDroplet> {
-        let refused = |field| RefusedDroplet {
-            id: droplet.id,
-            field,
-        };
-        Ok(Entry {
-            id: droplet.id,
-            name: DropletName::parse("name", &droplet.name).map_err(refused)?,
-            private_ip: droplet.private_ipv4(),
-            public_ip: droplet.public_ipv4(),
-            status: Status::from_api(&droplet.status),
-            created_at: Some(Timestamp::parse("created_at", &droplet.created_at).map_err(refused)?),
-            build: None,
-            replaces: None,
-        })
-    }
-
-    /// Takes the API's current view of this droplet; true if anything
-    /// changed. Never puts a droplet into service: an entry being destroyed
-    /// stays `destroying`, and one waiting for readiness (`new`, `unready`)
-    /// keeps its status when the API says active, until it passes the
-    /// readiness check. What doproxy alone knows (build, replaces) stays.
-    /// A droplet `from_droplet` refuses leaves the entry as it was.
-    pub fn update_from(&mut self, droplet: &Droplet) -> Result<bool, RefusedDroplet> {
-        let mut updated = Entry {
-            build: self.build.clone(),
-            replaces: self.replaces,
-            ..Entry::from_droplet(droplet)?
-        };
-        let waiting = matches!(self.status, Status::New | Status::Unready);
-        if self.status == Status::Destroying || (waiting && updated.status == Status::Active) {
-            updated.status = self.status;
-        }
-        let changed = *self != updated;
-        *self = updated;
-        Ok(changed)
-    }
-
-    /// Active at DigitalOcean with a private address, but not yet checked for
-    /// readiness.
-    pub fn is_booted(&self, droplet: &Droplet) -> bool {
-        matches!(self.status, Status::New | Status::Unready)
-            && Status::from_api(&droplet.status) == Status::Active
-            && droplet.private_ipv4().is_some()
-    }
-
-    /// An active droplet that is only a name: the placeholder of one about
-    /// to be made, or a start for tests to fill in.
-    pub fn named(id: u64, name: &str) -> Entry {
-        Entry {
-            name: DropletName::parse("name", name).expect("a test name is a hostname"),
-            status: Status::Active,
-            ..Entry::legacy(id)
-        }
-    }
-
-    /// A Ruby DOProxy line: only the ID is known.
-    fn legacy(id: u64) -> Entry {
-        Entry {
-            id,
-            name: DropletName::default(),
-            private_ip: None,
-            public_ip: None,
-            status: Status::Unknown,
-            created_at: None,
-            build: None,
-            replaces: None,
-        }
-    }
-
-    /// True for a legacy line whose details have not been fetched yet.
-    pub fn needs_details(&self) -> bool {
-        self.name.is_empty()
-    }
-
-    /// Whether HAProxy should send traffic to this droplet.
-    pub fn is_serving(&self) -> bool {
-        self.status == Status::Active && self.private_ip.is_some()
-    }
-}
 
 /// A line of the inventory file that cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -525,6 +290,7 @@ fn push_lines<'a>(text: &mut String, lines: impl IntoIterator<Item = &'a str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{Status, user_data_digest};
 
     #[test]
     fn the_line_listing_a_droplet_is_found() {
@@ -596,61 +362,6 @@ mod tests {
         assert!(err.reason.contains("image="), "{err}");
         let err = parse("4 w - - new - replaces=x\n").unwrap_err();
         assert!(err.reason.contains("replaces=x"), "{err}");
-    }
-
-    #[test]
-    fn a_build_differs_by_the_fields_that_changed() {
-        let recorded = build();
-        assert!(recorded.differences(&build()).is_empty());
-        let reordered = Build {
-            tags: vec!["doproxy".into(), "doproxy:web".into()],
-            ..build()
-        };
-        assert!(
-            recorded.differences(&reordered).is_empty(),
-            "tags are a set"
-        );
-        let current = Build {
-            image: "debian-12-x64".into(),
-            user_data: None,
-            vpc: Some("x".into()),
-            ..build()
-        };
-        assert_eq!(
-            recorded.differences(&current),
-            ["image", "user_data", "vpc"]
-        );
-    }
-
-    #[test]
-    fn user_data_is_recorded_by_its_sha256() {
-        // printf '#cloud-config\n' | sha256sum
-        assert_eq!(
-            user_data_digest("#cloud-config\n"),
-            "sha256:88c95955b024402a"
-        );
-    }
-
-    #[test]
-    fn what_the_api_does_not_know_survives_an_update() {
-        let mut entry = entry(1, "web-0", Status::New);
-        entry.build = Some(build());
-        entry.replaces = Some(9);
-        let droplet: Droplet = serde_json::from_value(serde_json::json!({
-            "id": 1, "name": "web-0", "status": "active", "created_at": "2026-11-28T20:41:06Z",
-            "networks": {"v4": [{"ip_address": "10.0.0.6", "type": "private"}]}
-        }))
-        .unwrap();
-        assert!(entry.update_from(&droplet).unwrap());
-        assert_eq!(entry.private_ip, Some(Ipv4Addr::new(10, 0, 0, 6)));
-        assert_eq!(
-            (entry.build.clone(), entry.replaces),
-            (Some(build()), Some(9))
-        );
-        assert!(
-            !entry.update_from(&droplet).unwrap(),
-            "nothing changed the second time"
-        );
     }
 
     #[test]
@@ -751,45 +462,5 @@ mod tests {
         // `-` is a name not known yet, as written for an ID-only line.
         let entries = parse("7 - - - unknown -\n").unwrap();
         assert!(entries[0].needs_details());
-    }
-
-    #[test]
-    fn a_droplet_the_api_names_badly_is_refused_naming_it() {
-        let droplet = |name: &str, created_at: &str| -> Droplet {
-            serde_json::from_value(serde_json::json!({
-                "id": 7, "name": name, "status": "active", "created_at": created_at,
-            }))
-            .unwrap()
-        };
-        let good = droplet("web-0", "2026-11-28T20:41:06Z");
-        assert_eq!(Entry::from_droplet(&good).unwrap().name, "web-0");
-        let injection =
-            "web-1\n    server evil 203.0.113.66:80 check\nglobal\n    insecure-fork-wanted";
-        for bad in [
-            droplet(injection, "2026-11-28T20:41:06Z"),
-            droplet("web-0", "2026-11-28\n"),
-        ] {
-            let err = Entry::from_droplet(&bad).unwrap_err().to_string();
-            assert!(
-                err.starts_with("droplet 7 at DigitalOcean cannot be recorded: its "),
-                "{err}"
-            );
-            assert!(!err.contains('\n'), "{err}");
-        }
-        let mut entry = Entry::from_droplet(&good).unwrap();
-        let before = entry.clone();
-        assert!(
-            entry
-                .update_from(&droplet(injection, "2026-11-28T20:41:06Z"))
-                .is_err()
-        );
-        assert_eq!(entry, before, "a refused update changes nothing");
-    }
-
-    #[test]
-    fn only_active_droplets_with_an_address_serve() {
-        assert!(entry(1, "a", Status::Active).is_serving());
-        assert!(!entry(1, "a", Status::New).is_serving());
-        assert!(!entry(1, "a", Status::Destroying).is_serving());
     }
 }

@@ -83,7 +83,7 @@ pub fn is_pool_name(name: &str, prefix: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::Build;
+    use crate::model::Build;
 
     #[test]
     fn pool_names_are_the_prefix_a_dash_and_a_number() {

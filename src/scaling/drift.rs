@@ -1,10 +1,10 @@
 //! How the inventory and DigitalOcean disagree, worked out without I/O so
 //! `reconcile` can report it, and fix it with `--apply`, from one comparison.
+//! DigitalOcean's side comes as `Observed` droplets: the entries they make.
 
 use serde::Serialize;
 
-use super::entry::{Entry, RefusedDroplet, Status};
-use crate::digitalocean::Droplet;
+use crate::model::{Entry, Observed, RefusedDroplet, Status};
 
 /// Every disagreement between the inventory and the droplets that exist.
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]
@@ -115,8 +115,8 @@ fn differences(before: &Entry, after: &Entry) -> Vec<String> {
 /// Compares `entries` with `existing`: every droplet that exists among the
 /// pool's tagged droplets and the inventory's own (looked up by ID).
 /// A droplet whose name or creation time doproxy would not record is an
-/// error naming it.
-pub fn drift(entries: &[Entry], existing: &[Droplet], tag: &str) -> Result<Drift, RefusedDroplet> {
+/// error naming it, once it is compared or adopted.
+pub fn drift(entries: &[Entry], existing: &[Observed], tag: &str) -> Result<Drift, RefusedDroplet> {
     let mut drift = Drift::default();
     for entry in entries {
         let Some(droplet) = existing.iter().find(|d| d.id == entry.id) else {
@@ -127,14 +127,15 @@ pub fn drift(entries: &[Entry], existing: &[Droplet], tag: &str) -> Result<Drift
             drift.unfinished_destroys.push(entry.clone());
             continue;
         }
+        let fresh = droplet.entry.clone()?;
         let mut after = entry.clone();
-        if after.update_from(droplet)? {
+        if after.update_from(&fresh) {
             drift.changed.push(Change {
                 before: entry.clone(),
                 after: after.clone(),
             });
         }
-        if entry.is_booted(droplet) {
+        if entry.is_booted(&fresh) {
             drift.booted.push(after.clone());
         }
         if !droplet.tags.iter().any(|t| t == tag) {
@@ -145,7 +146,7 @@ pub fn drift(entries: &[Entry], existing: &[Droplet], tag: &str) -> Result<Drift
         .iter()
         .filter(|d| d.tags.iter().any(|t| t == tag))
         .filter(|d| !entries.iter().any(|e| e.id == d.id))
-        .map(Entry::from_droplet)
+        .map(|d| d.entry.clone())
         .collect::<Result<_, _>>()?;
     Ok(drift)
 }
@@ -154,16 +155,18 @@ pub fn drift(entries: &[Entry], existing: &[Droplet], tag: &str) -> Result<Drift
 mod tests {
     use super::*;
 
-    fn droplet(id: u64, status: &str, ip: Option<&str>, tags: &[&str]) -> Droplet {
-        let networks = match ip {
-            Some(ip) => serde_json::json!({"v4": [{"ip_address": ip, "type": "private"}]}),
-            None => serde_json::json!({"v4": []}),
+    fn droplet(id: u64, status: &str, ip: Option<&str>, tags: &[&str]) -> Observed {
+        let entry = Entry {
+            private_ip: ip.map(|ip| ip.parse().unwrap()),
+            status: Status::from_api(status),
+            created_at: Some("2026-11-28T00:00:00Z".into()),
+            ..Entry::named(id, &format!("web-{id}"))
         };
-        serde_json::from_value(serde_json::json!({
-            "id": id, "name": format!("web-{id}"), "status": status,
-            "created_at": "2026-11-28T00:00:00Z", "networks": networks, "tags": tags
-        }))
-        .unwrap()
+        Observed {
+            id,
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            entry: Ok(entry),
+        }
     }
 
     #[test]
@@ -178,7 +181,7 @@ mod tests {
         let gone = droplet(3, "active", Some("10.0.0.3"), &["pool"]);
         let mut entries: Vec<Entry> = [&api[0], &api[1], &gone, &api[2], &api[4]]
             .into_iter()
-            .map(|d| Entry::from_droplet(d).unwrap())
+            .map(|d| d.entry.clone().unwrap())
             .collect();
         // 2 has booted since it was recorded; 4's delete was cut short.
         entries[1].status = Status::New;
@@ -208,7 +211,7 @@ mod tests {
     #[test]
     fn matching_inventory_has_no_drift() {
         let api = [droplet(1, "active", Some("10.0.0.1"), &["pool"])];
-        let entries = vec![Entry::from_droplet(&api[0]).unwrap()];
+        let entries = vec![api[0].entry.clone().unwrap()];
         assert!(drift(&entries, &api, "pool").unwrap().is_empty());
     }
 }

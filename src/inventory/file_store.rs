@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 
-use super::entry::{self, Comments, Entry};
+use super::format::{self, Comments};
 use crate::atomic_file;
 use crate::lockfile::LockFile;
+use crate::model::Entry;
 
 pub struct FileInventory {
     path: PathBuf,
@@ -33,7 +34,7 @@ impl FileInventory {
         let Some(text) = self.read()? else {
             return Ok(Vec::new());
         };
-        entry::parse(&text).map_err(|err| {
+        format::parse(&text).map_err(|err| {
             anyhow::anyhow!(
                 "inventory file {} is corrupt at {err}; fix or remove that line, then run doproxy reconcile",
                 self.path.display()
@@ -43,7 +44,7 @@ impl FileInventory {
 
     /// The line that lists droplet `id`, if one does.
     pub fn line_of(&self, id: u64) -> Result<Option<usize>> {
-        Ok(self.read()?.and_then(|text| entry::line_of(&text, id)))
+        Ok(self.read()?.and_then(|text| format::line_of(&text, id)))
     }
 
     /// Replaces the file with `entries`, keeping the comment lines people
@@ -52,7 +53,7 @@ impl FileInventory {
         let comments = self
             .read()?
             .map_or_else(Comments::default, |text| Comments::of(&text));
-        atomic_file::write(&self.path, entry::render(entries, &comments).as_bytes())
+        atomic_file::write(&self.path, format::render(entries, &comments).as_bytes())
     }
 
     /// The file's text; None when there is no file yet.
@@ -108,7 +109,7 @@ fn read_text(path: &Path, what: &str) -> Result<Option<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::Status;
+    use crate::model::Status;
 
     fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("doproxy-inv-{name}-{}", std::process::id()));

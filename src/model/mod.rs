@@ -1,0 +1,12 @@
+//! The core model: a droplet as doproxy knows it (`Entry`, its `Status`,
+//! its `Build`), the checked field types every piece of text from outside
+//! becomes before it is kept, and which droplets are a pool's. Values and
+//! the rules over them only; no I/O, and nothing of the layers above.
+
+mod entry;
+mod field;
+mod pool;
+
+pub use entry::{Build, Entry, Observed, RefusedDroplet, Status, user_data_digest};
+pub use field::{DropletName, InvalidField, Slug, Timestamp};
+pub use pool::{Pool, SHARED_TAG, is_pool_name};

@@ -1,0 +1,4 @@
+//! Operations that do I/O, composed from the clients and stores below:
+//! what commands call to act on the pool.
+
+pub mod droplet;
