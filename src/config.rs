@@ -14,7 +14,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
+use crate::digitalocean::{Image, SshKey, Token};
 use crate::etcd;
+use crate::metrics;
 use crate::model::{Pool, SHARED_TAG};
 use crate::scaling::autoscale::{Metric, Policy, metric_name};
 use crate::scaling::heal::Policy as HealPolicy;
@@ -116,22 +118,6 @@ struct AutoscaleFile {
     interval: Option<String>,
 }
 
-/// An SSH key as the API accepts it: a numeric ID or a fingerprint.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(untagged)]
-pub enum SshKey {
-    Id(u64),
-    Fingerprint(String),
-}
-
-/// An image as the API accepts it: a slug or a numeric image ID.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(untagged)]
-pub enum Image {
-    Id(u64),
-    Slug(String),
-}
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DropletOptions {
@@ -161,22 +147,6 @@ pub struct DropletFeatures {
     pub with_droplet_agent: Option<bool>,
     /// The project new droplets are assigned to; None: the default project.
     pub project_id: Option<String>,
-}
-
-/// The API token. Its Debug and Display never show the secret.
-#[derive(Clone)]
-pub struct Token(String);
-
-impl Token {
-    pub fn secret(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Token(<hidden>)")
-    }
 }
 
 /// The settings every command works from, with defaults filled in and paths
@@ -233,13 +203,8 @@ pub struct Config {
     /// Prometheus exporter; None: nowhere. Loopback unless
     /// metrics_allow_remote.
     pub haproxy_stats_bind: Option<String>,
-    /// Where `watch` and `autoscale` serve Prometheus metrics.
-    pub metrics_listen: Option<SocketAddr>,
-    /// metrics_listen and haproxy_stats_bind may be addresses other
-    /// machines reach (see `check_unauthenticated_listener`).
-    pub metrics_allow_remote: bool,
-    /// Where one-shot commands leave their metrics for node-exporter.
-    pub metrics_textfile: Option<PathBuf>,
+    /// Where doproxy's own metrics go.
+    pub metrics: metrics::Settings,
     /// `create` and `scale` making more droplets than this in one run ask
     /// first on a terminal, and need --yes elsewhere.
     pub confirm_creates_above: usize,
@@ -479,7 +444,7 @@ impl Config {
             .iter()
             .find_map(|name| env(name))
             .or(file.token.filter(|t| !t.trim().is_empty()))
-            .map(|t| Token(t.trim().to_string()));
+            .map(|t| Token::new(t.trim().to_string()));
         let api_url = env(API_URL_ENV)
             .or(file.api_url)
             .unwrap_or_else(|| "https://api.digitalocean.com".to_string());
@@ -578,9 +543,11 @@ impl Config {
             secrets_in_file,
             haproxy_runtime_updates: file.haproxy_runtime_updates.unwrap_or(true),
             haproxy_stats_bind: file.haproxy_stats_bind,
-            metrics_listen: file.metrics_listen,
-            metrics_allow_remote: file.metrics_allow_remote.unwrap_or(false),
-            metrics_textfile: file.metrics_textfile.map(resolve),
+            metrics: metrics::Settings {
+                listen: file.metrics_listen,
+                allow_remote: file.metrics_allow_remote.unwrap_or(false),
+                textfile: file.metrics_textfile.map(resolve),
+            },
             confirm_creates_above: file.confirm_creates_above.unwrap_or(10),
         };
         // Each pool's inventory lives under a prefix named by its tag (tags
@@ -673,11 +640,11 @@ impl Config {
             );
         }
         if let Some(bind) = &config.haproxy_stats_bind {
-            check_unauthenticated_listener(
+            metrics::check_unauthenticated_listener(
                 "haproxy_stats_bind",
                 bind,
                 binds_loopback_only(bind),
-                config.metrics_allow_remote,
+                config.metrics.allow_remote,
             )?;
         }
         if !file.allow_insecure_http.unwrap_or(false) {
@@ -829,23 +796,6 @@ fn binds_loopback_only(bind: &str) -> bool {
                 .is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost")),
         }
     })
-}
-
-/// Refuses to let an endpoint without authentication (doproxy's metrics,
-/// HAProxy's stats page and exporter) listen where other machines reach
-/// it, unless metrics_allow_remote says so; `key` and `address` name it.
-pub fn check_unauthenticated_listener(
-    key: &str,
-    address: &str,
-    loopback: bool,
-    allow_remote: bool,
-) -> Result<()> {
-    if !loopback && !allow_remote {
-        bail!(
-            "{key} {address} is not a loopback address, and what listens there has no authentication; listen on 127.0.0.1 and let Prometheus reach it through a tunnel or a proxy, or set metrics_allow_remote: true"
-        );
-    }
-    Ok(())
 }
 
 /// The new droplet options, with vpc_uuid and project_id checked to be UUIDs
@@ -1441,11 +1391,13 @@ droplet_options:
             Some("*:8404")
         );
         // The same check as metrics_listen's.
-        let err = check_unauthenticated_listener("metrics_listen", "0.0.0.0:9477", false, false)
-            .unwrap_err()
-            .to_string();
+        let err =
+            metrics::check_unauthenticated_listener("metrics_listen", "0.0.0.0:9477", false, false)
+                .unwrap_err()
+                .to_string();
         assert!(err.starts_with("metrics_listen 0.0.0.0:9477 is not a loopback address"));
-        check_unauthenticated_listener("metrics_listen", "0.0.0.0:9477", false, true).unwrap();
+        metrics::check_unauthenticated_listener("metrics_listen", "0.0.0.0:9477", false, true)
+            .unwrap();
     }
 
     #[test]

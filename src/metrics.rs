@@ -1,5 +1,6 @@
 //! What doproxy did, for Prometheus: a small registry of counters and gauges
-//! that the rest of the code bumps with one-line calls, written in
+//! that the rest of the code bumps with one-line calls (passing numbers and
+//! labels: this module knows nothing of droplets or decisions), written in
 //! Prometheus' text exposition format. `watch` and `autoscale` serve it over
 //! HTTP on a loopback address (metrics_listen); one-shot commands leave it in
 //! a node-exporter textfile (metrics_textfile), replaced atomically, with
@@ -9,21 +10,31 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 use crate::atomic_file;
-use crate::config::Config;
 use crate::lockfile::LockFile;
-use crate::model::Entry;
-use crate::scaling::autoscale::Decision;
 use crate::shutdown::Shutdown;
+
+/// Where the metrics go: metrics_listen, metrics_allow_remote and
+/// metrics_textfile.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Where `watch` and `autoscale` serve Prometheus metrics.
+    pub listen: Option<SocketAddr>,
+    /// The listen address, and HAProxy's stats bind, may be addresses other
+    /// machines reach (see `check_unauthenticated_listener`).
+    pub allow_remote: bool,
+    /// Where one-shot commands leave their metrics for node-exporter.
+    pub textfile: Option<PathBuf>,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -263,12 +274,12 @@ pub fn scaled(direction: Direction, droplets: usize) {
     add(&SCALED_DROPLETS, &[direction], droplets as f64);
 }
 
-/// The pool as the inventory `entries` has it: a status seen before and now
-/// gone reads 0, not stale.
-pub fn pool(entries: &[Entry]) {
+/// The pool's droplets, counted by status: a status seen before and now
+/// gone reads 0, not stale, and `active` is always there.
+pub fn pool(by_status: &[(&str, usize)]) {
     let mut counts: BTreeMap<String, f64> = BTreeMap::new();
-    for entry in entries {
-        *counts.entry(entry.status.to_string()).or_default() += 1.0;
+    for (status, count) in by_status {
+        *counts.entry(status.to_string()).or_default() += *count as f64;
     }
     counts.entry("active".to_string()).or_default();
     let mut registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
@@ -307,18 +318,14 @@ pub fn reconciled() {
     set(&LAST_RECONCILE, &[], now.as_secs_f64().floor());
 }
 
-/// An autoscale decision: the pool's size, what the metrics asked for, the
-/// size it sets out to reach, and its action.
-pub fn autoscale(decision: &Decision) {
-    set(&AUTOSCALE_CURRENT, &[], decision.current as f64);
-    set(&AUTOSCALE_DESIRED, &[], decision.desired as f64);
-    set(&AUTOSCALE_TARGET, &[], decision.target as f64);
-    let action = serde_json::to_value(&decision.action).unwrap_or_default();
-    add(
-        &AUTOSCALE_DECISIONS,
-        &[action.as_str().unwrap_or("unknown")],
-        1.0,
-    );
+/// An autoscale decision: the pool's size (`current`), what the metrics
+/// asked for (`desired`), the size it sets out to reach (`target`), and its
+/// action (`hold`, `scale_out`, `scale_in`).
+pub fn autoscale(current: usize, desired: usize, target: usize, action: &str) {
+    set(&AUTOSCALE_CURRENT, &[], current as f64);
+    set(&AUTOSCALE_DESIRED, &[], desired as f64);
+    set(&AUTOSCALE_TARGET, &[], target as f64);
+    add(&AUTOSCALE_DECISIONS, &[action], 1.0);
 }
 
 /// What this process recorded, with the build info.
@@ -413,8 +420,8 @@ fn merge(earlier: Samples, now: &Samples) -> Samples {
 /// Leaves this run's metrics in metrics_textfile, if set, added to what
 /// earlier runs left there. A textfile that cannot be written costs only a
 /// warning: the command's own outcome matters more.
-pub async fn leave_textfile(config: &Config) {
-    let Some(path) = &config.metrics_textfile else {
+pub async fn leave_textfile(settings: &Settings) {
+    let Some(path) = &settings.textfile else {
         return;
     };
     if let Err(err) = write_textfile(path).await {
@@ -457,7 +464,7 @@ impl Endpoint {
     /// Listens on `address`: a loopback address, unless `allow_remote`
     /// (the endpoint has no authentication).
     async fn bind(address: SocketAddr, allow_remote: bool) -> Result<Endpoint> {
-        crate::config::check_unauthenticated_listener(
+        check_unauthenticated_listener(
             "metrics_listen",
             &address.to_string(),
             address.ip().is_loopback(),
@@ -495,6 +502,23 @@ impl Endpoint {
     }
 }
 
+/// Refuses to let an endpoint without authentication (doproxy's metrics,
+/// HAProxy's stats page and exporter) listen where other machines reach
+/// it, unless metrics_allow_remote says so; `key` and `address` name it.
+pub fn check_unauthenticated_listener(
+    key: &str,
+    address: &str,
+    loopback: bool,
+    allow_remote: bool,
+) -> Result<()> {
+    if !loopback && !allow_remote {
+        bail!(
+            "{key} {address} is not a loopback address, and what listens there has no authentication; listen on 127.0.0.1 and let Prometheus reach it through a tunnel or a proxy, or set metrics_allow_remote: true"
+        );
+    }
+    Ok(())
+}
+
 /// The endpoint of a long-running command, serving in a task of its own
 /// until a stop is asked for or this is dropped.
 pub struct Serving(tokio::task::JoinHandle<()>);
@@ -505,17 +529,13 @@ impl Drop for Serving {
     }
 }
 
-/// Serves metrics on `listen` (from the command line), else on
-/// metrics_listen; None when neither is set.
-pub async fn serve(
-    config: &Config,
-    listen: Option<SocketAddr>,
-    shutdown: &Shutdown,
-) -> Result<Option<Serving>> {
-    let Some(address) = listen.or(config.metrics_listen) else {
+/// Serves metrics on the listen address of `settings`; None when it has
+/// none.
+pub async fn serve(settings: &Settings, shutdown: &Shutdown) -> Result<Option<Serving>> {
+    let Some(address) = settings.listen else {
         return Ok(None);
     };
-    let endpoint = Endpoint::bind(address, config.metrics_allow_remote).await?;
+    let endpoint = Endpoint::bind(address, settings.allow_remote).await?;
     let shutdown = shutdown.clone();
     Ok(Some(Serving(tokio::spawn(async move {
         endpoint.serve(&shutdown).await

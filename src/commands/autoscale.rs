@@ -99,7 +99,11 @@ pub async fn run(app: &App, args: &AutoscaleArgs) -> Result<Report> {
             }
         });
     }
-    let _metrics = crate::metrics::serve(&app.config, args.metrics_listen, &app.shutdown).await?;
+    let settings = crate::metrics::Settings {
+        listen: args.metrics_listen.or(app.config.metrics.listen),
+        ..app.config.metrics.clone()
+    };
+    let _metrics = crate::metrics::serve(&settings, &app.shutdown).await?;
     tracing::info!(
         "autoscaling every {}",
         humantime::format_duration(policy.interval)
@@ -147,7 +151,7 @@ async fn step(
         .one_at_a_time("autoscale", args.waits.lock.lock_timeout)
         .await?;
     let entries = app.entries(None).await?;
-    crate::metrics::pool(&entries);
+    crate::ops::apply::count_pool(&entries);
     let serving: Vec<Entry> = entries.iter().filter(|e| e.is_serving()).cloned().collect();
     // A replacement under way (rollout, heal) and the droplet it replaces
     // count once: they are one droplet of the pool.
@@ -162,7 +166,12 @@ async fn step(
         .last_scaled
         .and_then(|secs| SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs)));
     let decision = decide(policy, pool, &readings, last_scaled, now);
-    crate::metrics::autoscale(&decision);
+    crate::metrics::autoscale(
+        decision.current,
+        decision.desired,
+        decision.target,
+        decision.action.as_str(),
+    );
     let mut record = Record {
         at: humantime::format_rfc3339_seconds(now).to_string().into(),
         readings,
@@ -334,10 +343,7 @@ fn describe(record: &Record) -> String {
         })
         .collect();
     let d = &record.decision;
-    let action = serde_json::to_value(&d.action)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
+    let action = d.action.as_str();
     let mut line = format!(
         "{} {action} {} -> {} (desired {}; {}) {}",
         record.at,

@@ -39,7 +39,7 @@ use serde_json::json;
 
 use super::{App, Report};
 use crate::cli::{CreateArgs, ScaleWaits};
-use crate::config::{Config, Image};
+use crate::config::Config;
 use crate::digitalocean::{Client, CreateRequest, Droplet};
 use crate::haproxy::{self, Applied, Reload};
 use crate::listing::abbreviated;
@@ -350,7 +350,7 @@ pub async fn join(
             )
         })
         .map_err(earlier)?;
-    let applied = haproxy::apply(config, &entries, Reload::IfChanged, false)
+    let applied = crate::ops::apply::apply(config, &entries, Reload::IfChanged, false)
         .await
         .context(
             "the droplets are active and recorded in the inventory, but HAProxy was not updated",
@@ -386,10 +386,7 @@ pub struct Made {
 pub fn current_build(config: &Config) -> Result<(Build, Option<String>)> {
     let spec = config.droplet_spec()?;
     let user_data = read_user_data(config)?;
-    let image = match spec.image {
-        Image::Id(id) => id.to_string(),
-        Image::Slug(slug) => slug.clone(),
-    };
+    let image = spec.image.to_string();
     // What the inventory records must be as safe to read back as the rest.
     let slug = |key: &'static str, value: &str| {
         Slug::parse(key, value).map_err(|err| {

@@ -206,7 +206,7 @@ pub async fn retire(
             stopped = app.shutdown.signalled() => return Err(stopped.into()),
             drained = haproxy::drain(&app.config, &ids, how.drain_timeout) => drained?,
         }
-        haproxy::apply(&app.config, entries, Reload::IfChanged, how.allow_empty).await
+        crate::ops::apply::apply(&app.config, entries, Reload::IfChanged, how.allow_empty).await
     };
     let applied = match leave_haproxy.await {
         Ok(applied) => applied,
@@ -265,7 +265,7 @@ pub async fn retire(
         }
     }
     app.store.save(entries, lock).await?;
-    crate::metrics::pool(entries);
+    crate::ops::apply::count_pool(entries);
     crate::metrics::scaled(crate::metrics::Direction::In, destroyed.len());
     Ok(Retired {
         applied,

@@ -8,8 +8,9 @@ use anyhow::{Result, anyhow};
 use serde::Serialize;
 
 use super::{App, Report};
-use crate::config::{Config, Image, SshKey};
+use crate::config::Config;
 use crate::digitalocean::{ApiError, Client, reserved_ip};
+use crate::digitalocean::{Image, SshKey};
 use crate::haproxy::{self, Loaded};
 use crate::inventory::Store;
 use crate::model::Entry;
@@ -273,11 +274,7 @@ async fn account_checks(config: &Config, api: &Client) -> Vec<Check> {
         "size",
         listed("sizes", size).await,
     ));
-    let image = match &config.image {
-        None => None,
-        Some(Image::Slug(slug)) => Some(slug.clone()),
-        Some(Image::Id(id)) => Some(id.to_string()),
-    };
+    let image = config.image.as_ref().map(Image::to_string);
     let image_found = match &image {
         Some(image) => match api.get_json(&format!("/v2/images/{image}"), &[]).await {
             Ok(_) => Some(true),

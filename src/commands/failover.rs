@@ -72,7 +72,7 @@ pub async fn run(app: &App, args: &FailoverArgs) -> Result<Report> {
     let retry = RetryPolicy {
         budget: app.config.api_retry_budget.min(settings.lease_ttl / 2),
     };
-    let api = Client::new(&app.config.api_url, app.config.token()?.clone(), retry)?;
+    let api = crate::ops::api::client(&app.config.api_url, app.config.token()?.clone(), retry)?;
     tracing::info!(
         "{name} (droplet {droplet_id}) takes part in the election for reserved IP {reserved_ip} through {}",
         etcd.describe()

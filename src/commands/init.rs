@@ -63,7 +63,8 @@ pub fn run(folder: &Path, template: bool) -> Result<Report> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, SshKey};
+    use crate::config::Config;
+    use crate::digitalocean::SshKey;
 
     #[test]
     fn writes_a_setup_safe_to_run_once() {

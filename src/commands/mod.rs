@@ -122,7 +122,8 @@ impl App {
         let retry = RetryPolicy {
             budget: self.config.api_retry_budget,
         };
-        let client = Client::new(&self.config.api_url, self.config.token()?.clone(), retry)?;
+        let client =
+            crate::ops::api::client(&self.config.api_url, self.config.token()?.clone(), retry)?;
         Ok(self.client.get_or_init(|| client))
     }
 
@@ -258,7 +259,7 @@ pub fn run_without_config(command: &Command) -> Option<Result<Report>> {
 pub async fn run(app: &App, command: &Command) -> Result<Report> {
     let report = run_command(app, command).await;
     if leaves_textfile(command) {
-        crate::metrics::leave_textfile(&app.config).await;
+        crate::metrics::leave_textfile(&app.config.metrics).await;
     }
     report
 }

@@ -5,10 +5,11 @@ use anyhow::Result;
 
 use super::{App, Report};
 use crate::cli::ReloadArgs;
-use crate::haproxy::{self, Reload};
+use crate::haproxy::Reload;
 
 pub async fn run(app: &App, args: &ReloadArgs) -> Result<Report> {
     let entries = app.entries(None).await?;
-    let applied = haproxy::apply(&app.config, &entries, Reload::Always, args.allow_empty).await?;
+    let applied =
+        crate::ops::apply::apply(&app.config, &entries, Reload::Always, args.allow_empty).await?;
     Report::new(Vec::new(), &applied)
 }

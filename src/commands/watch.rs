@@ -31,7 +31,7 @@ use tokio::time::{Instant, sleep, sleep_until};
 
 use super::{App, Report, backoff};
 use crate::cli::WatchArgs;
-use crate::haproxy::{self, Reload};
+use crate::haproxy::Reload;
 use crate::inventory::{EtcdInventory, InventoryChange, Store};
 use crate::metrics;
 use crate::model::Entry;
@@ -49,7 +49,11 @@ pub async fn run(app: &App, args: &WatchArgs) -> Result<Report> {
             app.config.path.display()
         );
     };
-    let _metrics = metrics::serve(&app.config, args.metrics_listen, &app.shutdown).await?;
+    let settings = metrics::Settings {
+        listen: args.metrics_listen.or(app.config.metrics.listen),
+        ..app.config.metrics.clone()
+    };
+    let _metrics = metrics::serve(&settings, &app.shutdown).await?;
     let stopped = match keep_in_step(Follower::new(app, etcd, args)).await {
         Err(err) => err,
         Ok(never) => match never {},
@@ -250,7 +254,7 @@ impl<'a> Follower<'a> {
         if self.retry_at.is_some() && !news && why != Read::Retry {
             return Ok(());
         }
-        let applied = haproxy::apply(
+        let applied = crate::ops::apply::apply(
             &self.app.config,
             &entries,
             Reload::IfChanged,

@@ -7,6 +7,7 @@
 //! is sent again.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::header::HeaderMap;
@@ -17,7 +18,7 @@ use serde::de::DeserializeOwned;
 use super::droplet::{CreateRequest, Droplet};
 use super::error::ApiError;
 use super::retry::RetryPolicy;
-use crate::config::Token;
+use super::values::Token;
 use crate::http::BodyError;
 
 /// The largest page the API serves.
@@ -34,6 +35,16 @@ pub struct Client {
     api_url: String,
     token: Token,
     retry: RetryPolicy,
+    observer: Arc<dyn Observer>,
+}
+
+/// Who hears of every request the client sends and every retry, so that
+/// the caller can count them; the client keeps no count itself.
+pub trait Observer: Send + Sync {
+    /// One request and the HTTP status of its answer (None: no answer came).
+    fn request(&self, method: &str, status: Option<u16>);
+    /// One request about to be sent again after a transient failure.
+    fn retry(&self);
 }
 
 /// What a delete found.
@@ -129,7 +140,14 @@ struct ErrorBody {
 }
 
 impl Client {
-    pub fn new(api_url: &str, token: Token, retry: RetryPolicy) -> anyhow::Result<Client> {
+    /// A client of the API at `api_url`, telling `observer` of each
+    /// request and retry.
+    pub fn new(
+        api_url: &str,
+        token: Token,
+        retry: RetryPolicy,
+        observer: Arc<dyn Observer>,
+    ) -> anyhow::Result<Client> {
         let http = crate::http::api_builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(60))
@@ -140,7 +158,14 @@ impl Client {
             api_url: api_url.to_string(),
             token,
             retry,
+            observer,
         })
+    }
+
+    /// Tells the observer of a request sent again by a caller that retries
+    /// on its own (an assign only a confirmed leader may send).
+    pub(super) fn retrying(&self) {
+        self.observer.retry();
     }
 
     /// Any read, as JSON (doctor's account, SSH key, region, size and image
@@ -468,7 +493,7 @@ impl Client {
             delay.as_secs_f64(),
             attempt + 1
         );
-        crate::metrics::api_retry();
+        self.observer.retry();
         tokio::time::sleep(delay).await;
         Ok(())
     }
@@ -495,7 +520,8 @@ impl Client {
                 .body(body.to_vec());
         }
         let response = request.send().await;
-        crate::metrics::api_request(&label, response.as_ref().ok().map(|r| r.status().as_u16()));
+        self.observer
+            .request(&label, response.as_ref().ok().map(|r| r.status().as_u16()));
         let response = response.map_err(|err| ApiError::from_transport(&url, &err))?;
         let status = response.status();
         let headers = response.headers().clone();

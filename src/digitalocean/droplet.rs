@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Image, SshKey};
+use super::values::{Image, SshKey};
 
 /// Body of POST /v2/droplets (`droplet_single_create` or
 /// `droplet_multi_create`). Unset optional fields are left out, never sent as

@@ -7,8 +7,10 @@ mod error;
 pub mod metadata;
 pub mod reserved_ip;
 mod retry;
+mod values;
 
-pub use client::{Client, Deleted};
+pub use client::{Client, Deleted, Observer};
 pub use droplet::{CreateRequest, Droplet, Networks};
 pub use error::ApiError;
 pub use retry::RetryPolicy;
+pub use values::{Image, SshKey, Token};

@@ -106,7 +106,7 @@ pub async fn assign(
             "assigning reserved IP {ip}: {refused}; asking again in {}",
             humantime::format_duration(wait)
         );
-        crate::metrics::api_retry();
+        api.retrying();
         tokio::time::sleep(wait).await;
         pause = pause.saturating_mul(2);
     };

@@ -28,7 +28,6 @@ use tokio::time::Instant;
 use crate::atomic_file::{self, Readers, sibling};
 use crate::config::Config;
 use crate::lockfile::LockFile;
-use crate::metrics::{self, HaproxyUpdate};
 use crate::model::Entry;
 use dynamic::{Layout, Step};
 pub use loaded::Loaded;
@@ -69,6 +68,22 @@ pub struct Applied {
     /// HAProxy was brought to the new config through its runtime API,
     /// without a reload.
     pub runtime_updated: bool,
+    /// HAProxy refused a step of a runtime update, so it was reloaded
+    /// instead (for the metrics; not part of the result people see).
+    #[serde(skip)]
+    pub runtime_refused: bool,
+}
+
+/// `apply` ran haproxy_reload_command and HAProxy did not reload: the live
+/// config was put back (as `left` says). The context of the error `apply`
+/// returns then, so callers can tell this failure apart (and count it).
+#[derive(Debug, thiserror::Error)]
+#[error("HAProxy did not reload, so {live} {left}; fix the cause and run doproxy reload")]
+pub struct ReloadFailed {
+    live: String,
+    left: String,
+    /// The reload followed a runtime update HAProxy refused.
+    pub runtime_refused: bool,
 }
 
 /// Renders the config for `entries` and writes it to haproxy_cfg_file
@@ -214,7 +229,6 @@ pub async fn apply(
     allow_empty: bool,
 ) -> Result<Applied> {
     let _updating = update_lock(config).await?;
-    metrics::pool(entries);
     let (text, servers) = stage(config, entries).await?;
     let staged = &config.haproxy_cfg_file;
     let live = &config.haproxy_cfg_path;
@@ -237,6 +251,7 @@ pub async fn apply(
         changed,
         reloaded: false,
         runtime_updated: false,
+        runtime_refused: false,
     };
     if !changed && reload == Reload::IfChanged {
         match loaded::check(config, &new).await {
@@ -266,7 +281,6 @@ pub async fn apply(
         Some(Ok((runtime, steps))) => match update_at_runtime(&runtime, &steps, &new).await {
             Ok(()) => {
                 loaded::record(live, &new);
-                metrics::haproxy(HaproxyUpdate::AtRuntime);
                 tracing::info!(
                     "HAProxy runs {servers} servers from {} without a reload{}",
                     live.display(),
@@ -276,7 +290,7 @@ pub async fn apply(
                 return Ok(applied);
             }
             Err(err) => {
-                metrics::haproxy(HaproxyUpdate::RuntimeRefused);
+                applied.runtime_refused = true;
                 tracing::warn!(
                     "could not update HAProxy through its runtime API ({err:#}); reloading it instead"
                 )
@@ -286,7 +300,6 @@ pub async fn apply(
         None => {}
     }
     if let Err(err) = reload_and_confirm(config).await {
-        metrics::haproxy(HaproxyUpdate::ReloadFailed);
         // The failed reload stays the error; a failed restore only adds to it.
         let left = match changed.then(|| restore(live, previous.as_deref())) {
             None => "was left as it was".to_string(),
@@ -295,13 +308,13 @@ pub async fn apply(
                 "could not be put back as it was either ({restore_err:#}), so it holds a config HAProxy has not loaded"
             ),
         };
-        return Err(err.context(format!(
-            "HAProxy did not reload, so {} {left}; fix the cause and run doproxy reload",
-            live.display()
-        )));
+        return Err(err.context(ReloadFailed {
+            live: live.display().to_string(),
+            left,
+            runtime_refused: applied.runtime_refused,
+        }));
     }
     loaded::record(live, &new);
-    metrics::haproxy(HaproxyUpdate::Reloaded);
     tracing::info!(
         "HAProxy reloaded with {servers} servers from {}",
         live.display()

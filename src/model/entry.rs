@@ -132,7 +132,7 @@ impl Status {
         Status::Unknown,
     ];
 
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Status::New => "new",
             Status::Active => "active",

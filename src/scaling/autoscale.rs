@@ -62,6 +62,17 @@ pub enum Action {
     Hold,
 }
 
+impl Action {
+    /// As records and metrics name it: `scale_out`, `scale_in`, `hold`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Action::ScaleOut => "scale_out",
+            Action::ScaleIn => "scale_in",
+            Action::Hold => "hold",
+        }
+    }
+}
+
 /// The pool a decision starts from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolSize {

@@ -1,0 +1,27 @@
+//! The DigitalOcean client as the operations use it: every request and
+//! retry it makes counted in doproxy's metrics.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+
+use crate::digitalocean::{Client, Observer, RetryPolicy, Token};
+use crate::metrics;
+
+/// Counts the API's requests (by method and status) and retries.
+struct Counted;
+
+impl Observer for Counted {
+    fn request(&self, method: &str, status: Option<u16>) {
+        metrics::api_request(method, status);
+    }
+
+    fn retry(&self) {
+        metrics::api_retry();
+    }
+}
+
+/// A client of the API at `api_url`, counted in the metrics.
+pub fn client(api_url: &str, token: Token, retry: RetryPolicy) -> Result<Client> {
+    Client::new(api_url, token, retry, Arc::new(Counted))
+}
