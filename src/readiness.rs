@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use tokio::task::JoinSet;
 
-use crate::config::HealthCheck;
+use crate::model::HealthCheck;
 
 /// How long one check may take, and the pause between failed checks.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);

@@ -251,7 +251,7 @@ async fn read_metrics(app: &App, policy: &Policy, serving: &[Entry]) -> Vec<Read
     let ids: Vec<u64> = serving.iter().map(|e| e.id).collect();
     let needs_haproxy = policy.targets.iter().any(|(m, _)| *m != Metric::CpuPercent);
     let load = if needs_haproxy && !ids.is_empty() {
-        Some(haproxy::pool_load(&app.config, &ids).await)
+        Some(haproxy::pool_load(&app.config.haproxy, &ids).await)
     } else {
         None
     };

@@ -350,12 +350,16 @@ pub async fn join(
             )
         })
         .map_err(earlier)?;
-    let applied = crate::ops::apply::apply(config, &entries, Reload::IfChanged, false)
-        .await
-        .context(
-            "the droplets are active and recorded in the inventory, but HAProxy was not updated",
-        )
-        .map_err(earlier)?;
+    let applied = crate::ops::apply::apply(
+        config,
+        app.frontend_bind().await,
+        &entries,
+        Reload::IfChanged,
+        false,
+    )
+    .await
+    .context("the droplets are active and recorded in the inventory, but HAProxy was not updated")
+    .map_err(earlier)?;
 
     crate::metrics::scaled(crate::metrics::Direction::Out, ready.len());
     lock.release().await;
@@ -402,12 +406,14 @@ pub fn current_build(config: &Config) -> Result<(Build, Option<String>)> {
         region: slug("region", spec.region)?,
         user_data: user_data.as_deref().map(user_data_digest),
         tags: config
+            .droplets
             .tags
             .iter()
             .map(|tag| slug("tags", tag))
             .collect::<Result<_>>()?,
         vpc: config
-            .droplet_features
+            .droplets
+            .features
             .vpc_uuid
             .as_deref()
             .map(|vpc| slug("vpc_uuid", vpc))
@@ -448,7 +454,7 @@ async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Made> {
     let config = &app.config;
     let spec = config.droplet_spec()?;
     let (build, user_data) = current_build(config)?;
-    let features = &config.droplet_features;
+    let features = &config.droplets.features;
     let api = app.api()?;
     let lock = app
         .lock(options.lock_timeout)
@@ -492,9 +498,9 @@ async fn create_and_record(app: &App, options: &CreateOptions) -> Result<Made> {
             region: spec.region,
             size: spec.size,
             image: spec.image,
-            ssh_keys: &config.ssh_keys,
+            ssh_keys: &config.droplets.ssh_keys,
             user_data: user_data.as_deref(),
-            tags: &config.tags,
+            tags: &config.droplets.tags,
             monitoring: features.monitoring,
             vpc_uuid: features.vpc_uuid.as_deref(),
             ipv6: features.ipv6,
@@ -608,7 +614,12 @@ async fn check_before_paying(
             .context("DigitalOcean could not show that the droplets to replace are the pool's")?;
         app.refuse_foreign(&seen).await?;
     }
-    haproxy::check_servable(config, &with_placeholders(entries, names)).await
+    haproxy::check_servable(
+        &config.haproxy,
+        app.frontend_bind().await,
+        &with_placeholders(entries, names),
+    )
+    .await
 }
 
 /// Of droplets `ids`, the ones that may be destroyed: those DigitalOcean
@@ -759,7 +770,7 @@ fn unready_failure(config: &Config, unready: &[u64], destroyed: bool) -> String 
 
 /// The user data to send: the contents of userdata_file, if one is set.
 fn read_user_data(config: &Config) -> Result<Option<String>> {
-    let Some(path) = &config.userdata_file else {
+    let Some(path) = &config.droplets.userdata_file else {
         return Ok(None);
     };
     let text = std::fs::read_to_string(path).with_context(|| {

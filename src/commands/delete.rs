@@ -204,9 +204,16 @@ pub async fn retire(
             // A stop asked for before the drain wins over one that is instant.
             biased;
             stopped = app.shutdown.signalled() => return Err(stopped.into()),
-            drained = haproxy::drain(&app.config, &ids, how.drain_timeout) => drained?,
+            drained = haproxy::drain(&app.config.haproxy, &ids, how.drain_timeout) => drained?,
         }
-        crate::ops::apply::apply(&app.config, entries, Reload::IfChanged, how.allow_empty).await
+        crate::ops::apply::apply(
+            &app.config,
+            app.frontend_bind().await,
+            entries,
+            Reload::IfChanged,
+            how.allow_empty,
+        )
+        .await
     };
     let applied = match leave_haproxy.await {
         Ok(applied) => applied,
@@ -305,7 +312,7 @@ async fn roll_back(
     let served_list = abbreviated(&served);
     let mut outcome = Vec::new();
     if !served.is_empty() {
-        outcome.push(match haproxy::undrain(&app.config, &served).await {
+        outcome.push(match haproxy::undrain(&app.config.haproxy, &served).await {
             Ok(()) => format!("droplet {served_list} is back in rotation and in the inventory as it was"),
             Err(err) => {
                 tracing::warn!("could not put the servers back into rotation: {err:#}");

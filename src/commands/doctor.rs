@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::digitalocean::{ApiError, Client, reserved_ip};
 use crate::digitalocean::{Image, SshKey};
 use crate::haproxy::{self, Loaded};
-use crate::inventory::Store;
+use crate::inventory::{Store, StoreSettings};
 use crate::model::Entry;
 
 /// The API refuses larger user data.
@@ -123,9 +123,9 @@ pub async fn run(app: &App) -> Result<Report> {
     checks.push(user_data_check(config));
     checks.push(folders_check(config));
     let entries = inventory.as_deref().unwrap_or_default();
-    checks.push(template_check(config, entries).await);
+    checks.push(template_check(config, app.frontend_bind().await, entries).await);
     checks.push(reload_check(config).await);
-    checks.push(match haproxy::worker_pid(config).await {
+    checks.push(match haproxy::worker_pid(&config.haproxy).await {
         None => skipped(
             "admin socket",
             "haproxy_socket is not set; delete cannot drain and print --health has nothing to show",
@@ -135,7 +135,8 @@ pub async fn run(app: &App) -> Result<Report> {
             format!(
                 "HAProxy worker {pid} answers on {}",
                 config
-                    .haproxy_socket
+                    .haproxy
+                    .socket
                     .as_deref()
                     .unwrap_or(Path::new(""))
                     .display()
@@ -169,7 +170,7 @@ fn inventory_check(app: &App, entries: &[Entry]) -> Check {
         app.store.describe(),
         entries.len()
     );
-    let pool = app.config.pool();
+    let pool = app.config.pool.clone();
     let others: Vec<&str> = entries
         .iter()
         .filter(|entry| !pool.owns(entry))
@@ -243,8 +244,8 @@ async fn account_checks(config: &Config, api: &Client) -> Vec<Check> {
             (Some(_), None) => failed(check, "the API could not be asked; retry"),
         }
     };
-    let region = config.region.as_deref();
-    let size = config.size.as_deref();
+    let region = config.droplets.region.as_deref();
+    let size = config.droplets.size.as_deref();
     let listed = |key: &'static str, slug: Option<&str>| {
         let api = api.clone();
         let slug = slug.map(str::to_string);
@@ -274,7 +275,7 @@ async fn account_checks(config: &Config, api: &Client) -> Vec<Check> {
         "size",
         listed("sizes", size).await,
     ));
-    let image = config.image.as_ref().map(Image::to_string);
+    let image = config.droplets.image.as_ref().map(Image::to_string);
     let image_found = match &image {
         Some(image) => match api.get_json(&format!("/v2/images/{image}"), &[]).await {
             Ok(_) => Some(true),
@@ -290,7 +291,7 @@ async fn account_checks(config: &Config, api: &Client) -> Vec<Check> {
 /// That every key of ssh_key_ids exists in this account.
 async fn ssh_keys_check(config: &Config, api: &Client) -> Check {
     let mut missing = Vec::new();
-    for key in &config.ssh_keys {
+    for key in &config.droplets.ssh_keys {
         let id = match key {
             SshKey::Id(id) => id.to_string(),
             SshKey::Fingerprint(fingerprint) => fingerprint.clone(),
@@ -303,7 +304,7 @@ async fn ssh_keys_check(config: &Config, api: &Client) -> Check {
             missing.push(id);
         }
     }
-    match (config.ssh_keys.len(), missing.is_empty()) {
+    match (config.droplets.ssh_keys.len(), missing.is_empty()) {
         (0, _) => skipped(
             "ssh keys",
             "ssh_key_ids is empty; new droplets get no SSH key",
@@ -346,7 +347,7 @@ fn secrets_check(config: &Config) -> Check {
 }
 
 fn user_data_check(config: &Config) -> Check {
-    let Some(path) = &config.userdata_file else {
+    let Some(path) = &config.droplets.userdata_file else {
         return skipped(
             "user data",
             "userdata_file is not set; new droplets start without it",
@@ -377,11 +378,11 @@ fn user_data_check(config: &Config) -> Check {
 /// tried with a file created and removed at once.
 fn folders_check(config: &Config) -> Check {
     let mut folders: Vec<(&Path, &str)> = Vec::new();
-    if config.etcd.is_none() {
+    if matches!(config.store, StoreSettings::File(_)) {
         folders.push((parent(&config.inventory_file), "inventory_file"));
     }
-    folders.push((parent(&config.haproxy_cfg_file), "haproxy_cfg_file"));
-    folders.push((parent(&config.haproxy_cfg_path), "haproxy_cfg_path"));
+    folders.push((parent(&config.haproxy.cfg_file), "haproxy_cfg_file"));
+    folders.push((parent(&config.haproxy.cfg_path), "haproxy_cfg_path"));
     folders.dedup_by_key(|(folder, _)| *folder);
     let probe = format!(".doproxy-doctor-{}", std::process::id());
     let unwritable: Vec<String> = folders
@@ -422,14 +423,14 @@ fn parent(file: &Path) -> &Path {
 /// Renders the template for the inventory's `entries` into a scratch file
 /// and runs haproxy_check_command on it; the staged and live configs stay as
 /// they are.
-async fn template_check(config: &Config, entries: &[Entry]) -> Check {
-    let (text, servers) = match haproxy::render_config(config, entries).await {
+async fn template_check(config: &Config, frontend_bind: &str, entries: &[Entry]) -> Check {
+    let (text, servers) = match haproxy::render_config(&config.haproxy, frontend_bind, entries) {
         Ok(rendered) => rendered,
         Err(err) => return failed("template", format!("{err:#}")),
     };
     let scratch = std::env::temp_dir().join(format!("doproxy-doctor-{}.cfg", std::process::id()));
     let checked = match fs::write(&scratch, text) {
-        Ok(()) => haproxy::check_file(config, &scratch).await,
+        Ok(()) => haproxy::check_file(&config.haproxy, &scratch).await,
         Err(err) => Err(err.into()),
     };
     let _ = fs::remove_file(&scratch);
@@ -529,7 +530,7 @@ fn judge_reload(alternatives: &[Alternative], found: &[bool], systemd: bool) -> 
 /// The reload command's programs exist, and systemd runs if it goes through
 /// systemctl (the command itself is not run: that would reload).
 async fn reload_check(config: &Config) -> Check {
-    let alternatives = alternatives(&config.haproxy_reload_command);
+    let alternatives = alternatives(&config.haproxy.reload_command);
     let mut found = Vec::new();
     for alternative in &alternatives {
         let exists = tokio::process::Command::new("sh")
@@ -551,8 +552,8 @@ async fn reload_check(config: &Config) -> Check {
 /// The live config is the one HAProxy runs (a run cut short between
 /// installing and reloading leaves it unloaded).
 async fn loaded_check(config: &Config) -> Check {
-    let live = config.haproxy_cfg_path.display();
-    match haproxy::loaded(config).await {
+    let live = config.haproxy.cfg_path.display();
+    match haproxy::loaded(&config.haproxy).await {
         None => skipped(
             "live config",
             format!("{live} is not installed yet; doproxy reload installs it"),

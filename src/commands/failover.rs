@@ -22,7 +22,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::{App, Report, backoff};
 use crate::cli::FailoverArgs;
 use crate::config::Config;
-use crate::digitalocean::{Client, RetryPolicy, metadata, reserved_ip};
+use crate::digitalocean::{ApiSettings, Client, RetryPolicy, metadata, reserved_ip};
 use crate::etcd::{Election, LeaderKey, Leadership, Unconfirmed};
 use crate::failover::{self, Assignment, Health, Identity, Role, Seen, Step};
 use crate::haproxy;
@@ -69,10 +69,13 @@ pub async fn run(app: &App, args: &FailoverArgs) -> Result<Report> {
     };
     // Reads retried for long would hold up the rounds: they end well within
     // the lease. (Assigns are never retried unseen: `keep_ip_here`.)
-    let retry = RetryPolicy {
-        budget: app.config.api_retry_budget.min(settings.lease_ttl / 2),
+    let api_settings = ApiSettings {
+        retry: RetryPolicy {
+            budget: app.config.api.retry.budget.min(settings.lease_ttl / 2),
+        },
+        ..app.config.api.clone()
     };
-    let api = crate::ops::api::client(&app.config.api_url, app.config.token()?.clone(), retry)?;
+    let api = crate::ops::api::client(&api_settings, app.config.token()?.clone())?;
     tracing::info!(
         "{name} (droplet {droplet_id}) takes part in the election for reserved IP {reserved_ip} through {}",
         etcd.describe()
@@ -139,7 +142,7 @@ enum HaproxyCheck {
 
 impl HaproxyCheck {
     fn of(config: &Config) -> Result<HaproxyCheck> {
-        if config.haproxy_socket.is_some() {
+        if config.haproxy.socket.is_some() {
             return Ok(HaproxyCheck::Socket);
         }
         match config.frontend_bind.as_deref().map(str::parse) {
@@ -154,7 +157,7 @@ impl HaproxyCheck {
     /// Ok if HAProxy answers, else why not.
     async fn probe(&self, config: &Config) -> Result<()> {
         match self {
-            HaproxyCheck::Socket => match haproxy::worker_pid(config).await {
+            HaproxyCheck::Socket => match haproxy::worker_pid(&config.haproxy).await {
                 Some(answer) => answer.map(drop),
                 None => unreachable!("HaproxyCheck::of chose the socket because it is set"),
             },

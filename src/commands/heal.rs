@@ -179,9 +179,9 @@ async fn observe(app: &App, entries: &[Entry]) -> Result<Vec<Observation>> {
         .list_pool(app.config.pool_tag(), &ids)
         .await
         .context("cannot look up the pool's droplets")?;
-    let states = match &app.config.haproxy_socket {
+    let states = match &app.config.haproxy.socket {
         None => None,
-        Some(_) => match haproxy::server_states(&app.config).await {
+        Some(_) => match haproxy::server_states(&app.config.haproxy).await {
             Ok(states) => Some(states),
             Err(err) => {
                 tracing::warn!(

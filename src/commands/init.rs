@@ -79,13 +79,13 @@ mod tests {
         );
         assert!(!dir.join(TEMPLATE).exists(), "no pinned template");
         let loaded = Config::load(Some(&dir.join("doproxy.yml"))).unwrap();
-        assert_eq!(loaded.haproxy_template_file, None);
+        assert_eq!(loaded.haproxy.template_file, None);
         assert_eq!(
-            loaded.haproxy_socket.as_deref(),
+            loaded.haproxy.socket.as_deref(),
             Some(Path::new("/run/haproxy/admin.sock"))
         );
         assert_eq!(
-            loaded.ssh_keys,
+            loaded.droplets.ssh_keys,
             [SshKey::Fingerprint(
                 crate::config::SSH_KEY_PLACEHOLDER.into()
             )]
@@ -96,7 +96,7 @@ mod tests {
 
         run(&dir, true).unwrap();
         let loaded = Config::load(Some(&dir.join("doproxy.yml"))).unwrap();
-        assert_eq!(loaded.haproxy_template_file, Some(dir.join(TEMPLATE)));
+        assert_eq!(loaded.haproxy.template_file, Some(dir.join(TEMPLATE)));
         assert_eq!(
             fs::read_to_string(dir.join(TEMPLATE)).unwrap(),
             BUILTIN_TEMPLATE

@@ -28,7 +28,7 @@ use serde::de::DeserializeOwned;
 
 use crate::cli::Command;
 use crate::config::Config;
-use crate::digitalocean::{ApiError, Client, Droplet, RetryPolicy};
+use crate::digitalocean::{ApiError, Client, Droplet};
 use crate::inventory::{Store, StoreLock};
 use crate::lockfile::LockFile;
 use crate::model::Entry;
@@ -49,6 +49,8 @@ pub struct App {
     /// Set by SIGTERM or SIGINT: commands stop between steps.
     pub shutdown: Shutdown,
     client: OnceCell<Client>,
+    /// Where HAProxy's frontend listens, looked up once per process.
+    frontend_bind: tokio::sync::OnceCell<String>,
 }
 
 /// A command's result: the lines printed for people, the JSON printed with
@@ -103,13 +105,14 @@ impl App {
         if let Ok(Some(exposed)) = config.exposed_secrets() {
             eprintln!("doproxy: warning: {exposed}");
         }
-        let store = Store::open(&config)?;
+        let store = Store::open(&config.store)?;
         Ok(App {
             config,
             json_output,
             store,
             shutdown,
             client: OnceCell::new(),
+            frontend_bind: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -119,12 +122,17 @@ impl App {
         if let Some(client) = self.client.get() {
             return Ok(client);
         }
-        let retry = RetryPolicy {
-            budget: self.config.api_retry_budget,
-        };
-        let client =
-            crate::ops::api::client(&self.config.api_url, self.config.token()?.clone(), retry)?;
+        let client = crate::ops::api::client(&self.config.api, self.config.token()?.clone())?;
         Ok(self.client.get_or_init(|| client))
+    }
+
+    /// Where HAProxy's frontend listens (see `ops::frontend`): looked up
+    /// when first needed, once per process, so no command asks the
+    /// metadata service twice and none that renders no config asks it.
+    pub async fn frontend_bind(&self) -> &str {
+        self.frontend_bind
+            .get_or_init(|| crate::ops::frontend::resolve(&self.config))
+            .await
     }
 
     /// The store's exclusive lock, waiting up to `timeout` for another run;
@@ -168,7 +176,7 @@ impl App {
     /// in it, so this, not the inventory, decides what may be destroyed or
     /// tagged.
     pub async fn not_the_pools(&self, droplets: &[Droplet]) -> Vec<(u64, String)> {
-        let pool = self.config.pool();
+        let pool = self.config.pool.clone();
         let mut refused = Vec::new();
         for droplet in droplets {
             let Some(why) = pool.disowns(&droplet.name, &droplet.tags) else {

@@ -19,7 +19,7 @@ pub async fn run(app: &App, args: &PrintArgs) -> Result<Report> {
     } else {
         app.entries(None).await?
     };
-    if args.health && app.config.haproxy_socket.is_none() {
+    if args.health && app.config.haproxy.socket.is_none() {
         bail!(
             "print --health reads HAProxy's admin socket; set haproxy_socket in {}",
             app.config.path.display()
@@ -28,9 +28,9 @@ pub async fn run(app: &App, args: &PrintArgs) -> Result<Report> {
     // What HAProxy thinks of each server, when its admin socket is set:
     // always in JSON, in the text lines only with --health. A socket that
     // does not answer costs only the states: the inventory is still printed.
-    let states = match &app.config.haproxy_socket {
+    let states = match &app.config.haproxy.socket {
         Some(_) if args.health || app.json_output => {
-            match haproxy::server_states(&app.config).await {
+            match haproxy::server_states(&app.config.haproxy).await {
                 Ok(states) => Some(states),
                 Err(err) => {
                     tracing::warn!("{err:#}; printing the inventory without HAProxy's view");

@@ -54,8 +54,8 @@ pub async fn run(app: &App, args: &ReconcileArgs) -> Result<Report> {
         drift,
         foreign,
     } = found;
-    let prefix = app.config.hostname_prefix.as_deref();
-    let haproxy = haproxy::divergence(&app.config, &entries)
+    let prefix = app.config.droplets.hostname_prefix.as_deref();
+    let haproxy = haproxy::divergence(&app.config.haproxy, app.frontend_bind().await, &entries)
         .await
         .unwrap_or_else(|err| {
             tracing::warn!("cannot compare HAProxy with the inventory: {err:#}");
@@ -291,7 +291,10 @@ async fn survey(app: &App, lock: Option<&StoreLock>) -> Result<Survey> {
         .context("cannot list the pool's droplets")?;
     let observed: Vec<Observed> = existing.iter().map(droplet::observed).collect();
     let mut drift = drift(&entries, &observed, tag)?;
-    let foreign = take_foreign(&mut drift.orphans, app.config.hostname_prefix.as_deref());
+    let foreign = take_foreign(
+        &mut drift.orphans,
+        app.config.droplets.hostname_prefix.as_deref(),
+    );
     Ok(Survey {
         entries,
         existing,

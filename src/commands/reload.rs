@@ -9,7 +9,13 @@ use crate::haproxy::Reload;
 
 pub async fn run(app: &App, args: &ReloadArgs) -> Result<Report> {
     let entries = app.entries(None).await?;
-    let applied =
-        crate::ops::apply::apply(&app.config, &entries, Reload::Always, args.allow_empty).await?;
+    let applied = crate::ops::apply::apply(
+        &app.config,
+        app.frontend_bind().await,
+        &entries,
+        Reload::Always,
+        args.allow_empty,
+    )
+    .await?;
     Report::new(Vec::new(), &applied)
 }

@@ -256,6 +256,7 @@ impl<'a> Follower<'a> {
         }
         let applied = crate::ops::apply::apply(
             &self.app.config,
+            self.app.frontend_bind().await,
             &entries,
             Reload::IfChanged,
             self.trust_empty,

@@ -29,6 +29,16 @@ const LOST_CREATE_LOOKUP: Duration = Duration::from_secs(30);
 /// The pause between those lookups.
 const LOOKUP_PAUSE: Duration = Duration::from_secs(1);
 
+/// The API's part of doproxy.yml: where it is, and how long one request
+/// may keep being retried. The token comes apart, asked for only when a
+/// client is made.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Without a trailing `/`.
+    pub url: String,
+    pub retry: RetryPolicy,
+}
+
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
@@ -140,12 +150,11 @@ struct ErrorBody {
 }
 
 impl Client {
-    /// A client of the API at `api_url`, telling `observer` of each
+    /// A client of the API `settings` name, telling `observer` of each
     /// request and retry.
     pub fn new(
-        api_url: &str,
+        settings: &ApiSettings,
         token: Token,
-        retry: RetryPolicy,
         observer: Arc<dyn Observer>,
     ) -> anyhow::Result<Client> {
         let http = crate::http::api_builder()
@@ -155,9 +164,9 @@ impl Client {
             .map_err(|err| anyhow::anyhow!("cannot set up the HTTPS client: {err}"))?;
         Ok(Client {
             http,
-            api_url: api_url.to_string(),
+            api_url: settings.url.clone(),
             token,
-            retry,
+            retry: settings.retry,
             observer,
         })
     }

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 
 use super::dynamic::Layout;
 use super::runtime::{Runtime, ServerStat};
+use super::settings::Settings;
 use crate::atomic_file;
-use crate::config::Config;
 
 /// Whether HAProxy runs the installed config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,10 +47,10 @@ pub fn record(live: &Path, config: &[u8]) {
 }
 
 /// Whether HAProxy runs `installed`, the current text of haproxy_cfg_path.
-pub async fn check(config: &Config, installed: &[u8]) -> Loaded {
-    let live = &config.haproxy_cfg_path;
+pub async fn check(settings: &Settings, installed: &[u8]) -> Loaded {
+    let live = &settings.cfg_path;
     let recorded = fs::read(record_path(live)).ok();
-    let running = match Runtime::of(config) {
+    let running = match Runtime::of(settings) {
         Some(runtime) => runtime.servers().await.ok(),
         None => None,
     };

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::config::HealthCheck;
+use crate::model::HealthCheck;
 use crate::model::{DropletName, Entry};
 
 /// The template shipped in the binary, used when haproxy_template_file is unset.

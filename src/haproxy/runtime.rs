@@ -16,7 +16,7 @@ use tokio::net::UnixStream;
 
 use super::command::{Unread, read_capped};
 use super::dynamic::Step;
-use crate::config::Config;
+use super::settings::Settings;
 use crate::http::{MAX_ANSWER, TOO_LARGE};
 
 /// One server (or backend) row of `show stat`.
@@ -86,10 +86,10 @@ impl<'a> Runtime<'a> {
     }
 
     /// The admin socket of `config`, if haproxy_socket is set.
-    pub fn of(config: &'a Config) -> Option<Runtime<'a>> {
+    pub fn of(settings: &'a Settings) -> Option<Runtime<'a>> {
         Some(Runtime::new(
-            config.haproxy_socket.as_deref()?,
-            config.haproxy_socket_timeout,
+            settings.socket.as_deref()?,
+            settings.socket_timeout,
         ))
     }
 

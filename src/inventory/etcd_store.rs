@@ -27,7 +27,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use super::layout::{self, Layout, MAX_OPS, SavePlan};
-use crate::config::EtcdSettings;
+use super::settings::EtcdSettings;
 use crate::etcd::{self, Client, Compare, Election, EtcdError, Op, Put, Releasing, WatchUpdate};
 use crate::model::{Entry, Pool};
 use crate::shutdown::Shutdown;

@@ -9,12 +9,12 @@ mod etcd_store;
 mod file_store;
 mod format;
 mod layout;
+mod settings;
 
 use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::config::Config;
 use crate::lockfile::LockFile;
 use crate::model::Entry;
 use crate::shutdown::Shutdown;
@@ -22,6 +22,7 @@ use etcd_store::EtcdLock;
 pub use etcd_store::{EtcdInventory, InventoryChange, NotMoved};
 use file_store::FileInventory;
 pub use format::{Comments, parse, render};
+pub use settings::{EtcdSettings, StoreSettings};
 
 /// What a signal during a lock wait leaves.
 const LOCK_WAIT_STOPPED: &str = "while waiting for the inventory lock; nothing was changed";
@@ -43,10 +44,10 @@ pub enum StoreLock {
 }
 
 impl Store {
-    pub fn open(config: &Config) -> Result<Store> {
-        Ok(match &config.etcd {
-            Some(settings) => Store::Etcd(EtcdInventory::new(settings)?),
-            None => Store::File(FileInventory::new(&config.inventory_file)),
+    pub fn open(settings: &StoreSettings) -> Result<Store> {
+        Ok(match settings {
+            StoreSettings::Etcd(settings) => Store::Etcd(EtcdInventory::new(settings)?),
+            StoreSettings::File(path) => Store::File(FileInventory::new(path)),
         })
     }
 

@@ -5,8 +5,10 @@
 
 mod entry;
 mod field;
+mod health;
 mod pool;
 
 pub use entry::{Build, Entry, Observed, RefusedDroplet, Status, user_data_digest};
 pub use field::{DropletName, InvalidField, Slug, Timestamp};
+pub use health::HealthCheck;
 pub use pool::{Pool, SHARED_TAG, is_pool_name};

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
-use crate::digitalocean::{Client, Observer, RetryPolicy, Token};
+use crate::digitalocean::{ApiSettings, Client, Observer, Token};
 use crate::metrics;
 
 /// Counts the API's requests (by method and status) and retries.
@@ -21,7 +21,7 @@ impl Observer for Counted {
     }
 }
 
-/// A client of the API at `api_url`, counted in the metrics.
-pub fn client(api_url: &str, token: Token, retry: RetryPolicy) -> Result<Client> {
-    Client::new(api_url, token, retry, Arc::new(Counted))
+/// A client of the API `settings` name, counted in the metrics.
+pub fn client(settings: &ApiSettings, token: Token) -> Result<Client> {
+    Client::new(settings, token, Arc::new(Counted))
 }

@@ -10,15 +10,17 @@ use crate::haproxy::{self, Applied, Reload, ReloadFailed};
 use crate::metrics::{self, HaproxyUpdate};
 use crate::model::Entry;
 
-/// `haproxy::apply`, counted.
+/// `haproxy::apply`, counted; the frontend listens on `frontend_bind`.
 pub async fn apply(
     config: &Config,
+    frontend_bind: &str,
     entries: &[Entry],
     reload: Reload,
     allow_empty: bool,
 ) -> Result<Applied> {
     count_pool(entries);
-    let applied = haproxy::apply(config, entries, reload, allow_empty).await;
+    let applied =
+        haproxy::apply(&config.haproxy, frontend_bind, entries, reload, allow_empty).await;
     let (refused, update) = match &applied {
         Ok(applied) if applied.runtime_updated => (false, Some(HaproxyUpdate::AtRuntime)),
         Ok(applied) if applied.reloaded => (applied.runtime_refused, Some(HaproxyUpdate::Reloaded)),

@@ -4,3 +4,4 @@
 pub mod api;
 pub mod apply;
 pub mod droplet;
+pub mod frontend;

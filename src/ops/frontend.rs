@@ -14,7 +14,8 @@ use crate::digitalocean::metadata::{self, Address};
 
 /// The frontend's bind: frontend_bind, else the addresses above on port 80;
 /// only a proxy that never got an answer binds every address, and says so.
-pub async fn frontend_bind(config: &Config) -> String {
+/// Looked up once per process (see `App::frontend_bind`).
+pub async fn resolve(config: &Config) -> String {
     if let Some(bind) = &config.frontend_bind {
         return bind.clone();
     }
@@ -54,7 +55,7 @@ fn bind_list(addresses: &[Ipv4Addr]) -> String {
 /// `<haproxy_cfg_file>.<public-ip|anchor-ip>`; the remembered one when the
 /// service does not answer.
 async fn remembered(config: &Config, address: Address) -> Option<Ipv4Addr> {
-    let file = sibling(&config.haproxy_cfg_file, address.file_suffix());
+    let file = sibling(&config.haproxy.cfg_file, address.file_suffix());
     if let Some(ip) = metadata::ipv4(&config.metadata_url, address).await {
         if fs::read_to_string(&file).ok().as_deref() != Some(&ip.to_string())
             && let Err(err) = atomic_file::write(&file, ip.to_string().as_bytes())
