@@ -14,7 +14,6 @@ mod commands;
 mod config;
 mod digitalocean;
 mod etcd;
-mod failover;
 mod haproxy;
 mod http;
 mod inventory;
@@ -58,7 +57,11 @@ fn run(cli: &Cli) -> Result<u8> {
             Err(err) if matches!(cli.command, Command::Doctor) => {
                 commands::doctor_config_failed(&err)
             }
-            config => run_with_config(config?, cli)?,
+            config => commands::run(
+                config?,
+                &cli.command,
+                cli.global.output == OutputFormat::Json,
+            )?,
         },
     };
     if let Err(err) = print(&report, cli.global.output)
@@ -81,21 +84,6 @@ fn print(report: &commands::Report, format: OutputFormat) -> std::io::Result<()>
         OutputFormat::Json => writeln!(stdout, "{:#}", report.json)?,
     }
     stdout.flush()
-}
-
-fn run_with_config(config: config::Config, cli: &Cli) -> Result<commands::Report> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        let shutdown =
-            shutdown::Shutdown::listen().context("cannot listen for SIGTERM and SIGINT")?;
-        let app = commands::App::new(config, cli.global.output == OutputFormat::Json, shutdown)?;
-        let report = commands::run(&app, &cli.command).await;
-        app.store.finish().await;
-        report
-    })
 }
 
 /// Progress and logs go to stderr, so stdout holds only results. Lines carry

@@ -3,14 +3,12 @@
 use anyhow::Result;
 use serde_json::json;
 
-use super::{App, Report};
-use crate::haproxy;
+use super::{Context, Report};
 
-pub async fn run(app: &App) -> Result<Report> {
-    let entries = app.entries(None).await?;
-    let servers =
-        haproxy::generate(&app.config.haproxy, app.frontend_bind().await, &entries).await?;
-    let file = &app.config.haproxy.cfg_file;
+pub async fn run(ctx: &Context) -> Result<Report> {
+    let entries = ctx.entries(None).await?;
+    let servers = ctx.generate(&entries).await?;
+    let file = &ctx.config.haproxy.cfg_file;
     tracing::info!("wrote {} with {servers} servers", file.display());
     Report::new(Vec::new(), json!({ "file": file, "servers": servers }))
 }

@@ -1,55 +1,44 @@
 //! `inventory export` / `inventory import`: move the inventory between the
 //! flat file and etcd (or back up either) in the file's line format, which
 //! keeps every field. `inventory migrate`: move a pool's droplets out of the
-//! etcd prefix pools shared before each had its own.
+//! etcd prefix pools shared before each had its own. See `ops::inventory`.
 
 use std::io::Read;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context as _, Result};
 use serde_json::json;
 
-use super::{App, Report};
+use super::{Context, Report};
 use crate::cli::{ImportArgs, InventoryCommand, MigrateArgs};
-use crate::inventory::{Comments, Store, parse, render};
+use crate::ops::inventory::{export, import, migrate};
 
-pub async fn run(app: &App, command: &InventoryCommand) -> Result<Report> {
+pub async fn run(ctx: &Context, command: &InventoryCommand) -> Result<Report> {
     match command {
         InventoryCommand::Export => {
-            let entries = app.entries(None).await?;
-            let text = render(&entries, &Comments::default())
-                .lines()
-                .map(str::to_string)
-                .collect();
-            Report::new(text, &entries)
+            let (entries, text) = export(ctx).await?;
+            Report::new(text.lines().map(str::to_string).collect(), &entries)
         }
-        InventoryCommand::Import(args) => import(app, args).await,
-        InventoryCommand::Migrate(args) => migrate(app, args).await,
+        InventoryCommand::Import(args) => import_file(ctx, args).await,
+        InventoryCommand::Migrate(args) => migrate_prefix(ctx, args).await,
     }
 }
 
-async fn migrate(app: &App, args: &MigrateArgs) -> Result<Report> {
-    let Store::Etcd(etcd) = &app.store else {
-        bail!(
-            "migrate moves an etcd inventory between prefixes; {} keeps its inventory in a file",
-            app.config.path.display()
-        );
-    };
-    let (moved, left) = etcd
-        .move_from(&args.from, args.lock.lock_timeout, &app.shutdown)
-        .await?;
-    let to = etcd.prefix();
-    tracing::info!("{left} droplet(s) of other pools stay under {}", args.from);
+async fn migrate_prefix(ctx: &Context, args: &MigrateArgs) -> Result<Report> {
+    let migrated = migrate(ctx, &args.from, args.lock.lock_timeout).await?;
     Report::new(
         vec![format!(
-            "Moved {moved} droplet(s) of pool {} from {} to {to}.",
-            app.config.pool_tag(),
-            args.from
+            "Moved {} droplet(s) of pool {} from {} to {}.",
+            migrated.moved,
+            ctx.config.pool_tag(),
+            args.from,
+            migrated.to
         )],
-        json!({ "moved": moved, "from": args.from, "to": to, "left": left }),
+        json!({ "moved": migrated.moved, "from": args.from, "to": migrated.to, "left": migrated.left }),
     )
 }
 
-async fn import(app: &App, args: &ImportArgs) -> Result<Report> {
+/// Reads the file the arguments name (`-`: stdin) and imports it.
+async fn import_file(ctx: &Context, args: &ImportArgs) -> Result<Report> {
     let source = args.file.display().to_string();
     let text = if source == "-" {
         let mut text = String::new();
@@ -61,27 +50,9 @@ async fn import(app: &App, args: &ImportArgs) -> Result<Report> {
         std::fs::read_to_string(&args.file)
             .with_context(|| format!("cannot read {source}; check the path"))?
     };
-    let entries = parse(&text).map_err(|err| {
-        anyhow::anyhow!("{source} is not an inventory: {err}; fix that line and retry")
-    })?;
-    let lock = app.lock(args.lock.lock_timeout).await?;
-    let present = app.store.load().await?;
-    if !present.is_empty() && !args.replace {
-        bail!(
-            "{} already holds {} droplet(s); add --replace to overwrite it with {source}",
-            app.store.describe(),
-            present.len()
-        );
-    }
-    app.store.save(&entries, &lock).await?;
-    lock.release().await;
-    tracing::info!(
-        "imported {} droplet(s) into {}",
-        entries.len(),
-        app.store.describe()
-    );
+    let imported = import(ctx, &text, &source, args.replace, args.lock.lock_timeout).await?;
     Report::new(
         Vec::new(),
-        json!({ "imported": entries.len(), "store": app.store.describe() }),
+        json!({ "imported": imported, "store": ctx.store.describe() }),
     )
 }

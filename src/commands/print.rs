@@ -5,44 +5,42 @@
 
 use anyhow::{Result, bail};
 
-use super::{App, LOCK_TIMEOUT, Report};
+use super::{Context, Report};
 use crate::cli::PrintArgs;
-use crate::haproxy;
 use crate::model::{Build, Entry};
-use crate::ops::droplet;
+use crate::ops::create::current_build;
+use crate::ops::{failover, inventory};
 
 const EMPTY: &str = "The inventory file is empty. Use the create command.";
 
-pub async fn run(app: &App, args: &PrintArgs) -> Result<Report> {
+pub async fn run(ctx: &Context, args: &PrintArgs, json_output: bool) -> Result<Report> {
     let entries = if args.refresh {
-        refresh(app).await?
+        inventory::refresh(ctx).await?
     } else {
-        app.entries(None).await?
+        ctx.entries(None).await?
     };
-    if args.health && app.config.haproxy.socket.is_none() {
+    if args.health && ctx.config.haproxy.socket.is_none() {
         bail!(
             "print --health reads HAProxy's admin socket; set haproxy_socket in {}",
-            app.config.path.display()
+            ctx.config.path.display()
         );
     }
     // What HAProxy thinks of each server, when its admin socket is set:
     // always in JSON, in the text lines only with --health. A socket that
     // does not answer costs only the states: the inventory is still printed.
-    let states = match &app.config.haproxy.socket {
-        Some(_) if args.health || app.json_output => {
-            match haproxy::server_states(&app.config.haproxy).await {
-                Ok(states) => Some(states),
-                Err(err) => {
-                    tracing::warn!("{err:#}; printing the inventory without HAProxy's view");
-                    None
-                }
+    let states = match &ctx.config.haproxy.socket {
+        Some(_) if args.health || json_output => match ctx.server_states().await {
+            Ok(states) => Some(states),
+            Err(err) => {
+                tracing::warn!("{err:#}; printing the inventory without HAProxy's view");
+                None
             }
-        }
+        },
         _ => None,
     };
     let state = |entry: &Entry| states.as_ref().and_then(|s| s.get(&entry.id));
     // Options that cannot be read (print needs none) leave staleness unknown.
-    let current = match super::create::current_build(&app.config) {
+    let current = match current_build(&ctx.config) {
         Ok((build, _)) => Some(build),
         Err(err) => {
             tracing::debug!("cannot tell stale droplets: {err:#}");
@@ -73,7 +71,7 @@ pub async fn run(app: &App, args: &PrintArgs) -> Result<Report> {
             .collect()
     };
     if args.health {
-        text.extend(super::failover::leader_line(app).await);
+        text.extend(failover::leader_line(ctx).await);
     }
     let mut json = serde_json::to_value(&entries)?;
     for (value, entry) in json
@@ -94,31 +92,6 @@ pub async fn run(app: &App, args: &PrintArgs) -> Result<Report> {
 /// the options give now; None when either is unknown.
 fn staleness(entry: &Entry, current: Option<&Build>) -> Option<Vec<&'static str>> {
     Some(entry.build.as_ref()?.differences(current?))
-}
-
-/// The inventory with status and addresses brought up to date from one list
-/// of the pool's droplets, saved.
-async fn refresh(app: &App) -> Result<Vec<Entry>> {
-    let api = app.api()?;
-    let lock = app.lock(LOCK_TIMEOUT).await?;
-    let mut entries = app.entries(Some(&lock)).await?;
-    let listed = api.list_droplets(app.config.pool_tag()).await?;
-    let mut missing = 0;
-    for entry in entries.iter_mut() {
-        match listed.iter().find(|d| d.id == entry.id) {
-            Some(droplet) => {
-                droplet::update(entry, droplet)?;
-            }
-            None => missing += 1,
-        }
-    }
-    app.store.save(&entries, &lock).await?;
-    if missing > 0 {
-        tracing::warn!(
-            "{missing} droplet(s) of the inventory are not among the pool's tagged droplets; run doproxy reconcile"
-        );
-    }
-    Ok(entries)
 }
 
 /// `0) auto-nginx-0  (pvt ip: 192.0.2.175, status: active, id: 4202645)`,

@@ -3,19 +3,11 @@
 
 use anyhow::Result;
 
-use super::{App, Report};
+use super::{Context, Report};
 use crate::cli::ReloadArgs;
-use crate::haproxy::Reload;
 
-pub async fn run(app: &App, args: &ReloadArgs) -> Result<Report> {
-    let entries = app.entries(None).await?;
-    let applied = crate::ops::apply::apply(
-        &app.config,
-        app.frontend_bind().await,
-        &entries,
-        Reload::Always,
-        args.allow_empty,
-    )
-    .await?;
+pub async fn run(ctx: &Context, args: &ReloadArgs) -> Result<Report> {
+    let entries = ctx.entries(None).await?;
+    let applied = ctx.reload(&entries, args.allow_empty).await?;
     Report::new(Vec::new(), &applied)
 }

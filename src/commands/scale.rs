@@ -1,5 +1,6 @@
 //! `scale --to N`: grow or shrink the pool to N droplets, through the same
-//! create and delete paths (readiness, drain, one reload) as those commands.
+//! create and delete operations (readiness, drain, one reload) as those
+//! commands.
 //!
 //! The plan read here only shows the way (and answers --dry-run): create and
 //! delete work out how many droplets to add or which to remove again under
@@ -9,14 +10,15 @@
 use anyhow::Result;
 use serde_json::json;
 
-use super::create::{self, Count, CreateOptions};
-use super::delete::{self, DeleteOptions};
-use super::{App, Report};
+use super::report::{self, Report};
+use super::{Context, agreed_count};
 use crate::cli::ScaleArgs;
+use crate::ops::create::{Count, CreateOptions, create};
+use crate::ops::delete::{DeleteOptions, delete};
 use crate::scaling::{Pick, Plan, Selector, plan};
 
-pub async fn run(app: &App, args: &ScaleArgs) -> Result<Report> {
-    let entries = app.entries(None).await?;
+pub async fn run(ctx: &Context, args: &ScaleArgs) -> Result<Report> {
+    let entries = ctx.entries(None).await?;
     let pick = if args.oldest {
         Pick::Oldest
     } else {
@@ -56,9 +58,9 @@ pub async fn run(app: &App, args: &ScaleArgs) -> Result<Report> {
                 lock_timeout: args.waits.lock.lock_timeout,
                 ready_wait: true,
                 destroy_unready: false,
-                at_most: create::agreed_count(app, count, args.yes, &command).await?,
+                at_most: agreed_count(ctx, count, args.yes, &command).await?,
             };
-            create::create(app, &options).await
+            report::created(&create(ctx, &options).await?)
         }
         Plan::Remove { .. } => {
             let options = DeleteOptions {
@@ -67,7 +69,7 @@ pub async fn run(app: &App, args: &ScaleArgs) -> Result<Report> {
                 lock_timeout: args.waits.lock.lock_timeout,
                 allow_empty: args.allow_empty,
             };
-            delete::delete(app, &options).await
+            report::deleted(&delete(ctx, &options).await?)
         }
     }
 }

@@ -32,7 +32,7 @@ pub use loaded::Loaded;
 pub use render::BUILTIN_TEMPLATE;
 use render::{TemplateContext, render};
 #[cfg_attr(not(test), allow(unused_imports))]
-pub use runtime::Runtime;
+pub use runtime::{Runtime, ServerStat};
 pub use servers::{drain, pool_load, server_states, undrain};
 pub use settings::Settings;
 

@@ -14,7 +14,7 @@ use crate::digitalocean::metadata::{self, Address};
 
 /// The frontend's bind: frontend_bind, else the addresses above on port 80;
 /// only a proxy that never got an answer binds every address, and says so.
-/// Looked up once per process (see `App::frontend_bind`).
+/// Looked up once per process (see `Context::frontend_bind`).
 pub async fn resolve(config: &Config) -> String {
     if let Some(bind) = &config.frontend_bind {
         return bind.clone();

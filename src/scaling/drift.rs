@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::model::{Entry, Observed, RefusedDroplet, Status};
+use crate::model::{Entry, Observed, RefusedDroplet, Status, is_pool_name};
 
 /// Every disagreement between the inventory and the droplets that exist.
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]
@@ -151,6 +151,16 @@ pub fn drift(entries: &[Entry], existing: &[Observed], tag: &str) -> Result<Drif
     Ok(drift)
 }
 
+/// Takes the orphans not named like this pool's droplets out of `orphans`
+/// and returns them; without a hostname_prefix no name is the pool's.
+pub fn take_foreign(orphans: &mut Vec<Entry>, prefix: Option<&str>) -> Vec<Entry> {
+    let (own, foreign) = orphans
+        .drain(..)
+        .partition(|e| prefix.is_some_and(|prefix| is_pool_name(&e.name, prefix)));
+    *orphans = own;
+    foreign
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,5 +223,16 @@ mod tests {
         let api = [droplet(1, "active", Some("10.0.0.1"), &["pool"])];
         let entries = vec![api[0].entry.clone().unwrap()];
         assert!(drift(&entries, &api, "pool").unwrap().is_empty());
+    }
+
+    #[test]
+    fn foreign_orphans_are_set_apart() {
+        let entry = Entry::named;
+        let mut orphans = vec![entry(1, "web-3"), entry(2, "shop-0"), entry(3, "web-x")];
+        let foreign = take_foreign(&mut orphans, Some("web"));
+        assert_eq!(orphans, vec![entry(1, "web-3")]);
+        assert_eq!(foreign, vec![entry(2, "shop-0"), entry(3, "web-x")]);
+        let foreign = take_foreign(&mut orphans, None);
+        assert_eq!((orphans.len(), foreign.len()), (0, 1));
     }
 }
