@@ -19,7 +19,7 @@ use tokio::runtime::Handle;
 use tokio::task::AbortHandle;
 
 use crate::Simulator;
-use crate::server::{accept_loop, serve_http1};
+use crate::listen::{accept_loop, serve_http1};
 use crate::state::Answers;
 
 /// What one droplet's server serves, where and from when.

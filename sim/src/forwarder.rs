@@ -11,7 +11,7 @@ use tokio::io::copy_bidirectional;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::Simulator;
-use crate::server::accept_loop;
+use crate::listen::accept_loop;
 
 /// Listens on `ip` (a free port) and forwards on the simulator's runtime
 /// until the simulator stops; returns the listening address.

@@ -25,8 +25,10 @@ mod droplet_http;
 mod error;
 mod faults;
 mod forwarder;
+mod listen;
 mod metadata;
 mod metrics;
+mod reserved_ip_state;
 mod reserved_ips;
 mod server;
 mod state;
@@ -44,7 +46,8 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 pub use faults::Faults;
-pub use reserved_ips::{SimAssignment, SimIpRequest, SimProxy, SimReservedIp};
+pub use reserved_ip_state::{SimAssignment, SimIpRequest};
+pub use reserved_ips::{SimProxy, SimReservedIp};
 pub use state::{DropletStatus, RequestRecord, SimDroplet};
 
 use state::{NewDroplets, State, Subnet};

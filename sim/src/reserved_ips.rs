@@ -29,53 +29,9 @@ use serde_json::{Value, json};
 use crate::Simulator;
 use crate::catalog::{self, Region};
 use crate::error::ApiError;
+use crate::reserved_ip_state::{IpAction, ReservedIp, ReservedIps, SimAssignment, SimIpRequest};
 use crate::state::{Droplet, NewDroplets};
-use crate::time::{self, rfc3339};
-
-/// How long an assign or unassign takes unless a test sets otherwise.
-const DEFAULT_DELAY: Duration = Duration::from_millis(200);
-
-/// The account's reserved IPs, their actions, and where each proxy droplet
-/// serves.
-pub(crate) struct ReservedIps {
-    ips: BTreeMap<Ipv4Addr, ReservedIp>,
-    actions: BTreeMap<u64, IpAction>,
-    next_action_id: u64,
-    pub(crate) delay: Duration,
-    /// Proxy droplets and their HAProxy frontends.
-    pub(crate) frontends: BTreeMap<u64, SocketAddr>,
-    /// Every completed assign, oldest first.
-    assignments: Vec<SimAssignment>,
-    /// Every action asked for, oldest first.
-    requests: Vec<SimIpRequest>,
-}
-
-struct ReservedIp {
-    region: &'static Region,
-    droplet: Option<u64>,
-    /// The action under way, if any: the IP is locked until it completes.
-    pending: Option<u64>,
-    /// Locked until then by an action of someone else's (`lock_reserved_ip`).
-    locked_until: Option<SystemTime>,
-}
-
-impl ReservedIp {
-    fn locked(&self, now: SystemTime) -> bool {
-        self.pending.is_some() || self.locked_until.is_some_and(|until| now < until)
-    }
-}
-
-struct IpAction {
-    id: u64,
-    ip: Ipv4Addr,
-    /// The droplet to assign to; None unassigns.
-    target: Option<u64>,
-    started_at: SystemTime,
-    completed_at: SystemTime,
-    /// Settled: Some(true) completed, Some(false) errored (the droplet went
-    /// away meanwhile).
-    outcome: Option<bool>,
-}
+use crate::time::rfc3339;
 
 /// A reserved IP as a test sees it: its address, and the forwarder's address
 /// on it that reaches the proxy holding it.
@@ -92,86 +48,6 @@ pub struct SimProxy {
     pub id: u64,
     pub name: String,
     pub metadata_url: String,
-}
-
-/// One action asked for on a reserved IP, accepted or refused.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct SimIpRequest {
-    pub ip: Ipv4Addr,
-    /// The droplet to assign to; None unassigns.
-    pub droplet_id: Option<u64>,
-    #[serde(serialize_with = "time::serialize")]
-    pub at: SystemTime,
-    /// False: refused with 422 (the IP was locked).
-    pub accepted: bool,
-}
-
-/// One completed assign: the reserved IP moved to `droplet_id`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct SimAssignment {
-    pub ip: Ipv4Addr,
-    pub droplet_id: u64,
-    /// When the assign was requested, and when it took effect.
-    #[serde(serialize_with = "time::serialize")]
-    pub requested_at: SystemTime,
-    #[serde(serialize_with = "time::serialize")]
-    pub completed_at: SystemTime,
-}
-
-impl Default for ReservedIps {
-    fn default() -> Self {
-        ReservedIps {
-            ips: BTreeMap::new(),
-            actions: BTreeMap::new(),
-            next_action_id: fastrand::u64(3_000_000_000..4_000_000_000),
-            delay: DEFAULT_DELAY,
-            frontends: BTreeMap::new(),
-            assignments: Vec::new(),
-            requests: Vec::new(),
-        }
-    }
-}
-
-impl ReservedIps {
-    /// Applies the actions whose time has come; an assign to a droplet that
-    /// no longer exists errors and changes nothing.
-    pub(crate) fn settle(&mut self, now: SystemTime, droplets: &BTreeMap<u64, Droplet>) {
-        for action in self.actions.values_mut() {
-            if action.outcome.is_some() || action.completed_at > now {
-                continue;
-            }
-            let ip = self
-                .ips
-                .get_mut(&action.ip)
-                .expect("actions name known IPs");
-            ip.pending = None;
-            let exists = action.target.is_none_or(|id| droplets.contains_key(&id));
-            action.outcome = Some(exists);
-            if exists {
-                ip.droplet = action.target;
-                if let Some(droplet_id) = action.target {
-                    self.assignments.push(SimAssignment {
-                        ip: action.ip,
-                        droplet_id,
-                        requested_at: action.started_at,
-                        completed_at: action.completed_at,
-                    });
-                }
-            }
-        }
-        // A destroyed droplet holds nothing.
-        for ip in self.ips.values_mut() {
-            if ip.droplet.is_some_and(|id| !droplets.contains_key(&id)) {
-                ip.droplet = None;
-            }
-        }
-    }
-
-    /// The frontend of the proxy holding `ip`, if one does.
-    pub(crate) fn route(&self, ip: Ipv4Addr) -> Option<SocketAddr> {
-        let holder = self.ips.get(&ip)?.droplet?;
-        self.frontends.get(&holder).copied()
-    }
 }
 
 impl Simulator {
@@ -291,7 +167,9 @@ impl Simulator {
 
 impl crate::state::State {
     pub(crate) fn settle_reserved_ips(&mut self, now: SystemTime) {
-        self.reserved_ips.settle(now, &self.droplets);
+        let droplets = &self.droplets;
+        self.reserved_ips
+            .settle(now, |id| droplets.contains_key(&id));
     }
 }
 

@@ -6,68 +6,21 @@
 
 use std::fmt;
 use std::future::Future;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use axum::response::IntoResponse;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
+use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 use crate::error::ApiError;
 use crate::faults::{self, Injected};
+use crate::listen::{accept_loop, serve_http1};
 use crate::state::{RATE_LIMIT, RequestRecord};
 use crate::{Simulator, admin, api, metadata, reserved_ips, time};
-
-/// Accepts connections until `shutdown` resolves, serving each with `serve`
-/// in its own task; the tasks are aborted (their connections closed) when
-/// this returns or is dropped.
-pub(crate) async fn accept_loop<F, Fut>(
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-    serve: F,
-) where
-    F: Fn(TcpStream) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let mut connections = JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    connections.spawn(serve(stream));
-                }
-                Err(err) => {
-                    // Out of file descriptors and the like: back off a little.
-                    eprintln!("doproxy-sim: accept on {:?} failed: {err}", listener.local_addr());
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            Some(_) = connections.join_next() => {}
-        }
-    }
-}
-
-/// Serves HTTP/1.1 (keep-alive) on one connection until the client closes it
-/// or the service fails, which closes it without answering.
-pub(crate) async fn serve_http1<F, Fut, E>(stream: TcpStream, handle: F)
-where
-    F: Fn(Request<Incoming>) -> Fut,
-    Fut: Future<Output = Result<Response<Body>, E>>,
-    E: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let _ = http1::Builder::new()
-        .serve_connection(TokioIo::new(stream), service_fn(handle))
-        .await;
-}
 
 /// The error that makes hyper close a connection without a response.
 #[derive(Debug)]

@@ -14,6 +14,7 @@ use tokio::task::AbortHandle;
 use crate::catalog::{self, Image, Region, Size};
 use crate::faults::Faults;
 use crate::metrics::Cpu;
+use crate::reserved_ip_state::ReservedIps;
 use crate::time;
 
 /// Timings that can change while the simulator runs.
@@ -40,7 +41,7 @@ pub(crate) struct State {
     pub(crate) requests: Vec<RequestRecord>,
     pub(crate) rate_limit: RateLimit,
     /// Reserved IPs, their actions and the proxy droplets' frontends.
-    pub(crate) reserved_ips: crate::reserved_ips::ReservedIps,
+    pub(crate) reserved_ips: ReservedIps,
     /// Requests that wait until a test lets them go on.
     pub(crate) hold: Option<Hold>,
     /// Set once `serve` has returned: no droplet server starts again.
