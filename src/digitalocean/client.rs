@@ -96,54 +96,6 @@ struct Pages {
     next: Option<String>,
 }
 
-/// The `metrics` schema: a Prometheus matrix of CPU time counters per mode.
-#[derive(Deserialize)]
-struct Metrics {
-    data: MetricsData,
-}
-
-#[derive(Deserialize)]
-struct MetricsData {
-    #[serde(default)]
-    result: Vec<Series>,
-}
-
-#[derive(Deserialize)]
-struct Series {
-    metric: SeriesLabels,
-    /// `[unix time, "counter value"]` pairs.
-    values: Vec<(f64, String)>,
-}
-
-#[derive(Deserialize)]
-struct SeriesLabels {
-    #[serde(default)]
-    mode: String,
-}
-
-impl Metrics {
-    /// Utilization = 1 - Δidle / Δall over the window, in percent.
-    fn cpu_percent(&self) -> Option<(f64, SystemTime)> {
-        let mut total = 0.0;
-        let mut idle = 0.0;
-        let mut newest: f64 = 0.0;
-        for series in &self.data.result {
-            let (Some(first), Some(last)) = (series.values.first(), series.values.last()) else {
-                continue;
-            };
-            let delta = last.1.parse::<f64>().ok()? - first.1.parse::<f64>().ok()?;
-            total += delta;
-            if series.metric.mode == "idle" {
-                idle += delta;
-            }
-            newest = newest.max(last.0);
-        }
-        // A timestamp no clock can hold is no sample.
-        let at = SystemTime::UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(newest).ok()?)?;
-        (total > 0.0).then(|| (100.0 * (1.0 - idle / total), at))
-    }
-}
-
 #[derive(Deserialize)]
 struct ErrorBody {
     message: String,
@@ -308,34 +260,6 @@ impl Client {
         .await
     }
 
-    /// A droplet's CPU utilization in percent over `window` up to `now`, from
-    /// DigitalOcean Monitoring (the agent's per-mode CPU time counters), with
-    /// the time of the newest sample; None when there is no data.
-    pub async fn droplet_cpu(
-        &self,
-        id: u64,
-        window: Duration,
-        now: SystemTime,
-    ) -> Result<Option<(f64, SystemTime)>, ApiError> {
-        let epoch = |t: SystemTime| {
-            t.duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs()
-        };
-        let query = [
-            ("host_id", id.to_string()),
-            ("start", epoch(now - window).to_string()),
-            ("end", epoch(now).to_string()),
-        ];
-        let path = "/v2/monitoring/metrics/droplet/cpu";
-        let metrics = self
-            .with_retries(path, || async {
-                parse::<Metrics>(&self.send(Method::GET, path, &query, None).await?)
-            })
-            .await?;
-        Ok(metrics.cpu_percent())
-    }
-
     /// Deletes droplets `ids` concurrently; each one's outcome, in order.
     pub async fn delete_droplets(&self, ids: &[u64]) -> Vec<(u64, Result<Deleted, ApiError>)> {
         let mut deletes = tokio::task::JoinSet::new();
@@ -463,7 +387,7 @@ impl Client {
     }
 
     /// Runs `op` until it succeeds, fails for good, or the retry budget ends.
-    async fn with_retries<T, F, Fut>(&self, what: &str, op: F) -> Result<T, ApiError>
+    pub(super) async fn with_retries<T, F, Fut>(&self, what: &str, op: F) -> Result<T, ApiError>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, ApiError>>,
@@ -508,7 +432,7 @@ impl Client {
     }
 
     /// One HTTP exchange; the body of a 2xx answer, or the error it means.
-    async fn send(
+    pub(super) async fn send(
         &self,
         method: Method,
         path: &str,
@@ -579,7 +503,7 @@ fn list_is_cheaper(wanted: usize, pool_size: usize) -> bool {
     wanted > pool_size.div_ceil(PER_PAGE as usize).max(1)
 }
 
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(super) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|err| ApiError::Malformed(err.to_string()))
 }
 
@@ -610,25 +534,6 @@ mod tests {
             map.insert(*name, value.parse().unwrap());
         }
         map
-    }
-
-    #[test]
-    fn cpu_utilization_comes_from_counter_deltas() {
-        let metrics: Metrics = serde_json::from_value(serde_json::json!({"status": "success", "data": {
-            "resultType": "matrix", "result": [
-                {"metric": {"host_id": "1", "mode": "idle"}, "values": [[100, "1000"], [160, "1015"]]},
-                {"metric": {"host_id": "1", "mode": "user"}, "values": [[100, "50"], [160, "95"]]},
-                {"metric": {"host_id": "1", "mode": "irq"}, "values": [[100, "1"], [160, "1"]]}
-            ]}}))
-        .unwrap();
-        let (percent, at) = metrics.cpu_percent().unwrap();
-        assert!((percent - 75.0).abs() < 1e-9, "{percent}");
-        assert_eq!(at, SystemTime::UNIX_EPOCH + Duration::from_secs(160));
-        let empty: Metrics = serde_json::from_value(
-            serde_json::json!({"status": "success", "data": {"result": []}}),
-        )
-        .unwrap();
-        assert_eq!(empty.cpu_percent(), None);
     }
 
     #[test]
@@ -669,14 +574,5 @@ mod tests {
         assert!(list_is_cheaper(2, 150));
         assert!(!list_is_cheaper(3, 450), "three pages");
         assert!(list_is_cheaper(4, 450));
-    }
-
-    #[test]
-    fn an_absurd_sample_time_is_no_sample() {
-        let metrics: Metrics =
-            serde_json::from_value(serde_json::json!({"status": "success", "data": {
-            "result": [{"metric": {"mode": "idle"}, "values": [[100, "1"], [1e300, "2"]]}]}}))
-            .unwrap();
-        assert_eq!(metrics.cpu_percent(), None);
     }
 }

@@ -5,6 +5,7 @@ mod client;
 mod droplet;
 mod error;
 pub mod metadata;
+mod monitoring;
 pub mod reserved_ip;
 mod retry;
 mod values;

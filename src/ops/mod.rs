@@ -20,6 +20,8 @@ pub mod droplet;
 pub mod failover;
 pub mod frontend;
 pub mod heal;
+#[cfg(test)]
+mod https_tests;
 pub mod init;
 pub mod inventory;
 pub mod join;

@@ -1,5 +1,5 @@
 //! HTTPS (#19). doproxy's commands do not issue certificates yet: the
-//! issuance itself is tested inside the crate (src/acme/tests.rs) against
+//! issuance itself is tested inside the crate (src/ops/https_tests.rs) against
 //! this same Pebble and a real HAProxy. Here, the test CA the end-to-end
 //! tests of those commands will use: Pebble on loopback, its directory
 //! trusted through the harness' CA, its issuing root at hand for clients.

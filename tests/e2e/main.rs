@@ -3,6 +3,7 @@
 //! and Pebble (for HTTPS), all on loopback. One test binary, so the build
 //! links once.
 
+mod architecture;
 mod autoscale;
 mod bad_input;
 mod checks_first;
