@@ -1,6 +1,6 @@
 //! What operators meet around the commands: the terminal's status line and
 //! log lines, `-v`, proxies in the environment, file permissions, the cron
-//! file and the README's cron example.
+//! file and the manual's cron examples.
 
 use std::fs;
 use std::net::SocketAddr;
@@ -238,12 +238,14 @@ fn the_cron_file_runs_with_the_token_from_its_secrets_file() {
 
 #[test]
 fn no_cron_example_creates_a_droplet_on_every_run() {
-    // Inline code in the README may wrap; cron lines do not.
-    let readme = fs::read_to_string(repo_file("README.md"))
-        .unwrap()
-        .replace('\n', " ");
+    // Inline code in the manual may wrap; cron lines do not.
+    let mut manual = fs::read_to_string(repo_file("README.md")).unwrap();
+    for page in fs::read_dir(repo_file("docs")).unwrap() {
+        manual.push_str(&fs::read_to_string(page.unwrap().path()).unwrap());
+    }
+    let manual = manual.replace('\n', " ");
     let cron = fs::read_to_string(repo_file("contrib/cron/doproxy")).unwrap();
-    for example in readme.split('`').chain(cron.lines()) {
+    for example in manual.split('`').chain(cron.lines()) {
         let schedule = example.contains("* * *") || example.contains("*/");
         assert!(
             !(schedule && example.contains(" create")),
