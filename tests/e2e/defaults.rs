@@ -12,7 +12,7 @@ use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -321,9 +321,7 @@ fn create_refuses_the_ssh_key_placeholder_before_paying() {
 
 #[test]
 fn the_manual_page_describes_every_command_instead_of_pointing_to_missing_pages() {
-    let page = crate::support::doproxy().arg("man").output().unwrap();
-    assert!(page.status.success());
-    let page = String::from_utf8(page.stdout).unwrap();
+    let page = Run::from_output(doproxy().arg("man")).success().stdout;
     assert_eq!(page.matches(".TH ").count(), 1, "one page");
     assert!(
         !page.contains("(1)"),
@@ -542,6 +540,7 @@ fn generate_takes_the_update_lock_and_apply_installs_what_it_rendered() {
 struct FakeServer {
     address: SocketAddr,
     stop: Arc<AtomicBool>,
+    accepting: Option<thread::JoinHandle<()>>,
 }
 
 impl FakeServer {
@@ -550,12 +549,13 @@ impl FakeServer {
         let address = listener.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
-        thread::spawn(move || {
+        let accepting = thread::spawn(move || {
             for stream in listener.incoming() {
                 if stopped.load(Ordering::Relaxed) {
                     break;
                 }
                 let Ok(stream) = stream else { continue };
+                // Ends when the client hangs up, at the latest.
                 thread::spawn(move || {
                     let mut reader = BufReader::new(stream);
                     let mut request = String::new();
@@ -583,7 +583,11 @@ impl FakeServer {
                 });
             }
         });
-        FakeServer { address, stop }
+        FakeServer {
+            address,
+            stop,
+            accepting: Some(accepting),
+        }
     }
 
     fn url(&self) -> String {
@@ -595,6 +599,52 @@ impl Drop for FakeServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         let _ = TcpStream::connect(self.address);
+        if let Some(accepting) = self.accepting.take() {
+            let _ = accepting.join();
+        }
+    }
+}
+
+/// An admin socket playing a HAProxy whose every answer is `answer`;
+/// stopped when dropped.
+struct FakeAdminSocket {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    accepting: Option<thread::JoinHandle<()>>,
+}
+
+impl FakeAdminSocket {
+    fn start(path: PathBuf, answer: Vec<u8>) -> FakeAdminSocket {
+        let listener = UnixListener::bind(&path).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let accepting = thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopped.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(mut stream) = stream else { continue };
+                let mut command = String::new();
+                let _ = BufReader::new(&stream).read_line(&mut command);
+                // doproxy may hang up once it has read enough.
+                let _ = stream.write_all(&answer);
+            }
+        });
+        FakeAdminSocket {
+            path,
+            stop,
+            accepting: Some(accepting),
+        }
+    }
+}
+
+impl Drop for FakeAdminSocket {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = UnixStream::connect(&self.path);
+        if let Some(accepting) = self.accepting.take() {
+            let _ = accepting.join();
+        }
     }
 }
 
@@ -655,24 +705,9 @@ fn an_admin_socket_answer_past_the_cap_is_refused_with_a_clear_error() {
     project.run(&["create"]).success();
     // A `show stat` answer that parses, padded past the cap: read whole,
     // it would pass for a HAProxy without servers.
-    let socket = project.path("admin.sock");
-    let listener = UnixListener::bind(&socket).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let stopped = stop.clone();
-    let server = thread::spawn(move || {
-        for stream in listener.incoming() {
-            if stopped.load(Ordering::Relaxed) {
-                break;
-            }
-            let Ok(mut stream) = stream else { continue };
-            let mut command = String::new();
-            let _ = BufReader::new(&stream).read_line(&mut command);
-            let mut answer = b"# pxname,svname,qcur,scur,status,rate,\n".to_vec();
-            answer.resize(answer.len() + HUGE, b'\n');
-            // doproxy may hang up once it has read enough.
-            let _ = stream.write_all(&answer);
-        }
-    });
+    let mut answer = b"# pxname,svname,qcur,scur,status,rate,\n".to_vec();
+    answer.resize(answer.len() + HUGE, b'\n');
+    let _socket = FakeAdminSocket::start(project.path("admin.sock"), answer);
     project.set("haproxy_socket", Some("admin.sock"));
     let run = project.run(&["print", "--health"]).success();
     assert!(run.stdout.contains("haproxy: unknown)"), "{}", run.stdout);
@@ -683,7 +718,4 @@ fn an_admin_socket_answer_past_the_cap_is_refused_with_a_clear_error() {
         "{}",
         run.stderr
     );
-    stop.store(true, Ordering::Relaxed);
-    let _ = UnixStream::connect(&socket);
-    server.join().unwrap();
 }

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{Run, Spawned, free_port, spawn, wait_until};
+use crate::pebble::make_certificates;
+use crate::support::{Spawned, free_port, spawn, wait_until};
 
 /// How long etcd may take to elect itself leader and answer.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -438,68 +439,16 @@ impl Certificates {
         let dir = std::env::temp_dir().join(format!("doproxy-etcd-certs-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
-        let openssl = |args: &[&str]| {
-            let run = Run::from_output(Command::new("openssl").args(args).current_dir(&dir));
-            assert_eq!(run.code, 0, "openssl {args:?} failed: {}", run.stderr);
-        };
-        let new_key = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
-        openssl(
-            &[
-                &["req", "-x509", "-days", "1", "-subj", "/CN=test-ca"],
-                &new_key[..],
-                &["-keyout", "ca.key", "-out", "ca.pem"],
-            ]
-            .concat(),
-        );
         // etcd 3.4's gateway presents the server certificate to etcd itself,
         // so with client certificates required it needs clientAuth too.
-        for (name, usage) in [
-            ("server", "serverAuth,clientAuth"),
-            ("client", "clientAuth"),
-        ] {
-            let ext = format!("{name}.ext");
-            fs::write(
-                dir.join(&ext),
-                format!("subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\n"),
-            )
-            .unwrap();
-            let (key, csr, pem) = (
-                format!("{name}.key"),
-                format!("{name}.csr"),
-                format!("{name}.pem"),
-            );
-            openssl(
-                &[
-                    &["req", "-subj", &format!("/CN={name}")],
-                    &new_key[..],
-                    &["-keyout", &key, "-out", &csr],
-                ]
-                .concat(),
-            );
-            openssl(&[
-                "x509",
-                "-req",
-                "-days",
-                "1",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-extfile",
-                &ext,
-                "-out",
-                &pem,
-            ]);
-        }
+        make_certificates(
+            &dir,
+            "test-ca",
+            &[
+                ("server", "serverAuth,clientAuth"),
+                ("client", "clientAuth"),
+            ],
+        );
         Certificates { dir }
     }
 }

@@ -4,11 +4,10 @@
 //! in the layout before generations still load. Real etcd, the simulator,
 //! the real binary.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::ops::Range;
-use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
@@ -215,7 +214,7 @@ fn a_big_save_cut_short_by_etcd_leaves_the_inventory_as_it_was() {
     for project in [&mut a, &mut b] {
         project.set("etcd_prefix", Some("/whole/"));
     }
-    let watch_b = Logged::start(&b, &["watch", "--quiet-period", "200ms"]);
+    let watch_b = b.spawn(&["watch", "--quiet-period", "200ms"]);
     let (big, other) = (a.path("big"), a.path("other"));
     fs::write(&big, inventory_lines(1000..1150)).unwrap();
     fs::write(&other, inventory_lines(2000..2120)).unwrap();
@@ -255,7 +254,7 @@ fn a_big_save_cut_short_by_etcd_leaves_the_inventory_as_it_was() {
     assert!(keys[1..].iter().all(|k| k.starts_with("/whole/droplets/g")));
 
     // B's watch only ever installed whole inventories.
-    let log = watch_b.log();
+    let log = watch_b.stderr_so_far();
     let counts: Vec<&str> = log
         .lines()
         .filter_map(|l| l.split("HAProxy reloaded with ").nth(1)?.split(' ').next())
@@ -299,37 +298,6 @@ fn an_inventory_in_the_layout_before_generations_loads_and_moves_on_its_first_sa
             format!("/old/droplets/g1/{new:020}"),
         ]
     );
-}
-
-/// A long-running doproxy command whose stderr is kept in a file; killed
-/// when dropped.
-struct Logged {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Logged {
-    fn start(project: &Project, args: &[&str]) -> Logged {
-        let log = project.path(&format!("{}.log", args[0]));
-        let child = project
-            .command(args)
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Logged { child, log }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Logged {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A TCP link to etcd that goes dark, as if etcd had died, the moment a

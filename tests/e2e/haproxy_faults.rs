@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use crate::etcd_server::Etcd;
 use crate::support::{
-    Gate, InFlight, Project, Refusing, Run, SIGNAL_NOTICED, terminate, wait_until,
+    Gate, InFlight, Project, Refusing, Run, SIGNAL_NOTICED, running_as_root, terminate, wait_until,
 };
 
 /// The ID in `Success: <id> created and added to backend.`
@@ -639,7 +639,7 @@ fn prune_never_touches_another_pools_droplets_and_asks_first() {
 /// `command` run as user nobody when this test runs as root (who may write
 /// anywhere), otherwise as it is.
 fn unprivileged(command: Command) -> Command {
-    if fs::metadata("/proc/self").unwrap().uid() != 0 {
+    if !running_as_root() {
         return command;
     }
     let mut outer = Command::new("setpriv");

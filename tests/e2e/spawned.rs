@@ -182,6 +182,19 @@ impl Spawned {
         );
     }
 
+    /// The first line of stderr (piped) holding `needle`, once there is one.
+    #[track_caller]
+    pub fn stderr_line_with(&self, needle: &str) -> String {
+        let find = || {
+            self.stderr_so_far()
+                .lines()
+                .find(|line| line.contains(needle))
+                .map(str::to_string)
+        };
+        self.wait_for_stderr(needle, 1);
+        find().expect("stderr holds it")
+    }
+
     /// Whether it still runs.
     pub fn is_running(&mut self) -> bool {
         !self.has_exited()

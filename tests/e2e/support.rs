@@ -72,13 +72,19 @@ impl Run {
     /// captured.
     #[track_caller]
     pub fn from_output(command: &mut Command) -> Run {
+        Run::within(command, crate::spawned::RUN_TIMEOUT)
+    }
+
+    /// Runs `command` to completion, at most `bound`, its streams captured.
+    #[track_caller]
+    pub fn within(command: &mut Command, bound: Duration) -> Run {
         spawn(
             command
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped()),
         )
-        .wait()
+        .wait_within(bound)
     }
 
     /// Waits for a run started with `Project::spawn`, at most RUN_TIMEOUT.
@@ -100,7 +106,7 @@ impl Run {
     pub fn success(self) -> Run {
         assert_eq!(
             self.code, 0,
-            "doproxy failed:\nstdout: {}\nstderr: {}",
+            "the run failed:\nstdout: {}\nstderr: {}",
             self.stdout, self.stderr
         );
         self
@@ -144,6 +150,13 @@ impl Run {
 /// environment, so a developer's own token or config never leaks into a test.
 pub fn doproxy() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_doproxy"));
+    without_user_config(&mut command);
+    command.stdin(Stdio::null());
+    command
+}
+
+/// Removes the user's own doproxy settings from `command`'s environment.
+fn without_user_config(command: &mut Command) {
     for name in [
         "DIGITALOCEAN_ACCESS_TOKEN",
         "DIGITALOCEAN_TOKEN",
@@ -153,8 +166,12 @@ pub fn doproxy() -> Command {
     ] {
         command.env_remove(name);
     }
-    command.stdin(Stdio::null());
-    command
+}
+
+/// Whether the tests run as root (who may write anywhere).
+pub fn running_as_root() -> bool {
+    // SAFETY: geteuid takes nothing and cannot fail.
+    unsafe { libc::geteuid() == 0 }
 }
 
 /// One proxy's folder: doproxy.yml, inventory, templates and HAProxy files,
@@ -272,6 +289,41 @@ impl Project {
             .arg(self.path("doproxy.yml"))
             .args(args);
         command
+    }
+
+    /// doproxy `args` (shell words) with this project's config, under a
+    /// pseudo-terminal (util-linux `script`): its stdin and stderr are a
+    /// TTY, and everything the terminal shows comes out on stdout, raw.
+    pub fn on_a_terminal(&self, args: &str) -> Command {
+        let line = format!(
+            "{} --config {} {args}",
+            env!("CARGO_BIN_EXE_doproxy"),
+            self.path("doproxy.yml").display()
+        );
+        let mut script = Command::new("script");
+        without_user_config(&mut script);
+        script
+            .args(["-qec", &line, "/dev/null"])
+            .env("DIGITALOCEAN_ACCESS_TOKEN", TOKEN)
+            .stdin(Stdio::null());
+        script
+    }
+
+    /// doproxy `args` (shell words) with this project's config, run by
+    /// `sh -c` after the shell commands `before` succeeded (`exec`, so it
+    /// keeps the shell's PID).
+    pub fn after_shell(&self, before: &str, args: &str) -> Command {
+        let line = format!(
+            "{before} && exec '{}' --config '{}' {args}",
+            env!("CARGO_BIN_EXE_doproxy"),
+            self.path("doproxy.yml").display()
+        );
+        let mut sh = Command::new("sh");
+        without_user_config(&mut sh);
+        sh.args(["-c", &line])
+            .env("DIGITALOCEAN_ACCESS_TOKEN", TOKEN)
+            .stdin(Stdio::null());
+        sh
     }
 
     /// A run started but not waited for, its output captured as it comes;
