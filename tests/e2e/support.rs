@@ -910,8 +910,9 @@ impl Gate {
 /// A loopback TCP relay to `target` that a test can break as a network
 /// does: `stall` makes the connections open now go silent (whatever is sent
 /// either way is dropped, with no FIN or RST), `cut` also holds new ones
-/// silent until `heal`. Its connections close and its threads end when
-/// dropped.
+/// silent until `heal`; or as a dying server does: `die_at` closes every
+/// connection the moment a chosen request is sent, and new ones at once
+/// until `heal`. Its connections close and its threads end when dropped.
 pub struct Relay {
     addr: SocketAddr,
     state: Arc<Mutex<RelayState>>,
@@ -934,6 +935,35 @@ struct RelayState {
     /// Reads dropped on silent connections, and connections held: what
     /// the break has swallowed.
     swallowed: usize,
+    /// The start of the request the relay dies at, and how many more of
+    /// them it lets through plus one.
+    death: Option<(&'static [u8], usize)>,
+    /// Died: every connection was closed, new ones are closed at once.
+    dead: bool,
+}
+
+impl RelayState {
+    /// Whether `chunk`, on its way to the target, holds the request the
+    /// relay dies at; if so it dies, closing every connection.
+    fn dies_at(&mut self, chunk: &[u8]) -> bool {
+        let Some((request, left)) = &mut self.death else {
+            return false;
+        };
+        let sent = chunk
+            .windows(request.len())
+            .filter(|w| w == request)
+            .count();
+        if sent < *left {
+            *left -= sent;
+            return false;
+        }
+        self.death = None;
+        self.dead = true;
+        for stream in &self.open {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+        true
+    }
 }
 
 impl Relay {
@@ -950,6 +980,9 @@ impl Relay {
                 }
                 let Ok(client) = client else { continue };
                 let mut state = shared.lock().unwrap();
+                if state.dead {
+                    continue;
+                }
                 if state.cut {
                     state.swallowed += 1;
                     state.held.push(client);
@@ -964,12 +997,16 @@ impl Relay {
                     state.open.extend(stream.try_clone());
                 }
                 let pairs = [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
+                    (
+                        client.try_clone().unwrap(),
+                        server.try_clone().unwrap(),
+                        true,
+                    ),
+                    (server, client, false),
                 ];
-                for (from, to) in pairs {
+                for (from, to, upstream) in pairs {
                     let shared = shared.clone();
-                    let pump = thread::spawn(move || pump(from, to, born, &shared));
+                    let pump = thread::spawn(move || pump(from, to, born, upstream, &shared));
                     state.pumps.push(pump);
                 }
             }
@@ -1000,10 +1037,26 @@ impl Relay {
         state.cut = true;
     }
 
+    /// Dies, as if the target had, when the `n`th request (from 1)
+    /// starting with `request` from now on is sent: that request never
+    /// arrives, every open connection is closed, and new ones are closed at
+    /// once until `heal`.
+    pub fn die_at(&self, request: &'static [u8], n: usize) {
+        assert!(n > 0, "requests are counted from 1");
+        self.state.lock().unwrap().death = Some((request, n));
+    }
+
+    /// Whether it died (`die_at`).
+    pub fn is_dead(&self) -> bool {
+        self.state.lock().unwrap().dead
+    }
+
     /// New connections pass again; the ones held are closed.
     pub fn heal(&self) {
         let mut state = self.state.lock().unwrap();
         state.cut = false;
+        state.dead = false;
+        state.death = None;
         state.held.clear();
     }
 
@@ -1041,8 +1094,15 @@ impl Drop for Relay {
 }
 
 /// Copies `from` to `to` until either closes; once the connection's
-/// generation has passed it stays open but carries nothing more.
-fn pump(mut from: TcpStream, mut to: TcpStream, born: usize, state: &Mutex<RelayState>) {
+/// generation has passed it stays open but carries nothing more. What goes
+/// `upstream` (to the target) may be what the relay dies at.
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    born: usize,
+    upstream: bool,
+    state: &Mutex<RelayState>,
+) {
     let mut buffer = [0u8; 16 * 1024];
     let live = || {
         let mut state = state.lock().unwrap();
@@ -1057,6 +1117,9 @@ fn pump(mut from: TcpStream, mut to: TcpStream, born: usize, state: &Mutex<Relay
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        if upstream && state.lock().unwrap().dies_at(&buffer[..n]) {
+            break;
+        }
         if live() && to.write_all(&buffer[..n]).is_err() {
             break;
         }
