@@ -11,6 +11,8 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use base64::Engine;
+use base64::prelude::BASE64_STANDARD;
 use serde_json::{Value, json};
 
 use crate::pebble::make_certificates;
@@ -374,37 +376,15 @@ impl Drop for Cluster {
     }
 }
 
-const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
 /// Standard base64, as etcd's gateway takes keys and values.
 fn base64(bytes: &[u8]) -> String {
-    let mut text = String::new();
-    for chunk in bytes.chunks(3) {
-        let group = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |group, (i, &b)| group | u32::from(b) << (16 - 8 * i));
-        for i in 0..4 {
-            text.push(match i <= chunk.len() {
-                true => char::from(BASE64[(group >> (18 - 6 * i) & 63) as usize]),
-                false => '=',
-            });
-        }
-    }
-    text
+    BASE64_STANDARD.encode(bytes)
 }
 
 fn unbase64(text: &str) -> Vec<u8> {
-    let (mut bytes, mut bits, mut count) = (Vec::new(), 0u32, 0);
-    for c in text.trim_end_matches('=').bytes() {
-        bits = bits << 6 | BASE64.iter().position(|&a| a == c).unwrap() as u32;
-        count += 6;
-        if count >= 8 {
-            count -= 8;
-            bytes.push((bits >> count) as u8);
-        }
-    }
-    bytes
+    BASE64_STANDARD
+        .decode(text)
+        .unwrap_or_else(|err| panic!("etcd sent {text:?}, not base64: {err}"))
 }
 
 /// One HTTP/1.0 exchange (so the answer is never chunked and ends with the
