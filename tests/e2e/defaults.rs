@@ -19,28 +19,10 @@ use std::thread;
 use std::time::Duration;
 
 use crate::scaling_faults::WAITING_FOR_LOCK;
-use crate::support::{Project, Run, TOKEN, TempDir, doproxy, repo_file, wait_until};
+use crate::support::{Project, Run, TOKEN, TempDir, doproxy, repo_file, server_stat, wait_until};
 
 /// Generous: the machine is shared by several builds.
 const WAIT: Duration = Duration::from_secs(120);
-
-/// Column `column` of droplet `id`'s server in HAProxy's `show stat`.
-fn show_stat(socket: &Path, id: u64, column: &str) -> Option<String> {
-    let mut stream = UnixStream::connect(socket).ok()?;
-    stream.write_all(b"show stat\n").ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
-    let header: Vec<&str> = answer
-        .lines()
-        .next()?
-        .strip_prefix("# ")?
-        .split(',')
-        .collect();
-    let index = header.iter().position(|c| *c == column)?;
-    let server = format!(",www-{id},");
-    let line = answer.lines().find(|l| l.contains(&server))?;
-    line.split(',').nth(index).map(str::to_string)
-}
 
 #[test]
 fn a_log_line_names_a_few_servers_and_counts_the_rest() {
@@ -84,8 +66,8 @@ fn print_health_tells_new_servers_from_failing_ones_and_survives_a_dead_haproxy(
     let ids: Vec<u64> = project.ids().into_iter().collect();
     for id in &ids {
         assert_eq!(
-            show_stat(&haproxy.socket, *id, "status").as_deref(),
-            Some("UP 1/2")
+            server_stat(&haproxy.socket, *id).map(|s| s.status),
+            Some("UP 1/2".to_string())
         );
     }
     let health = project.run(&["print", "--health"]).success();
@@ -124,10 +106,8 @@ fn heals_dry_run_counts_the_time_down_as_haproxy_does() {
     let sick = project.sim.droplets()[0].id;
     project.sim.set_serving(sick, false);
     wait_until("HAProxy to report the server DOWN for 2s", WAIT, || {
-        show_stat(&haproxy.socket, sick, "status").as_deref() == Some("DOWN")
-            && show_stat(&haproxy.socket, sick, "lastchg")
-                .and_then(|s| s.parse::<u64>().ok())
-                .is_some_and(|secs| secs >= 2)
+        server_stat(&haproxy.socket, sick)
+            .is_some_and(|s| s.status == "DOWN" && s.last_change.is_some_and(|secs| secs >= 2))
     });
     // No pass has recorded it: the dry run has HAProxy's word only.
     let plan = project

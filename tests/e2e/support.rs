@@ -528,31 +528,81 @@ impl Haproxy {
     /// The sessions droplet `id`'s server has open now, as `show stat` on
     /// the admin socket says (0 while the socket does not answer).
     pub fn sessions_on(&self, id: u64) -> u64 {
-        let mut answer = String::new();
-        let asked = UnixStream::connect(&self.socket).and_then(|mut stream| {
-            stream.write_all(b"show stat\n")?;
-            stream.read_to_string(&mut answer)
-        });
-        if asked.is_err() {
-            return 0;
-        }
-        let mut lines = answer.lines();
-        let header: Vec<&str> = lines
-            .next()
-            .unwrap_or_default()
-            .trim_start_matches("# ")
-            .split(',')
-            .collect();
-        let column = |name: &str| header.iter().position(|c| *c == name);
-        let (Some(server), Some(sessions)) = (column("svname"), column("scur")) else {
-            return 0;
-        };
-        lines
-            .map(|line| line.split(',').collect::<Vec<_>>())
-            .find(|f| f.get(server) == Some(&format!("www-{id}").as_str()))
-            .and_then(|f| f.get(sessions)?.parse().ok())
-            .unwrap_or(0)
+        server_stat(&self.socket, id).map_or(0, |server| server.sessions)
     }
+}
+
+/// One command on the HAProxy admin socket at `socket`; its answer, or the
+/// error while the socket does not answer (a reload hands it over).
+pub fn admin(socket: &Path, command: &str) -> std::io::Result<String> {
+    let mut stream = UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(format!("{command}\n").as_bytes())?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    Ok(answer)
+}
+
+/// One server of HAProxy's backend, as a row of `show stat` gives it.
+#[derive(Clone, Debug)]
+pub struct ServerStat {
+    /// `www-<droplet id>`.
+    pub name: String,
+    /// `address:port`.
+    pub addr: String,
+    /// HAProxy's word: `UP`, `UP 1/2`, `DOWN`, `DRAIN`, `MAINT`...
+    pub status: String,
+    /// Sessions open now.
+    pub sessions: u64,
+    /// Seconds since the status last changed.
+    pub last_change: Option<u64>,
+}
+
+/// The servers of HAProxy's backend, as `show stat` on the admin socket at
+/// `socket` lists them; None while the socket does not answer.
+pub fn show_stat(socket: &Path) -> Option<Vec<ServerStat>> {
+    admin(socket, "show stat")
+        .ok()
+        .map(|csv| backend_servers(&csv))
+}
+
+/// Droplet `id`'s server in HAProxy's backend; None while the socket does
+/// not answer or the backend has no such server.
+pub fn server_stat(socket: &Path, id: u64) -> Option<ServerStat> {
+    let name = format!("www-{id}");
+    show_stat(socket)?
+        .into_iter()
+        .find(|server| server.name == name)
+}
+
+/// The rows of the built-in template's backend in `show stat` CSV, its
+/// BACKEND summary left out.
+fn backend_servers(csv: &str) -> Vec<ServerStat> {
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("# ")
+        .split(',')
+        .collect();
+    lines
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(',').collect();
+            let field = |name: &str| {
+                let at = header.iter().position(|column| *column == name)?;
+                fields.get(at).copied()
+            };
+            let number = |name: &str| field(name)?.parse().ok();
+            let name = field("svname")?;
+            (field("pxname")? == "www-backend" && name != "BACKEND").then(|| ServerStat {
+                name: name.to_string(),
+                addr: field("addr").unwrap_or_default().to_string(),
+                status: field("status").unwrap_or_default().to_string(),
+                sessions: number("scur").unwrap_or(0),
+                last_change: number("lastchg"),
+            })
+        })
+        .collect()
 }
 
 /// Requests sent from a few threads through a frontend, each on a new
