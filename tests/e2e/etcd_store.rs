@@ -9,17 +9,15 @@ use std::ops::Range;
 use std::time::Duration;
 
 use crate::etcd_server::Etcd;
-use crate::support::{Project, Relay, Run, two_proxies, wait_until};
+use crate::support::{Lint, Metrics, Project, Relay, Run, two_proxies, wait_until};
 
 /// The seconds a run spent waiting for the inventory lock, from the
 /// metrics it left in its textfile.
+#[track_caller]
 fn lock_wait_seconds(textfile: &str) -> f64 {
-    textfile
-        .lines()
-        .find_map(|line| line.strip_prefix("doproxy_lock_wait_seconds_total "))
+    Metrics::check(textfile, Lint::Strict)
+        .value("doproxy_lock_wait_seconds_total", &[])
         .unwrap_or_else(|| panic!("no lock wait in:\n{textfile}"))
-        .parse()
-        .unwrap()
 }
 
 #[test]

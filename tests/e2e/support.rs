@@ -10,8 +10,7 @@
 //! refuses connections (`Refusing`), and a point where a shell command waits
 //! for the test (`Gate`).
 
-use std::collections::BTreeSet;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -1176,6 +1175,146 @@ fn pump(
     }
     if state.lock().unwrap().generation == born {
         let _ = to.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+/// A Prometheus text exposition (a scrape, a textfile) that Prometheus'
+/// own checker accepts, read into its samples for tests to assert on.
+pub struct Metrics {
+    /// Each family's type, from its `# TYPE` line.
+    types: HashMap<String, String>,
+    /// Each sample: its name, labels and value.
+    samples: Vec<(String, BTreeMap<String, String>, f64)>,
+}
+
+/// How strictly `Metrics::check` judges an exposition.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Lint {
+    /// doproxy's own: Prometheus' naming and HELP conventions hold too
+    /// (promtool finds no problem at all).
+    Strict,
+    /// Another program's (HAProxy's exporter): it only has to parse.
+    ParseOnly,
+}
+
+impl Metrics {
+    /// Checks `text` with `promtool check metrics` (Debian's prometheus
+    /// package) and reads it. promtool exits 1 when the text does not
+    /// parse, 3 when it parses but breaks a convention (a counter without
+    /// `_total`, a family without HELP...); either fails the test, with
+    /// what promtool said, unless `lint` lets conventions pass.
+    #[track_caller]
+    pub fn check(text: &str, lint: Lint) -> Metrics {
+        let mut promtool = spawn(
+            Command::new("promtool")
+                .args(["check", "metrics"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        );
+        let mut input = promtool.take_stdin().expect("piped");
+        // promtool reads all of it before it judges; an early exit is
+        // judged below.
+        let _ = input.write_all(text.as_bytes());
+        drop(input);
+        let run = promtool.wait();
+        let accepted = run.code == 0 || (run.code == 3 && lint == Lint::ParseOnly);
+        assert!(
+            accepted,
+            "promtool check metrics refused it (exit {}): {}{}\n{text}",
+            run.code, run.stdout, run.stderr
+        );
+        Metrics::read(text)
+    }
+
+    /// Reads a checked exposition: `# TYPE` lines and samples, `name` or
+    /// `name{label="value",...}`, then the value (and maybe a timestamp).
+    fn read(text: &str) -> Metrics {
+        let mut metrics = Metrics {
+            types: HashMap::new(),
+            samples: Vec::new(),
+        };
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            if let Some(declared) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = declared.split_once(' ').expect("checked");
+                metrics
+                    .types
+                    .insert(name.to_string(), kind.trim().to_string());
+                continue;
+            }
+            if line.starts_with('#') {
+                continue;
+            }
+            let name_end = line.find(['{', ' ']).expect("checked");
+            let (name, mut rest) = line.split_at(name_end);
+            let mut labels = BTreeMap::new();
+            if let Some(inside) = rest.strip_prefix('{') {
+                rest = read_labels(inside, &mut labels);
+            }
+            let value = rest.split_whitespace().next().expect("checked");
+            let value = match value {
+                "+Inf" => f64::INFINITY,
+                "-Inf" => f64::NEG_INFINITY,
+                number => number.parse().expect("checked"),
+            };
+            metrics.samples.push((name.to_string(), labels, value));
+        }
+        metrics
+    }
+
+    /// The value of `name` with exactly `labels`, if there is one.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let wanted: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.samples
+            .iter()
+            .find(|(n, l, _)| n == name && *l == wanted)
+            .map(|(_, _, value)| *value)
+    }
+
+    /// The values of every sample of `name`, whatever its labels, added up.
+    pub fn sum(&self, name: &str) -> f64 {
+        self.samples
+            .iter()
+            .filter(|(n, _, _)| n == name)
+            .map(|(_, _, value)| value)
+            .sum()
+    }
+
+    /// The type `name` is declared with (`counter`, `gauge`...).
+    #[track_caller]
+    pub fn kind(&self, name: &str) -> &str {
+        self.types
+            .get(name)
+            .unwrap_or_else(|| panic!("no # TYPE of {name}"))
+    }
+}
+
+/// Reads `label="value",...}` (escapes in values undone) into `labels`;
+/// what follows the closing brace.
+fn read_labels<'a>(mut text: &'a str, labels: &mut BTreeMap<String, String>) -> &'a str {
+    loop {
+        text = text.trim_start_matches([',', ' ']);
+        if let Some(rest) = text.strip_prefix('}') {
+            return rest;
+        }
+        let (name, rest) = text.split_once("=\"").expect("checked");
+        let mut value = String::new();
+        let mut chars = rest.char_indices();
+        let end = loop {
+            match chars.next().expect("checked") {
+                (at, '"') => break at,
+                (_, '\\') => match chars.next().expect("checked").1 {
+                    'n' => value.push('\n'),
+                    escaped => value.push(escaped),
+                },
+                (_, c) => value.push(c),
+            }
+        };
+        labels.insert(name.trim().to_string(), value);
+        text = &rest[end + 1..];
     }
 }
 
