@@ -514,59 +514,71 @@ fn generate_takes_the_update_lock_and_apply_installs_what_it_rendered() {
     assert!(!live.contains("# not rendered"), "{live}");
 }
 
+/// A thread that serves each connection `accept` takes with `serve`,
+/// until dropped; dropping it connects once (`wake`) so that the accept it
+/// waits in returns, and joins it.
+struct Serving {
+    stop: Arc<AtomicBool>,
+    wake: Box<dyn Fn()>,
+    accepting: Option<thread::JoinHandle<()>>,
+}
+
+impl Serving {
+    fn start<S: Send + 'static>(
+        mut accept: impl FnMut() -> std::io::Result<S> + Send + 'static,
+        serve: impl Fn(S) + Send + 'static,
+        wake: impl Fn() + 'static,
+    ) -> Serving {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let accepting = thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                if let Ok(connection) = accept()
+                    && !stopped.load(Ordering::Relaxed)
+                {
+                    serve(connection);
+                }
+            }
+        });
+        Serving {
+            stop,
+            wake: Box::new(wake),
+            accepting: Some(accepting),
+        }
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        (self.wake)();
+        if let Some(accepting) = self.accepting.take() {
+            let _ = accepting.join();
+        }
+    }
+}
+
 /// A loopback HTTP server playing a broken peer: every request gets
 /// `answer(path)` (head and body as one byte string), then the connection
 /// closes. Stopped when dropped.
 struct FakeServer {
     address: SocketAddr,
-    stop: Arc<AtomicBool>,
-    accepting: Option<thread::JoinHandle<()>>,
+    _serving: Serving,
 }
 
 impl FakeServer {
     fn start(answer: fn(&str) -> Vec<u8>) -> FakeServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        let accepting = thread::spawn(move || {
-            for stream in listener.incoming() {
-                if stopped.load(Ordering::Relaxed) {
-                    break;
-                }
-                let Ok(stream) = stream else { continue };
-                // Ends when the client hangs up, at the latest.
-                thread::spawn(move || {
-                    let mut reader = BufReader::new(stream);
-                    let mut request = String::new();
-                    let mut length = 0;
-                    loop {
-                        let mut line = String::new();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if let Some(value) =
-                            line.to_ascii_lowercase().strip_prefix("content-length:")
-                        {
-                            length = value.trim().parse().unwrap_or(0);
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                        request.push_str(&line);
-                    }
-                    let mut body = vec![0; length];
-                    let _ = reader.read_exact(&mut body);
-                    let path = request.split(' ').nth(1).unwrap_or("/").to_string();
-                    // The client may hang up once it has read enough.
-                    let _ = reader.get_mut().write_all(&answer(&path));
-                });
-            }
-        });
+        let serving = Serving::start(
+            move || listener.accept().map(|(stream, _)| stream),
+            // Each ends when its client hangs up, at the latest.
+            move |stream| drop(thread::spawn(move || answer_request(stream, answer))),
+            move || drop(TcpStream::connect(address)),
+        );
         FakeServer {
             address,
-            stop,
-            accepting: Some(accepting),
+            _serving: serving,
         }
     }
 
@@ -575,57 +587,45 @@ impl FakeServer {
     }
 }
 
-impl Drop for FakeServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = TcpStream::connect(self.address);
-        if let Some(accepting) = self.accepting.take() {
-            let _ = accepting.join();
+/// Reads one request from `stream` and sends `answer(path)`.
+fn answer_request(stream: TcpStream, answer: fn(&str) -> Vec<u8>) {
+    let mut reader = BufReader::new(stream);
+    let mut request = String::new();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
         }
+        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = value.trim().parse().unwrap_or(0);
+        }
+        if line == "\r\n" {
+            break;
+        }
+        request.push_str(&line);
     }
+    let mut body = vec![0; length];
+    let _ = reader.read_exact(&mut body);
+    let path = request.split(' ').nth(1).unwrap_or("/").to_string();
+    // The client may hang up once it has read enough.
+    let _ = reader.get_mut().write_all(&answer(&path));
 }
 
-/// An admin socket playing a HAProxy whose every answer is `answer`;
-/// stopped when dropped.
-struct FakeAdminSocket {
-    path: PathBuf,
-    stop: Arc<AtomicBool>,
-    accepting: Option<thread::JoinHandle<()>>,
-}
-
-impl FakeAdminSocket {
-    fn start(path: PathBuf, answer: Vec<u8>) -> FakeAdminSocket {
-        let listener = UnixListener::bind(&path).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        let accepting = thread::spawn(move || {
-            for stream in listener.incoming() {
-                if stopped.load(Ordering::Relaxed) {
-                    break;
-                }
-                let Ok(mut stream) = stream else { continue };
-                let mut command = String::new();
-                let _ = BufReader::new(&stream).read_line(&mut command);
-                // doproxy may hang up once it has read enough.
-                let _ = stream.write_all(&answer);
-            }
-        });
-        FakeAdminSocket {
-            path,
-            stop,
-            accepting: Some(accepting),
-        }
-    }
-}
-
-impl Drop for FakeAdminSocket {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = UnixStream::connect(&self.path);
-        if let Some(accepting) = self.accepting.take() {
-            let _ = accepting.join();
-        }
-    }
+/// An admin socket at `path` playing a HAProxy whose every answer is
+/// `answer`; stopped when dropped.
+fn fake_admin_socket(path: PathBuf, answer: Vec<u8>) -> Serving {
+    let listener = UnixListener::bind(&path).unwrap();
+    Serving::start(
+        move || listener.accept().map(|(stream, _)| stream),
+        move |mut stream| {
+            let mut command = String::new();
+            let _ = BufReader::new(&stream).read_line(&mut command);
+            // doproxy may hang up once it has read enough.
+            let _ = stream.write_all(&answer);
+        },
+        move || drop(UnixStream::connect(&path)),
+    )
 }
 
 /// Far past the 16 MiB doproxy reads of an answer.
@@ -687,7 +687,7 @@ fn an_admin_socket_answer_past_the_cap_is_refused_with_a_clear_error() {
     // it would pass for a HAProxy without servers.
     let mut answer = b"# pxname,svname,qcur,scur,status,rate,\n".to_vec();
     answer.resize(answer.len() + HUGE, b'\n');
-    let _socket = FakeAdminSocket::start(project.path("admin.sock"), answer);
+    let _socket = fake_admin_socket(project.path("admin.sock"), answer);
     project.set("haproxy_socket", Some("admin.sock"));
     let run = project.run(&["print", "--health"]).success();
     assert!(run.stdout.contains("haproxy: unknown)"), "{}", run.stdout);
