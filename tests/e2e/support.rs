@@ -167,6 +167,18 @@ fn without_user_config(command: &mut Command) {
     }
 }
 
+/// `program args` that runs doproxy (through a shell, say) with the
+/// simulator's token in its environment and none of the user's settings.
+fn with_token(program: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(program);
+    without_user_config(&mut command);
+    command
+        .args(args)
+        .env("DIGITALOCEAN_ACCESS_TOKEN", TOKEN)
+        .stdin(Stdio::null());
+    command
+}
+
 /// Whether the tests run as root (who may write anywhere).
 pub fn running_as_root() -> bool {
     // SAFETY: geteuid takes nothing and cannot fail.
@@ -299,13 +311,7 @@ impl Project {
             env!("CARGO_BIN_EXE_doproxy"),
             self.path("doproxy.yml").display()
         );
-        let mut script = Command::new("script");
-        without_user_config(&mut script);
-        script
-            .args(["-qec", &line, "/dev/null"])
-            .env("DIGITALOCEAN_ACCESS_TOKEN", TOKEN)
-            .stdin(Stdio::null());
-        script
+        with_token("script", &["-qec", &line, "/dev/null"])
     }
 
     /// doproxy `args` (shell words) with this project's config, run by
@@ -317,12 +323,7 @@ impl Project {
             env!("CARGO_BIN_EXE_doproxy"),
             self.path("doproxy.yml").display()
         );
-        let mut sh = Command::new("sh");
-        without_user_config(&mut sh);
-        sh.args(["-c", &line])
-            .env("DIGITALOCEAN_ACCESS_TOKEN", TOKEN)
-            .stdin(Stdio::null());
-        sh
+        with_token("sh", &["-c", &line])
     }
 
     /// A run started but not waited for, its output captured as it comes;
