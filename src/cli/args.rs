@@ -236,15 +236,16 @@ pub struct AutoscaleArgs {
     pub waits: ScaleWaits,
 }
 
-/// How long `scale` and `autoscale` wait for what they start.
+/// How long `scale`, `autoscale`, `rollout` and `heal` wait for what they
+/// start.
 #[derive(Debug, Args)]
 pub struct ScaleWaits {
-    /// When growing: how long to wait for new droplets to become active.
+    /// How long to wait for new droplets to become active.
     #[arg(long, default_value = "10m", value_parser = longer_than_zero)]
     pub timeout: Duration,
 
-    /// When shrinking: how long open sessions may take to finish (with
-    /// haproxy_socket).
+    /// How long open sessions on a leaving droplet may take to finish
+    /// (with haproxy_socket).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 

@@ -45,11 +45,12 @@ pub struct GlobalArgs {
     #[arg(short, long, global = true, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 
-    /// Print only results and errors.
+    /// Print only results and errors (not with --verbose).
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 
-    /// Print more detail about what doproxy does (API requests, waits).
+    /// Print more detail about what doproxy does (every API request, command
+    /// run and wait).
     #[arg(short, long, global = true)]
     pub verbose: bool,
 }
@@ -93,8 +94,9 @@ pub enum Command {
 
     /// Create or remove droplets until the pool has exactly N.
     ///
-    /// Growing works like create (multi-create, readiness, one reload);
-    /// shrinking like delete (drain, one reload, destroy), taking droplets
+    /// Growing works like create (multi-create, readiness, one HAProxy
+    /// update); shrinking like delete (drain, one HAProxy update, destroy),
+    /// taking droplets
     /// that serve nothing first, then the newest (or --oldest).
     ///
     /// Example: doproxy scale --to 10 --dry-run
@@ -123,12 +125,16 @@ pub enum Command {
     /// Example: doproxy heal --once --dry-run
     Heal(HealArgs),
 
-    /// Compare the inventory with DigitalOcean and report the differences.
+    /// Compare the inventory with DigitalOcean and HAProxy and report the
+    /// differences.
     ///
     /// Finds entries whose droplet is gone, droplets carrying the pool's tag
-    /// that the inventory lacks (orphans), changed status or addresses,
-    /// unfinished deletes and untagged droplets. Changes nothing without
-    /// --apply.
+    /// that the inventory lacks (orphans; those not named like the pool's
+    /// are set apart as foreign), droplets that booted since they were
+    /// recorded, changed status or addresses, unfinished deletes, untagged
+    /// droplets, and a HAProxy that does not run what the inventory gives.
+    /// Changes nothing without --apply, which fixes each (waiting for
+    /// droplets still booting to pass the health check and join).
     ///
     /// Example: doproxy reconcile --apply
     Reconcile(ReconcileArgs),
@@ -170,7 +176,8 @@ pub enum Command {
     /// Example: doproxy failover --history
     Failover(FailoverArgs),
 
-    /// Copy the inventory out of or into the configured store (file or etcd).
+    /// Copy the inventory out of or into the configured store (file or
+    /// etcd), or move it to the pool's own etcd prefix.
     ///
     /// Example: doproxy inventory export > inventory.txt
     #[command(subcommand)]
@@ -187,7 +194,8 @@ pub enum Command {
     Reload(ReloadArgs),
 
     /// Check the setup: config, token, SSH keys, slugs, user data, template,
-    /// HAProxy, admin socket, file permissions. One line per check.
+    /// HAProxy, admin socket, file permissions, the etcd prefix, the
+    /// reserved IP. One line per check.
     ///
     /// Example: doproxy doctor
     Doctor,

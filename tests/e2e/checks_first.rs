@@ -6,13 +6,11 @@
 //! The real binary, the simulator, real HAProxy.
 
 use std::fs;
-use std::io::{Read, Write};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::io::Write;
+use std::process::{ChildStdin, Stdio};
 use std::time::Duration;
 
-use crate::support::{Project, Run, TOKEN, repo_file, terminate, wait_until};
+use crate::support::{Project, Run, Spawned, repo_file, spawn, terminate, wait_until};
 
 /// Generous: the machine is shared by several builds.
 const WAIT: Duration = Duration::from_secs(60);
@@ -49,76 +47,39 @@ fn use_template_changing(project: &mut Project, from: &str, to: &str) {
     project.set("haproxy_template_file", Some("changed.tera"));
 }
 
-/// A doproxy run under a pseudo-terminal (util-linux `script`) that a test
-/// answers when it asks; killed if still running when dropped.
-struct Terminal {
-    child: Child,
-    screen: Arc<Mutex<String>>,
-    reader: Option<JoinHandle<()>>,
-}
+/// A doproxy run under a pseudo-terminal that a test answers when it asks;
+/// killed with all it started when dropped.
+struct Terminal(Spawned);
 
 impl Terminal {
     fn start(project: &Project, args: &str) -> Terminal {
-        let command = format!(
-            "DIGITALOCEAN_ACCESS_TOKEN={TOKEN} {} --config {} {args}",
-            env!("CARGO_BIN_EXE_doproxy"),
-            project.path("doproxy.yml").display()
-        );
-        let mut child = Command::new("script")
-            .args(["-qec", &command, "/dev/null"])
-            .env_remove("DIGITALOCEAN_ACCESS_TOKEN")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("script (util-linux) runs a terminal");
-        let mut pipe = child.stdout.take().unwrap();
-        let screen = Arc::new(Mutex::new(String::new()));
-        let sink = screen.clone();
-        let reader = thread::spawn(move || {
-            let mut buffer = [0u8; 4096];
-            while let Ok(n @ 1..) = pipe.read(&mut buffer) {
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buffer[..n]));
-            }
-        });
-        Terminal {
-            child,
-            screen,
-            reader: Some(reader),
-        }
+        Terminal(spawn(
+            project
+                .on_a_terminal(args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped()),
+        ))
     }
 
     /// Waits until the terminal shows `needle`.
     #[track_caller]
     fn wait_for(&self, needle: &str) {
         wait_until(&format!("the terminal to show {needle:?}"), WAIT, || {
-            self.screen.lock().unwrap().contains(needle)
+            self.0.stdout_so_far().contains(needle)
         });
     }
 
     /// Types `line` and Enter.
-    fn answer(&mut self, line: &str) {
-        writeln!(self.child.stdin.as_mut().unwrap(), "{line}").unwrap();
+    fn answer(&self, line: &str) {
+        let mut keyboard: &ChildStdin = self.0.stdin.as_ref().unwrap();
+        writeln!(keyboard, "{line}").unwrap();
     }
 
     /// Waits for the exit; its code and everything the terminal showed.
     #[track_caller]
-    fn finish(mut self) -> (i32, String) {
-        wait_until("doproxy to exit", WAIT, || {
-            self.child.try_wait().unwrap().is_some()
-        });
-        let code = self.child.wait().unwrap().code().unwrap_or(-1);
-        self.reader.take().unwrap().join().unwrap();
-        let screen = self.screen.lock().unwrap().clone();
-        (code, screen)
-    }
-}
-
-impl Drop for Terminal {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn finish(self) -> (i32, String) {
+        let run = self.0.wait_within(WAIT);
+        (run.code, run.stdout)
     }
 }
 
@@ -248,7 +209,7 @@ fn adding_many_droplets_at_once_needs_a_yes() {
     // On a terminal it asks; only a yes creates.
     let question = "create --count 3 creates 3 droplets, each billed from now on. Go ahead? [y/N]";
     for (answer, code, droplets) in [("n", 1, 8), ("y", 0, 11)] {
-        let mut create = Terminal::start(&project, "create --count 3");
+        let create = Terminal::start(&project, "create --count 3");
         create.wait_for(question);
         create.answer(answer);
         let (exit, screen) = create.finish();
@@ -288,7 +249,7 @@ fn reconcile_asks_about_pruning_without_holding_the_lock() {
     let orphan = project.sim.seed_droplets(1, "auto-nginx", &pool_tag, true)[0].id;
     let question = "Destroy these 1 droplet(s)? [y/N]";
 
-    let mut prune = Terminal::start(&project, "reconcile --apply --prune");
+    let prune = Terminal::start(&project, "reconcile --apply --prune");
     prune.wait_for(question);
     // The question waits for a person; other runs need not wait for it.
     project.run(&["create", "--lock-timeout", "2s"]).success();
@@ -300,7 +261,7 @@ fn reconcile_asks_about_pruning_without_holding_the_lock() {
 
     // What was agreed to is checked again under the lock.
     let first = project.sim.seed_droplets(1, "auto-nginx", &pool_tag, true)[0].id;
-    let mut prune = Terminal::start(&project, "reconcile --apply --prune");
+    let prune = Terminal::start(&project, "reconcile --apply --prune");
     prune.wait_for(question);
     let second = project.sim.seed_droplets(1, "auto-nginx", &pool_tag, true)[0].id;
     prune.answer("y");

@@ -12,35 +12,17 @@ use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
 use crate::scaling_faults::WAITING_FOR_LOCK;
-use crate::support::{Project, Run, TOKEN, TempDir, doproxy, repo_file, wait_until};
+use crate::support::{Project, Run, TOKEN, TempDir, doproxy, repo_file, server_stat, wait_until};
 
 /// Generous: the machine is shared by several builds.
 const WAIT: Duration = Duration::from_secs(120);
-
-/// Column `column` of droplet `id`'s server in HAProxy's `show stat`.
-fn show_stat(socket: &Path, id: u64, column: &str) -> Option<String> {
-    let mut stream = UnixStream::connect(socket).ok()?;
-    stream.write_all(b"show stat\n").ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
-    let header: Vec<&str> = answer
-        .lines()
-        .next()?
-        .strip_prefix("# ")?
-        .split(',')
-        .collect();
-    let index = header.iter().position(|c| *c == column)?;
-    let server = format!(",www-{id},");
-    let line = answer.lines().find(|l| l.contains(&server))?;
-    line.split(',').nth(index).map(str::to_string)
-}
 
 #[test]
 fn a_log_line_names_a_few_servers_and_counts_the_rest() {
@@ -84,8 +66,8 @@ fn print_health_tells_new_servers_from_failing_ones_and_survives_a_dead_haproxy(
     let ids: Vec<u64> = project.ids().into_iter().collect();
     for id in &ids {
         assert_eq!(
-            show_stat(&haproxy.socket, *id, "status").as_deref(),
-            Some("UP 1/2")
+            server_stat(&haproxy.socket, *id).map(|s| s.status),
+            Some("UP 1/2".to_string())
         );
     }
     let health = project.run(&["print", "--health"]).success();
@@ -124,10 +106,8 @@ fn heals_dry_run_counts_the_time_down_as_haproxy_does() {
     let sick = project.sim.droplets()[0].id;
     project.sim.set_serving(sick, false);
     wait_until("HAProxy to report the server DOWN for 2s", WAIT, || {
-        show_stat(&haproxy.socket, sick, "status").as_deref() == Some("DOWN")
-            && show_stat(&haproxy.socket, sick, "lastchg")
-                .and_then(|s| s.parse::<u64>().ok())
-                .is_some_and(|secs| secs >= 2)
+        server_stat(&haproxy.socket, sick)
+            .is_some_and(|s| s.status == "DOWN" && s.last_change.is_some_and(|secs| secs >= 2))
     });
     // No pass has recorded it: the dry run has HAProxy's word only.
     let plan = project
@@ -321,9 +301,7 @@ fn create_refuses_the_ssh_key_placeholder_before_paying() {
 
 #[test]
 fn the_manual_page_describes_every_command_instead_of_pointing_to_missing_pages() {
-    let page = crate::support::doproxy().arg("man").output().unwrap();
-    assert!(page.status.success());
-    let page = String::from_utf8(page.stdout).unwrap();
+    let page = Run::from_output(doproxy().arg("man")).success().stdout;
     assert_eq!(page.matches(".TH ").count(), 1, "one page");
     assert!(
         !page.contains("(1)"),
@@ -536,54 +514,72 @@ fn generate_takes_the_update_lock_and_apply_installs_what_it_rendered() {
     assert!(!live.contains("# not rendered"), "{live}");
 }
 
+/// A thread that serves each connection `accept` takes with `serve`,
+/// until dropped; dropping it connects once (`wake`) so that the accept it
+/// waits in returns, and joins it.
+struct Serving {
+    stop: Arc<AtomicBool>,
+    wake: Box<dyn Fn()>,
+    accepting: Option<thread::JoinHandle<()>>,
+}
+
+impl Serving {
+    fn start<S: Send + 'static>(
+        mut accept: impl FnMut() -> std::io::Result<S> + Send + 'static,
+        serve: impl Fn(S) + Send + 'static,
+        wake: impl Fn() + 'static,
+    ) -> Serving {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let accepting = thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                if let Ok(connection) = accept()
+                    && !stopped.load(Ordering::Relaxed)
+                {
+                    serve(connection);
+                }
+            }
+        });
+        Serving {
+            stop,
+            wake: Box::new(wake),
+            accepting: Some(accepting),
+        }
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        (self.wake)();
+        if let Some(accepting) = self.accepting.take() {
+            let _ = accepting.join();
+        }
+    }
+}
+
 /// A loopback HTTP server playing a broken peer: every request gets
 /// `answer(path)` (head and body as one byte string), then the connection
 /// closes. Stopped when dropped.
 struct FakeServer {
     address: SocketAddr,
-    stop: Arc<AtomicBool>,
+    _serving: Serving,
 }
 
 impl FakeServer {
     fn start(answer: fn(&str) -> Vec<u8>) -> FakeServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        thread::spawn(move || {
-            for stream in listener.incoming() {
-                if stopped.load(Ordering::Relaxed) {
-                    break;
-                }
-                let Ok(stream) = stream else { continue };
-                thread::spawn(move || {
-                    let mut reader = BufReader::new(stream);
-                    let mut request = String::new();
-                    let mut length = 0;
-                    loop {
-                        let mut line = String::new();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if let Some(value) =
-                            line.to_ascii_lowercase().strip_prefix("content-length:")
-                        {
-                            length = value.trim().parse().unwrap_or(0);
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                        request.push_str(&line);
-                    }
-                    let mut body = vec![0; length];
-                    let _ = reader.read_exact(&mut body);
-                    let path = request.split(' ').nth(1).unwrap_or("/").to_string();
-                    // The client may hang up once it has read enough.
-                    let _ = reader.get_mut().write_all(&answer(&path));
-                });
-            }
-        });
-        FakeServer { address, stop }
+        let serving = Serving::start(
+            move || listener.accept().map(|(stream, _)| stream),
+            // Each ends when its client hangs up, at the latest.
+            move |stream| drop(thread::spawn(move || answer_request(stream, answer))),
+            move || drop(TcpStream::connect(address)),
+        );
+        FakeServer {
+            address,
+            _serving: serving,
+        }
     }
 
     fn url(&self) -> String {
@@ -591,11 +587,45 @@ impl FakeServer {
     }
 }
 
-impl Drop for FakeServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = TcpStream::connect(self.address);
+/// Reads one request from `stream` and sends `answer(path)`.
+fn answer_request(stream: TcpStream, answer: fn(&str) -> Vec<u8>) {
+    let mut reader = BufReader::new(stream);
+    let mut request = String::new();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = value.trim().parse().unwrap_or(0);
+        }
+        if line == "\r\n" {
+            break;
+        }
+        request.push_str(&line);
     }
+    let mut body = vec![0; length];
+    let _ = reader.read_exact(&mut body);
+    let path = request.split(' ').nth(1).unwrap_or("/").to_string();
+    // The client may hang up once it has read enough.
+    let _ = reader.get_mut().write_all(&answer(&path));
+}
+
+/// An admin socket at `path` playing a HAProxy whose every answer is
+/// `answer`; stopped when dropped.
+fn fake_admin_socket(path: PathBuf, answer: Vec<u8>) -> Serving {
+    let listener = UnixListener::bind(&path).unwrap();
+    Serving::start(
+        move || listener.accept().map(|(stream, _)| stream),
+        move |mut stream| {
+            let mut command = String::new();
+            let _ = BufReader::new(&stream).read_line(&mut command);
+            // doproxy may hang up once it has read enough.
+            let _ = stream.write_all(&answer);
+        },
+        move || drop(UnixStream::connect(&path)),
+    )
 }
 
 /// Far past the 16 MiB doproxy reads of an answer.
@@ -655,24 +685,9 @@ fn an_admin_socket_answer_past_the_cap_is_refused_with_a_clear_error() {
     project.run(&["create"]).success();
     // A `show stat` answer that parses, padded past the cap: read whole,
     // it would pass for a HAProxy without servers.
-    let socket = project.path("admin.sock");
-    let listener = UnixListener::bind(&socket).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let stopped = stop.clone();
-    let server = thread::spawn(move || {
-        for stream in listener.incoming() {
-            if stopped.load(Ordering::Relaxed) {
-                break;
-            }
-            let Ok(mut stream) = stream else { continue };
-            let mut command = String::new();
-            let _ = BufReader::new(&stream).read_line(&mut command);
-            let mut answer = b"# pxname,svname,qcur,scur,status,rate,\n".to_vec();
-            answer.resize(answer.len() + HUGE, b'\n');
-            // doproxy may hang up once it has read enough.
-            let _ = stream.write_all(&answer);
-        }
-    });
+    let mut answer = b"# pxname,svname,qcur,scur,status,rate,\n".to_vec();
+    answer.resize(answer.len() + HUGE, b'\n');
+    let _socket = fake_admin_socket(project.path("admin.sock"), answer);
     project.set("haproxy_socket", Some("admin.sock"));
     let run = project.run(&["print", "--health"]).success();
     assert!(run.stdout.contains("haproxy: unknown)"), "{}", run.stdout);
@@ -683,7 +698,4 @@ fn an_admin_socket_answer_past_the_cap_is_refused_with_a_clear_error() {
         "{}",
         run.stderr
     );
-    stop.store(true, Ordering::Relaxed);
-    let _ = UnixStream::connect(&socket);
-    server.join().unwrap();
 }

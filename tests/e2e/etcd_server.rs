@@ -11,9 +11,12 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use base64::Engine;
+use base64::prelude::BASE64_STANDARD;
 use serde_json::{Value, json};
 
-use crate::support::{Run, Spawned, free_port, spawn, wait_until};
+use crate::pebble::make_certificates;
+use crate::support::{Spawned, free_port, spawn, wait_until};
 
 /// How long etcd may take to elect itself leader and answer.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -373,37 +376,15 @@ impl Drop for Cluster {
     }
 }
 
-const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
 /// Standard base64, as etcd's gateway takes keys and values.
 fn base64(bytes: &[u8]) -> String {
-    let mut text = String::new();
-    for chunk in bytes.chunks(3) {
-        let group = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |group, (i, &b)| group | u32::from(b) << (16 - 8 * i));
-        for i in 0..4 {
-            text.push(match i <= chunk.len() {
-                true => char::from(BASE64[(group >> (18 - 6 * i) & 63) as usize]),
-                false => '=',
-            });
-        }
-    }
-    text
+    BASE64_STANDARD.encode(bytes)
 }
 
 fn unbase64(text: &str) -> Vec<u8> {
-    let (mut bytes, mut bits, mut count) = (Vec::new(), 0u32, 0);
-    for c in text.trim_end_matches('=').bytes() {
-        bits = bits << 6 | BASE64.iter().position(|&a| a == c).unwrap() as u32;
-        count += 6;
-        if count >= 8 {
-            count -= 8;
-            bytes.push((bits >> count) as u8);
-        }
-    }
-    bytes
+    BASE64_STANDARD
+        .decode(text)
+        .unwrap_or_else(|err| panic!("etcd sent {text:?}, not base64: {err}"))
 }
 
 /// One HTTP/1.0 exchange (so the answer is never chunked and ends with the
@@ -438,68 +419,16 @@ impl Certificates {
         let dir = std::env::temp_dir().join(format!("doproxy-etcd-certs-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
-        let openssl = |args: &[&str]| {
-            let run = Run::from_output(Command::new("openssl").args(args).current_dir(&dir));
-            assert_eq!(run.code, 0, "openssl {args:?} failed: {}", run.stderr);
-        };
-        let new_key = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
-        openssl(
-            &[
-                &["req", "-x509", "-days", "1", "-subj", "/CN=test-ca"],
-                &new_key[..],
-                &["-keyout", "ca.key", "-out", "ca.pem"],
-            ]
-            .concat(),
-        );
         // etcd 3.4's gateway presents the server certificate to etcd itself,
         // so with client certificates required it needs clientAuth too.
-        for (name, usage) in [
-            ("server", "serverAuth,clientAuth"),
-            ("client", "clientAuth"),
-        ] {
-            let ext = format!("{name}.ext");
-            fs::write(
-                dir.join(&ext),
-                format!("subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\n"),
-            )
-            .unwrap();
-            let (key, csr, pem) = (
-                format!("{name}.key"),
-                format!("{name}.csr"),
-                format!("{name}.pem"),
-            );
-            openssl(
-                &[
-                    &["req", "-subj", &format!("/CN={name}")],
-                    &new_key[..],
-                    &["-keyout", &key, "-out", &csr],
-                ]
-                .concat(),
-            );
-            openssl(&[
-                "x509",
-                "-req",
-                "-days",
-                "1",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-extfile",
-                &ext,
-                "-out",
-                &pem,
-            ]);
-        }
+        make_certificates(
+            &dir,
+            "test-ca",
+            &[
+                ("server", "serverAuth,clientAuth"),
+                ("client", "clientAuth"),
+            ],
+        );
         Certificates { dir }
     }
 }

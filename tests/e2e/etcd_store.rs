@@ -4,28 +4,20 @@
 //! in the layout before generations still load. Real etcd, the simulator,
 //! the real binary.
 
-use std::fs::{self, File};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::fs;
 use std::ops::Range;
-use std::process::{Child, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::thread;
 use std::time::Duration;
 
 use crate::etcd_server::Etcd;
-use crate::support::{Project, Run, two_proxies, wait_until};
+use crate::support::{Lint, Metrics, Project, Relay, Run, two_proxies, wait_until};
 
 /// The seconds a run spent waiting for the inventory lock, from the
 /// metrics it left in its textfile.
+#[track_caller]
 fn lock_wait_seconds(textfile: &str) -> f64 {
-    textfile
-        .lines()
-        .find_map(|line| line.strip_prefix("doproxy_lock_wait_seconds_total "))
+    Metrics::check(textfile, Lint::Strict)
+        .value("doproxy_lock_wait_seconds_total", &[])
         .unwrap_or_else(|| panic!("no lock wait in:\n{textfile}"))
-        .parse()
-        .unwrap()
 }
 
 #[test]
@@ -209,13 +201,13 @@ fn servers(project: &Project) -> usize {
 #[test]
 fn a_big_save_cut_short_by_etcd_leaves_the_inventory_as_it_was() {
     let etcd = Etcd::start();
-    let link = DyingLink::start(etcd.addr());
+    let link = Relay::start(etcd.addr());
     let (mut a, mut b) = two_proxies("whole-save", &etcd);
     a.use_etcd(&link.url());
     for project in [&mut a, &mut b] {
         project.set("etcd_prefix", Some("/whole/"));
     }
-    let watch_b = Logged::start(&b, &["watch", "--quiet-period", "200ms"]);
+    let watch_b = b.spawn(&["watch", "--quiet-period", "200ms"]);
     let (big, other) = (a.path("big"), a.path("other"));
     fs::write(&big, inventory_lines(1000..1150)).unwrap();
     fs::write(&other, inventory_lines(2000..2120)).unwrap();
@@ -223,9 +215,9 @@ fn a_big_save_cut_short_by_etcd_leaves_the_inventory_as_it_was() {
 
     // 150 droplets take two slices besides the lock's own transaction;
     // etcd goes away for A as the second slice is sent.
-    link.die_at_txn(3);
+    link.die_at(TXN, 3);
     let cut = a.run(&["inventory", "import", big]);
-    assert!(link.is_dark(), "the save ended before the fault: {cut:?}");
+    assert!(link.is_dead(), "the save ended before the fault: {cut:?}");
     assert_eq!(b.ids().len(), 0, "B sees part of a save that failed");
     cut.fails(1, "nothing was saved");
 
@@ -255,7 +247,7 @@ fn a_big_save_cut_short_by_etcd_leaves_the_inventory_as_it_was() {
     assert!(keys[1..].iter().all(|k| k.starts_with("/whole/droplets/g")));
 
     // B's watch only ever installed whole inventories.
-    let log = watch_b.log();
+    let log = watch_b.stderr_so_far();
     let counts: Vec<&str> = log
         .lines()
         .filter_map(|l| l.split("HAProxy reloaded with ").nth(1)?.split(' ').next())
@@ -301,149 +293,5 @@ fn an_inventory_in_the_layout_before_generations_loads_and_moves_on_its_first_sa
     );
 }
 
-/// A long-running doproxy command whose stderr is kept in a file; killed
-/// when dropped.
-struct Logged {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Logged {
-    fn start(project: &Project, args: &[&str]) -> Logged {
-        let log = project.path(&format!("{}.log", args[0]));
-        let child = project
-            .command(args)
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Logged { child, log }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Logged {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A TCP link to etcd that goes dark, as if etcd had died, the moment a
-/// chosen transaction is sent through it: that request never arrives, the
-/// open connections go dead, and new ones are closed at once, until healed.
-struct DyingLink {
-    addr: SocketAddr,
-    /// Transactions sent through so far.
-    txns: Arc<AtomicUsize>,
-    /// The number of the transaction that never arrives; 0: none.
-    die_at: Arc<AtomicUsize>,
-    dark: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-}
-
-impl DyingLink {
-    fn start(target: SocketAddr) -> DyingLink {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let link = DyingLink {
-            addr: listener.local_addr().unwrap(),
-            txns: Arc::default(),
-            die_at: Arc::default(),
-            dark: Arc::default(),
-            stop: Arc::default(),
-        };
-        let (txns, die_at, dark, stop) = (
-            link.txns.clone(),
-            link.die_at.clone(),
-            link.dark.clone(),
-            link.stop.clone(),
-        );
-        thread::spawn(move || {
-            for client in listener.incoming() {
-                if stop.load(Ordering::SeqCst) {
-                    return;
-                }
-                let Ok(client) = client else { continue };
-                if dark.load(Ordering::SeqCst) {
-                    continue;
-                }
-                let Ok(server) = TcpStream::connect(target) else {
-                    continue;
-                };
-                let upstream = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                let (txns, die_at, dark_up) = (txns.clone(), die_at.clone(), dark.clone());
-                thread::spawn(move || {
-                    pump(upstream.0, upstream.1, &dark_up, |chunk| {
-                        let sent = chunk
-                            .windows(TXN.len())
-                            .filter(|window| *window == TXN)
-                            .count();
-                        let before = txns.fetch_add(sent, Ordering::SeqCst);
-                        let at = die_at.load(Ordering::SeqCst);
-                        at != 0 && before < at && at <= before + sent
-                    })
-                });
-                let dark_down = dark.clone();
-                thread::spawn(move || pump(server, client, &dark_down, |_| false));
-            }
-        });
-        link
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Goes dark when the `n`th transaction from now is sent.
-    fn die_at_txn(&self, n: usize) {
-        self.die_at
-            .store(self.txns.load(Ordering::SeqCst) + n, Ordering::SeqCst);
-    }
-
-    fn is_dark(&self) -> bool {
-        self.dark.load(Ordering::SeqCst)
-    }
-
-    fn heal(&self) {
-        self.die_at.store(0, Ordering::SeqCst);
-        self.dark.store(false, Ordering::SeqCst);
-    }
-}
-
-impl Drop for DyingLink {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr);
-    }
-}
-
 /// How a transaction request starts on the wire.
 const TXN: &[u8] = b"POST /v3/kv/txn ";
-
-/// Copies `from` to `to` until either closes or the link goes dark; a
-/// chunk for which `dies` says so is not passed on and darkens the link.
-fn pump(
-    mut from: TcpStream,
-    mut to: TcpStream,
-    dark: &AtomicBool,
-    mut dies: impl FnMut(&[u8]) -> bool,
-) {
-    let mut buffer = [0u8; 64 * 1024];
-    loop {
-        let n = match from.read(&mut buffer) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        if dies(&buffer[..n]) {
-            dark.store(true, Ordering::SeqCst);
-        }
-        if dark.load(Ordering::SeqCst) || to.write_all(&buffer[..n]).is_err() {
-            break;
-        }
-    }
-    let _ = from.shutdown(std::net::Shutdown::Both);
-    let _ = to.shutdown(std::net::Shutdown::Both);
-}

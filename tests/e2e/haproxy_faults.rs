@@ -6,10 +6,10 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use crate::etcd_server::Etcd;
 use crate::support::{
-    Gate, InFlight, Project, Refusing, Run, SIGNAL_NOTICED, terminate, wait_until,
+    Gate, InFlight, Project, Refusing, Run, SIGNAL_NOTICED, ServerStat, running_as_root,
+    server_stat, show_stat, terminate, wait_until,
 };
 
 /// The ID in `Success: <id> created and added to backend.`
@@ -31,49 +32,14 @@ fn created_id(run: &Run) -> u64 {
         .unwrap_or_else(|| panic!("no created ID in {:?}", run.stdout))
 }
 
-/// One server of the running HAProxy's backend, as `show stat` gives it.
-#[derive(Debug)]
-struct Running {
-    name: String,
-    status: String,
-    sessions: u64,
-}
-
-/// The servers the HAProxy behind `socket` runs in its backend.
-fn running(socket: &Path) -> Vec<Running> {
-    let mut stream = UnixStream::connect(socket).unwrap();
-    stream.write_all(b"show stat\n").unwrap();
-    let mut csv = String::new();
-    stream.read_to_string(&mut csv).unwrap();
-    let mut lines = csv.lines();
-    let header: Vec<&str> = lines
-        .next()
-        .unwrap()
-        .trim_start_matches("# ")
-        .split(',')
-        .collect();
-    let column = |name: &str| header.iter().position(|c| *c == name).unwrap();
-    let (backend, server) = (column("pxname"), column("svname"));
-    let (status, sessions) = (column("status"), column("scur"));
-    lines
-        .map(|line| line.split(',').collect::<Vec<_>>())
-        .filter(|f| f.len() > status && f[backend] == "www-backend" && f[server] != "BACKEND")
-        .map(|f| Running {
-            name: f[server].to_string(),
-            status: f[status].to_string(),
-            sessions: f[sessions].parse().unwrap_or(0),
-        })
-        .collect()
+/// The servers the HAProxy behind `socket` runs in its backend (none
+/// while the socket does not answer).
+fn running(socket: &Path) -> Vec<ServerStat> {
+    show_stat(socket).unwrap_or_default()
 }
 
 fn running_names(socket: &Path) -> BTreeSet<String> {
     running(socket).into_iter().map(|s| s.name).collect()
-}
-
-fn server_of(socket: &Path, id: u64) -> Option<Running> {
-    running(socket)
-        .into_iter()
-        .find(|s| s.name == format!("www-{id}"))
 }
 
 /// The value of `key` in the project's doproxy.yml.
@@ -415,11 +381,11 @@ fn sigterm_during_a_drain_rolls_the_delete_back() {
     // Open sessions on both servers keep the drain waiting.
     let requests = slow_requests(haproxy.frontend, 4, HOLDS_A_DRAIN_MS);
     wait_until("a session on the target", Duration::from_secs(10), || {
-        server_of(&socket, target).is_some_and(|s| s.sessions > 0)
+        server_stat(&socket, target).is_some_and(|s| s.sessions > 0)
     });
     let delete = project.spawn(&["delete", "0", "--drain-timeout", "5m"]);
     wait_until("the drain to start", Duration::from_secs(20), || {
-        server_of(&socket, target).is_some_and(|s| s.status == "DRAIN")
+        server_stat(&socket, target).is_some_and(|s| s.status == "DRAIN")
     });
     terminate(&delete);
     let run = delete
@@ -439,7 +405,7 @@ fn sigterm_during_a_drain_rolls_the_delete_back() {
     assert_eq!(project.inventory(), inventory);
     assert_eq!(project.live_config(), live);
     assert_eq!(project.sim.droplets().len(), 2);
-    assert_eq!(server_of(&socket, target).unwrap().status, "UP");
+    assert_eq!(server_stat(&socket, target).unwrap().status, "UP");
     assert_eq!(requests.failures(), Vec::<String>::new());
 
     // A signal while HAProxy is being updated lets the update finish, then
@@ -464,7 +430,7 @@ fn sigterm_during_a_drain_rolls_the_delete_back() {
         "{}",
         run.stderr
     );
-    assert!(server_of(&socket, target).is_none(), "still in HAProxy");
+    assert!(server_stat(&socket, target).is_none(), "still in HAProxy");
     assert!(!project.live_config().contains(&format!("www-{target}")));
     assert!(project.inventory().contains(" destroying "));
     assert_eq!(project.sim.droplets().len(), 2);
@@ -529,11 +495,11 @@ fn sigterm_during_reconciles_drain_destroys_nothing() {
     wait_until(
         "a session on the leaving droplet",
         Duration::from_secs(10),
-        || server_of(&socket, ids[0]).is_some_and(|s| s.sessions > 0),
+        || server_stat(&socket, ids[0]).is_some_and(|s| s.sessions > 0),
     );
     let reconcile = project.spawn(&["reconcile", "--apply", "--drain-timeout", "5m"]);
     wait_until("the drain to start", Duration::from_secs(20), || {
-        server_of(&socket, ids[0]).is_some_and(|s| s.status == "DRAIN")
+        server_stat(&socket, ids[0]).is_some_and(|s| s.status == "DRAIN")
     });
     let inventory = project.inventory();
     terminate(&reconcile);
@@ -639,7 +605,7 @@ fn prune_never_touches_another_pools_droplets_and_asks_first() {
 /// `command` run as user nobody when this test runs as root (who may write
 /// anywhere), otherwise as it is.
 fn unprivileged(command: Command) -> Command {
-    if fs::metadata("/proc/self").unwrap().uid() != 0 {
+    if !running_as_root() {
         return command;
     }
     let mut outer = Command::new("setpriv");

@@ -5,31 +5,13 @@
 //! once is reported as an outage with nothing replaced, and the autoscale
 //! loop heals too.
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use crate::scaling_faults::{WAITING_FOR_LOCK, hold_inventory_lock};
-use crate::support::{Project, http_get, terminate, wait_until};
+use crate::support::{Project, http_get, server_stat, terminate, wait_until};
 
 /// Generous: the machine is shared by several builds.
 const WAIT: Duration = Duration::from_secs(120);
-
-/// HAProxy's state of droplet `id`'s server, from its admin socket.
-fn haproxy_state(socket: &Path, id: u64) -> Option<String> {
-    let mut stream = UnixStream::connect(socket).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    stream.write_all(b"show stat\n").ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
-    let header = answer.lines().next()?.strip_prefix("# ")?.to_string();
-    let columns: Vec<&str> = header.split(',').collect();
-    let status = columns.iter().position(|c| *c == "status")?;
-    let server = format!(",www-{id},");
-    let line = answer.lines().find(|l| l.contains(&server))?;
-    line.split(',').nth(status).map(str::to_string)
-}
 
 /// POST /v2/droplets requests so far, with when each arrived.
 fn creates(project: &Project) -> Vec<SystemTime> {
@@ -58,7 +40,7 @@ fn a_droplet_whose_http_server_stops_is_replaced_within_grace_and_one_interval()
     project.sim.set_serving(sick, false);
     let mut down_at = None;
     wait_until("HAProxy to mark the server DOWN", WAIT, || {
-        let down = haproxy_state(&haproxy.socket, sick).is_some_and(|s| s.starts_with("DOWN"));
+        let down = server_stat(&haproxy.socket, sick).is_some_and(|s| s.status.starts_with("DOWN"));
         down_at = down.then(SystemTime::now);
         down
     });
@@ -121,7 +103,9 @@ fn with_most_of_the_pool_down_nothing_is_replaced_and_the_reason_is_reported() {
     wait_until("HAProxy to mark 4 servers DOWN", WAIT, || {
         droplets
             .iter()
-            .filter(|d| haproxy_state(&haproxy.socket, d.id).is_some_and(|s| s.starts_with("DOWN")))
+            .filter(|d| {
+                server_stat(&haproxy.socket, d.id).is_some_and(|s| s.status.starts_with("DOWN"))
+            })
             .count()
             == 4
     });

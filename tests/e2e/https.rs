@@ -7,36 +7,30 @@
 use std::process::Command;
 
 use crate::pebble::{Pebble, free_port};
+use crate::support::Run;
 
 #[test]
 fn pebble_serves_its_acme_directory_and_issuing_root_on_loopback() {
     let pebble = Pebble::start(free_port());
-    let directory = Command::new("curl")
-        .args(["--silent", "--show-error", "--fail", "--cacert"])
-        .arg(pebble.server_ca_file())
-        .arg(pebble.directory_url())
-        .output()
-        .unwrap();
-    assert!(
-        directory.status.success(),
-        "{}",
-        String::from_utf8_lossy(&directory.stderr)
-    );
-    let directory: serde_json::Value = serde_json::from_slice(&directory.stdout).unwrap();
+    let directory = Run::from_output(
+        Command::new("curl")
+            .args(["--silent", "--show-error", "--fail", "--cacert"])
+            .arg(pebble.server_ca_file())
+            .arg(pebble.directory_url()),
+    )
+    .success();
+    let directory: serde_json::Value = serde_json::from_str(&directory.stdout).unwrap();
     assert!(
         directory["newOrder"]
             .as_str()
             .unwrap()
             .starts_with("https://127.0.0.1:")
     );
-    let root = Command::new("openssl")
-        .args(["x509", "-noout", "-subject", "-in"])
-        .arg(pebble.issuing_root_file())
-        .output()
-        .unwrap();
-    assert!(
-        String::from_utf8_lossy(&root.stdout).contains("Pebble Root CA"),
-        "{}",
-        String::from_utf8_lossy(&root.stderr)
-    );
+    let root = Run::from_output(
+        Command::new("openssl")
+            .args(["x509", "-noout", "-subject", "-in"])
+            .arg(pebble.issuing_root_file()),
+    )
+    .success();
+    assert!(root.stdout.contains("Pebble Root CA"), "{}", root.stdout);
 }

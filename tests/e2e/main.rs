@@ -9,6 +9,7 @@ mod bad_input;
 mod checks_first;
 mod core;
 mod defaults;
+mod docs;
 mod etcd_faults;
 mod etcd_server;
 mod etcd_store;

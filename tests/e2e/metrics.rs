@@ -1,89 +1,22 @@
 //! Metrics: `watch` and `autoscale` serve Prometheus metrics on loopback,
 //! one-shot commands add theirs up in a node-exporter textfile, and the
 //! built-in template can turn on HAProxy's own exporter. Every scrape is
-//! read by a real parser of Prometheus' text format, which refuses anything
-//! malformed.
+//! checked by Prometheus' own checker (`promtool check metrics`), which
+//! refuses anything malformed, and doproxy's own also anything against
+//! Prometheus' conventions.
 
-use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, SystemTime};
 
-use doproxy_sim::Faults;
-use openmetrics_parser::{PrometheusType, PrometheusValue, prometheus::parse_prometheus};
-
 use crate::etcd_server::Etcd;
-use crate::support::{Project, Spawned, free_port, http_get, terminate, wait_until};
+use crate::support::{Lint, Metrics, Project, Spawned, free_port, http_get, terminate, wait_until};
+use doproxy_sim::Faults;
 
-/// One sample: its labels and value.
-type Sample = (BTreeMap<String, String>, f64);
-
-/// A parsed scrape: each family's type and samples.
-struct Scrape {
-    families: HashMap<String, (PrometheusType, Vec<Sample>)>,
-}
-
-impl Scrape {
-    /// Parses `text`, failing the test with the parser's error if it is not
-    /// valid Prometheus text format.
-    #[track_caller]
-    fn parse(text: &str) -> Scrape {
-        let exposition =
-            parse_prometheus(text).unwrap_or_else(|err| panic!("unparseable ({err:?}):\n{text}"));
-        let families = exposition
-            .families
-            .into_iter()
-            .map(|(name, family)| {
-                let samples = family
-                    .iter_samples()
-                    .map(|sample| {
-                        let labels = sample
-                            .get_labelset()
-                            .unwrap()
-                            .iter()
-                            .map(|(k, v)| (k.clone(), v.clone()))
-                            .collect();
-                        let value = match &sample.value {
-                            PrometheusValue::Counter(c) => c.value.as_f64(),
-                            PrometheusValue::Gauge(n) | PrometheusValue::Unknown(n) => n.as_f64(),
-                            other => panic!("{name}: unexpected {other:?}"),
-                        };
-                        (labels, value)
-                    })
-                    .collect();
-                (name, (family.family_type, samples))
-            })
-            .collect();
-        Scrape { families }
-    }
-
-    /// The value of `name` with exactly `labels`, if present.
-    fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let wanted: BTreeMap<String, String> = labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let (_, samples) = self.families.get(name)?;
-        samples
-            .iter()
-            .find(|(l, _)| *l == wanted)
-            .map(|(_, value)| *value)
-    }
-
-    #[track_caller]
-    fn kind(&self, name: &str) -> &PrometheusType {
-        &self
-            .families
-            .get(name)
-            .unwrap_or_else(|| panic!("no {name}"))
-            .0
-    }
-}
-
-/// GET /metrics, parsed (HAProxy's exporter answers in chunks); None until
-/// something answers 200.
-fn scrape(address: SocketAddr) -> Option<Scrape> {
+/// GET /metrics, checked as `lint` says and read (HAProxy's exporter
+/// answers in chunks); None until something answers 200.
+fn scrape_as(address: SocketAddr, lint: Lint) -> Option<Metrics> {
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -101,7 +34,12 @@ fn scrape(address: SocketAddr) -> Option<Scrape> {
     } else {
         body.to_string()
     };
-    (status == "200").then(|| Scrape::parse(&body))
+    (status == "200").then(|| Metrics::check(&body, lint))
+}
+
+/// doproxy's own /metrics, checked strictly; None until it answers 200.
+fn scrape(address: SocketAddr) -> Option<Metrics> {
+    scrape_as(address, Lint::Strict)
 }
 
 /// The body of a chunked HTTP answer.
@@ -174,9 +112,8 @@ fn watch_serves_metrics_on_loopback_until_stopped() {
         Duration::from_secs(15),
         || {
             let scrape = scrape(address).unwrap();
-            let pool = &scrape.families["doproxy_pool_droplets"].1;
             scrape.value("doproxy_pool_droplets", &[("status", "active")]) == Some(1.0)
-                && pool.iter().map(|(_, n)| n).sum::<f64>() == 1.0
+                && scrape.sum("doproxy_pool_droplets") == 1.0
                 && scrape.value("doproxy_haproxy_runtime_updates_total", &[]) >= Some(1.0)
         },
     );
@@ -185,11 +122,8 @@ fn watch_serves_metrics_on_loopback_until_stopped() {
         scrape.value("doproxy_haproxy_reloads_total", &[]),
         Some(0.0)
     );
-    assert_eq!(
-        *scrape.kind("doproxy_haproxy_reloads_total"),
-        PrometheusType::Counter
-    );
-    assert_eq!(*scrape.kind("doproxy_pool_droplets"), PrometheusType::Gauge);
+    assert_eq!(scrape.kind("doproxy_haproxy_reloads_total"), "counter");
+    assert_eq!(scrape.kind("doproxy_pool_droplets"), "gauge");
     let reconciled = scrape
         .value("doproxy_last_reconcile_success_timestamp_seconds", &[])
         .unwrap();
@@ -245,7 +179,7 @@ fn autoscale_serves_its_decisions_and_a_remote_address_is_refused() {
         "doproxy_autoscale_target_droplets",
     ] {
         assert_eq!(scrape.value(gauge, &[]), Some(1.0), "{gauge}");
-        assert_eq!(*scrape.kind(gauge), PrometheusType::Gauge);
+        assert_eq!(scrape.kind(gauge), "gauge");
     }
     assert_eq!(
         scrape.value("doproxy_pool_droplets", &[("status", "active")]),
@@ -267,12 +201,14 @@ fn one_shot_commands_add_up_their_metrics_in_a_textfile() {
     let _haproxy = project.start_haproxy();
     fs::create_dir_all(project.path("textfile")).unwrap();
     project.set("metrics_textfile", Some("textfile/doproxy.prom"));
-    let textfile =
-        || Scrape::parse(&fs::read_to_string(project.path("textfile/doproxy.prom")).unwrap());
+    let textfile = || {
+        let text = fs::read_to_string(project.path("textfile/doproxy.prom")).unwrap();
+        Metrics::check(&text, Lint::Strict)
+    };
 
     project.run(&["create", "--count", "2"]).success();
     let after_create = textfile();
-    let value = |s: &Scrape, name: &str, labels: &[(&str, &str)]| s.value(name, labels);
+    let value = |s: &Metrics, name: &str, labels: &[(&str, &str)]| s.value(name, labels);
     assert_eq!(
         value(
             &after_create,
@@ -425,7 +361,7 @@ fn the_built_in_template_can_serve_haproxys_own_exporter() {
         "HAProxy's exporter to see both servers",
         Duration::from_secs(15),
         || {
-            scrape(stats).is_some_and(|s| {
+            scrape_as(stats, Lint::ParseOnly).is_some_and(|s| {
                 s.value(
                     "haproxy_backend_active_servers",
                     &[("proxy", "www-backend")],
@@ -434,4 +370,40 @@ fn the_built_in_template_can_serve_haproxys_own_exporter() {
         },
     );
     assert!(http_get(stats, "/stats").is_ok());
+}
+
+#[test]
+fn the_metrics_check_refuses_what_prometheus_would_and_reads_labels_whole() {
+    let refused = |text: &'static str, lint: Lint| {
+        std::panic::catch_unwind(|| Metrics::check(text, lint)).is_err()
+    };
+    let conventional = "# HELP doproxy_x_total X.\n# TYPE doproxy_x_total counter\n";
+    // Malformed: refused however lenient.
+    for lint in [Lint::Strict, Lint::ParseOnly] {
+        assert!(refused("doproxy_x_total{a=1} 1\n", lint));
+        assert!(refused("doproxy_x_total one\n", lint));
+    }
+    // A counter without HELP or `_total`: only doproxy's own is held to it.
+    assert!(refused(
+        "# TYPE doproxy_x counter\ndoproxy_x 1\n",
+        Lint::Strict
+    ));
+    assert!(!refused(
+        "# TYPE doproxy_x counter\ndoproxy_x 1\n",
+        Lint::ParseOnly
+    ));
+
+    let text = format!(
+        "{conventional}doproxy_x_total{{path=\"/a,b\\\"c\\\\d\\ne\",code=\"200\"}} 3 1700000000000\n"
+    );
+    let metrics = Metrics::check(&text, Lint::Strict);
+    assert_eq!(metrics.kind("doproxy_x_total"), "counter");
+    assert_eq!(
+        metrics.value(
+            "doproxy_x_total",
+            &[("code", "200"), ("path", "/a,b\"c\\d\ne")]
+        ),
+        Some(3.0)
+    );
+    assert_eq!(metrics.value("doproxy_x_total", &[("code", "200")]), None);
 }

@@ -1,6 +1,6 @@
 //! What operators meet around the commands: the terminal's status line and
 //! log lines, `-v`, proxies in the environment, file permissions, the cron
-//! file and the README's cron example.
+//! file and the manual's cron examples.
 
 use std::fs;
 use std::net::SocketAddr;
@@ -10,20 +10,10 @@ use std::process::Command;
 use crate::etcd_server::Etcd;
 use crate::support::{Project, Refusing, Run, TOKEN, assert_haproxy_accepts, http_get, repo_file};
 
-/// Runs `doproxy args` under a pseudo-terminal (util-linux `script`), so
-/// stderr is a TTY; everything the terminal received, raw.
+/// Runs `doproxy args` under a pseudo-terminal, so stderr is a TTY;
+/// everything the terminal received, raw.
 fn on_a_terminal(project: &Project, args: &str) -> String {
-    let command = format!(
-        "DIGITALOCEAN_ACCESS_TOKEN={TOKEN} {} --config {} {args}",
-        env!("CARGO_BIN_EXE_doproxy"),
-        project.path("doproxy.yml").display()
-    );
-    // script (util-linux) runs commands under a terminal.
-    let run = Run::from_output(
-        Command::new("script")
-            .args(["-qec", &command, "/dev/null"])
-            .env_remove("DIGITALOCEAN_ACCESS_TOKEN"),
-    );
+    let run = Run::from_output(&mut project.on_a_terminal(args));
     assert_eq!(run.code, 0, "{run:?}");
     run.stdout
 }
@@ -126,17 +116,7 @@ fn new_files_get_their_modes_whatever_the_umask() {
     for umask in ["000", "077"] {
         let mut project = Project::new("modes");
         project.set("metrics_textfile", Some("doproxy.prom"));
-        let command = format!(
-            "umask {umask}; exec {} --config {} create",
-            env!("CARGO_BIN_EXE_doproxy"),
-            project.path("doproxy.yml").display()
-        );
-        Run::from_output(
-            Command::new("sh")
-                .args(["-c", &command])
-                .env("DIGITALOCEAN_ACCESS_TOKEN", TOKEN),
-        )
-        .success();
+        Run::from_output(&mut project.after_shell(&format!("umask {umask}"), "create")).success();
         for (file, mode) in [
             ("inventory", 0o640),
             ("inventory.lock", 0o600),
@@ -238,12 +218,14 @@ fn the_cron_file_runs_with_the_token_from_its_secrets_file() {
 
 #[test]
 fn no_cron_example_creates_a_droplet_on_every_run() {
-    // Inline code in the README may wrap; cron lines do not.
-    let readme = fs::read_to_string(repo_file("README.md"))
-        .unwrap()
-        .replace('\n', " ");
+    // Inline code in the manual may wrap; cron lines do not.
+    let mut manual = fs::read_to_string(repo_file("README.md")).unwrap();
+    for page in fs::read_dir(repo_file("docs")).unwrap() {
+        manual.push_str(&fs::read_to_string(page.unwrap().path()).unwrap());
+    }
+    let manual = manual.replace('\n', " ");
     let cron = fs::read_to_string(repo_file("contrib/cron/doproxy")).unwrap();
-    for example in readme.split('`').chain(cron.lines()) {
+    for example in manual.split('`').chain(cron.lines()) {
         let schedule = example.contains("* * *") || example.contains("*/");
         assert!(
             !(schedule && example.contains(" create")),

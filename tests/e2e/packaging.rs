@@ -7,13 +7,17 @@
 //! in a mount namespace of its own: nothing reaches the machine itself.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
+use std::time::Duration;
 
-use crate::support::{TempDir, repo_file};
+use crate::support::{
+    Run, Spawned, TempDir, doproxy, repo_file, running_as_root, spawn, wait_until,
+};
+
+/// How long building or checking the package may take on a busy machine.
+const SLOW: Duration = Duration::from_secs(300);
 
 const UNITS: [&str; 4] = [
     "doproxy-watch.service",
@@ -28,13 +32,13 @@ fn package() -> &'static Path {
     DEB.get_or_init(|| {
         let folder = Path::new(env!("CARGO_TARGET_TMPDIR")).join("package");
         let _ = fs::remove_dir_all(&folder);
-        let output = Command::new(repo_file("scripts/package"))
-            .args(["--binary", env!("CARGO_BIN_EXE_doproxy"), "--out"])
-            .arg(&folder)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let deb = PathBuf::from(succeeded("scripts/package", &output).trim());
+        let run = Run::within(
+            Command::new(repo_file("scripts/package"))
+                .args(["--binary", env!("CARGO_BIN_EXE_doproxy"), "--out"])
+                .arg(&folder),
+            SLOW,
+        );
+        let deb = PathBuf::from(succeeded("scripts/package", run).trim());
         assert_eq!(
             deb.file_name().unwrap().to_str().unwrap(),
             format!("doproxy_{}_amd64.deb", env!("CARGO_PKG_VERSION"))
@@ -43,17 +47,15 @@ fn package() -> &'static Path {
     })
 }
 
-/// stdout of a command that must have exited 0.
+/// stdout of a run that must have exited 0.
 #[track_caller]
-fn succeeded(what: &str, output: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{what} failed ({}):\nstdout: {stdout}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
+fn succeeded(what: &str, run: Run) -> String {
+    assert_eq!(
+        run.code, 0,
+        "{what} failed:\nstdout: {}\nstderr: {}",
+        run.stdout, run.stderr
     );
-    stdout
+    run.stdout
 }
 
 #[test]
@@ -61,35 +63,36 @@ fn lintian_finds_no_error_or_warning_in_the_package() {
     let deb = package();
     // lintian leaves files in TMPDIR; they go with this folder.
     let scratch = TempDir::new("lintian");
-    let output = Command::new("lintian")
-        .arg(deb)
-        .env("TMPDIR", scratch.path())
-        .current_dir(scratch.path())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&output.stdout);
-    let tags: Vec<&str> = report
+    let run = Run::within(
+        Command::new("lintian")
+            .arg(deb)
+            .env("TMPDIR", scratch.path())
+            .current_dir(scratch.path()),
+        SLOW,
+    );
+    let tags: Vec<&str> = run
+        .stdout
         .lines()
         .filter(|l| l.starts_with("E: ") || l.starts_with("W: "))
         .collect();
     assert!(
-        output.status.success() && tags.is_empty(),
-        "lintian ({}):\n{report}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
+        run.code == 0 && tags.is_empty(),
+        "lintian (exit {}):\n{}{}",
+        run.code,
+        run.stdout,
+        run.stderr
     );
 }
 
 #[test]
 fn the_package_runs_on_debian_12_and_ubuntu_22_04() {
-    let output = Command::new("dpkg-deb")
-        .args(["--field"])
-        .arg(package())
-        .arg("Depends")
-        .output()
-        .unwrap();
-    let depends = succeeded("dpkg-deb --field", &output);
+    let run = Run::from_output(
+        Command::new("dpkg-deb")
+            .args(["--field"])
+            .arg(package())
+            .arg("Depends"),
+    );
+    let depends = succeeded("dpkg-deb --field", run);
     // libc6 (>= 2.34): the newest glibc symbol version the binary uses.
     let glibc = depends
         .split(", ")
@@ -116,11 +119,10 @@ fn the_package_runs_on_debian_12_and_ubuntu_22_04() {
 
 #[test]
 fn version_names_the_commit_and_the_build_date() {
-    let output = Command::new(env!("CARGO_BIN_EXE_doproxy"))
-        .arg("--version")
-        .output()
-        .unwrap();
-    let line = succeeded("doproxy --version", &output);
+    let line = succeeded(
+        "doproxy --version",
+        Run::from_output(doproxy().arg("--version")),
+    );
     // doproxy 0.1.0 (commit 0123456789ab, built 2026-12-07)
     let rest = line
         .trim()
@@ -130,15 +132,17 @@ fn version_names_the_commit_and_the_build_date() {
         .strip_suffix(')')
         .and_then(|r| r.split_once(", built "))
         .unwrap_or_else(|| panic!("{line}"));
-    let head = Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .ok()
-        .filter(|o| o.status.success());
-    match head {
-        Some(head) => assert_eq!(commit, String::from_utf8_lossy(&head.stdout).trim()),
-        None => assert_eq!(commit, "unknown", "no git here"),
+    let head = Run::from_output(
+        Command::new("sh")
+            .args([
+                "-c",
+                "command -v git >/dev/null && git rev-parse --short=12 HEAD",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR")),
+    );
+    match head.code {
+        0 => assert_eq!(commit, head.stdout.trim()),
+        _ => assert_eq!(commit, "unknown", "no git here"),
     }
     let fields: Vec<&str> = date.split('-').collect();
     assert!(
@@ -158,13 +162,10 @@ fn the_package_installs_runs_and_purges_cleanly_in_a_throwaway_root() {
     root.dpkg(&["--install", &deb]);
 
     // The binary is where the units and cron jobs run it.
-    let host_version = Command::new(env!("CARGO_BIN_EXE_doproxy"))
-        .arg("--version")
-        .output()
-        .unwrap();
+    let host_version = Run::from_output(doproxy().arg("--version"));
     assert_eq!(
         root.run(&["doproxy", "--version"]),
-        succeeded("doproxy --version", &host_version)
+        succeeded("doproxy --version", host_version)
     );
 
     // Every unit as installed: its drop-in, binary and manual page.
@@ -174,11 +175,11 @@ fn the_package_installs_runs_and_purges_cleanly_in_a_throwaway_root() {
         .map(|u| format!("/lib/systemd/system/{u}"))
         .collect();
     verify.extend(paths.iter().map(String::as_str));
-    let output = root.output(&verify);
+    let verified = root.output(&verify);
     assert!(
-        output.status.success() && output.stderr.is_empty(),
+        verified.code == 0 && verified.stderr.is_empty(),
         "systemd-analyze verify: {}",
-        String::from_utf8_lossy(&output.stderr)
+        verified.stderr
     );
     // ... and the drop-in applies to each: it runs as doproxy, hardened.
     for unit in UNITS {
@@ -272,12 +273,20 @@ fn the_package_installs_runs_and_purges_cleanly_in_a_throwaway_root() {
 /// Starts a system D-Bus and polkitd in the root, then asks polkit what
 /// `systemctl` would ask for a process of user doproxy and one of nobody:
 /// may it reload or restart haproxy.service, or reload ssh.service? Ends
-/// every process it started.
+/// every process it started; none leaves its session (the bus does not
+/// fork), so the guard of a run cut short ends them all.
 const POLKIT_VERDICTS: &str = r#"set -e
 mkdir -p /run/dbus
-dbus-daemon --system --fork --print-pid=3 3>/run/dbus/test-bus.pid
-pids=$(cat /run/dbus/test-bus.pid)
+rm -f /run/dbus/test-bus.address
+dbus-daemon --system --nofork --nopidfile --print-address=3 3>/run/dbus/test-bus.address &
+pids=$!
 trap 'kill $pids 2>/dev/null || true' EXIT
+tries=300
+until [ -s /run/dbus/test-bus.address ]; do
+  tries=$((tries - 1))
+  [ "$tries" -gt 0 ] || { echo "the system bus never listened" >&2; exit 1; }
+  sleep 0.1
+done
 /usr/lib/polkit-1/polkitd --no-debug >/dev/null 2>&1 &
 pids="$pids $!"
 setpriv --reuid=doproxy --regid=doproxy --init-groups sleep 300 &
@@ -305,12 +314,12 @@ ask nobody "$nobody" haproxy.service reload
 
 /// This machine's root under a writable overlay kept in a tmpfs, with /proc
 /// and /dev, in a mount namespace held open by a process that waits on its
-/// stdin: dropping the root closes that, and the namespace, overlay and
-/// tmpfs go with the process. Mounting needs root, or sudo without a
-/// password.
+/// stdin: dropping the root ends that process (its guard's), and the
+/// namespace, overlay and tmpfs go with it once the last command run in the
+/// namespace has ended (each run's own guard ends it). Mounting needs root,
+/// or sudo without a password.
 struct ThrowawayRoot {
-    holder: Child,
-    holder_stdin: Option<ChildStdin>,
+    _holder: Spawned,
     pid: String,
     root: PathBuf,
     upper: PathBuf,
@@ -332,39 +341,35 @@ mount -t proc proc "$1/proc"
 mount --rbind /dev "$1/dev"
 echo $$
 exec cat >/dev/null"#;
-        let mut holder = privileged("unshare")
-            .args([
-                "--mount",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-                script,
-                "sh",
-            ])
-            .arg(&root)
-            .arg(&layers)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start unshare ({e}): the package test needs root or sudo")
-            });
-        let holder_stdin = holder.stdin.take();
-        let mut pid = String::new();
-        BufReader::new(holder.stdout.take().unwrap())
-            .read_line(&mut pid)
-            .unwrap();
-        let pid = pid.trim().to_string();
+        let mut holder = spawn(
+            privileged("unshare")
+                .args([
+                    "--mount",
+                    "--propagation",
+                    "private",
+                    "sh",
+                    "-c",
+                    script,
+                    "sh",
+                ])
+                .arg(&root)
+                .arg(&layers)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        );
+        wait_until("the throw-away root", Duration::from_secs(30), || {
+            holder.stdout_so_far().contains('\n') || !holder.is_running()
+        });
+        let pid = holder.stdout_so_far().trim().to_string();
         assert!(
             pid.parse::<u32>().is_ok(),
             "no throw-away root: mounting an overlay of / in a mount namespace \
-             needs root, or sudo without a password (see stderr above)"
+             needs root, or sudo without a password:\n{}",
+            holder.stderr_so_far()
         );
         ThrowawayRoot {
-            holder,
-            holder_stdin,
+            _holder: holder,
             pid,
             root,
             upper: layers.join("upper"),
@@ -390,43 +395,40 @@ exec cat >/dev/null"#;
     /// from outside would resolve the users and groups of stat overrides on
     /// this machine, which has no user doproxy.
     fn dpkg(&self, args: &[&str]) {
-        let output = self
-            .in_namespace("chroot")
-            .arg(&self.root)
-            .arg("dpkg")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .output()
-            .unwrap();
-        succeeded(&format!("dpkg {args:?}"), &output);
+        let run = Run::within(
+            self.in_namespace("chroot")
+                .arg(&self.root)
+                .arg("dpkg")
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            SLOW,
+        );
+        succeeded(&format!("dpkg {args:?}"), run);
     }
 
     /// Copies `file` from this machine into the root's /tmp; its path there.
     fn copy_in(&self, file: &Path) -> String {
-        let output = self
-            .in_namespace("cp")
-            .arg(file)
-            .arg(self.root.join("tmp"))
-            .output()
-            .unwrap();
-        succeeded("cp", &output);
+        let run = Run::from_output(self.in_namespace("cp").arg(file).arg(self.root.join("tmp")));
+        succeeded("cp", run);
         format!("/tmp/{}", file.file_name().unwrap().to_str().unwrap())
     }
 
-    fn output(&self, command: &[&str]) -> Output {
-        self.in_namespace("chroot")
-            .arg(&self.root)
-            .args(command)
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .output()
-            .unwrap()
+    /// `command` run chrooted in the root.
+    #[track_caller]
+    fn output(&self, command: &[&str]) -> Run {
+        Run::from_output(
+            self.in_namespace("chroot")
+                .arg(&self.root)
+                .args(command)
+                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+        )
     }
 
     /// stdout of `command` run chrooted in the root; it must succeed.
     #[track_caller]
     fn run(&self, command: &[&str]) -> String {
-        succeeded(&command.join(" "), &self.output(command))
+        succeeded(&command.join(" "), self.output(command))
     }
 
     /// stdout of `command` run in the root as the services run: user
@@ -448,31 +450,20 @@ exec cat >/dev/null"#;
 
     /// Every path the overlay holds: what changed since the root was made.
     fn changed(&self) -> Vec<String> {
-        let output = self
-            .in_namespace("find")
-            .arg(&self.upper)
-            .args(["-mindepth", "1", "-printf", "%P\\n"])
-            .output()
-            .unwrap();
-        succeeded("find", &output)
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-}
-
-impl Drop for ThrowawayRoot {
-    fn drop(&mut self) {
-        // cat sees the end of its input and exits; the namespace goes with it.
-        drop(self.holder_stdin.take());
-        let _ = self.holder.wait();
+        let run = Run::from_output(self.in_namespace("find").arg(&self.upper).args([
+            "-mindepth",
+            "1",
+            "-printf",
+            "%P\\n",
+        ]));
+        succeeded("find", run).lines().map(str::to_string).collect()
     }
 }
 
 /// `program` as root: directly when this test runs as root, else through
 /// `sudo -n`.
 fn privileged(program: &str) -> Command {
-    if fs::metadata("/proc/self").unwrap().uid() == 0 {
+    if running_as_root() {
         return Command::new(program);
     }
     let mut command = Command::new("sudo");

@@ -6,8 +6,6 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -19,7 +17,7 @@ use doproxy_sim::{SimConfig, Simulator};
 
 use crate::etcd_server::Etcd;
 use crate::support::{
-    Project, Run, Spawned, Traffic, http_get, repo_file, spawn, terminate, wait_until,
+    Project, Run, Spawned, Traffic, http_get, repo_file, show_stat, spawn, terminate, wait_until,
 };
 
 /// Generous: the machine is shared by several builds.
@@ -150,22 +148,11 @@ fn new_droplet_options_reach_the_api_and_a_failed_project_assignment_keeps_the_d
 /// from its admin socket; None while the socket does not answer (a reload
 /// hands it over).
 fn serving_in_haproxy(socket: &Path) -> Option<usize> {
-    let mut stream = UnixStream::connect(socket).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    stream.write_all(b"show stat\n").ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
-    let header = answer.lines().next()?.strip_prefix("# ")?.to_string();
-    let columns: Vec<&str> = header.split(',').collect();
-    let column = |name| columns.iter().position(|c| *c == name);
-    let (svname, status) = (column("svname")?, column("status")?);
+    let servers = show_stat(socket)?;
     Some(
-        answer
-            .lines()
-            .skip(1)
-            .map(|line| line.split(',').collect::<Vec<_>>())
-            .filter(|f| f.len() > status && f[svname].starts_with("www-"))
-            .filter(|f| f[status].starts_with("UP"))
+        servers
+            .iter()
+            .filter(|s| s.status.starts_with("UP"))
             .count(),
     )
 }

@@ -7,40 +7,35 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::etcd_server::Etcd;
-use crate::support::{Haproxy, InFlight, Project, Traffic, http_get, two_proxies, wait_until};
+use crate::support::{
+    self, Haproxy, InFlight, Project, ServerStat, Traffic, http_get, show_stat, two_proxies,
+    wait_until,
+};
 
 /// One command on HAProxy's admin socket; its answer.
+#[track_caller]
 fn admin(socket: &Path, command: &str) -> String {
-    let mut stream = UnixStream::connect(socket).unwrap();
-    stream.write_all(format!("{command}\n").as_bytes()).unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    answer
+    support::admin(socket, command)
+        .unwrap_or_else(|err| panic!("HAProxy did not answer {command:?}: {err}"))
 }
 
 /// The servers HAProxy runs in its backend: (name, address:port).
+#[track_caller]
 fn running(socket: &Path) -> BTreeSet<(String, String)> {
-    let csv = admin(socket, "show stat");
-    let mut lines = csv.lines();
-    let header: Vec<&str> = lines
-        .next()
-        .unwrap()
-        .trim_start_matches("# ")
-        .split(',')
-        .collect();
-    let column = |name: &str| header.iter().position(|c| *c == name).unwrap();
-    let (backend, server, addr) = (column("pxname"), column("svname"), column("addr"));
-    lines
-        .map(|line| line.split(',').collect::<Vec<_>>())
-        .filter(|f| f.len() > addr && f[backend] == "www-backend" && f[server] != "BACKEND")
-        .map(|f| (f[server].to_string(), f[addr].to_string()))
+    servers(socket)
+        .into_iter()
+        .map(|s| (s.name, s.addr))
         .collect()
+}
+
+/// `show stat`'s servers of HAProxy's backend.
+#[track_caller]
+fn servers(socket: &Path) -> Vec<ServerStat> {
+    show_stat(socket).expect("HAProxy's admin socket answers")
 }
 
 /// The servers a config file names in its backend: (name, address:port).
@@ -194,12 +189,7 @@ fn a_delete_drains_before_removing_the_server_at_run_time() {
     wait_until(
         "slow requests on both servers",
         Duration::from_secs(10),
-        || {
-            admin(&socket, "show stat")
-                .lines()
-                .filter(|l| l.starts_with("www-backend,www-"))
-                .all(|l| l.split(',').nth(4).is_some_and(|scur| scur != "0"))
-        },
+        || servers(&socket).iter().all(|s| s.sessions > 0),
     );
     project
         .run(&["delete", "--id", &ids[0].to_string()])
@@ -242,12 +232,10 @@ fn a_delete_drains_before_removing_the_server_at_run_time() {
 fn wait_for_session(socket: &Path) -> String {
     let mut busy = None;
     wait_until("a session on a server", Duration::from_secs(10), || {
-        busy = admin(socket, "show stat")
-            .lines()
-            .filter(|l| l.starts_with("www-backend,www-"))
-            .map(|l| l.split(',').collect::<Vec<_>>())
-            .find(|f| f[4] != "0")
-            .map(|f| f[1].trim_start_matches("www-").to_string());
+        busy = servers(socket)
+            .into_iter()
+            .find(|s| s.sessions > 0)
+            .map(|s| s.name.trim_start_matches("www-").to_string());
         busy.is_some()
     });
     busy.unwrap()

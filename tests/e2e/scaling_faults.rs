@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use doproxy_sim::Faults;
@@ -334,39 +334,39 @@ fn create_notices_at_once_when_others_destroy_a_droplet_it_checks_for_readiness(
 
 /// Makes a folder read-only until dropped: by its mode, and for root (whom
 /// modes do not stop) with the immutable attribute.
-struct ReadOnly(PathBuf);
+struct ReadOnly {
+    folder: PathBuf,
+    immutable: bool,
+}
 
 impl ReadOnly {
     fn new(folder: &Path) -> ReadOnly {
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(folder, fs::Permissions::from_mode(0o555)).unwrap();
         let probe = folder.join(".probe");
-        if fs::write(&probe, "").is_ok() {
+        let immutable = fs::write(&probe, "").is_ok();
+        if immutable {
             fs::remove_file(&probe).unwrap();
-            let status = Command::new("chattr")
-                .arg("+i")
-                .arg(folder)
-                .status()
-                .unwrap();
-            assert!(status.success(), "chattr +i failed");
+            Run::from_output(Command::new("chattr").arg("+i").arg(folder)).success();
         }
         assert!(
             fs::write(&probe, "").is_err(),
             "the folder is still writable"
         );
-        ReadOnly(folder.to_path_buf())
+        ReadOnly {
+            folder: folder.to_path_buf(),
+            immutable,
+        }
     }
 }
 
 impl Drop for ReadOnly {
     fn drop(&mut self) {
         use std::os::unix::fs::PermissionsExt;
-        let _ = Command::new("chattr")
-            .arg("-i")
-            .arg(&self.0)
-            .stderr(Stdio::null())
-            .status();
-        let _ = fs::set_permissions(&self.0, fs::Permissions::from_mode(0o755));
+        if self.immutable {
+            Run::from_output(Command::new("chattr").arg("-i").arg(&self.folder));
+        }
+        let _ = fs::set_permissions(&self.folder, fs::Permissions::from_mode(0o755));
     }
 }
 

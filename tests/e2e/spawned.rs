@@ -16,7 +16,7 @@ use std::fs;
 use std::io::{self, Read};
 use std::ops::Deref;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Child, ChildStdin, Command, ExitStatus};
 use std::sync::{Arc, Mutex, Once, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -180,6 +180,24 @@ impl Spawned {
             RUN_TIMEOUT,
             || self.stderr_so_far().matches(needle).count() >= times,
         );
+    }
+
+    /// The first line of stderr (piped) holding `needle`, once there is one.
+    #[track_caller]
+    pub fn stderr_line_with(&self, needle: &str) -> String {
+        let find = || {
+            self.stderr_so_far()
+                .lines()
+                .find(|line| line.contains(needle))
+                .map(str::to_string)
+        };
+        self.wait_for_stderr(needle, 1);
+        find().expect("stderr holds it")
+    }
+
+    /// Its stdin (piped), to write to and close.
+    pub fn take_stdin(&mut self) -> Option<ChildStdin> {
+        self.child.stdin.take()
     }
 
     /// Whether it still runs.

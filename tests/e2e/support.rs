@@ -10,8 +10,7 @@
 //! refuses connections (`Refusing`), and a point where a shell command waits
 //! for the test (`Gate`).
 
-use std::collections::BTreeSet;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -72,13 +71,19 @@ impl Run {
     /// captured.
     #[track_caller]
     pub fn from_output(command: &mut Command) -> Run {
+        Run::within(command, crate::spawned::RUN_TIMEOUT)
+    }
+
+    /// Runs `command` to completion, at most `bound`, its streams captured.
+    #[track_caller]
+    pub fn within(command: &mut Command, bound: Duration) -> Run {
         spawn(
             command
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped()),
         )
-        .wait()
+        .wait_within(bound)
     }
 
     /// Waits for a run started with `Project::spawn`, at most RUN_TIMEOUT.
@@ -100,7 +105,7 @@ impl Run {
     pub fn success(self) -> Run {
         assert_eq!(
             self.code, 0,
-            "doproxy failed:\nstdout: {}\nstderr: {}",
+            "the run failed:\nstdout: {}\nstderr: {}",
             self.stdout, self.stderr
         );
         self
@@ -144,6 +149,13 @@ impl Run {
 /// environment, so a developer's own token or config never leaks into a test.
 pub fn doproxy() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_doproxy"));
+    without_user_config(&mut command);
+    command.stdin(Stdio::null());
+    command
+}
+
+/// Removes the user's own doproxy settings from `command`'s environment.
+fn without_user_config(command: &mut Command) {
     for name in [
         "DIGITALOCEAN_ACCESS_TOKEN",
         "DIGITALOCEAN_TOKEN",
@@ -153,8 +165,24 @@ pub fn doproxy() -> Command {
     ] {
         command.env_remove(name);
     }
-    command.stdin(Stdio::null());
+}
+
+/// `program args` that runs doproxy (through a shell, say) with the
+/// simulator's token in its environment and none of the user's settings.
+fn with_token(program: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(program);
+    without_user_config(&mut command);
     command
+        .args(args)
+        .env("DIGITALOCEAN_ACCESS_TOKEN", TOKEN)
+        .stdin(Stdio::null());
+    command
+}
+
+/// Whether the tests run as root (who may write anywhere).
+pub fn running_as_root() -> bool {
+    // SAFETY: geteuid takes nothing and cannot fail.
+    unsafe { libc::geteuid() == 0 }
 }
 
 /// One proxy's folder: doproxy.yml, inventory, templates and HAProxy files,
@@ -272,6 +300,30 @@ impl Project {
             .arg(self.path("doproxy.yml"))
             .args(args);
         command
+    }
+
+    /// doproxy `args` (shell words) with this project's config, under a
+    /// pseudo-terminal (util-linux `script`): its stdin and stderr are a
+    /// TTY, and everything the terminal shows comes out on stdout, raw.
+    pub fn on_a_terminal(&self, args: &str) -> Command {
+        let line = format!(
+            "{} --config {} {args}",
+            env!("CARGO_BIN_EXE_doproxy"),
+            self.path("doproxy.yml").display()
+        );
+        with_token("script", &["-qec", &line, "/dev/null"])
+    }
+
+    /// doproxy `args` (shell words) with this project's config, run by
+    /// `sh -c` after the shell commands `before` succeeded (`exec`, so it
+    /// keeps the shell's PID).
+    pub fn after_shell(&self, before: &str, args: &str) -> Command {
+        let line = format!(
+            "{before} && exec '{}' --config '{}' {args}",
+            env!("CARGO_BIN_EXE_doproxy"),
+            self.path("doproxy.yml").display()
+        );
+        with_token("sh", &["-c", &line])
     }
 
     /// A run started but not waited for, its output captured as it comes;
@@ -476,31 +528,81 @@ impl Haproxy {
     /// The sessions droplet `id`'s server has open now, as `show stat` on
     /// the admin socket says (0 while the socket does not answer).
     pub fn sessions_on(&self, id: u64) -> u64 {
-        let mut answer = String::new();
-        let asked = UnixStream::connect(&self.socket).and_then(|mut stream| {
-            stream.write_all(b"show stat\n")?;
-            stream.read_to_string(&mut answer)
-        });
-        if asked.is_err() {
-            return 0;
-        }
-        let mut lines = answer.lines();
-        let header: Vec<&str> = lines
-            .next()
-            .unwrap_or_default()
-            .trim_start_matches("# ")
-            .split(',')
-            .collect();
-        let column = |name: &str| header.iter().position(|c| *c == name);
-        let (Some(server), Some(sessions)) = (column("svname"), column("scur")) else {
-            return 0;
-        };
-        lines
-            .map(|line| line.split(',').collect::<Vec<_>>())
-            .find(|f| f.get(server) == Some(&format!("www-{id}").as_str()))
-            .and_then(|f| f.get(sessions)?.parse().ok())
-            .unwrap_or(0)
+        server_stat(&self.socket, id).map_or(0, |server| server.sessions)
     }
+}
+
+/// One command on the HAProxy admin socket at `socket`; its answer, or the
+/// error while the socket does not answer (a reload hands it over).
+pub fn admin(socket: &Path, command: &str) -> std::io::Result<String> {
+    let mut stream = UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(format!("{command}\n").as_bytes())?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    Ok(answer)
+}
+
+/// One server of HAProxy's backend, as a row of `show stat` gives it.
+#[derive(Clone, Debug)]
+pub struct ServerStat {
+    /// `www-<droplet id>`.
+    pub name: String,
+    /// `address:port`.
+    pub addr: String,
+    /// HAProxy's word: `UP`, `UP 1/2`, `DOWN`, `DRAIN`, `MAINT`...
+    pub status: String,
+    /// Sessions open now.
+    pub sessions: u64,
+    /// Seconds since the status last changed.
+    pub last_change: Option<u64>,
+}
+
+/// The servers of HAProxy's backend, as `show stat` on the admin socket at
+/// `socket` lists them; None while the socket does not answer.
+pub fn show_stat(socket: &Path) -> Option<Vec<ServerStat>> {
+    admin(socket, "show stat")
+        .ok()
+        .map(|csv| backend_servers(&csv))
+}
+
+/// Droplet `id`'s server in HAProxy's backend; None while the socket does
+/// not answer or the backend has no such server.
+pub fn server_stat(socket: &Path, id: u64) -> Option<ServerStat> {
+    let name = format!("www-{id}");
+    show_stat(socket)?
+        .into_iter()
+        .find(|server| server.name == name)
+}
+
+/// The rows of the built-in template's backend in `show stat` CSV, its
+/// BACKEND summary left out.
+fn backend_servers(csv: &str) -> Vec<ServerStat> {
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("# ")
+        .split(',')
+        .collect();
+    lines
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(',').collect();
+            let field = |name: &str| {
+                let at = header.iter().position(|column| *column == name)?;
+                fields.get(at).copied()
+            };
+            let number = |name: &str| field(name)?.parse().ok();
+            let name = field("svname")?;
+            (field("pxname")? == "www-backend" && name != "BACKEND").then(|| ServerStat {
+                name: name.to_string(),
+                addr: field("addr").unwrap_or_default().to_string(),
+                status: field("status").unwrap_or_default().to_string(),
+                sessions: number("scur").unwrap_or(0),
+                last_change: number("lastchg"),
+            })
+        })
+        .collect()
 }
 
 /// Requests sent from a few threads through a frontend, each on a new
@@ -858,8 +960,9 @@ impl Gate {
 /// A loopback TCP relay to `target` that a test can break as a network
 /// does: `stall` makes the connections open now go silent (whatever is sent
 /// either way is dropped, with no FIN or RST), `cut` also holds new ones
-/// silent until `heal`. Its connections close and its threads end when
-/// dropped.
+/// silent until `heal`; or as a dying server does: `die_at` closes every
+/// connection the moment a chosen request is sent, and new ones at once
+/// until `heal`. Its connections close and its threads end when dropped.
 pub struct Relay {
     addr: SocketAddr,
     state: Arc<Mutex<RelayState>>,
@@ -882,6 +985,35 @@ struct RelayState {
     /// Reads dropped on silent connections, and connections held: what
     /// the break has swallowed.
     swallowed: usize,
+    /// The start of the request the relay dies at, and how many more of
+    /// them it lets through plus one.
+    death: Option<(&'static [u8], usize)>,
+    /// Died: every connection was closed, new ones are closed at once.
+    dead: bool,
+}
+
+impl RelayState {
+    /// Whether `chunk`, on its way to the target, holds the request the
+    /// relay dies at; if so it dies, closing every connection.
+    fn dies_at(&mut self, chunk: &[u8]) -> bool {
+        let Some((request, left)) = &mut self.death else {
+            return false;
+        };
+        let sent = chunk
+            .windows(request.len())
+            .filter(|w| w == request)
+            .count();
+        if sent < *left {
+            *left -= sent;
+            return false;
+        }
+        self.death = None;
+        self.dead = true;
+        for stream in &self.open {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+        true
+    }
 }
 
 impl Relay {
@@ -898,6 +1030,9 @@ impl Relay {
                 }
                 let Ok(client) = client else { continue };
                 let mut state = shared.lock().unwrap();
+                if state.dead {
+                    continue;
+                }
                 if state.cut {
                     state.swallowed += 1;
                     state.held.push(client);
@@ -912,12 +1047,16 @@ impl Relay {
                     state.open.extend(stream.try_clone());
                 }
                 let pairs = [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
+                    (
+                        client.try_clone().unwrap(),
+                        server.try_clone().unwrap(),
+                        true,
+                    ),
+                    (server, client, false),
                 ];
-                for (from, to) in pairs {
+                for (from, to, upstream) in pairs {
                     let shared = shared.clone();
-                    let pump = thread::spawn(move || pump(from, to, born, &shared));
+                    let pump = thread::spawn(move || pump(from, to, born, upstream, &shared));
                     state.pumps.push(pump);
                 }
             }
@@ -948,10 +1087,26 @@ impl Relay {
         state.cut = true;
     }
 
+    /// Dies, as if the target had, when the `n`th request (from 1)
+    /// starting with `request` from now on is sent: that request never
+    /// arrives, every open connection is closed, and new ones are closed at
+    /// once until `heal`.
+    pub fn die_at(&self, request: &'static [u8], n: usize) {
+        assert!(n > 0, "requests are counted from 1");
+        self.state.lock().unwrap().death = Some((request, n));
+    }
+
+    /// Whether it died (`die_at`).
+    pub fn is_dead(&self) -> bool {
+        self.state.lock().unwrap().dead
+    }
+
     /// New connections pass again; the ones held are closed.
     pub fn heal(&self) {
         let mut state = self.state.lock().unwrap();
         state.cut = false;
+        state.dead = false;
+        state.death = None;
         state.held.clear();
     }
 
@@ -989,8 +1144,15 @@ impl Drop for Relay {
 }
 
 /// Copies `from` to `to` until either closes; once the connection's
-/// generation has passed it stays open but carries nothing more.
-fn pump(mut from: TcpStream, mut to: TcpStream, born: usize, state: &Mutex<RelayState>) {
+/// generation has passed it stays open but carries nothing more. What goes
+/// `upstream` (to the target) may be what the relay dies at.
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    born: usize,
+    upstream: bool,
+    state: &Mutex<RelayState>,
+) {
     let mut buffer = [0u8; 16 * 1024];
     let live = || {
         let mut state = state.lock().unwrap();
@@ -1005,12 +1167,155 @@ fn pump(mut from: TcpStream, mut to: TcpStream, born: usize, state: &Mutex<Relay
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        if upstream && state.lock().unwrap().dies_at(&buffer[..n]) {
+            break;
+        }
         if live() && to.write_all(&buffer[..n]).is_err() {
             break;
         }
     }
     if state.lock().unwrap().generation == born {
         let _ = to.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+/// A Prometheus text exposition (a scrape, a textfile) that Prometheus'
+/// own checker accepts, read into its samples for tests to assert on.
+pub struct Metrics {
+    /// Each family's type, from its `# TYPE` line.
+    types: HashMap<String, String>,
+    /// Each sample: its name, labels and value.
+    samples: Vec<(String, BTreeMap<String, String>, f64)>,
+}
+
+/// How strictly `Metrics::check` judges an exposition.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Lint {
+    /// doproxy's own: Prometheus' naming and HELP conventions hold too
+    /// (promtool finds no problem at all).
+    Strict,
+    /// Another program's (HAProxy's exporter): it only has to parse.
+    ParseOnly,
+}
+
+impl Metrics {
+    /// Checks `text` with `promtool check metrics` (Debian's prometheus
+    /// package) and reads it. promtool exits 1 when the text does not
+    /// parse, 3 when it parses but breaks a convention (a counter without
+    /// `_total`, a family without HELP...); either fails the test, with
+    /// what promtool said, unless `lint` lets conventions pass.
+    #[track_caller]
+    pub fn check(text: &str, lint: Lint) -> Metrics {
+        let mut promtool = spawn(
+            Command::new("promtool")
+                .args(["check", "metrics"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        );
+        let mut input = promtool.take_stdin().expect("piped");
+        // promtool reads all of it before it judges; an early exit is
+        // judged below.
+        let _ = input.write_all(text.as_bytes());
+        drop(input);
+        let run = promtool.wait();
+        let accepted = run.code == 0 || (run.code == 3 && lint == Lint::ParseOnly);
+        assert!(
+            accepted,
+            "promtool check metrics refused it (exit {}): {}{}\n{text}",
+            run.code, run.stdout, run.stderr
+        );
+        Metrics::read(text)
+    }
+
+    /// Reads a checked exposition: `# TYPE` lines and samples, `name` or
+    /// `name{label="value",...}`, then the value (and maybe a timestamp).
+    fn read(text: &str) -> Metrics {
+        let mut metrics = Metrics {
+            types: HashMap::new(),
+            samples: Vec::new(),
+        };
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            if let Some(declared) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = declared.split_once(' ').expect("checked");
+                metrics
+                    .types
+                    .insert(name.to_string(), kind.trim().to_string());
+                continue;
+            }
+            if line.starts_with('#') {
+                continue;
+            }
+            let name_end = line.find(['{', ' ']).expect("checked");
+            let (name, mut rest) = line.split_at(name_end);
+            let mut labels = BTreeMap::new();
+            if let Some(inside) = rest.strip_prefix('{') {
+                rest = read_labels(inside, &mut labels);
+            }
+            let value = rest.split_whitespace().next().expect("checked");
+            let value = match value {
+                "+Inf" => f64::INFINITY,
+                "-Inf" => f64::NEG_INFINITY,
+                number => number.parse().expect("checked"),
+            };
+            metrics.samples.push((name.to_string(), labels, value));
+        }
+        metrics
+    }
+
+    /// The value of `name` with exactly `labels`, if there is one.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let wanted: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.samples
+            .iter()
+            .find(|(n, l, _)| n == name && *l == wanted)
+            .map(|(_, _, value)| *value)
+    }
+
+    /// The values of every sample of `name`, whatever its labels, added up.
+    pub fn sum(&self, name: &str) -> f64 {
+        self.samples
+            .iter()
+            .filter(|(n, _, _)| n == name)
+            .map(|(_, _, value)| value)
+            .sum()
+    }
+
+    /// The type `name` is declared with (`counter`, `gauge`...).
+    #[track_caller]
+    pub fn kind(&self, name: &str) -> &str {
+        self.types
+            .get(name)
+            .unwrap_or_else(|| panic!("no # TYPE of {name}"))
+    }
+}
+
+/// Reads `label="value",...}` (escapes in values undone) into `labels`;
+/// what follows the closing brace.
+fn read_labels<'a>(mut text: &'a str, labels: &mut BTreeMap<String, String>) -> &'a str {
+    loop {
+        text = text.trim_start_matches([',', ' ']);
+        if let Some(rest) = text.strip_prefix('}') {
+            return rest;
+        }
+        let (name, rest) = text.split_once("=\"").expect("checked");
+        let mut value = String::new();
+        let mut chars = rest.char_indices();
+        let end = loop {
+            match chars.next().expect("checked") {
+                (at, '"') => break at,
+                (_, '\\') => match chars.next().expect("checked").1 {
+                    'n' => value.push('\n'),
+                    escaped => value.push(escaped),
+                },
+                (_, c) => value.push(c),
+            }
+        };
+        labels.insert(name.trim().to_string(), value);
+        text = &rest[end + 1..];
     }
 }
 
