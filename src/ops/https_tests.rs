@@ -8,7 +8,7 @@
 use std::cell::Cell;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::acme::{AccountKey, Acme, AcmeError, AcmeSettings, ChallengeAnswers};
@@ -18,13 +18,14 @@ use crate::haproxy::Runtime;
 #[path = "../../tests/e2e/pebble.rs"]
 mod pebble;
 
-use pebble::{Pebble, free_port};
+use pebble::{Pebble, Process, free_port};
 
 /// A HAProxy on loopback with a hand-written config: a plain HTTP frontend
 /// answering ACME challenges from a map, an HTTPS bind serving `site.pem`,
 /// and one serving the certificates of the crt-list `sites.crtlist`.
 struct Haproxy {
-    child: Child,
+    /// Killed with its workers when the test ends, however it ends.
+    _process: Process,
     socket: PathBuf,
     http_port: u16,
     https_port: u16,
@@ -60,16 +61,17 @@ impl Haproxy {
              \x20 http-request return status 200 content-type text/plain string \"hello over https\"\n"
         );
         fs::write(dir.join("haproxy.cfg"), config).unwrap();
-        let child = Command::new("haproxy")
-            .arg("-W")
-            .arg("-f")
-            .arg(dir.join("haproxy.cfg"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("haproxy must be installed (apt-get install haproxy)");
+        let process = Process::start(
+            Command::new("haproxy")
+                .arg("-W")
+                .arg("-f")
+                .arg(dir.join("haproxy.cfg"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+            "haproxy must be installed (apt-get install haproxy)",
+        );
         let haproxy = Haproxy {
-            child,
+            _process: process,
             socket: dir.join("admin.sock"),
             http_port,
             https_port,
@@ -92,16 +94,6 @@ impl Haproxy {
 
     fn runtime(&self) -> Runtime<'_> {
         Runtime::new(&self.socket, Duration::from_secs(5))
-    }
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        // SIGTERM stops the master and its workers at once.
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
     }
 }
 

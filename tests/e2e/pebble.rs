@@ -273,11 +273,11 @@ pub fn make_certificates(dir: &Path, ca_name: &str, leaves: &[(&str, &str)]) {
     }
 }
 
-/// A process in a process group of its own, killed with its group when
-/// dropped, and by the kernel when the thread that started it ends. Only
+/// A process in a process group of its own (Pebble's, and the crate tests'
+/// HAProxy), killed with its group when dropped, and by the kernel when the thread that started it ends. Only
 /// `end` reaps it, after killing its group: until then the group's ID
 /// cannot pass to another.
-struct Process {
+pub struct Process {
     child: Child,
     /// How it exited, once reaped.
     status: Option<ExitStatus>,
@@ -285,7 +285,7 @@ struct Process {
 
 impl Process {
     /// Starts `command`; `missing` says what to install when it cannot.
-    fn start(command: &mut Command, missing: &str) -> Process {
+    pub fn start(command: &mut Command, missing: &str) -> Process {
         command.process_group(0);
         // SAFETY: prctl takes plain values and is async-signal-safe.
         unsafe {
