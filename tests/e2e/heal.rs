@@ -37,6 +37,7 @@ fn a_droplet_whose_http_server_stops_is_replaced_within_grace_and_one_interval()
     });
     let healing = project.spawn(&["heal"]);
     let sick = project.sim.droplets()[1].id;
+    let stopped_at = SystemTime::now();
     project.sim.set_serving(sick, false);
     let mut down_at = None;
     wait_until("HAProxy to mark the server DOWN", WAIT, || {
@@ -55,14 +56,15 @@ fn a_droplet_whose_http_server_stops_is_replaced_within_grace_and_one_interval()
     });
     let created = creates(&project)[before..].to_vec();
     assert_eq!(created.len(), 1, "one replacement");
-    let waited = created[0].duration_since(down_at).unwrap_or_default();
-    // Noticed by the first pass after HAProxy's verdict, replaced by the
-    // first pass after the grace period; a pass may itself take a moment
-    // on a loaded machine.
+    // HAProxy's verdict comes after the server stopped, and this test may
+    // see it later than heal did on a loaded machine: the grace period is
+    // measured from the stop, the bound on waiting from the verdict seen.
+    let since_stop = created[0].duration_since(stopped_at).unwrap_or_default();
     assert!(
-        waited + Duration::from_millis(500) >= grace,
-        "replaced after {waited:?}, before the grace period ended"
+        since_stop >= grace,
+        "replaced {since_stop:?} after the server stopped, before the grace period ended"
     );
+    let waited = created[0].duration_since(down_at).unwrap_or_default();
     assert!(
         waited <= grace + interval + Duration::from_secs(10),
         "replaced only after {waited:?}"
@@ -222,7 +224,9 @@ fn the_autoscale_loop_heals_a_droplet_someone_destroyed() {
     let _autoscale = project.background(&["autoscale"]);
     wait_until("the destroyed droplet to be replaced", WAIT, || {
         let ids = project.ids();
-        ids.len() == 2 && !ids.contains(&gone) && project.sim.droplets().len() == 2
+        ids.len() == 2
+            && !ids.contains(&gone)
+            && project.sim.droplets().len() == 2
+            && !project.inventory().contains("replaces=")
     });
-    assert!(!project.inventory().contains("replaces="));
 }
