@@ -29,22 +29,34 @@ const UNITS: [&str; 4] = [
 /// The package of the test binary, built once for all tests here.
 fn package() -> &'static Path {
     static DEB: OnceLock<PathBuf> = OnceLock::new();
-    DEB.get_or_init(|| {
-        let folder = Path::new(env!("CARGO_TARGET_TMPDIR")).join("package");
-        let _ = fs::remove_dir_all(&folder);
-        let run = Run::within(
-            Command::new(repo_file("scripts/package"))
-                .args(["--binary", env!("CARGO_BIN_EXE_doproxy"), "--out"])
-                .arg(&folder),
-            SLOW,
-        );
-        let deb = PathBuf::from(succeeded("scripts/package", run).trim());
-        assert_eq!(
-            deb.file_name().unwrap().to_str().unwrap(),
-            format!("doproxy_{}_amd64.deb", env!("CARGO_PKG_VERSION"))
-        );
-        deb
-    })
+    DEB.get_or_init(|| pack("package"))
+}
+
+/// Packs the test binary into a fresh folder `name` of the tests' scratch space.
+fn pack(name: &str) -> PathBuf {
+    let folder = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = fs::remove_dir_all(&folder);
+    let run = Run::within(
+        Command::new(repo_file("scripts/package"))
+            .args(["--binary", env!("CARGO_BIN_EXE_doproxy"), "--out"])
+            .arg(&folder),
+        SLOW,
+    );
+    let deb = PathBuf::from(succeeded("scripts/package", run).trim());
+    assert_eq!(
+        deb.file_name().unwrap().to_str().unwrap(),
+        format!("doproxy_{}_amd64.deb", env!("CARGO_PKG_VERSION"))
+    );
+    deb
+}
+
+#[test]
+fn the_same_binary_packs_to_the_same_bytes() {
+    let first = fs::read(package()).unwrap();
+    // A second later, so file times would differ if they came from the clock.
+    std::thread::sleep(Duration::from_millis(1100));
+    let again = fs::read(pack("package-again")).unwrap();
+    assert!(first == again, "two packages of one binary differ");
 }
 
 /// stdout of a run that must have exited 0.
