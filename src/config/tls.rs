@@ -160,6 +160,109 @@ fn check_email(email: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+
+    fn parse(tls: &str) -> Result<Config> {
+        Config::parse(
+            &format!("haproxy_cfg_path: /etc/haproxy/haproxy.cfg\ntls: {tls}\n"),
+            std::path::Path::new("/srv/doproxy/doproxy.yml"),
+            |_| None,
+        )
+    }
+
+    #[test]
+    fn the_tls_section_defaults_to_lets_encrypt_with_a_redirect() {
+        let config = parse("{domains: [Example.com, www.example.com]}").unwrap();
+        let tls = config.tls.unwrap();
+        assert_eq!(tls.domains[0].to_string(), "example.com");
+        match tls.source {
+            CertificateSource::Acme(acme) => {
+                assert!(acme.directory_url.contains("acme-v02.api.letsencrypt.org"));
+                assert_eq!(acme.contact_email, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        let template = config.haproxy.tls.unwrap();
+        assert_eq!(template.bind, None);
+        assert!(template.redirect);
+        assert_eq!(template.hsts_max_age, None);
+        assert_eq!(
+            template.certificate_file,
+            std::path::Path::new("/etc/haproxy/doproxy-certificate.pem")
+        );
+        let staging = parse(
+            "{domains: [example.com], acme_directory: staging, hsts_max_age: 365d, redirect_http: false, acme_ca_file: ca.pem}",
+        )
+        .unwrap();
+        match staging.tls.unwrap().source {
+            CertificateSource::Acme(acme) => {
+                assert!(acme.directory_url.contains("acme-staging-v02"));
+                assert_eq!(
+                    acme.ca_file.unwrap(),
+                    std::path::Path::new("/srv/doproxy/ca.pem")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let template = staging.haproxy.tls.unwrap();
+        assert_eq!(template.hsts_max_age, Some(365 * 86_400));
+        assert!(!template.redirect);
+        assert!(
+            parse("{domains: [example.com]}")
+                .unwrap()
+                .haproxy
+                .tls
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn user_brought_files_replace_acme() {
+        let config =
+            parse("{domains: [example.com], certificate_file: site.crt, key_file: site.key}")
+                .unwrap();
+        match config.tls.unwrap().source {
+            CertificateSource::Files { certificate, key } => {
+                assert_eq!(certificate, std::path::Path::new("/srv/doproxy/site.crt"));
+                assert_eq!(key, std::path::Path::new("/srv/doproxy/site.key"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_tls_section_that_cannot_work_is_one_sentence_naming_the_key() {
+        for (section, says) in [
+            ("{domains: []}", "tls.domains is empty"),
+            ("{domains: ['*.example.com']}", "wildcard"),
+            ("{domains: ['a.com;reload']}", "only letters"),
+            (
+                "{domains: [a.com], acme_directory: http://ca.test/dir}",
+                "tls.acme_directory",
+            ),
+            (
+                "{domains: [a.com], https_bind: ':443 ssl crt /x'}",
+                "tls.https_bind",
+            ),
+            (
+                "{domains: [a.com], contact_email: nobody}",
+                "tls.contact_email",
+            ),
+            ("{domains: [a.com], certificate_file: a.crt}", "go together"),
+            (
+                "{domains: [a.com], certificate_file: a.crt, key_file: a.key, contact_email: a@b.co}",
+                "without ACME",
+            ),
+            (
+                "{domains: [a.com], hsts_max_age: forever}",
+                "tls.hsts_max_age",
+            ),
+            ("{domains: [a.com], no_such_key: 1}", "unknown field"),
+        ] {
+            let err = format!("{:#}", parse(section).unwrap_err());
+            assert!(err.contains(says), "{section}: {err}");
+        }
+    }
 
     #[test]
     fn binds_and_emails_are_checked() {

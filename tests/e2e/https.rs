@@ -146,6 +146,15 @@ fn a_certificate_is_issued_served_and_renewed_under_load_without_a_reload() {
             (page.trim_end().to_string(), serial.clone())
         );
     }
+    let doctor = project.run(&["doctor"]).stdout;
+    for line in [
+        &format!("✓ certificate: serial {serial} from "),
+        "served by HAProxy",
+        "✓ acme challenge: HAProxy answers it on 127.0.0.1:",
+        "- dns: site.test is a reserved test name",
+    ] {
+        assert!(doctor.contains(line), "{line}: {doctor}");
+    }
     let key_mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(project.path("inventory.tls-certificate"))
             .unwrap()
@@ -212,6 +221,30 @@ fn a_certificate_is_issued_served_and_renewed_under_load_without_a_reload() {
         new_serial
     );
     assert_eq!(worker(&haproxy), before, "no reload happened");
+    // A CA that cannot reach the challenge: the certificate in use stays.
+    let unreachable = Pebble::start(free_port());
+    project.set(
+        "tls",
+        Some(&format!(
+            "{{domains: [site.test, www.site.test], https_bind: '127.0.0.1:{https_port}', acme_directory: '{}', acme_ca_file: '{}'}}",
+            unreachable.directory_url(),
+            unreachable.server_ca_file().display()
+        )),
+    );
+    let failed = project
+        .run(&["cert", "renew", "--force"])
+        .fails(1, "the CA could not validate ");
+    assert!(
+        failed.stderr.contains(&format!(
+            "the certificate in use (serial {new_serial}) stays"
+        )),
+        "{}",
+        failed.stderr
+    );
+    assert_eq!(
+        curl(https_port, Some(&root), "site.test").unwrap().1,
+        new_serial
+    );
     // A restart serves it too: the file HAProxy's config names holds it.
     let file = std::fs::read_to_string(project.path("live/doproxy-certificate.pem")).unwrap();
     let stored = std::fs::read_to_string(project.path("inventory.tls-certificate")).unwrap();
@@ -229,6 +262,11 @@ fn a_failed_issuance_keeps_the_certificate_in_use_and_says_why() {
         .success()
         .json();
     assert!(stand_in["certificate"].is_null());
+    let doctor = project.run(&["doctor"]).stdout;
+    assert!(
+        doctor.contains("✗ certificate: none issued yet"),
+        "{doctor}"
+    );
     let served = stand_in["served_serial"].as_str().unwrap().to_string();
     let failed = project
         .run(&["cert", "renew"])
