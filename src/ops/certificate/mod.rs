@@ -238,7 +238,7 @@ impl Context {
         let facts = current.as_ref().map(CertifiedKey::facts);
         let reason = match renewal::decide(facts, &tls.domains, &failures.failures(), now) {
             Renewal::Now(due) => describe(due).to_string(),
-            Renewal::At(_) if force => "forced (--force)".to_string(),
+            Renewal::At(_) if force => "forced with --force".to_string(),
             Renewal::At(at) => {
                 drop(lock);
                 let installed = match (&current, dry_run) {
