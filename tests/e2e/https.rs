@@ -333,6 +333,16 @@ fn two_proxies_on_one_etcd_share_one_issuance() {
         );
     }
     let workers = (worker(&haproxy_a), worker(&haproxy_b));
+    let issued = [&watch_a, &watch_b]
+        .iter()
+        .map(|watch| {
+            watch
+                .stderr_so_far()
+                .matches("HTTPS certificate renewed")
+                .count()
+        })
+        .sum::<usize>();
+    assert_eq!(issued, 1, "one issuance for both proxies");
     let status = a.run(&["cert", "status", "-o", "json"]).success().json();
     assert_eq!(
         status["certificate"]["serial"].as_str(),
@@ -367,10 +377,9 @@ fn two_proxies_on_one_etcd_share_one_issuance() {
     assert_eq!((worker(&haproxy_a), worker(&haproxy_b)), workers);
 }
 
-#[test]
-fn a_certificate_the_user_brings_is_served_without_acme() {
-    let mut project = Project::new("https-brought");
-    let (cert, key) = (project.path("site.crt"), project.path("site.key"));
+/// A self-signed certificate for site.test and www.site.test, as a user
+/// might bring: `cert` and its key `key`.
+fn self_signed(cert: &Path, key: &Path) {
     Run::from_output(
         Command::new("openssl")
             .args([
@@ -384,11 +393,18 @@ fn a_certificate_the_user_brings_is_served_without_acme() {
             .args(["-nodes", "-days", "30", "-subj", "/CN=site.test"])
             .args(["-addext", "subjectAltName=DNS:site.test,DNS:www.site.test"])
             .arg("-keyout")
-            .arg(&key)
+            .arg(key)
             .arg("-out")
-            .arg(&cert),
+            .arg(cert),
     )
     .success();
+}
+
+#[test]
+fn a_certificate_the_user_brings_is_served_without_acme() {
+    let mut project = Project::new("https-brought");
+    let (cert, key) = (project.path("site.crt"), project.path("site.key"));
+    self_signed(&cert, &key);
     let extra = format!(
         ", certificate_file: '{}', key_file: '{}'",
         cert.display(),
@@ -414,5 +430,31 @@ fn a_certificate_the_user_brings_is_served_without_acme() {
         renewed.stdout.contains("Installed the certificate files"),
         "{}",
         renewed.stdout
+    );
+    // New files, and no admin socket to install them through: a reload
+    // serves them, and says so.
+    self_signed(&cert, &key);
+    project.set("haproxy_socket", None);
+    let renewed = project
+        .run(&["cert", "renew", "-o", "json"])
+        .success()
+        .json();
+    assert_eq!(renewed["installed"]["method"], "reload");
+    assert!(
+        renewed["installed"]["why"]
+            .as_str()
+            .unwrap()
+            .contains("haproxy_socket is not set"),
+        "{renewed}"
+    );
+    let new_serial = renewed["certificate"]["serial"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(new_serial, serial);
+    wait_until(
+        "the reloaded HAProxy to serve the new files",
+        Duration::from_secs(10),
+        || curl(https_port, Some(&cert), "site.test").map(|s| s.1) == Ok(new_serial.clone()),
     );
 }
