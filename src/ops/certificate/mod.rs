@@ -240,7 +240,7 @@ impl Context {
             Renewal::Now(due) => describe(due).to_string(),
             Renewal::At(_) if force => "forced with --force".to_string(),
             Renewal::At(at) => {
-                drop(lock);
+                lock.release().await;
                 let installed = match (&current, dry_run) {
                     (Some(current), false) => self.sync_certificate_to(current).await?,
                     _ => None,
@@ -295,7 +295,7 @@ impl Context {
             .await?;
         self.save_meta(FAILURES, &FailureState::default(), &lock)
             .await?;
-        drop(lock);
+        lock.release().await;
         let installed = self.install_certificate(&issued).await?;
         Ok(Renewed {
             action: "issued",
