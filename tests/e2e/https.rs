@@ -458,3 +458,45 @@ fn a_certificate_the_user_brings_is_served_without_acme() {
         || curl(https_port, Some(&cert), "site.test").map(|s| s.1) == Ok(new_serial.clone()),
     );
 }
+
+#[test]
+fn the_proxy_the_ca_reaches_answers_for_the_proxy_that_renews() {
+    let etcd = Etcd::start();
+    let (mut a, mut b) = two_proxies("https-mirror", &etcd);
+    // The CA reaches proxy a only; proxy b asks for the certificate.
+    let pebble = Pebble::start(a.frontend.port());
+    let (_haproxy_a, port_a) = https_project(&mut a, Some(&pebble), "");
+    let (_haproxy_b, _) = https_project(&mut b, Some(&pebble), "");
+    a.run(&["create", "--count", "1"]).success();
+    // Without a's watch nobody answers at a: the attempt fails, and its
+    // backoff keeps a's watch from asking by itself below.
+    b.run(&["cert", "renew"])
+        .fails(1, "the CA could not validate ");
+    let watch_a = a.spawn(&["watch", "--quiet-period", "200ms"]);
+    let renewed = b.run(&["cert", "renew", "--force", "-o", "json"]);
+    assert_eq!(
+        renewed.code,
+        0,
+        "{}\n{}",
+        renewed.stderr,
+        watch_a.stderr_so_far()
+    );
+    let serial = renewed.json()["certificate"]["serial"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // a's watch installs what b stored.
+    let root = pebble.issuing_root_file();
+    wait_until(
+        "a to serve b's certificate",
+        Duration::from_secs(10),
+        || curl(port_a, Some(&root), "site.test").map(|s| s.1) == Ok(serial.clone()),
+    );
+    assert!(
+        !watch_a
+            .stderr_so_far()
+            .contains("HTTPS certificate renewed"),
+        "{}",
+        watch_a.stderr_so_far()
+    );
+}
