@@ -24,6 +24,9 @@ pub enum Readers {
     /// Everyone (0644): files other services read as their own user, such
     /// as node-exporter's textfile and the staged config.
     Everyone,
+    /// Its owner alone (0600), always, even when the file was readable by
+    /// more before: private keys.
+    Owner,
 }
 
 impl Readers {
@@ -31,6 +34,7 @@ impl Readers {
         match self {
             Readers::OwnerAndGroup => 0o640,
             Readers::Everyone => 0o644,
+            Readers::Owner => 0o600,
         }
     }
 }
@@ -73,7 +77,10 @@ pub fn write_for(path: &Path, contents: &[u8], readers: Readers) -> Result<()> {
         )
     })?;
     let written = (|| -> std::io::Result<()> {
-        let permissions = existing.unwrap_or_else(|| fs::Permissions::from_mode(readers.mode()));
+        let permissions = match existing {
+            Some(existing) if readers != Readers::Owner => existing,
+            _ => fs::Permissions::from_mode(readers.mode()),
+        };
         file.set_permissions(permissions)?;
         file.write_all(contents)?;
         file.sync_all()?;

@@ -2,12 +2,8 @@
 //! HAProxy. This file only parses arguments, sets up logging, runs the
 //! command and turns the outcome into an exit code.
 
-// acme, certificate: parts of HTTPS (#19) that commands, watch and
-// failover call once wired in; until then only their tests do.
-#[cfg_attr(not(test), allow(dead_code))]
 mod acme;
 mod atomic_file;
-#[cfg_attr(not(test), allow(dead_code))]
 mod certificate;
 mod cli;
 mod commands;

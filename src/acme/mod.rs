@@ -28,11 +28,12 @@ const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
 
 /// The directory URL a setting names: `letsencrypt` (the default) and
-/// `letsencrypt-staging` stand for Let's Encrypt's; anything else is a URL.
+/// `staging` (or `letsencrypt-staging`) stand for Let's Encrypt's; anything
+/// else is a URL.
 pub fn directory_url(setting: &str) -> &str {
     match setting {
         "letsencrypt" => LETS_ENCRYPT,
-        "letsencrypt-staging" => LETS_ENCRYPT_STAGING,
+        "staging" | "letsencrypt-staging" => LETS_ENCRYPT_STAGING,
         url => url,
     }
 }

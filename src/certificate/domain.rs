@@ -62,6 +62,7 @@ impl Domain {
         Ok(Domain(lower))
     }
 
+    #[cfg(test)]
     pub fn as_str(&self) -> &str {
         &self.0
     }

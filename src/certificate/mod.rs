@@ -205,11 +205,13 @@ impl CertifiedKey {
     }
 
     /// The chain, server's certificate first.
+    #[cfg(test)]
     pub fn chain_pem(&self) -> String {
         encode(&self.chain)
     }
 
     /// The private key alone (keep it 0600).
+    #[cfg(test)]
     pub fn key_pem(&self) -> String {
         encode(std::slice::from_ref(&self.key))
     }

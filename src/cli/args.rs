@@ -369,3 +369,37 @@ pub struct LockArgs {
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub lock_timeout: Duration,
 }
+
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Show the HTTPS certificate: domains, issuer, serial, expiry, days
+    /// left, the serial HAProxy serves, and when it is renewed.
+    ///
+    /// Example: doproxy cert status -o json
+    Status,
+
+    /// Have the certificate issued by the ACME CA when due (at two thirds
+    /// of its lifetime, or when there is none) and install it without a
+    /// reload; with tls.certificate_file, install the user's files.
+    ///
+    /// One proxy asks the CA at a time (it holds the inventory lock); the
+    /// certificate goes to the store, where every proxy's watch finds it.
+    /// A failed attempt keeps the certificate in use and says why.
+    ///
+    /// Example: doproxy cert renew --force
+    Renew(RenewArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RenewArgs {
+    /// Ask the CA now, even when the certificate is not due.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Say whether a certificate would be asked for, and why; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    #[command(flatten)]
+    pub lock: LockArgs,
+}

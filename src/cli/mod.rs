@@ -183,6 +183,12 @@ pub enum Command {
     #[command(subcommand)]
     Inventory(InventoryCommand),
 
+    /// HTTPS certificates: show the one in use, or renew it (tls section).
+    ///
+    /// Example: doproxy cert status
+    #[command(subcommand)]
+    Cert(CertCommand),
+
     /// Render the HAProxy configuration into haproxy_cfg_file.
     ///
     /// Example: doproxy generate

@@ -6,6 +6,7 @@
 //! `ops`.
 
 mod autoscale;
+mod cert;
 mod completions;
 mod create;
 mod delete;
@@ -103,6 +104,7 @@ async fn run_command(ctx: &Context, command: &Command, json_output: bool) -> Res
         Command::Inventory(command) => inventory::run(ctx, command).await,
         Command::Create(args) => create::run(ctx, args).await,
         Command::Delete(args) => delete::run(ctx, args).await,
+        Command::Cert(command) => cert::run(ctx, command).await,
         Command::Generate => generate::run(ctx).await,
         Command::Reload(args) => reload::run(ctx, args).await,
         Command::Rollout(args) => rollout::run(ctx, args).await,

@@ -63,6 +63,23 @@ pub(super) struct ConfigFile {
     pub(super) failover_min_hold: Option<String>,
     pub(super) heal: Option<HealFile>,
     pub(super) confirm_creates_above: Option<usize>,
+    pub(super) tls: Option<TlsFile>,
+}
+
+/// The `tls:` section as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TlsFile {
+    #[serde(default)]
+    pub(super) domains: Vec<String>,
+    pub(super) acme_directory: Option<String>,
+    pub(super) contact_email: Option<String>,
+    pub(super) acme_ca_file: Option<PathBuf>,
+    pub(super) https_bind: Option<String>,
+    pub(super) redirect_http: Option<bool>,
+    pub(super) hsts_max_age: Option<String>,
+    pub(super) certificate_file: Option<PathBuf>,
+    pub(super) key_file: Option<PathBuf>,
 }
 
 /// The `heal:` section as written.

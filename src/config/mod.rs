@@ -17,6 +17,7 @@ mod file;
 mod policies;
 #[cfg(test)]
 mod tests;
+mod tls;
 mod yaml_error;
 
 use std::net::Ipv4Addr;
@@ -36,6 +37,7 @@ use crate::{etcd, metrics};
 use checks::{binds_loopback_only, in_clear};
 pub use droplets::{DropletSettings, DropletSpec};
 use file::ConfigFile;
+pub use tls::{CertificateSource, TlsSettings};
 
 /// Where the config file is looked for when neither --config nor
 /// $DOPROXY_CONFIG names one.
@@ -89,6 +91,8 @@ pub struct Config {
     /// `create` and `scale` making more droplets than this in one run ask
     /// first on a terminal, and need --yes elsewhere.
     pub confirm_creates_above: usize,
+    /// The `tls:` section, validated; None: plain HTTP only.
+    pub tls: Option<TlsSettings>,
 }
 
 /// `doproxy failover`: the reserved IP and how leadership is kept.
@@ -254,12 +258,23 @@ impl Config {
             status: file.health_check_status.unwrap_or(200),
             ready_timeout: values.duration("ready_timeout", file.ready_timeout, 300)?,
         };
+        let cfg_path = values.resolve(
+            file.haproxy_cfg_path
+                .unwrap_or("/etc/haproxy/haproxy.cfg".into()),
+        );
+        let (tls, haproxy_tls) = match file.tls {
+            Some(section) => {
+                let (tls, template) =
+                    tls::tls_settings(section, &values, &cfg_path).map_err(|err| {
+                        anyhow::anyhow!("the tls section of {} is invalid: {err}", path.display())
+                    })?;
+                (Some(tls), Some(template))
+            }
+            None => (None, None),
+        };
         let haproxy = haproxy::Settings {
             cfg_file: values.resolve(file.haproxy_cfg_file.unwrap_or("haproxy.cfg".into())),
-            cfg_path: values.resolve(
-                file.haproxy_cfg_path
-                    .unwrap_or("/etc/haproxy/haproxy.cfg".into()),
-            ),
+            cfg_path,
             template_file: file.haproxy_template_file.map(|p| values.resolve(p)),
             backend_port: file.backend_port.unwrap_or(80),
             check_command: file
@@ -275,6 +290,7 @@ impl Config {
             runtime_updates: file.haproxy_runtime_updates.unwrap_or(true),
             stats_bind: file.haproxy_stats_bind,
             health_check: health_check.clone(),
+            tls: haproxy_tls,
         };
         let failover = FailoverSettings {
             reserved_ip: file.reserved_ip,
@@ -374,6 +390,7 @@ impl Config {
                 textfile: file.metrics_textfile.map(|p| values.resolve(p)),
             },
             confirm_creates_above: file.confirm_creates_above.unwrap_or(10),
+            tls,
         };
         config.check(file.allow_insecure_http.unwrap_or(false), &env)?;
         Ok(config)

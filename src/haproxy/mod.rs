@@ -13,9 +13,6 @@ mod render;
 mod runtime;
 mod servers;
 mod settings;
-// Certificates and maps at runtime (HTTPS, #19): called by its tests until
-// commands are wired to them.
-#[cfg_attr(not(test), allow(dead_code))]
 mod tls;
 
 use std::fs;
@@ -25,16 +22,16 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::atomic_file::{self, Readers, sibling};
+use crate::certificate::CertifiedKey;
 use crate::lockfile::LockFile;
 use crate::model::Entry;
 pub use install::{Applied, Reload, ReloadFailed, apply};
 pub use loaded::Loaded;
 pub use render::BUILTIN_TEMPLATE;
 use render::{TemplateContext, render};
-#[cfg_attr(not(test), allow(unused_imports))]
 pub use runtime::{Runtime, ServerStat};
 pub use servers::{drain, pool_load, server_states, undrain};
-pub use settings::Settings;
+pub use settings::{Settings, TlsSettings};
 
 /// How long to wait for another run's HAProxy update on this machine.
 const UPDATE_LOCK_TIMEOUT: Duration = Duration::from_secs(120);
@@ -63,7 +60,33 @@ pub(super) async fn stage(
 ) -> Result<(String, usize)> {
     let (text, servers) = render_config(settings, frontend_bind, entries)?;
     atomic_file::write_for(&settings.cfg_file, text.as_bytes(), Readers::Everyone)?;
+    ensure_tls_files(settings)?;
     Ok((text, servers))
+}
+
+/// With HTTPS, the files the config names and HAProxy needs to start: the
+/// certificate (a self-signed stand-in for the domains until the first one
+/// is installed) and the challenge map (empty). Existing ones are kept.
+pub fn ensure_tls_files(settings: &Settings) -> Result<()> {
+    let Some(tls) = &settings.tls else {
+        return Ok(());
+    };
+    if !tls.certificate_file.exists() {
+        let placeholder = CertifiedKey::placeholder(&tls.domains)?;
+        atomic_file::write_for(
+            &tls.certificate_file,
+            placeholder.bundle_pem().as_bytes(),
+            Readers::Owner,
+        )?;
+        tracing::info!(
+            "wrote a self-signed stand-in certificate to {} so that HAProxy can start; doproxy cert renew replaces it",
+            tls.certificate_file.display()
+        );
+    }
+    if !tls.challenge_map.exists() {
+        atomic_file::write(&tls.challenge_map, b"")?;
+    }
+    Ok(())
 }
 
 /// One HAProxy update at a time on this machine: `watch`, `generate` and a
@@ -86,6 +109,7 @@ pub fn render_config(
         settings.socket.as_deref(),
         &settings.health_check,
         settings.stats_bind.as_deref(),
+        settings.tls.as_ref(),
     );
     let text = match &settings.template_file {
         Some(path) => {
@@ -119,6 +143,7 @@ pub async fn check_servable(
     entries: &[Entry],
 ) -> Result<()> {
     let (text, _) = render_config(settings, frontend_bind, entries)?;
+    ensure_tls_files(settings)?;
     let file = sibling(&settings.cfg_file, "precheck");
     atomic_file::write(&file, text.as_bytes())?;
     let checked = check_file(settings, &file).await;

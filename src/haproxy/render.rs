@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use super::settings::TlsSettings;
 use crate::model::HealthCheck;
 use crate::model::{DropletName, Entry};
 
@@ -27,7 +28,50 @@ pub struct TemplateContext {
     /// Where HAProxy serves its stats page and its own Prometheus exporter
     /// (haproxy_stats_bind); unset: nowhere.
     pub stats_bind: Option<String>,
+    /// HTTPS, when the `tls:` section is set.
+    pub https: Option<Https>,
     pub servers: Vec<Server>,
+}
+
+/// What the template needs for HTTPS.
+#[derive(Debug, Serialize)]
+pub struct Https {
+    /// HAProxy bind address(es) of the HTTPS listener, e.g. `203.0.113.7:443`.
+    pub bind: String,
+    /// The certificate HAProxy serves (chain and key in one file).
+    pub certificate_file: String,
+    /// The map of HTTP-01 challenge answers (token -> key authorization).
+    pub challenge_map: String,
+    pub redirect: bool,
+    pub hsts_max_age: Option<u64>,
+}
+
+impl Https {
+    pub fn new(tls: &TlsSettings, frontend_bind: &str) -> Https {
+        Https {
+            bind: tls
+                .bind
+                .clone()
+                .unwrap_or_else(|| https_binds(frontend_bind)),
+            certificate_file: tls.certificate_file.display().to_string(),
+            challenge_map: tls.challenge_map.display().to_string(),
+            redirect: tls.redirect,
+            hsts_max_age: tls.hsts_max_age,
+        }
+    }
+}
+
+/// The frontend's bind list with each address on port 443: HTTPS listens
+/// where HTTP does (the public address, the reserved IP's anchor).
+pub fn https_binds(frontend_bind: &str) -> String {
+    frontend_bind
+        .split(',')
+        .map(|bind| match bind.trim().rsplit_once(':') {
+            Some((address, _)) => format!("{address}:443"),
+            None => format!("{}:443", bind.trim()),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// One `server` line of the backend.
@@ -54,6 +98,7 @@ impl TemplateContext {
         admin_socket: Option<&Path>,
         health_check: &HealthCheck,
         stats_bind: Option<&str>,
+        tls: Option<&TlsSettings>,
     ) -> TemplateContext {
         let servers = entries
             .iter()
@@ -69,6 +114,7 @@ impl TemplateContext {
             })
             .collect();
         TemplateContext {
+            https: tls.map(|tls| Https::new(tls, &frontend_bind)),
             frontend_bind,
             backend_port,
             admin_socket: admin_socket.map(|p| p.display().to_string()),
@@ -139,7 +185,15 @@ mod tests {
             status: 204,
             ready_timeout: std::time::Duration::ZERO,
         };
-        TemplateContext::new(entries, "203.0.113.7:80".into(), 8080, None, &check, None)
+        TemplateContext::new(
+            entries,
+            "203.0.113.7:80".into(),
+            8080,
+            None,
+            &check,
+            None,
+            None,
+        )
     }
 
     #[test]
@@ -189,6 +243,59 @@ mod tests {
         let text = render("builtin", BUILTIN_TEMPLATE, &with_stats).unwrap();
         assert!(text.contains("    bind 127.0.0.1:8404\n"));
         assert!(text.contains("http-request use-service prometheus-exporter if { path /metrics }"));
+    }
+
+    #[test]
+    fn https_listens_where_http_does_on_port_443() {
+        assert_eq!(https_binds("203.0.113.7:80"), "203.0.113.7:443");
+        assert_eq!(
+            https_binds("203.0.113.7:80,10.17.0.5:80"),
+            "203.0.113.7:443,10.17.0.5:443"
+        );
+        assert_eq!(https_binds("*:80"), "*:443");
+        assert_eq!(https_binds(":::80"), ":::443");
+    }
+
+    #[test]
+    fn builtin_template_serves_https_answers_challenges_and_redirects() {
+        let tls = TlsSettings {
+            bind: None,
+            domains: Vec::new(),
+            certificate_file: "/etc/haproxy/doproxy-certificate.pem".into(),
+            challenge_map: "/etc/haproxy/doproxy-acme-challenges.map".into(),
+            redirect: true,
+            hsts_max_age: Some(31_536_000),
+        };
+        let with_tls = TemplateContext {
+            https: Some(Https::new(&tls, "203.0.113.7:80")),
+            ..context(&[])
+        };
+        let text = render("builtin", BUILTIN_TEMPLATE, &with_tls).unwrap();
+        assert!(text.contains(
+            "    bind 203.0.113.7:443 ssl crt /etc/haproxy/doproxy-certificate.pem alpn h2,http/1.1\n"
+        ));
+        assert!(text.contains("ssl-default-bind-options"));
+        assert!(text.contains("map(/etc/haproxy/doproxy-acme-challenges.map)"));
+        assert!(text.contains("http-request redirect scheme https code 301 if !{ ssl_fc } !{ path_beg /.well-known/acme-challenge/ }"));
+        assert!(text.contains("X-Forwarded-Proto https if { ssl_fc }"));
+        assert!(text.contains("Strict-Transport-Security \"max-age=31536000\" if { ssl_fc }"));
+        let without = TemplateContext {
+            https: Some(Https::new(
+                &TlsSettings {
+                    redirect: false,
+                    hsts_max_age: None,
+                    bind: Some("127.0.0.1:8443".into()),
+                    ..tls
+                },
+                "203.0.113.7:80",
+            )),
+            ..context(&[])
+        };
+        let text = render("builtin", BUILTIN_TEMPLATE, &without).unwrap();
+        assert!(text.contains("    bind 127.0.0.1:8443 ssl crt "));
+        assert!(!text.contains("redirect scheme") && !text.contains("Strict-Transport-Security"));
+        let plain = render("builtin", BUILTIN_TEMPLATE, &context(&[])).unwrap();
+        assert!(!plain.contains("ssl") && !plain.contains("acme"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::certificate::Domain;
 use crate::model::HealthCheck;
 
 /// Where the config is rendered and installed, from which template, the
@@ -37,4 +38,25 @@ pub struct Settings {
     pub stats_bind: Option<String>,
     /// What the template's health checks ask of each server.
     pub health_check: HealthCheck,
+    /// HTTPS (the `tls:` section); None: plain HTTP only.
+    pub tls: Option<TlsSettings>,
+}
+
+/// What the built-in template needs for HTTPS: where it listens, the
+/// certificate file it serves (chain and key, 0600), the map of HTTP-01
+/// challenge answers filled through the runtime API, and the headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// The HTTPS bind (`tls.https_bind`); None: the frontend's addresses
+    /// on port 443.
+    pub bind: Option<String>,
+    /// The domains, for the self-signed stand-in written before the first
+    /// certificate so that HAProxy can start.
+    pub domains: Vec<Domain>,
+    pub certificate_file: PathBuf,
+    pub challenge_map: PathBuf,
+    /// Plain HTTP requests (but the ACME challenge's) are redirected to HTTPS.
+    pub redirect: bool,
+    /// Strict-Transport-Security's max-age, in seconds; None: no header.
+    pub hsts_max_age: Option<u64>,
 }

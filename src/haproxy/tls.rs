@@ -67,7 +67,10 @@ impl Runtime<'_> {
     /// Adds a certificate HAProxy has not loaded, to be served from `file`
     /// on the binds using `list` (a crt-list file, or a directory given to
     /// `crt`), without a reload: `new ssl cert`, as `replace_certificate`,
-    /// then `add ssl crt-list` unless `list` holds `file` already.
+    /// then `add ssl crt-list` unless `list` holds `file` already. (The
+    /// built-in template serves one certificate with `crt`; a crt-list of
+    /// several is for later.)
+    #[cfg(test)]
     pub async fn add_certificate(
         &self,
         list: &Path,
@@ -148,6 +151,7 @@ impl Runtime<'_> {
     }
 
     /// The entries (key, value) of `map`, in HAProxy's order.
+    #[cfg(test)]
     pub async fn map_entries(&self, map: &Path) -> Result<Vec<(String, String)>> {
         let command = format!("show map {}", path_word("map file", map)?);
         let answer = self.command(&command).await?;
@@ -240,6 +244,7 @@ fn open_transaction(show_ssl_cert: &str) -> Option<String> {
 
 /// The certificate files of a `show ssl crt-list <list>` answer (each line
 /// a file, then its options or SNI filters, if any).
+#[cfg(test)]
 fn crt_list_files(answer: &str) -> Result<Vec<&str>> {
     let mut lines = answer.lines().filter(|line| !line.trim().is_empty());
     match lines.next() {

@@ -71,6 +71,15 @@ impl FileInventory {
         atomic_file::write(&self.sibling(name), value.as_bytes())
     }
 
+    /// A secret beside the inventory, readable by its owner only.
+    pub fn write_secret(&self, name: &str, value: &str) -> Result<()> {
+        atomic_file::write_for(
+            &self.sibling(name),
+            value.as_bytes(),
+            atomic_file::Readers::Owner,
+        )
+    }
+
     /// Takes the exclusive lock on the lock file beside the inventory.
     pub async fn lock(&self, timeout: Duration) -> Result<LockFile> {
         LockFile::acquire(&self.lock_path(), timeout).await

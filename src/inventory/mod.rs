@@ -121,6 +121,16 @@ impl Store {
         }
     }
 
+    /// `write_meta` for a secret (a private key): beside the inventory file
+    /// it is readable by its owner only (0600); in etcd, as safe as etcd is.
+    pub async fn write_secret(&self, name: &str, value: &str, lock: &StoreLock) -> Result<()> {
+        match (self, lock) {
+            (Store::File(file), StoreLock::File(_)) => file.write_secret(name, value),
+            (Store::Etcd(etcd), StoreLock::Etcd(lock)) => etcd.put_meta(name, value, lock).await,
+            _ => unreachable!("a lock always comes from its own store"),
+        }
+    }
+
     /// Waits until the locks this run dropped are given up, so runs on
     /// other proxies need not wait for their leases to expire.
     pub async fn finish(&self) {

@@ -162,8 +162,24 @@ static AUTOSCALE_DECISIONS: Family = counter(
     "Autoscale decisions, by action (hold, scale_out, scale_in).",
 );
 
+static CERTIFICATE_EXPIRY: Family = gauge(
+    "doproxy_certificate_expiry_timestamp_seconds",
+    &["domain"],
+    "When the HTTPS certificate served for each domain expires, in Unix time.",
+);
+static CERTIFICATE_RENEWALS: Family = counter(
+    "doproxy_certificate_renewals_total",
+    &[],
+    "HTTPS certificates issued by the ACME CA.",
+);
+static CERTIFICATE_FAILURES: Family = counter(
+    "doproxy_certificate_renewal_failures_total",
+    &[],
+    "Attempts to have an HTTPS certificate issued that failed.",
+);
+
 /// Every metric, in the order they are written.
-static FAMILIES: [&Family; 18] = [
+static FAMILIES: [&Family; 21] = [
     &BUILD_INFO,
     &POOL,
     &SCALE_EVENTS,
@@ -182,6 +198,9 @@ static FAMILIES: [&Family; 18] = [
     &AUTOSCALE_DESIRED,
     &AUTOSCALE_TARGET,
     &AUTOSCALE_DECISIONS,
+    &CERTIFICATE_EXPIRY,
+    &CERTIFICATE_RENEWALS,
+    &CERTIFICATE_FAILURES,
 ];
 
 /// Sample values by family name, then by the rendered label set
@@ -325,6 +344,24 @@ pub fn autoscale(current: usize, desired: usize, target: usize, action: &str) {
     set(&AUTOSCALE_DESIRED, &[], desired as f64);
     set(&AUTOSCALE_TARGET, &[], target as f64);
     add(&AUTOSCALE_DECISIONS, &[action], 1.0);
+}
+
+/// The certificate served for `domains` expires at `not_after` (Unix
+/// seconds).
+pub fn certificate_expiry(domains: &[String], not_after: u64) {
+    for domain in domains {
+        set(&CERTIFICATE_EXPIRY, &[domain], not_after as f64);
+    }
+}
+
+/// An attempt to have a certificate issued: it succeeded or failed.
+pub fn certificate_issuance(succeeded: bool) {
+    let family = if succeeded {
+        &CERTIFICATE_RENEWALS
+    } else {
+        &CERTIFICATE_FAILURES
+    };
+    add(family, &[], 1.0);
 }
 
 /// What this process recorded, with the build info.

@@ -22,6 +22,7 @@ impl Context {
         allow_empty: bool,
     ) -> Result<Applied> {
         count_pool(entries);
+        self.write_certificate_file().await;
         let bind = self.frontend_bind().await;
         let applied =
             haproxy::apply(&self.config.haproxy, bind, entries, reload, allow_empty).await;
@@ -59,6 +60,7 @@ impl Context {
     /// Renders the config for `entries` into haproxy_cfg_file (`generate`);
     /// the number of servers in it.
     pub async fn generate(&self, entries: &[Entry]) -> Result<usize> {
+        self.write_certificate_file().await;
         let bind = self.frontend_bind().await;
         haproxy::generate(&self.config.haproxy, bind, entries).await
     }

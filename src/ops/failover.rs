@@ -101,7 +101,12 @@ pub async fn take_part(ctx: &Context) -> Result<Interrupted> {
         haproxy_down: None,
         holding: false,
     };
-    let stopped = proxy.run().await;
+    // The HTTPS certificate is kept alongside (renewed when due, installed
+    // when another proxy renewed it).
+    let stopped = tokio::select! {
+        stopped = proxy.run() => stopped,
+        never = ctx.keep_certificate() => match never {},
+    };
     match proxy.leadership.take() {
         Some(leadership) => {
             leadership.resign().await;

@@ -13,6 +13,7 @@
 pub mod api;
 pub mod apply;
 pub mod autoscale;
+pub mod certificate;
 pub mod create;
 pub mod delete;
 pub mod doctor;

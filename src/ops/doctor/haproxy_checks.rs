@@ -18,6 +18,18 @@ pub(super) async fn template_check(
     frontend_bind: &str,
     entries: &[Entry],
 ) -> Check {
+    if let Some(tls) = &config.haproxy.tls
+        && !(tls.certificate_file.exists() && tls.challenge_map.exists())
+    {
+        return skipped(
+            "template",
+            format!(
+                "the config serves HTTPS from {} and answers ACME challenges from {}, not there yet; doproxy reload writes them (a self-signed stand-in until the first certificate)",
+                tls.certificate_file.display(),
+                tls.challenge_map.display()
+            ),
+        );
+    }
     let (text, servers) = match haproxy::render_config(&config.haproxy, frontend_bind, entries) {
         Ok(rendered) => rendered,
         Err(err) => return failed("template", format!("{err:#}")),

@@ -5,6 +5,7 @@
 
 mod account_checks;
 mod haproxy_checks;
+mod tls_checks;
 
 use std::fs;
 use std::path::Path;
@@ -29,6 +30,8 @@ enum Outcome {
     Failed,
     /// Could not be checked because an earlier check failed, or not set up.
     Skipped,
+    /// Worth a look, but no failure (a domain that does not resolve yet).
+    Warning,
 }
 
 #[derive(Debug, Serialize)]
@@ -45,6 +48,7 @@ impl Check {
             Outcome::Ok => "✓",
             Outcome::Failed => "✗",
             Outcome::Skipped => "-",
+            Outcome::Warning => "!",
         };
         format!("{mark} {}: {}", self.check, self.detail)
     }
@@ -70,6 +74,14 @@ fn skipped(check: &'static str, detail: impl Into<String>) -> Check {
     Check {
         check,
         status: Outcome::Skipped,
+        detail: detail.into(),
+    }
+}
+
+fn warning(check: &'static str, detail: impl Into<String>) -> Check {
+    Check {
+        check,
+        status: Outcome::Warning,
         detail: detail.into(),
     }
 }
@@ -153,6 +165,7 @@ pub async fn checks(ctx: &Context) -> Vec<Check> {
         Some(Err(err)) => failed("admin socket", format!("{err:#}")),
     });
     checks.push(loaded_check(config).await);
+    checks.extend(tls_checks::tls_checks(ctx).await);
     checks
 }
 
@@ -298,5 +311,7 @@ mod tests {
         assert_eq!(ok("token", "fine").line(), "✓ token: fine");
         assert_eq!(failed("size", "bad").line(), "✗ size: bad");
         assert_eq!(skipped("image", "later").line(), "- image: later");
+        assert_eq!(warning("dns", "not yet").line(), "! dns: not yet");
+        assert!(!warning("dns", "not yet").is_failure());
     }
 }
