@@ -15,6 +15,22 @@ use anyhow::{Result, bail};
 /// How often a waiting run checks whether the lock is free.
 const POLL: Duration = Duration::from_millis(50);
 
+/// Another run held a lock for all of the time a run would wait for it.
+/// Typed, so that a loop that merely tries (a renewal another proxy may be
+/// doing) can tell it from a failure.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "another doproxy run ({holder}) still holds {lock} after {}; wait for it to finish or raise --lock-timeout",
+    humantime::format_duration(*.waited)
+)]
+pub struct LockBusy {
+    /// Who holds it, as far as known.
+    pub holder: String,
+    /// Which lock: a file's path, or an etcd lock's name.
+    pub lock: String,
+    pub waited: Duration,
+}
+
 /// Held until dropped.
 pub struct LockFile {
     _file: File,
@@ -53,12 +69,12 @@ impl LockFile {
                 Err(TryLockError::Error(err)) => bail!("cannot lock {}: {err}", path.display()),
             }
             if started.elapsed() >= timeout {
-                bail!(
-                    "another doproxy run ({}) still holds {} after {}; wait for it to finish or raise --lock-timeout",
-                    holder(path),
-                    path.display(),
-                    humantime::format_duration(timeout)
-                );
+                return Err(LockBusy {
+                    holder: holder(path),
+                    lock: path.display().to_string(),
+                    waited: timeout,
+                }
+                .into());
             }
             if !told {
                 tracing::info!(

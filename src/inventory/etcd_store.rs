@@ -29,6 +29,7 @@ use anyhow::{Context, Result, bail};
 use super::layout::{self, Layout, MAX_OPS, SavePlan};
 use super::settings::EtcdSettings;
 use crate::etcd::{self, Client, Compare, Election, EtcdError, Op, Put, Releasing, WatchUpdate};
+use crate::lockfile::LockBusy;
 use crate::model::{Entry, Pool};
 use crate::shutdown::Shutdown;
 use crate::text::Printable;
@@ -227,10 +228,12 @@ impl EtcdInventory {
                 self.client.revoke_quietly(lease).await;
                 let holder = self.lock_holder().await.ok().flatten();
                 let holder = holder.map_or_else(|| "holder unknown".to_string(), |h| h.to_string());
-                bail!(
-                    "another doproxy run ({holder}) still holds etcd lock {name} after {}; wait for it to finish or raise --lock-timeout",
-                    humantime::format_duration(timeout)
-                );
+                return Err(LockBusy {
+                    holder,
+                    lock: format!("etcd lock {name}"),
+                    waited: timeout,
+                }
+                .into());
             }
         };
         // Say who holds it, for the message a waiting run prints. Put keeps

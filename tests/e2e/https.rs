@@ -343,6 +343,11 @@ fn two_proxies_on_one_etcd_share_one_issuance() {
         })
         .sum::<usize>();
     assert_eq!(issued, 1, "one issuance for both proxies");
+    for watch in [&watch_a, &watch_b] {
+        // The proxy that found the lock taken left the renewal to the other.
+        let stderr = watch.stderr_so_far();
+        assert!(!stderr.contains("--lock-timeout"), "{stderr}");
+    }
     let status = a.run(&["cert", "status", "-o", "json"]).success().json();
     assert_eq!(
         status["certificate"]["serial"].as_str(),

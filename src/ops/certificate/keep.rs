@@ -19,6 +19,7 @@ use crate::certificate::renewal::{self, Renewal};
 use crate::config::{CertificateSource, TlsSettings};
 use crate::haproxy::Runtime;
 use crate::inventory::{Store, StoreLock};
+use crate::lockfile::LockBusy;
 use crate::ops::Context;
 
 impl Context {
@@ -75,9 +76,18 @@ impl Context {
         {
             return Ok(());
         }
-        let renewed = self
+        let renewed = match self
             .renew_certificate(false, false, RENEWAL_LOCK_WAIT)
-            .await?;
+            .await
+        {
+            // Another proxy holds the store's lock, renewing or scaling:
+            // its certificate lands in the store, or the next check tries again.
+            Err(err) if err.downcast_ref::<LockBusy>().is_some() => {
+                tracing::debug!("{err:#}; renewal left to the next check");
+                return Ok(());
+            }
+            renewed => renewed?,
+        };
         if renewed.action == "issued" {
             tracing::info!("HTTPS certificate renewed ({})", renewed.reason);
         }
