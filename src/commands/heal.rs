@@ -1,15 +1,24 @@
 //! `heal`: replace droplets that died after joining the pool
 //! (`ops::heal`): one pass with `--once` (or `--dry-run`, which changes
-//! nothing), else a pass every heal.interval until a signal stops it.
+//! nothing), else a pass every heal.interval until a signal stops it;
+//! `--history` shows heal's events from the audit trail.
 
 use anyhow::Result;
 
 use super::report::{self, Report};
 use super::{Context, waits};
 use crate::cli::HealArgs;
+use crate::ops::events::Filter;
 use crate::ops::heal::pass;
 
 pub async fn run(ctx: &Context, args: &HealArgs) -> Result<Report> {
+    if args.history {
+        let filter = Filter {
+            since: None,
+            kinds: vec!["heal".to_string()],
+        };
+        return super::history::show(ctx, &filter).await;
+    }
     let policy = ctx.config.heal.clone().unwrap_or_default();
     let waits = waits(&args.waits);
     if args.once || args.dry_run {

@@ -162,8 +162,14 @@ static AUTOSCALE_DECISIONS: Family = counter(
     "Autoscale decisions, by action (hold, scale_out, scale_in).",
 );
 
+static EVENTS_UNRECORDED: Family = counter(
+    "doproxy_events_unrecorded_total",
+    &[],
+    "Events that could not be appended to the audit trail.",
+);
+
 /// Every metric, in the order they are written.
-static FAMILIES: [&Family; 18] = [
+static FAMILIES: [&Family; 19] = [
     &BUILD_INFO,
     &POOL,
     &SCALE_EVENTS,
@@ -182,6 +188,7 @@ static FAMILIES: [&Family; 18] = [
     &AUTOSCALE_DESIRED,
     &AUTOSCALE_TARGET,
     &AUTOSCALE_DECISIONS,
+    &EVENTS_UNRECORDED,
 ];
 
 /// Sample values by family name, then by the rendered label set
@@ -325,6 +332,11 @@ pub fn autoscale(current: usize, desired: usize, target: usize, action: &str) {
     set(&AUTOSCALE_DESIRED, &[], desired as f64);
     set(&AUTOSCALE_TARGET, &[], target as f64);
     add(&AUTOSCALE_DECISIONS, &[action], 1.0);
+}
+
+/// `events` events that could not be appended to the audit trail.
+pub fn event_not_recorded(events: usize) {
+    add(&EVENTS_UNRECORDED, &[], events as f64);
 }
 
 /// What this process recorded, with the build info.

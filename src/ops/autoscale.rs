@@ -15,7 +15,7 @@ use super::create::{Count, CreateOptions, Created, create};
 use super::delete::{DeleteOptions, Deletion, delete};
 use super::{Context, Waits};
 use crate::haproxy;
-use crate::model::Entry;
+use crate::model::{Change, Entry, Kind, Severity};
 use crate::scaling::autoscale::{Action, Decision, Metric, Policy, PoolSize, Reading, decide};
 use crate::scaling::rollout::pool_members;
 use crate::scaling::{Pick, Selector};
@@ -129,6 +129,8 @@ pub async fn step(ctx: &Context, policy: &Policy, waits: &Waits, dry_run: bool) 
             .map_or_else(|| "done".to_string(), |err| format!("{err:#}")),
         Err(err) => format!("{err:#}"),
     }));
+    let clean = matches!(&acted, Ok(acted) if acted.failure().is_none());
+    ctx.record([decided(&record, clean)]).await;
     // Recorded however acting went, failures and interruptions included;
     // a record that cannot be saved never hides what acting did.
     let Err(unsaved) = save_record(ctx, &record, true).await else {
@@ -153,6 +155,28 @@ pub async fn step(ctx: &Context, policy: &Policy, waits: &Waits, dry_run: bool) 
         acted: Some(acted),
         failure: Some(failure),
     })
+}
+
+/// The decision acted on, as an event: an error when acting failed.
+fn decided(record: &Record, clean: bool) -> Change {
+    let decision = &record.decision;
+    let change = Change::done(
+        Kind::ScaleDecision,
+        Vec::new(),
+        format!(
+            "{} from {} to {} droplet(s) ({}): {}",
+            decision.action.as_str(),
+            decision.current,
+            decision.target,
+            decision.reason,
+            record.outcome.as_deref().unwrap_or("done")
+        ),
+    );
+    if clean {
+        change
+    } else {
+        change.with_severity(Severity::Error)
+    }
 }
 
 /// Scales out with `create`, or in with `delete` (drain first, droplets

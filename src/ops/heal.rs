@@ -14,7 +14,7 @@ use anyhow::{Context as _, Result, anyhow};
 use super::replace::{Replaced, Settled, create_replacements, settle};
 use super::{Context, Waits};
 use crate::haproxy;
-use crate::model::{Entry, Status};
+use crate::model::{Change, Entry, Kind, Severity, Status};
 use crate::scaling::heal::{self, Api, Observation, Policy, Record};
 use crate::scaling::rollout::pool_members;
 
@@ -57,7 +57,7 @@ pub async fn pass(ctx: &Context, policy: &Policy, waits: &Waits, dry_run: bool) 
     let mut failures: Vec<String> = Vec::new();
     if !dry_run {
         collect(
-            settle(ctx, waits, RESUME).await?,
+            settle(ctx, waits, RESUME, Kind::HealReplaced).await?,
             &mut replaced,
             &mut failures,
         );
@@ -80,12 +80,15 @@ pub async fn pass(ctx: &Context, policy: &Policy, waits: &Waits, dry_run: bool) 
         ctx.save_meta(STATE, &record, &lock).await?;
         lock.release().await;
     }
+    if !dry_run {
+        ctx.record(refusal(&decision)).await;
+    }
     let doomed: Vec<u64> = decision.replace.iter().map(|v| v.id).collect();
     if !dry_run && !doomed.is_empty() {
         let made = create_replacements(ctx, doomed.clone(), waits, RESUME).await?;
         failures.extend(made.failures);
         collect(
-            settle(ctx, waits, RESUME).await?,
+            settle(ctx, waits, RESUME, Kind::HealReplaced).await?,
             &mut replaced,
             &mut failures,
         );
@@ -97,6 +100,23 @@ pub async fn pass(ctx: &Context, policy: &Policy, waits: &Waits, dry_run: bool) 
         dry_run,
         failures,
     })
+}
+
+/// What the storm guards held back, as an event: an outage (most of the
+/// pool DOWN at once), or the hourly limit.
+fn refusal(decision: &heal::Decision) -> Option<Change> {
+    let (droplets, why) = match &decision.outage {
+        Some(outage) => (
+            decision.waiting.iter().map(|v| v.id).collect(),
+            outage.clone(),
+        ),
+        None if !decision.held_back.is_empty() => (
+            decision.held_back.clone(),
+            "held back by heal.max_share_per_hour".to_string(),
+        ),
+        None => return None,
+    };
+    Some(Change::done(Kind::HealRefused, droplets, why).with_severity(Severity::Warning))
 }
 
 /// Brings `record` up to date with `seen`, decides, and notes the

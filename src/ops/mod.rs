@@ -17,6 +17,7 @@ pub mod create;
 pub mod delete;
 pub mod doctor;
 pub mod droplet;
+pub mod events;
 pub mod failover;
 pub mod frontend;
 pub mod heal;
@@ -73,13 +74,17 @@ pub struct Context {
     client: OnceCell<Client>,
     /// Where HAProxy's frontend listens, looked up once per process.
     frontend_bind: tokio::sync::OnceCell<String>,
+    /// Stamps and records what happened (`record`).
+    recorder: events::Recorder,
 }
 
 impl Context {
     /// Opens the store `config` names; nothing is read yet.
     pub fn new(config: Config, shutdown: Shutdown) -> Result<Context> {
         let store = Store::open(&config.store)?;
+        let recorder = events::Recorder::new(config.pool_tag());
         Ok(Context {
+            recorder,
             config,
             store,
             shutdown,
