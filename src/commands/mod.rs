@@ -68,10 +68,11 @@ pub fn run(config: Config, command: &Command, json_output: bool) -> Result<Repor
         if changes_the_pool(command) {
             record_failure(&ctx, &report).await;
         }
+        // Finished first: the notifications still queued count in the metrics.
+        ctx.finish().await;
         if leaves_textfile(command) {
             ctx.leave_metrics().await;
         }
-        ctx.finish().await;
         report
     })
 }

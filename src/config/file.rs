@@ -63,6 +63,8 @@ pub(super) struct ConfigFile {
     pub(super) failover_min_hold: Option<String>,
     pub(super) heal: Option<HealFile>,
     pub(super) confirm_creates_above: Option<usize>,
+    #[serde(default)]
+    pub(super) notify: Vec<super::notify::NotifyFile>,
 }
 
 /// The `heal:` section as written.

@@ -167,9 +167,14 @@ static EVENTS_UNRECORDED: Family = counter(
     &[],
     "Events that could not be appended to the audit trail.",
 );
+static NOTIFICATIONS: Family = counter(
+    "doproxy_notifications_total",
+    &["result"],
+    "Webhook notifications, by result (sent, failed: given up after the retries).",
+);
 
 /// Every metric, in the order they are written.
-static FAMILIES: [&Family; 19] = [
+static FAMILIES: [&Family; 20] = [
     &BUILD_INFO,
     &POOL,
     &SCALE_EVENTS,
@@ -189,6 +194,7 @@ static FAMILIES: [&Family; 19] = [
     &AUTOSCALE_TARGET,
     &AUTOSCALE_DECISIONS,
     &EVENTS_UNRECORDED,
+    &NOTIFICATIONS,
 ];
 
 /// Sample values by family name, then by the rendered label set
@@ -337,6 +343,11 @@ pub fn autoscale(current: usize, desired: usize, target: usize, action: &str) {
 /// `events` events that could not be appended to the audit trail.
 pub fn event_not_recorded(events: usize) {
     add(&EVENTS_UNRECORDED, &[], events as f64);
+}
+
+/// One webhook notification delivered (`sent`) or given up on.
+pub fn notification(sent: bool) {
+    add(&NOTIFICATIONS, &[if sent { "sent" } else { "failed" }], 1.0);
 }
 
 /// What this process recorded, with the build info.

@@ -1,7 +1,7 @@
 //! Recording what happened: the one place where the changes operations
 //! report (`model::Change`) become events, stamped with who made them and
 //! where, appended to the store's audit trail and handed to the
-//! notifications. Recording never fails an operation: a trail that cannot
+//! notifications (`notify`, in the background). Recording never fails an operation: a trail that cannot
 //! be written is logged (once per run) and counted, and the change itself
 //! stands.
 
@@ -85,6 +85,7 @@ impl Context {
                 );
             }
         }
+        self.notifier.send(&events);
     }
 }
 

@@ -13,6 +13,7 @@ mod docs;
 mod etcd_faults;
 mod etcd_server;
 mod etcd_store;
+mod events;
 mod failover;
 mod haproxy_faults;
 mod heal;
