@@ -128,6 +128,9 @@ fn describe(record: &Record) -> String {
         readings.join(", "),
         d.reason
     );
+    if let Some(window) = &record.window {
+        line.push_str(&format!(" [{window}]"));
+    }
     if record.dry_run {
         line.push_str(" [dry run]");
     }

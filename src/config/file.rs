@@ -90,6 +90,20 @@ pub(super) struct AutoscaleFile {
     pub(super) cooldown: Option<String>,
     pub(super) scale_in_step: Option<usize>,
     pub(super) interval: Option<String>,
+    #[serde(default)]
+    pub(super) schedule: Vec<ScheduleFile>,
+}
+
+/// One `autoscale.schedule` window as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ScheduleFile {
+    pub(super) name: Option<String>,
+    pub(super) cron: String,
+    pub(super) time_zone: Option<String>,
+    pub(super) duration: String,
+    pub(super) min: usize,
+    pub(super) max: usize,
 }
 
 #[derive(Debug, Default, Deserialize)]

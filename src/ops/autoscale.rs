@@ -44,6 +44,9 @@ pub struct Record {
     pub readings: Vec<Reading>,
     #[serde(flatten)]
     pub decision: Decision,
+    /// The schedule window whose min and max applied, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Printable>,
     pub dry_run: bool,
     /// What acting on it gave: "done", or the error.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -100,7 +103,8 @@ pub async fn step(ctx: &Context, policy: &Policy, waits: &Waits, dry_run: bool) 
     let last_scaled = state
         .last_scaled
         .and_then(|secs| SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs)));
-    let decision = decide(policy, pool, &readings, last_scaled, now);
+    let (policy, window) = policy.scheduled(now);
+    let decision = decide(&policy, pool, &readings, last_scaled, now);
     crate::metrics::autoscale(
         decision.current,
         decision.desired,
@@ -111,6 +115,7 @@ pub async fn step(ctx: &Context, policy: &Policy, waits: &Waits, dry_run: bool) 
         at: humantime::format_rfc3339_seconds(now).to_string().into(),
         readings,
         decision: decision.clone(),
+        window: window.map(|window| Printable::new(&window.to_string())),
         dry_run,
         outcome: None,
     };

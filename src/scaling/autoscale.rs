@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use super::schedule::{self, Window};
 use crate::text::Printable;
 
 /// What a metric measures, per serving droplet.
@@ -39,6 +40,26 @@ pub struct Policy {
     pub cooldown: Duration,
     pub scale_in_step: usize,
     pub interval: Duration,
+    /// Windows that set min and max while open (`schedule`).
+    pub schedule: Vec<Window>,
+}
+
+impl Policy {
+    /// The policy at `now`: with the min and max of the schedule window
+    /// open then, if one is, and that window.
+    pub fn scheduled(&self, now: SystemTime) -> (Policy, Option<&Window>) {
+        match schedule::active(&self.schedule, now) {
+            None => (self.clone(), None),
+            Some(window) => (
+                Policy {
+                    min: window.min,
+                    max: window.max,
+                    ..self.clone()
+                },
+                Some(window),
+            ),
+        }
+    }
 }
 
 /// One metric's current value (averaged per serving droplet), or why there
@@ -205,6 +226,7 @@ mod tests {
             cooldown: Duration::from_secs(300),
             scale_in_step: 1,
             interval: Duration::from_secs(60),
+            schedule: Vec::new(),
         }
     }
 

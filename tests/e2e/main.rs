@@ -29,6 +29,7 @@ mod rollout;
 mod runtime_api;
 mod scaling;
 mod scaling_faults;
+mod schedule;
 mod security;
 mod shared_pool;
 mod signals;
