@@ -87,6 +87,7 @@ pub(super) struct AutoscaleFile {
     pub(super) request_rate_per_server: Option<f64>,
     pub(super) queued_per_server: Option<f64>,
     pub(super) cpu_percent: Option<f64>,
+    pub(super) response_time_ms: Option<f64>,
     pub(super) cooldown: Option<String>,
     pub(super) scale_in_step: Option<usize>,
     pub(super) interval: Option<String>,

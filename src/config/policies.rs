@@ -19,13 +19,14 @@ pub(super) fn autoscale_policy(section: AutoscaleFile, values: &Values) -> Resul
         ),
         (Metric::QueuedPerServer, section.queued_per_server),
         (Metric::CpuPercent, section.cpu_percent),
+        (Metric::ResponseTimeMs, section.response_time_ms),
     ]
     .into_iter()
     .filter_map(|(metric, target)| Some((metric, target?)))
     .collect();
     if targets.is_empty() {
         bail!(
-            "give at least one target: sessions_per_server, request_rate_per_server, queued_per_server or cpu_percent"
+            "give at least one target: sessions_per_server, request_rate_per_server, queued_per_server, cpu_percent or response_time_ms"
         );
     }
     if let Some((metric, target)) = targets.iter().find(|(_, t)| !(t.is_finite() && *t > 0.0)) {

@@ -239,6 +239,9 @@ async fn read_metrics(ctx: &Context, policy: &Policy, serving: &[Entry]) -> Vec<
                 (Metric::SessionsPerServer, Some(Ok(load))) => Ok(load.sessions as f64 / n),
                 (Metric::RequestRatePerServer, Some(Ok(load))) => Ok(load.rate as f64 / n),
                 (Metric::QueuedPerServer, Some(Ok(load))) => Ok(load.queued as f64 / n),
+                (Metric::ResponseTimeMs, Some(Ok(load))) => load.response_ms.ok_or_else(|| {
+                    anyhow::anyhow!("HAProxy's show stat has no rtime column (HTTP mode only)")
+                }),
                 (_, None) => unreachable!("HAProxy is read when a HAProxy metric is configured"),
             }
         };

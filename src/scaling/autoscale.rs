@@ -28,6 +28,10 @@ pub enum Metric {
     QueuedPerServer,
     /// Droplet CPU utilization in percent, from DigitalOcean Monitoring.
     CpuPercent,
+    /// HAProxy's average response time of the servers that serve traffic,
+    /// in milliseconds (`rtime`: over each server's last 1,024 requests).
+    /// Taken as growing with the load per droplet, like the others.
+    ResponseTimeMs,
 }
 
 /// The autoscale policy from doproxy.yml, already validated.
@@ -208,6 +212,7 @@ pub fn metric_name(metric: Metric) -> &'static str {
         Metric::RequestRatePerServer => "request_rate_per_server",
         Metric::QueuedPerServer => "queued_per_server",
         Metric::CpuPercent => "cpu_percent",
+        Metric::ResponseTimeMs => "response_time_ms",
     }
 }
 

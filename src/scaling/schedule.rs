@@ -243,6 +243,10 @@ mod tests {
         assert_eq!(active(&windows, at("07:00:00")).unwrap().name, "berlin");
         assert_eq!(active(&windows, at("07:59:59")).unwrap().name, "berlin");
         assert_eq!(active(&windows, at("08:00:00")).unwrap().name, "all-day");
+        // In summer (CEST), 08:00 in Berlin is 06:00 UTC.
+        let july = |time: &str| humantime::parse_rfc3339(&format!("2026-07-06T{time}Z")).unwrap();
+        assert_eq!(active(&windows, july("06:00:00")).unwrap().name, "berlin");
+        assert_eq!(active(&windows, july("07:00:00")).unwrap().name, "all-day");
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod failover;
 mod haproxy_faults;
 mod heal;
 mod https;
+mod latency;
 mod metrics;
 mod operator;
 mod operator_faults;
