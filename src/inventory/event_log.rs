@@ -111,16 +111,20 @@ fn etcd_prefix(prefix: &str) -> String {
 pub async fn etcd_append(client: &Client, prefix: &str, events: &[Event]) -> Result<()> {
     let events_prefix = etcd_prefix(prefix);
     let mut puts = Vec::new();
-    for event in events {
+    for (index, event) in events.iter().enumerate() {
         let millis = event
             .at
             .time()
             .duration_since(std::time::SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis();
-        // Time first, so keys sort as events happened; a random tail keeps
-        // events of one millisecond (from several proxies) apart.
-        let key = format!("{events_prefix}{millis:016}-{:08x}", fastrand::u32(..));
+        // Time first, then the place in this batch, so keys sort as events
+        // happened; a random tail keeps events of one millisecond from
+        // several proxies apart.
+        let key = format!(
+            "{events_prefix}{millis:016}-{index:04}-{:08x}",
+            fastrand::u32(..)
+        );
         puts.push(Op::Put(Put {
             key,
             value: serde_json::to_vec(event).context("cannot encode an event")?,

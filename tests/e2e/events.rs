@@ -1,6 +1,6 @@
 //! Events: every change reaches a local webhook exactly once and the audit
-//! trail (`doproxy history`) in order; a webhook that hangs or fails never
-//! holds up the change.
+//! trail (`doproxy history`, in a file or in etcd) in order; a webhook that
+//! hangs or fails never holds up the change.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::etcd_server::Etcd;
 use crate::support::{Project, http_get, wait_until};
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -259,4 +260,141 @@ fn history_lists_a_rollout_and_a_heal_in_order() {
     let healed = project.run(&["heal", "--history"]).success();
     assert_eq!(healed.stdout.lines().count(), 1, "{}", healed.stdout);
     assert!(healed.stdout.contains("heal.replaced"), "{}", healed.stdout);
+}
+
+#[test]
+fn every_kind_of_change_reaches_the_webhook_once_and_the_etcd_trail_in_order() {
+    let receiver = Receiver::start(Answer::Ok);
+    let etcd = Etcd::start();
+    let mut project = Project::new("events-all");
+    project.use_etcd(&etcd.url());
+    let reserved = project.sim.create_reserved_ip();
+    project.set("reserved_ip", Some(&reserved.ip.to_string()));
+    project.set(
+        "notify",
+        Some(&format!("[{{url: \"{}\"}}]", receiver.url())),
+    );
+    // Two droplets off at once, one replacement an hour: one is held back.
+    project.set("heal", Some("{max_share_per_hour: 20}"));
+    let haproxy = project.start_haproxy();
+    let proxy = project.sim.add_proxy("proxy-a", haproxy.frontend);
+    project.set("metadata_url", Some(&proxy.metadata_url));
+
+    project.run(&["create", "--count", "2"]).success();
+    wait_until("HAProxy to serve", WAIT, || {
+        http_get(haproxy.frontend, "/").is_ok()
+    });
+    let history_kinds = |project: &Project| {
+        kinds(
+            project
+                .run(&["history", "-o", "json"])
+                .success()
+                .json()
+                .as_array()
+                .unwrap(),
+        )
+    };
+
+    // Failover: elected, then the reserved IP moved here.
+    let failover = project.spawn(&["failover"]);
+    wait_until("the failover events", WAIT, || {
+        history_kinds(&project).contains(&"failover.ip_moved".to_string())
+    });
+    failover.signal(libc::SIGTERM);
+    failover.wait_within(WAIT);
+    assert_eq!(project.sim.reserved_ip_holder(reserved.ip), Some(proxy.id));
+
+    // A rollout of both droplets to a new image.
+    project.set(
+        "droplet_options",
+        Some(
+            "{hostname_prefix: auto-nginx, region: nyc3, size: s-1vcpu-1gb, image: debian-12-x64}",
+        ),
+    );
+    project.run(&["rollout"]).success();
+
+    // Load: autoscale scales out to its max.
+    project.set(
+        "autoscale",
+        Some("{min: 1, max: 3, cpu_percent: 50, cooldown: 1h}"),
+    );
+    for droplet in project.sim.droplets() {
+        project.sim.set_cpu(droplet.id, 90.0);
+    }
+    project.run(&["autoscale", "--once"]).success();
+
+    project.omit("autoscale");
+
+    // Two droplets off: one replaced, one held back by the hourly limit.
+    let pool: Vec<u64> = project
+        .sim
+        .droplets()
+        .iter()
+        .filter(|d| d.name.starts_with("auto-nginx"))
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(pool.len(), 3, "the pool autoscale grew");
+    let off = [pool[0], pool[1]];
+    for id in off {
+        project.sim.set_power(id, false);
+    }
+    project.run(&["heal", "--once"]).success();
+
+    // Someone destroys the droplet held back: reconcile fixes the inventory.
+    project.sim.destroy_droplet(off[1]);
+    project.run(&["reconcile", "--apply"]).success();
+
+    // A change that fails.
+    project.run(&["delete", "--id", "999999"]).fails(1, "");
+
+    let sent = receiver.bodies();
+    let history = project.run(&["history", "-o", "json"]).success().json();
+    assert_eq!(
+        history.as_array().unwrap(),
+        &sent,
+        "the hook saw the trail, in order"
+    );
+    let seen = kinds(&sent);
+    for kind in [
+        "droplet.created",
+        "droplet.joined",
+        "droplet.drained",
+        "droplet.destroyed",
+        "failover.elected",
+        "failover.ip_moved",
+        "rollout.step",
+        "scale.decision",
+        "heal.replaced",
+        "heal.refused",
+        "reconcile.fixed",
+        "command.failed",
+    ] {
+        assert!(seen.iter().any(|k| k == kind), "no {kind} in {seen:?}");
+    }
+    let count = |kind: &str| seen.iter().filter(|k| *k == kind).count();
+    // Once per change: the failover's two, one step per rolled droplet,
+    // one decision, one heal, one refusal, one fix, and the failed delete.
+    assert_eq!(
+        (count("failover.elected"), count("failover.ip_moved")),
+        (1, 1),
+        "{seen:?}"
+    );
+    assert_eq!(count("rollout.step"), 2, "{seen:?}");
+    assert_eq!(count("scale.decision"), 1, "{seen:?}");
+    assert_eq!(
+        (count("heal.replaced"), count("heal.refused")),
+        (1, 1),
+        "{seen:?}"
+    );
+    assert_eq!(count("reconcile.fixed"), 1, "{seen:?}");
+    assert_eq!(count("command.failed"), 1, "{seen:?}");
+    let ip_moved = sent
+        .iter()
+        .find(|e| e["kind"] == "failover.ip_moved")
+        .unwrap();
+    assert_eq!(ip_moved["droplets"], serde_json::json!([proxy.id]));
+    let times: Vec<&str> = sent.iter().map(|e| e["at"].as_str().unwrap()).collect();
+    let mut sorted = times.clone();
+    sorted.sort();
+    assert_eq!(times, sorted, "in order");
 }
