@@ -133,7 +133,7 @@ pub async fn etcd_append(client: &Client, prefix: &str, events: &[Event]) -> Res
     }
     client.txn(&[], &puts).await?;
     let keys = client.keys_prefix(&events_prefix).await?;
-    if let Some(first_kept) = keys.len().checked_sub(ETCD_KEPT).and_then(|n| keys.get(n)) {
+    if let Some(first_kept) = first_kept(&keys, ETCD_KEPT) {
         client
             .txn(
                 &[],
@@ -142,6 +142,15 @@ pub async fn etcd_append(client: &Client, prefix: &str, events: &[Event]) -> Res
             .await?;
     }
     Ok(())
+}
+
+/// Of `keys` (in order), the oldest of the newest `kept`, when older ones
+/// are to go.
+fn first_kept(keys: &[String], kept: usize) -> Option<&String> {
+    keys.len()
+        .checked_sub(kept)
+        .filter(|excess| *excess > 0)
+        .and_then(|excess| keys.get(excess))
 }
 
 /// The events kept under the pool's prefix, oldest first.
@@ -174,6 +183,14 @@ mod tests {
                 user: "alice".into(),
             },
         }
+    }
+
+    #[test]
+    fn the_etcd_trail_keeps_the_newest() {
+        let keys: Vec<String> = (0..5).map(|n| format!("e/{n}")).collect();
+        assert_eq!(first_kept(&keys, 3), Some(&"e/2".to_string()));
+        assert_eq!(first_kept(&keys, 5), None);
+        assert_eq!(first_kept(&keys, 9), None);
     }
 
     #[test]

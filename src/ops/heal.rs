@@ -67,7 +67,7 @@ pub async fn pass(ctx: &Context, policy: &Policy, waits: &Waits, dry_run: bool) 
     let now = SystemTime::now();
     let before = ctx.load_meta::<Record>(STATE).await?;
     let mut record = before.clone();
-    let mut decision = judge(&mut record, policy, &seen, now);
+    let (mut decision, mut newly_refused) = judge(&mut record, policy, &seen, now);
     if !dry_run && record != before {
         // Again under the lock, from the record as it is then: passes
         // running at once (cron, the heal service, the autoscale loop,
@@ -76,11 +76,11 @@ pub async fn pass(ctx: &Context, policy: &Policy, waits: &Waits, dry_run: bool) 
         // counts toward the hourly limit.
         let lock = ctx.lock(waits.lock_timeout).await?;
         let mut record = ctx.load_meta::<Record>(STATE).await?;
-        decision = judge(&mut record, policy, &seen, now);
+        (decision, newly_refused) = judge(&mut record, policy, &seen, now);
         ctx.save_meta(STATE, &record, &lock).await?;
         lock.release().await;
     }
-    if !dry_run {
+    if !dry_run && newly_refused {
         ctx.record(refusal(&decision)).await;
     }
     let doomed: Vec<u64> = decision.replace.iter().map(|v| v.id).collect();
@@ -102,36 +102,43 @@ pub async fn pass(ctx: &Context, policy: &Policy, waits: &Waits, dry_run: bool) 
     })
 }
 
-/// What the storm guards held back, as an event: an outage (most of the
-/// pool DOWN at once), or the hourly limit.
+/// The droplets the storm guards hold back: every faulty one in an outage
+/// (most of the pool DOWN at once), else those past the hourly limit.
+fn refused(decision: &heal::Decision) -> Vec<u64> {
+    match &decision.outage {
+        Some(_) => decision.waiting.iter().map(|v| v.id).collect(),
+        None => decision.held_back.clone(),
+    }
+}
+
+/// What the storm guards held back, as an event.
 fn refusal(decision: &heal::Decision) -> Option<Change> {
-    let (droplets, why) = match &decision.outage {
-        Some(outage) => (
-            decision.waiting.iter().map(|v| v.id).collect(),
-            outage.clone(),
-        ),
-        None if !decision.held_back.is_empty() => (
-            decision.held_back.clone(),
-            "held back by heal.max_share_per_hour".to_string(),
-        ),
+    let droplets = refused(decision);
+    let why = match &decision.outage {
+        Some(outage) => outage.clone(),
+        None if !droplets.is_empty() => "held back by heal.max_share_per_hour".to_string(),
         None => return None,
     };
     Some(Change::done(Kind::HealRefused, droplets, why).with_severity(Severity::Warning))
 }
 
 /// Brings `record` up to date with `seen`, decides, and notes the
-/// replacements decided on.
+/// replacements decided on and what is held back; true when what is held
+/// back changed (a refusal to tell).
 fn judge(
     record: &mut Record,
     policy: &Policy,
     seen: &[Observation],
     now: SystemTime,
-) -> heal::Decision {
+) -> (heal::Decision, bool) {
     heal::observe(record, seen, now);
     let decision = heal::decide(policy, seen, record, now);
     let doomed: Vec<u64> = decision.replace.iter().map(|v| v.id).collect();
     heal::note_replacements(record, &doomed, now);
-    decision
+    let refused = refused(&decision);
+    let changed = refused != record.refused;
+    record.refused = refused;
+    (decision, changed)
 }
 
 fn collect(settled: Settled, replaced: &mut Vec<Replaced>, failures: &mut Vec<String>) {

@@ -75,6 +75,10 @@ pub struct Record {
     /// When (Unix seconds) each replacement was started, and of which
     /// droplet, for the per-hour limit.
     pub replacements: Vec<Replacement>,
+    /// The droplets the last pass held back (an outage, the hourly
+    /// limit), so a refusal is told once, not at every pass.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

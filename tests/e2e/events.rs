@@ -240,6 +240,8 @@ fn history_lists_a_rollout_and_a_heal_in_order() {
     let rolled = project.sim.droplets()[0].id;
     project.sim.set_power(rolled, false);
     project.run(&["heal", "--once"]).success();
+    // Held back still: not told again.
+    project.run(&["heal", "--once"]).success();
 
     let history = project.run(&["history", "-o", "json"]).success().json();
     let events = history.as_array().unwrap();
