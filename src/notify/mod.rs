@@ -194,14 +194,22 @@ async fn deliver_all(
     }
 }
 
-/// One event to one hook: the first attempt and up to `retries` more, 0.5 s,
-/// 1 s, 2 s, ... apart; any 2xx is taken.
+/// One event to one hook: any 2xx is taken. Failures that may pass (no
+/// answer in time, no connection, a 5xx, 429 Too Many Requests) are tried
+/// again up to `retries` times, 0.5 s, 1 s, 2 s, ... apart; any other answer
+/// (a 4xx: a wrong URL, a revoked hook) would be the same next time.
 async fn deliver(client: &reqwest::Client, hook: &Hook, event: &Event) -> Result<(), String> {
     let body = hook.body(event);
     let mut attempt = 0;
     loop {
         let why = match client.post(hook.url.clone()).json(&body).send().await {
             Ok(response) if response.status().is_success() => return Ok(()),
+            Ok(response)
+                if !(response.status().is_server_error()
+                    || response.status() == reqwest::StatusCode::TOO_MANY_REQUESTS) =>
+            {
+                return Err(format!("it answered {}", response.status()));
+            }
             Ok(response) => format!("it answered {}", response.status()),
             Err(err) if err.is_timeout() => format!(
                 "it did not answer within {}",

@@ -19,6 +19,7 @@ const WAIT: Duration = Duration::from_secs(120);
 enum Answer {
     Ok,
     Status500,
+    Status404,
     /// Reads the request and never answers.
     Hang,
 }
@@ -52,6 +53,11 @@ impl Receiver {
                     Answer::Status500 => {
                         let _ = stream.write_all(
                             b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        );
+                    }
+                    Answer::Status404 => {
+                        let _ = stream.write_all(
+                            b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
                         );
                     }
                     Answer::Hang => hung.push(stream),
@@ -180,14 +186,16 @@ fn a_webhook_sees_every_change_once_and_history_lists_them_in_order() {
 fn a_webhook_that_hangs_or_fails_never_holds_up_a_change() {
     let hanging = Receiver::start(Answer::Hang);
     let failing = Receiver::start(Answer::Status500);
+    let gone = Receiver::start(Answer::Status404);
     let mut project = Project::new("events-down");
     project.set("metrics_textfile", Some("doproxy.prom"));
     project.set(
         "notify",
         Some(&format!(
-            "[{{url: \"{}\", timeout: 60s}}, {{url: \"{}\", retries: 1}}]",
+            "[{{url: \"{}\", timeout: 60s}}, {{url: \"{}\", retries: 1}}, {{url: \"{}\", retries: 3}}]",
             hanging.url(),
-            failing.url()
+            failing.url(),
+            gone.url()
         )),
     );
     let started = Instant::now();
@@ -209,13 +217,15 @@ fn a_webhook_that_hangs_or_fails_never_holds_up_a_change() {
         "{}",
         run.stderr
     );
-    // Two events, each tried twice at the failing hook.
+    // Two events, each tried twice at the failing hook, and once where a
+    // 404 says it would be the same next time.
     wait_until("the failing hook to be tried", WAIT, || {
         failing.bodies().len() == 4
     });
+    assert_eq!(gone.bodies().len(), 2);
     let textfile = std::fs::read_to_string(project.path("doproxy.prom")).unwrap();
     assert!(
-        textfile.contains("doproxy_notifications_total{result=\"failed\"} 2"),
+        textfile.contains("doproxy_notifications_total{result=\"failed\"} 4"),
         "{textfile}"
     );
     // The change is in the trail all the same.
