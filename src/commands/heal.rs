@@ -6,7 +6,7 @@
 use anyhow::Result;
 
 use super::report::{self, Report};
-use super::{Context, waits};
+use super::{Context, Failing, waits};
 use crate::cli::HealArgs;
 use crate::ops::events::Filter;
 use crate::ops::heal::pass;
@@ -28,13 +28,20 @@ pub async fn run(ctx: &Context, args: &HealArgs) -> Result<Report> {
         "healing every {}",
         humantime::format_duration(policy.interval)
     );
+    let mut failing = Failing::default();
     loop {
         let started = tokio::time::Instant::now();
         match pass(ctx, &policy, &waits, false).await {
-            Ok(healed) => report::log_heal(&report::healed(&healed)?),
+            Ok(healed) => {
+                report::log_heal(&report::healed(&healed)?);
+                failing.step(ctx, Ok(())).await;
+            }
             // A pass a signal cut short says what it left; that ends the service.
             Err(err) if ctx.shutdown.check().is_err() => return Err(err),
-            Err(err) => tracing::error!("heal pass failed: {err:#}"),
+            Err(err) => {
+                tracing::error!("heal pass failed: {err:#}");
+                failing.step(ctx, Err(&err)).await;
+            }
         }
         tokio::select! {
             stopped = ctx.shutdown.signalled() => {

@@ -119,9 +119,32 @@ async fn record_failure(ctx: &Context, report: &Result<Report>) {
             None => return,
         },
     };
+    failed(ctx, failure).await;
+}
+
+async fn failed(ctx: &Context, failure: &anyhow::Error) {
     let change = Change::done(Kind::CommandFailed, Vec::new(), format!("{failure:#}"))
         .with_severity(Severity::Error);
     ctx.record([change]).await;
+}
+
+/// The failures of a step a long-running command repeats (an autoscale
+/// decision, a heal pass): recorded when it starts failing, not at every
+/// step while it keeps failing.
+#[derive(Default)]
+struct Failing(bool);
+
+impl Failing {
+    async fn step(&mut self, ctx: &Context, outcome: Result<(), &anyhow::Error>) {
+        match outcome {
+            Ok(()) => self.0 = false,
+            Err(err) if !self.0 => {
+                self.0 = true;
+                failed(ctx, err).await;
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 async fn run_command(ctx: &Context, command: &Command, json_output: bool) -> Result<Report> {

@@ -25,7 +25,7 @@ use crate::digitalocean::{ApiSettings, Client, RetryPolicy, metadata, reserved_i
 use crate::etcd::{Election, LeaderKey, Leadership, Unconfirmed};
 use crate::haproxy;
 use crate::inventory::{EtcdInventory, NotMoved, Store};
-use crate::model::{Change, Kind};
+use crate::model::{Change, Kind, Severity};
 use crate::scaling::failover::{self, Assignment, Health, Identity, Role, Seen, Step};
 use crate::shutdown::Interrupted;
 
@@ -362,6 +362,17 @@ impl Proxy<'_> {
             }
             Err(err) => {
                 self.assign_failures += 1;
+                if self.assign_failures == 1 {
+                    // Once, when keeping the IP starts failing; the
+                    // retries are logged.
+                    let failed = Change::done(
+                        Kind::ReservedIpMoved,
+                        vec![self.droplet_id],
+                        format!("{err:#}"),
+                    )
+                    .with_severity(Severity::Error);
+                    self.ctx.record([failed]).await;
+                }
                 let pause = backoff(self.assign_failures, MAX_ASSIGN_BACKOFF).min(recheck);
                 tracing::error!(
                     "{err:#}; trying again in {}",
