@@ -97,11 +97,9 @@ fn leaves_textfile(command: &Command) -> bool {
 /// Whether `command` changes the pool, so its failure is an event.
 fn changes_the_pool(command: &Command) -> bool {
     match command {
-        Command::Create(_)
-        | Command::Delete(_)
-        | Command::Scale(_)
-        | Command::Rollout(_)
-        | Command::Reload(_) => true,
+        Command::Create(_) | Command::Delete(_) | Command::Reload(_) => true,
+        Command::Scale(args) => !args.dry_run,
+        Command::Rollout(args) => !args.dry_run,
         Command::Reconcile(args) => args.apply,
         Command::Autoscale(args) => !args.history && !args.dry_run,
         Command::Heal(args) => !args.history && !args.dry_run,

@@ -29,7 +29,10 @@ impl Recorder {
             .filter(|user| !user.is_empty())
             .or_else(|| std::env::var("USER").ok())
             .unwrap_or_else(|| "unknown".to_string());
-        let command: Vec<String> = std::env::args().collect();
+        // args_os: an argument that is not UTF-8 must not stop the run.
+        let command: Vec<String> = std::env::args_os()
+            .map(|arg| arg.to_string_lossy().into_owned())
+            .collect();
         Recorder {
             actor: Actor {
                 pool: Printable::new(pool),
