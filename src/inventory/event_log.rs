@@ -19,7 +19,7 @@ use anyhow::{Context, Result};
 use crate::etcd::{Client, Op, Put};
 use crate::model::Event;
 
-/// The size past which the file log is rotated (~4,000 events).
+/// The size past which the file log is rotated (~3,000 events of ~300 bytes).
 const FILE_MAX_BYTES: u64 = 1024 * 1024;
 /// How many events the etcd trail keeps.
 pub const ETCD_KEPT: usize = 1000;
