@@ -17,6 +17,7 @@ mod listing;
 mod lockfile;
 mod metrics;
 mod model;
+mod notify;
 mod ops;
 mod progress;
 mod readiness;

@@ -200,6 +200,11 @@ pub struct HealArgs {
     #[arg(long)]
     pub dry_run: bool,
 
+    /// Show the recorded replacements and refusals (the heal events of
+    /// doproxy history) instead of healing.
+    #[arg(long, conflicts_with_all = ["once", "dry_run"])]
+    pub history: bool,
+
     #[command(flatten)]
     pub waits: ScaleWaits,
 }
@@ -274,6 +279,18 @@ pub struct WatchArgs {
     /// e.g. 127.0.0.1:9477.
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Only events this recent, e.g. 1h, 2d.
+    #[arg(long, value_name = "DURATION", value_parser = longer_than_zero)]
+    pub since: Option<Duration>,
+
+    /// Only events of this kind (droplet.created) or family (droplet);
+    /// repeat for several.
+    #[arg(long, value_name = "KIND")]
+    pub kind: Vec<String>,
 }
 
 #[derive(Debug, Args)]

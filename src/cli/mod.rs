@@ -176,6 +176,17 @@ pub enum Command {
     /// Example: doproxy failover --history
     Failover(FailoverArgs),
 
+    /// Show the audit trail: every change doproxy made or saw, oldest first.
+    ///
+    /// Droplets created, joined, drained and destroyed, scale decisions,
+    /// rollout steps, heal replacements and refusals, failover elections
+    /// and reserved IP moves, reconcile fixes and failed commands, each
+    /// with its time, severity, pool, proxy, command line and user. Kept
+    /// with the inventory (docs/events.md).
+    ///
+    /// Example: doproxy history --since 1h --kind heal
+    History(HistoryArgs),
+
     /// Copy the inventory out of or into the configured store (file or
     /// etcd), or move it to the pool's own etcd prefix.
     ///

@@ -9,7 +9,7 @@ use anyhow::{Context as _, Result};
 use serde_json::json;
 
 use super::report::{self, Report};
-use super::{Context, waits};
+use super::{Context, Failing, waits};
 use crate::cli::AutoscaleArgs;
 use crate::ops::autoscale::{Acted, Record, history, step};
 use crate::ops::heal;
@@ -70,6 +70,7 @@ pub async fn run(ctx: &Context, args: &AutoscaleArgs) -> Result<Report> {
         "autoscaling every {}",
         humantime::format_duration(policy.interval)
     );
+    let (mut deciding, mut healing) = (Failing::default(), Failing::default());
     loop {
         let started = tokio::time::Instant::now();
         match step(ctx, policy, &waits, false).await {
@@ -78,18 +79,28 @@ pub async fn run(ctx: &Context, args: &AutoscaleArgs) -> Result<Report> {
                 if let Some(failure) = stepped.failure {
                     tracing::error!("{failure:#}");
                 }
+                deciding.step(ctx, Ok(())).await;
             }
             // A step a signal cut short says what it left; that ends the service.
             Err(err) if ctx.shutdown.check().is_err() => return Err(err),
-            Err(err) => tracing::error!("autoscale step failed: {err:#}"),
+            Err(err) => {
+                tracing::error!("autoscale step failed: {err:#}");
+                deciding.step(ctx, Err(&err)).await;
+            }
         }
         if let Some(heal_policy) = &ctx.config.heal
             && ctx.shutdown.check().is_ok()
         {
             match heal::pass(ctx, heal_policy, &waits, false).await {
-                Ok(healed) => report::log_heal(&report::healed(&healed)?),
+                Ok(healed) => {
+                    report::log_heal(&report::healed(&healed)?);
+                    healing.step(ctx, Ok(())).await;
+                }
                 Err(err) if ctx.shutdown.check().is_err() => return Err(err),
-                Err(err) => tracing::error!("heal pass failed: {err:#}"),
+                Err(err) => {
+                    tracing::error!("heal pass failed: {err:#}");
+                    healing.step(ctx, Err(&err)).await;
+                }
             }
         }
         tokio::select! {
@@ -128,6 +139,9 @@ fn describe(record: &Record) -> String {
         readings.join(", "),
         d.reason
     );
+    if let Some(window) = &record.window {
+        line.push_str(&format!(" [{window}]"));
+    }
     if record.dry_run {
         line.push_str(" [dry run]");
     }

@@ -14,6 +14,7 @@ mod doctor;
 mod failover;
 mod generate;
 mod heal;
+mod history;
 mod init;
 mod inventory;
 mod print;
@@ -28,6 +29,7 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::cli::{Command, ScaleWaits};
 use crate::config::Config;
+use crate::model::{Change, Kind, Severity};
 use crate::ops::{Context, Waits};
 use crate::shutdown::Shutdown;
 pub use report::Report;
@@ -64,10 +66,14 @@ pub fn run(config: Config, command: &Command, json_output: bool) -> Result<Repor
         let shutdown = Shutdown::listen().context("cannot listen for SIGTERM and SIGINT")?;
         let ctx = Context::new(config, shutdown)?;
         let report = run_command(&ctx, command, json_output).await;
+        if changes_the_pool(command) {
+            record_failure(&ctx, &report).await;
+        }
+        // Finished first: the notifications still queued count in the metrics.
+        ctx.finish().await;
         if leaves_textfile(command) {
             ctx.leave_metrics().await;
         }
-        ctx.finish().await;
         report
     })
 }
@@ -89,6 +95,57 @@ fn leaves_textfile(command: &Command) -> bool {
     }
 }
 
+/// Whether `command` changes the pool, so its failure is an event.
+fn changes_the_pool(command: &Command) -> bool {
+    match command {
+        Command::Create(_) | Command::Delete(_) | Command::Reload(_) => true,
+        Command::Scale(args) => !args.dry_run,
+        Command::Rollout(args) => !args.dry_run,
+        Command::Reconcile(args) => args.apply,
+        Command::Autoscale(args) => !args.history && !args.dry_run,
+        Command::Heal(args) => !args.history && !args.dry_run,
+        _ => false,
+    }
+}
+
+/// A failed command (whole or in part) as an event: the one place every
+/// failure of a change is recorded.
+async fn record_failure(ctx: &Context, report: &Result<Report>) {
+    let failure = match report {
+        Err(err) => err,
+        Ok(report) => match &report.failure {
+            Some(failure) => failure,
+            None => return,
+        },
+    };
+    failed(ctx, failure).await;
+}
+
+async fn failed(ctx: &Context, failure: &anyhow::Error) {
+    let change = Change::done(Kind::CommandFailed, Vec::new(), format!("{failure:#}"))
+        .with_severity(Severity::Error);
+    ctx.record([change]).await;
+}
+
+/// The failures of a step a long-running command repeats (an autoscale
+/// decision, a heal pass): recorded when it starts failing, not at every
+/// step while it keeps failing.
+#[derive(Default)]
+struct Failing(bool);
+
+impl Failing {
+    async fn step(&mut self, ctx: &Context, outcome: Result<(), &anyhow::Error>) {
+        match outcome {
+            Ok(()) => self.0 = false,
+            Err(err) if !self.0 => {
+                self.0 = true;
+                failed(ctx, err).await;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 async fn run_command(ctx: &Context, command: &Command, json_output: bool) -> Result<Report> {
     match command {
         Command::Print(args) => print::run(ctx, args, json_output).await,
@@ -96,6 +153,7 @@ async fn run_command(ctx: &Context, command: &Command, json_output: bool) -> Res
         Command::Scale(args) => scale::run(ctx, args).await,
         Command::Watch(args) => watch::run(ctx, args).await,
         Command::Failover(args) => failover::run(ctx, args).await,
+        Command::History(args) => history::run(ctx, args).await,
         Command::Autoscale(args) => autoscale::run(ctx, args).await,
         Command::Doctor => doctor::run(ctx).await,
         Command::Init(_) | Command::Completions(_) | Command::Man => {

@@ -64,6 +64,8 @@ pub(super) struct ConfigFile {
     pub(super) heal: Option<HealFile>,
     pub(super) confirm_creates_above: Option<usize>,
     pub(super) tls: Option<TlsFile>,
+    #[serde(default)]
+    pub(super) notify: Vec<super::notify::NotifyFile>,
 }
 
 /// The `tls:` section as written.
@@ -102,9 +104,24 @@ pub(super) struct AutoscaleFile {
     pub(super) request_rate_per_server: Option<f64>,
     pub(super) queued_per_server: Option<f64>,
     pub(super) cpu_percent: Option<f64>,
+    pub(super) response_time_ms: Option<f64>,
     pub(super) cooldown: Option<String>,
     pub(super) scale_in_step: Option<usize>,
     pub(super) interval: Option<String>,
+    #[serde(default)]
+    pub(super) schedule: Vec<ScheduleFile>,
+}
+
+/// One `autoscale.schedule` window as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ScheduleFile {
+    pub(super) name: Option<String>,
+    pub(super) cron: String,
+    pub(super) time_zone: Option<String>,
+    pub(super) duration: String,
+    pub(super) min: usize,
+    pub(super) max: usize,
 }
 
 #[derive(Debug, Default, Deserialize)]

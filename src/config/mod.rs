@@ -14,6 +14,7 @@
 mod checks;
 mod droplets;
 mod file;
+mod notify;
 mod policies;
 #[cfg(test)]
 mod tests;
@@ -83,9 +84,11 @@ pub struct Config {
     /// The `heal:` section, validated; its presence also turns healing on
     /// in the autoscale loop.
     pub heal: Option<HealPolicy>,
-    /// The file itself holds a secret (token or etcd password), so it must
-    /// not be readable by others.
+    /// The file itself holds a secret (token, etcd password, webhook URLs),
+    /// so it must not be readable by others.
     pub secrets_in_file: bool,
+    /// Webhooks told of events.
+    pub notify: Vec<crate::notify::Hook>,
     /// Where doproxy's own metrics go.
     pub metrics: metrics::Settings,
     /// `create` and `scale` making more droplets than this in one run ask
@@ -205,7 +208,9 @@ impl Config {
             })?
         };
         let values = Values { path };
-        let secrets_in_file = file.token.is_some() || file.etcd_password.is_some();
+        // A webhook's URL may hold its secret (Slack's do).
+        let secrets_in_file =
+            file.token.is_some() || file.etcd_password.is_some() || !file.notify.is_empty();
         let token = TOKEN_ENV
             .iter()
             .find_map(|name| env(name))
@@ -364,7 +369,13 @@ impl Config {
             .map_err(|err| {
                 anyhow::anyhow!("the heal section of {} is invalid: {err}", path.display())
             })?;
+        let notify = notify::hooks(
+            file.notify,
+            &values,
+            file.allow_insecure_http.unwrap_or(false),
+        )?;
         let config = Config {
+            notify,
             path: path.to_path_buf(),
             token,
             api,

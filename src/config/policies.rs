@@ -4,9 +4,10 @@
 use anyhow::{Context, Result, bail};
 
 use super::Values;
-use super::file::{AutoscaleFile, HealFile};
+use super::file::{AutoscaleFile, HealFile, ScheduleFile};
 use crate::scaling::autoscale::{Metric, Policy, metric_name};
 use crate::scaling::heal::Policy as HealPolicy;
+use crate::scaling::schedule::{self, Cron, Window};
 
 /// Checks the autoscale section; errors are one sentence saying what to write.
 pub(super) fn autoscale_policy(section: AutoscaleFile, values: &Values) -> Result<Policy> {
@@ -18,13 +19,14 @@ pub(super) fn autoscale_policy(section: AutoscaleFile, values: &Values) -> Resul
         ),
         (Metric::QueuedPerServer, section.queued_per_server),
         (Metric::CpuPercent, section.cpu_percent),
+        (Metric::ResponseTimeMs, section.response_time_ms),
     ]
     .into_iter()
     .filter_map(|(metric, target)| Some((metric, target?)))
     .collect();
     if targets.is_empty() {
         bail!(
-            "give at least one target: sessions_per_server, request_rate_per_server, queued_per_server or cpu_percent"
+            "give at least one target: sessions_per_server, request_rate_per_server, queued_per_server, cpu_percent or response_time_ms"
         );
     }
     if let Some((metric, target)) = targets.iter().find(|(_, t)| !(t.is_finite() && *t > 0.0)) {
@@ -58,6 +60,45 @@ pub(super) fn autoscale_policy(section: AutoscaleFile, values: &Values) -> Resul
         cooldown: values.duration("autoscale.cooldown", section.cooldown, 300)?,
         scale_in_step,
         interval,
+        schedule: section
+            .schedule
+            .into_iter()
+            .enumerate()
+            .map(|(n, entry)| window(n, entry, values))
+            .collect::<Result<_>>()?,
+    })
+}
+
+/// Checks window `n` (from 0) of autoscale.schedule.
+fn window(n: usize, entry: ScheduleFile, values: &Values) -> Result<Window> {
+    let name = entry.name.unwrap_or_else(|| format!("{}", n + 1));
+    let within = |err: String| anyhow::anyhow!("schedule window {name}: {err}");
+    let cron = Cron::parse(&entry.cron).map_err(within)?;
+    let time_zone_name = entry.time_zone.unwrap_or_else(|| "UTC".to_string());
+    let time_zone = jiff::tz::TimeZone::get(&time_zone_name).map_err(|_| {
+        within(format!(
+            "time_zone {time_zone_name:?} is not in the system's time zone database (/usr/share/zoneinfo, Debian's tzdata); write it like Europe/Berlin or UTC"
+        ))
+    })?;
+    let duration = values.positive("autoscale.schedule.duration", Some(entry.duration), 0)?;
+    if duration > schedule::MAX_DURATION {
+        return Err(within("duration is at most 7d".to_string()));
+    }
+    if entry.max == 0 || entry.min > entry.max {
+        return Err(within(format!(
+            "min ({}) must not exceed max ({}), and max must be at least 1",
+            entry.min, entry.max
+        )));
+    }
+    Ok(Window {
+        name,
+        cron,
+        cron_text: entry.cron,
+        time_zone,
+        time_zone_name,
+        duration,
+        min: entry.min,
+        max: entry.max,
     })
 }
 
@@ -88,4 +129,64 @@ pub(super) fn heal_policy(section: HealFile, values: &Values) -> Result<HealPoli
         outage_share,
         interval,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use crate::config::Config;
+
+    fn schedule(windows: &str) -> anyhow::Result<Config> {
+        let text = format!("autoscale:\n  max: 4\n  cpu_percent: 50\n  schedule:\n{windows}");
+        Config::parse(&text, Path::new("/x/d.yml"), |_| None)
+    }
+
+    #[test]
+    fn schedule_windows_are_checked() {
+        let config = schedule(
+            "    - {name: day, cron: \"0 8 * * mon-fri\", time_zone: Europe/Berlin, duration: 10h, min: 3, max: 12}\n    - {cron: \"0 0 * * *\", duration: 1h, min: 1, max: 2}\n",
+        )
+        .unwrap();
+        let windows = config.autoscale.unwrap().schedule;
+        assert_eq!(windows.len(), 2);
+        assert_eq!(
+            (windows[0].name.as_str(), windows[0].min, windows[0].max),
+            ("day", 3, 12)
+        );
+        assert_eq!(windows[0].duration, Duration::from_secs(36000));
+        assert_eq!(
+            (windows[1].name.as_str(), windows[1].time_zone_name.as_str()),
+            ("2", "UTC")
+        );
+        for (window, says) in [
+            (
+                "{cron: \"0 8 * *\", duration: 1h, min: 1, max: 2}",
+                "4 fields",
+            ),
+            (
+                "{cron: \"0 8 * * *\", time_zone: Mars/Olympus, duration: 1h, min: 1, max: 2}",
+                "not in the system's time zone database",
+            ),
+            (
+                "{cron: \"0 8 * * *\", duration: 8d, min: 1, max: 2}",
+                "at most 7d",
+            ),
+            (
+                "{cron: \"0 8 * * *\", duration: 0s, min: 1, max: 2}",
+                "longer than 0s",
+            ),
+            (
+                "{cron: \"0 8 * * *\", duration: 1h, min: 3, max: 2}",
+                "must not exceed",
+            ),
+        ] {
+            let err = format!("{:#}", schedule(&format!("    - {window}\n")).unwrap_err());
+            assert!(
+                err.contains("autoscale") && err.contains(says),
+                "{window}: {err}"
+            );
+        }
+    }
 }

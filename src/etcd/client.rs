@@ -175,6 +175,17 @@ impl Client {
         })
     }
 
+    /// The keys (without values) starting with `prefix`, in key order.
+    pub async fn keys_prefix(&self, prefix: &str) -> Result<Vec<String>, EtcdError> {
+        let body = json!({
+            "key": encode(prefix.as_bytes()),
+            "range_end": encode(&prefix_end(prefix)),
+            "keys_only": true,
+        });
+        let response: RangeResponse = self.call("/v3/kv/range", &body).await?;
+        Ok(response.kvs.into_iter().map(|kv| kv.key).collect())
+    }
+
     /// Makes the writes `ops` in one transaction if every compare holds;
     /// returns whether they did (and so whether it wrote).
     /// Makes the writes `ops` in one transaction if every compare holds;

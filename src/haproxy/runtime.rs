@@ -33,6 +33,9 @@ pub struct ServerStat {
     pub queued: u64,
     /// Sessions per second over the last second.
     pub rate: u64,
+    /// Average response time in ms over the last 1,024 requests (`rtime`;
+    /// None without the column, HTTP mode only).
+    pub response_ms: Option<u64>,
     /// The last health check's result (`L7OK`, `L4CON`, `INI` before the
     /// first, `* ` in front while one runs); empty without checks.
     pub check_status: String,
@@ -235,6 +238,8 @@ fn parse_show_stat(csv: &str) -> Result<Vec<ServerStat>> {
     let (scur, qcur, rate) = (column("scur")?, column("qcur")?, column("rate")?);
     // Only what print --health and heal show; rows read without them.
     let (check_status, lastchg) = (column("check_status").ok(), column("lastchg").ok());
+    // Only for the response_time_ms autoscale metric.
+    let rtime = column("rtime").ok();
     let mut servers = Vec::new();
     for line in lines.filter(|l| !l.trim().is_empty()) {
         let fields: Vec<&str> = line.split(',').collect();
@@ -251,6 +256,7 @@ fn parse_show_stat(csv: &str) -> Result<Vec<ServerStat>> {
             sessions: number(scur),
             queued: number(qcur),
             rate: number(rate),
+            response_ms: rtime.map(|i| field(i).parse().unwrap_or(0)),
             check_status: optional(check_status).to_string(),
             last_change: optional(lastchg).parse().ok(),
         });
@@ -281,6 +287,7 @@ mod tests {
                 sessions: 4,
                 queued: 2,
                 rate: 6,
+                response_ms: None,
                 check_status: "* L7OK".into(),
                 last_change: Some(75),
             }
@@ -289,7 +296,14 @@ mod tests {
         assert_eq!(servers[1].check_status, "INI");
         assert!(parse_show_stat("Unknown command\n").is_err());
         let without = parse_show_stat("# pxname,svname,qcur,scur,status,rate\nb,www-1,0,0,UP,0\n");
-        assert_eq!(without.unwrap()[0].last_change, None);
+        let without = without.unwrap();
+        assert_eq!(
+            (without[0].last_change, without[0].response_ms),
+            (None, None)
+        );
+        let timed =
+            parse_show_stat("# pxname,svname,qcur,scur,status,rate,rtime\nb,www-1,0,1,UP,2,350\n");
+        assert_eq!(timed.unwrap()[0].response_ms, Some(350));
     }
 
     #[test]

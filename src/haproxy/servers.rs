@@ -38,6 +38,11 @@ pub struct PoolLoad {
     pub rate: u64,
     /// Requests queued at the servers and at their backends.
     pub queued: u64,
+    /// The mean of the servers' average response times (ms), over those
+    /// with sessions now or in the last second: one idle since keeps the
+    /// time of its last requests, which says nothing of now. 0 when none
+    /// has any; None when HAProxy shows no response times.
+    pub response_ms: Option<f64>,
 }
 
 pub async fn pool_load(settings: &Settings, ids: &[u64]) -> Result<PoolLoad> {
@@ -46,6 +51,16 @@ pub async fn pool_load(settings: &Settings, ids: &[u64]) -> Result<PoolLoad> {
     let rows = runtime.servers().await?;
     let mut load = PoolLoad::default();
     let mut backends = Vec::new();
+    let busy: Vec<u64> = rows
+        .iter()
+        .filter(|r| serves_one_of(r, ids) && (r.rate > 0 || r.sessions > 0))
+        .filter_map(|r| r.response_ms)
+        .collect();
+    let shown = rows.iter().any(|r| r.response_ms.is_some());
+    load.response_ms = shown.then(|| match busy.len() {
+        0 => 0.0,
+        n => busy.iter().sum::<u64>() as f64 / n as f64,
+    });
     for row in rows.iter().filter(|r| serves_one_of(r, ids)) {
         load.sessions += row.sessions;
         load.rate += row.rate;

@@ -10,6 +10,7 @@
 //! <prefix>lock/<lease ID>                   etcd's lock service: holder and waiters
 //! <prefix>failover/leader                   the proxy holding the reserved IP, on its lease
 //! <prefix>failover/history                  the last reserved IP assignments, as JSON
+//! <prefix>events/<time>-<random>            the audit trail, one event each (see `event_log`)
 //! ```
 //!
 //! A save takes effect whole or not at all, however many droplets it
@@ -455,6 +456,11 @@ impl EtcdInventory {
                     kv.key.rsplit('/').next().unwrap_or_default()
                 )),
             }))
+    }
+
+    /// The etcd client, for what is kept beside the droplets (the trail).
+    pub(super) fn client(&self) -> &Client {
+        &self.client
     }
 
     /// The prefix of this pool's keys.

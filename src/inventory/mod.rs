@@ -6,6 +6,7 @@
 //! from: the API's droplets are mapped to entries above it.
 
 mod etcd_store;
+mod event_log;
 mod file_store;
 mod format;
 mod layout;
@@ -16,10 +17,11 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::lockfile::LockFile;
-use crate::model::Entry;
+use crate::model::{Entry, Event};
 use crate::shutdown::Shutdown;
 use etcd_store::EtcdLock;
 pub use etcd_store::{EtcdInventory, InventoryChange, NotMoved};
+pub use event_log::Trail;
 use file_store::FileInventory;
 pub use format::{Comments, parse, render};
 pub use settings::{EtcdSettings, StoreSettings};
@@ -128,6 +130,23 @@ impl Store {
             (Store::File(file), StoreLock::File(_)) => file.write_secret(name, value),
             (Store::Etcd(etcd), StoreLock::Etcd(lock)) => etcd.put_meta(name, value, lock).await,
             _ => unreachable!("a lock always comes from its own store"),
+        }
+    }
+
+    /// Appends `events` to the audit trail (see `event_log`); no lock is
+    /// needed.
+    pub async fn append_events(&self, events: &[Event]) -> Result<()> {
+        match self {
+            Store::File(file) => event_log::file_append(file.path(), events),
+            Store::Etcd(etcd) => event_log::etcd_append(etcd.client(), etcd.prefix(), events).await,
+        }
+    }
+
+    /// The audit trail, oldest first.
+    pub async fn events(&self) -> Result<Trail> {
+        match self {
+            Store::File(file) => event_log::file_read(file.path()),
+            Store::Etcd(etcd) => event_log::etcd_read(etcd.client(), etcd.prefix()).await,
         }
     }
 

@@ -178,8 +178,19 @@ static CERTIFICATE_FAILURES: Family = counter(
     "Attempts to have an HTTPS certificate issued that failed.",
 );
 
+static EVENTS_UNRECORDED: Family = counter(
+    "doproxy_events_unrecorded_total",
+    &[],
+    "Events that could not be appended to the audit trail.",
+);
+static NOTIFICATIONS: Family = counter(
+    "doproxy_notifications_total",
+    &["result"],
+    "Webhook notifications, by result (sent, failed: given up after the retries).",
+);
+
 /// Every metric, in the order they are written.
-static FAMILIES: [&Family; 21] = [
+static FAMILIES: [&Family; 23] = [
     &BUILD_INFO,
     &POOL,
     &SCALE_EVENTS,
@@ -201,6 +212,8 @@ static FAMILIES: [&Family; 21] = [
     &CERTIFICATE_EXPIRY,
     &CERTIFICATE_RENEWALS,
     &CERTIFICATE_FAILURES,
+    &EVENTS_UNRECORDED,
+    &NOTIFICATIONS,
 ];
 
 /// Sample values by family name, then by the rendered label set
@@ -362,6 +375,16 @@ pub fn certificate_issuance(succeeded: bool) {
         &CERTIFICATE_FAILURES
     };
     add(family, &[], 1.0);
+}
+
+/// `events` events that could not be appended to the audit trail.
+pub fn event_not_recorded(events: usize) {
+    add(&EVENTS_UNRECORDED, &[], events as f64);
+}
+
+/// One webhook notification delivered (`sent`) or given up on.
+pub fn notification(sent: bool) {
+    add(&NOTIFICATIONS, &[if sent { "sent" } else { "failed" }], 1.0);
 }
 
 /// What this process recorded, with the build info.

@@ -4,11 +4,13 @@
 //! the rules over them only; no I/O, and nothing of the layers above.
 
 mod entry;
+mod event;
 mod field;
 mod health;
 mod pool;
 
 pub use entry::{Build, Entry, Observed, RefusedDroplet, Status, user_data_digest};
+pub use event::{Actor, Change, Event, EventTime, Kind, Severity};
 pub use field::{DropletName, InvalidField, Slug, Timestamp};
 pub use health::HealthCheck;
 pub use pool::{Pool, SHARED_TAG, is_pool_name};

@@ -15,7 +15,7 @@ use super::create::{Count, CreateOptions, Created, create};
 use super::delete::{DeleteOptions, Deletion, delete};
 use super::{Context, Waits};
 use crate::haproxy;
-use crate::model::Entry;
+use crate::model::{Change, Entry, Kind, Severity};
 use crate::scaling::autoscale::{Action, Decision, Metric, Policy, PoolSize, Reading, decide};
 use crate::scaling::rollout::pool_members;
 use crate::scaling::{Pick, Selector};
@@ -44,6 +44,9 @@ pub struct Record {
     pub readings: Vec<Reading>,
     #[serde(flatten)]
     pub decision: Decision,
+    /// The schedule window whose min and max applied, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Printable>,
     pub dry_run: bool,
     /// What acting on it gave: "done", or the error.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -100,7 +103,8 @@ pub async fn step(ctx: &Context, policy: &Policy, waits: &Waits, dry_run: bool) 
     let last_scaled = state
         .last_scaled
         .and_then(|secs| SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs)));
-    let decision = decide(policy, pool, &readings, last_scaled, now);
+    let (policy, window) = policy.scheduled(now);
+    let decision = decide(&policy, pool, &readings, last_scaled, now);
     crate::metrics::autoscale(
         decision.current,
         decision.desired,
@@ -111,6 +115,7 @@ pub async fn step(ctx: &Context, policy: &Policy, waits: &Waits, dry_run: bool) 
         at: humantime::format_rfc3339_seconds(now).to_string().into(),
         readings,
         decision: decision.clone(),
+        window: window.map(|window| Printable::new(&window.to_string())),
         dry_run,
         outcome: None,
     };
@@ -129,6 +134,8 @@ pub async fn step(ctx: &Context, policy: &Policy, waits: &Waits, dry_run: bool) 
             .map_or_else(|| "done".to_string(), |err| format!("{err:#}")),
         Err(err) => format!("{err:#}"),
     }));
+    let clean = matches!(&acted, Ok(acted) if acted.failure().is_none());
+    ctx.record([decided(&record, clean)]).await;
     // Recorded however acting went, failures and interruptions included;
     // a record that cannot be saved never hides what acting did.
     let Err(unsaved) = save_record(ctx, &record, true).await else {
@@ -153,6 +160,28 @@ pub async fn step(ctx: &Context, policy: &Policy, waits: &Waits, dry_run: bool) 
         acted: Some(acted),
         failure: Some(failure),
     })
+}
+
+/// The decision acted on, as an event: an error when acting failed.
+fn decided(record: &Record, clean: bool) -> Change {
+    let decision = &record.decision;
+    let change = Change::done(
+        Kind::ScaleDecision,
+        Vec::new(),
+        format!(
+            "{} from {} to {} droplet(s) ({}): {}",
+            decision.action.as_str(),
+            decision.current,
+            decision.target,
+            decision.reason,
+            record.outcome.as_deref().unwrap_or("done")
+        ),
+    );
+    if clean {
+        change
+    } else {
+        change.with_severity(Severity::Error)
+    }
 }
 
 /// Scales out with `create`, or in with `delete` (drain first, droplets
@@ -210,6 +239,9 @@ async fn read_metrics(ctx: &Context, policy: &Policy, serving: &[Entry]) -> Vec<
                 (Metric::SessionsPerServer, Some(Ok(load))) => Ok(load.sessions as f64 / n),
                 (Metric::RequestRatePerServer, Some(Ok(load))) => Ok(load.rate as f64 / n),
                 (Metric::QueuedPerServer, Some(Ok(load))) => Ok(load.queued as f64 / n),
+                (Metric::ResponseTimeMs, Some(Ok(load))) => load.response_ms.ok_or_else(|| {
+                    anyhow::anyhow!("HAProxy's show stat has no rtime column (HTTP mode only)")
+                }),
                 (_, None) => unreachable!("HAProxy is read when a HAProxy metric is configured"),
             }
         };

@@ -41,7 +41,7 @@ use crate::config::Config;
 use crate::digitalocean::{CreateRequest, Droplet};
 use crate::haproxy::{self, Applied};
 use crate::listing::abbreviated;
-use crate::model::{Build, Entry, Slug, user_data_digest};
+use crate::model::{Build, Change, Entry, Kind, Severity, Slug, user_data_digest};
 use crate::scaling::rollout::{pool_members, replaceable};
 use crate::scaling::{Pick, Plan, next_names, plan};
 
@@ -170,6 +170,28 @@ pub struct Made {
     pool_size: usize,
 }
 
+impl Made {
+    /// The droplets DigitalOcean accepted; a warning when a later batch
+    /// or a project assignment failed.
+    fn changes(&self) -> Option<Change> {
+        if self.droplets.is_empty() {
+            return None;
+        }
+        let ids: Vec<u64> = self.droplets.iter().map(|d| d.id).collect();
+        let made = format!("created {} droplet(s)", ids.len());
+        Some(if self.failures.is_empty() {
+            Change::done(Kind::DropletCreated, ids, made)
+        } else {
+            Change::done(
+                Kind::DropletCreated,
+                ids,
+                format!("{made}; {}", self.failures.join("; ")),
+            )
+            .with_severity(Severity::Warning)
+        })
+    }
+}
+
 /// The build new droplets get from the options now, and the user data to
 /// send; an error names the missing option or the unreadable file.
 pub fn current_build(config: &Config) -> Result<(Build, Option<String>)> {
@@ -214,6 +236,12 @@ pub fn current_build(config: &Config) -> Result<(Build, Option<String>)> {
 /// failure there is reported, the droplets stay recorded). Sends no further
 /// request once a stop is asked for. Fails only when nothing was created.
 pub(super) async fn create_and_record(ctx: &Context, options: &CreateOptions) -> Result<Made> {
+    let made = make_and_record(ctx, options).await?;
+    ctx.record(made.changes()).await;
+    Ok(made)
+}
+
+async fn make_and_record(ctx: &Context, options: &CreateOptions) -> Result<Made> {
     let config = &ctx.config;
     let spec = config.droplet_spec()?;
     let (build, user_data) = current_build(config)?;

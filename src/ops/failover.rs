@@ -25,6 +25,7 @@ use crate::digitalocean::{ApiSettings, Client, RetryPolicy, metadata, reserved_i
 use crate::etcd::{Election, LeaderKey, Leadership, Unconfirmed};
 use crate::haproxy;
 use crate::inventory::{EtcdInventory, NotMoved, Store};
+use crate::model::{Change, Kind, Severity};
 use crate::scaling::failover::{self, Assignment, Health, Identity, Role, Seen, Step};
 use crate::shutdown::Interrupted;
 
@@ -330,6 +331,17 @@ impl Proxy<'_> {
                 self.leadership = Some(leadership);
                 self.verify_at = None;
                 self.assign_failures = 0;
+                let elected = format!(
+                    "{} leads and holds reserved IP {}",
+                    self.name, self.reserved_ip
+                );
+                self.ctx
+                    .record([Change::done(
+                        Kind::FailoverElected,
+                        vec![self.droplet_id],
+                        elected,
+                    )])
+                    .await;
             }
             Ok(None) => tracing::debug!("another proxy claimed leadership first"),
             Err(err) => tracing::warn!("cannot claim leadership: {err:#}"),
@@ -355,6 +367,17 @@ impl Proxy<'_> {
             }
             Err(err) => {
                 self.assign_failures += 1;
+                if self.assign_failures == 1 {
+                    // Once, when keeping the IP starts failing; the
+                    // retries are logged.
+                    let failed = Change::done(
+                        Kind::ReservedIpMoved,
+                        vec![self.droplet_id],
+                        format!("{err:#}"),
+                    )
+                    .with_severity(Severity::Error);
+                    self.ctx.record([failed]).await;
+                }
                 let pause = backoff(self.assign_failures, MAX_ASSIGN_BACKOFF).min(recheck);
                 tracing::error!(
                     "{err:#}; trying again in {}",
@@ -398,6 +421,17 @@ impl Proxy<'_> {
             previous,
         };
         tracing::info!("assigned {}", assignment.line());
+        let droplets = previous.into_iter().chain([self.droplet_id]).collect();
+        self.ctx
+            .record([Change::done(
+                Kind::ReservedIpMoved,
+                droplets,
+                format!(
+                    "reserved IP {ip} moved to {} (droplet {})",
+                    self.name, self.droplet_id
+                ),
+            )])
+            .await;
         let recorded = match self.election.history().await {
             Ok(recorded) => recorded,
             Err(err) => {

@@ -14,7 +14,7 @@ use anyhow::{Context as _, Result, anyhow};
 use super::replace::{Replaced, Settled, create_replacements, settle};
 use super::{Context, Waits};
 use crate::haproxy;
-use crate::model::{Entry, Status};
+use crate::model::{Change, Entry, Kind, Severity, Status};
 use crate::scaling::heal::{self, Api, Observation, Policy, Record};
 use crate::scaling::rollout::pool_members;
 
@@ -57,7 +57,7 @@ pub async fn pass(ctx: &Context, policy: &Policy, waits: &Waits, dry_run: bool) 
     let mut failures: Vec<String> = Vec::new();
     if !dry_run {
         collect(
-            settle(ctx, waits, RESUME).await?,
+            settle(ctx, waits, RESUME, Kind::HealReplaced).await?,
             &mut replaced,
             &mut failures,
         );
@@ -67,7 +67,7 @@ pub async fn pass(ctx: &Context, policy: &Policy, waits: &Waits, dry_run: bool) 
     let now = SystemTime::now();
     let before = ctx.load_meta::<Record>(STATE).await?;
     let mut record = before.clone();
-    let mut decision = judge(&mut record, policy, &seen, now);
+    let (mut decision, mut newly_refused) = judge(&mut record, policy, &seen, now);
     if !dry_run && record != before {
         // Again under the lock, from the record as it is then: passes
         // running at once (cron, the heal service, the autoscale loop,
@@ -76,16 +76,19 @@ pub async fn pass(ctx: &Context, policy: &Policy, waits: &Waits, dry_run: bool) 
         // counts toward the hourly limit.
         let lock = ctx.lock(waits.lock_timeout).await?;
         let mut record = ctx.load_meta::<Record>(STATE).await?;
-        decision = judge(&mut record, policy, &seen, now);
+        (decision, newly_refused) = judge(&mut record, policy, &seen, now);
         ctx.save_meta(STATE, &record, &lock).await?;
         lock.release().await;
+    }
+    if !dry_run && newly_refused {
+        ctx.record(refusal(&decision)).await;
     }
     let doomed: Vec<u64> = decision.replace.iter().map(|v| v.id).collect();
     if !dry_run && !doomed.is_empty() {
         let made = create_replacements(ctx, doomed.clone(), waits, RESUME).await?;
         failures.extend(made.failures);
         collect(
-            settle(ctx, waits, RESUME).await?,
+            settle(ctx, waits, RESUME, Kind::HealReplaced).await?,
             &mut replaced,
             &mut failures,
         );
@@ -99,19 +102,43 @@ pub async fn pass(ctx: &Context, policy: &Policy, waits: &Waits, dry_run: bool) 
     })
 }
 
+/// The droplets the storm guards hold back: every faulty one in an outage
+/// (most of the pool DOWN at once), else those past the hourly limit.
+fn refused(decision: &heal::Decision) -> Vec<u64> {
+    match &decision.outage {
+        Some(_) => decision.waiting.iter().map(|v| v.id).collect(),
+        None => decision.held_back.clone(),
+    }
+}
+
+/// What the storm guards held back, as an event.
+fn refusal(decision: &heal::Decision) -> Option<Change> {
+    let droplets = refused(decision);
+    let why = match &decision.outage {
+        Some(outage) => outage.clone(),
+        None if !droplets.is_empty() => "held back by heal.max_share_per_hour".to_string(),
+        None => return None,
+    };
+    Some(Change::done(Kind::HealRefused, droplets, why).with_severity(Severity::Warning))
+}
+
 /// Brings `record` up to date with `seen`, decides, and notes the
-/// replacements decided on.
+/// replacements decided on and what is held back; true when what is held
+/// back changed (a refusal to tell).
 fn judge(
     record: &mut Record,
     policy: &Policy,
     seen: &[Observation],
     now: SystemTime,
-) -> heal::Decision {
+) -> (heal::Decision, bool) {
     heal::observe(record, seen, now);
     let decision = heal::decide(policy, seen, record, now);
     let doomed: Vec<u64> = decision.replace.iter().map(|v| v.id).collect();
     heal::note_replacements(record, &doomed, now);
-    decision
+    let refused = refused(&decision);
+    let changed = refused != record.refused;
+    record.refused = refused;
+    (decision, changed)
 }
 
 fn collect(settled: Settled, replaced: &mut Vec<Replaced>, failures: &mut Vec<String>) {

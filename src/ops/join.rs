@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::digitalocean::{Client, Droplet};
 use crate::haproxy::{Applied, Reload};
 use crate::listing::abbreviated;
-use crate::model::{Entry, Status};
+use crate::model::{Change, Entry, Kind, Severity, Status};
 use crate::progress;
 use crate::readiness;
 use crate::shutdown::{Interrupted, Signal};
@@ -205,6 +205,8 @@ pub async fn join(
 
     crate::metrics::scaled(crate::metrics::Direction::Out, ready.len());
     lock.release().await;
+    ctx.record(joined_changes(&ready, &unready, &destroyed))
+        .await;
     Ok(Joined {
         ready,
         unready,
@@ -213,6 +215,45 @@ pub async fn join(
         entries,
         applied,
     })
+}
+
+/// What a join did: droplets in HAProxy; booted but never healthy (kept,
+/// or destroyed with destroy_unready); destroyed, stuck in their boot.
+fn joined_changes(ready: &[u64], unready: &[u64], destroyed: &[u64]) -> Vec<Change> {
+    let kept_unready: Vec<u64> = unready
+        .iter()
+        .copied()
+        .filter(|id| !destroyed.contains(id))
+        .collect();
+    let mut changes = Vec::new();
+    if !ready.is_empty() {
+        changes.push(Change::done(
+            Kind::DropletJoined,
+            ready.to_vec(),
+            "passed the health check; in HAProxy",
+        ));
+    }
+    if !kept_unready.is_empty() {
+        changes.push(
+            Change::done(
+                Kind::DropletUnready,
+                kept_unready,
+                "active, but never answered the health check; kept out of HAProxy",
+            )
+            .with_severity(Severity::Warning),
+        );
+    }
+    if !destroyed.is_empty() {
+        changes.push(
+            Change::done(
+                Kind::DropletDestroyed,
+                destroyed.to_vec(),
+                "destroyed: stuck in its boot or never healthy",
+            )
+            .with_severity(Severity::Warning),
+        );
+    }
+    changes
 }
 
 /// Of droplets `ids`, the ones that may be destroyed: those DigitalOcean

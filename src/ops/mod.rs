@@ -18,6 +18,7 @@ pub mod create;
 pub mod delete;
 pub mod doctor;
 pub mod droplet;
+pub mod events;
 pub mod failover;
 pub mod frontend;
 pub mod heal;
@@ -47,6 +48,7 @@ use crate::inventory::{Store, StoreLock};
 use crate::lockfile::LockFile;
 use crate::metrics::{self, Serving};
 use crate::model::Entry;
+use crate::notify::Notifier;
 use crate::shutdown::Shutdown;
 
 /// Lock wait for operations without a lock timeout of their own that write
@@ -74,13 +76,21 @@ pub struct Context {
     client: OnceCell<Client>,
     /// Where HAProxy's frontend listens, looked up once per process.
     frontend_bind: tokio::sync::OnceCell<String>,
+    /// Stamps and records what happened (`record`).
+    recorder: events::Recorder,
+    /// The webhooks events are sent to.
+    notifier: Notifier,
 }
 
 impl Context {
     /// Opens the store `config` names; nothing is read yet.
     pub fn new(config: Config, shutdown: Shutdown) -> Result<Context> {
         let store = Store::open(&config.store)?;
+        let recorder = events::Recorder::new(config.pool_tag());
+        let notifier = Notifier::new(&config.notify, metrics::notification);
         Ok(Context {
+            recorder,
+            notifier,
             config,
             store,
             shutdown,
@@ -198,9 +208,11 @@ impl Context {
     }
 
     /// Waits until the locks this run dropped are given up, so runs on
-    /// other proxies need not wait for their leases to expire.
+    /// other proxies need not wait for their leases to expire, and (at
+    /// most notify::FLUSH_WAIT) for the notifications still queued.
     pub async fn finish(&self) {
         self.store.finish().await;
+        self.notifier.flush().await;
     }
 }
 

@@ -25,7 +25,7 @@ use super::{Context, droplet};
 use crate::digitalocean::Droplet;
 use crate::haproxy::{self, Applied};
 use crate::inventory::StoreLock;
-use crate::model::{Entry, Observed, Status};
+use crate::model::{self, Entry, Kind, Observed, Severity, Status};
 use crate::readiness;
 use crate::scaling::{Drift, drift, take_foreign};
 
@@ -128,8 +128,43 @@ pub async fn reconcile(
         return Ok(reconciled);
     };
     let fixed = fix(ctx, options, &lock, entries, existing, &reconciled.drift).await?;
+    ctx.record([fixes(&reconciled, &fixed)]).await;
     reconciled.fixed = Some(fixed);
     Ok(reconciled)
+}
+
+/// What `apply` fixed, as an event: the droplets that drifted, how many
+/// joined and were destroyed; an error when destroys failed.
+fn fixes(reconciled: &Reconciled, fixed: &Fixed) -> model::Change {
+    let drift = &reconciled.drift;
+    let droplets = [
+        &drift.gone,
+        &drift.orphans,
+        &drift.booted,
+        &drift.unfinished_destroys,
+        &drift.untagged,
+    ]
+    .into_iter()
+    .flatten()
+    .chain(drift.changed.iter().map(|change| &change.after))
+    .map(|entry| entry.id)
+    .collect();
+    let mut outcome = format!(
+        "{} gone, {} orphan(s), {} changed, {} joined, {} destroyed",
+        drift.gone.len(),
+        drift.orphans.len(),
+        drift.changed.len(),
+        fixed.ready,
+        fixed.destroyed
+    );
+    if reconciled.haproxy.is_some() {
+        outcome.push_str("; HAProxy brought to the inventory");
+    }
+    let change = model::Change::done(Kind::ReconcileFixed, droplets, outcome);
+    match fixed.failures.is_empty() {
+        true => change,
+        false => change.with_severity(Severity::Error),
+    }
 }
 
 /// Makes the inventory `entries` agree with what DigitalOcean shows

@@ -16,7 +16,7 @@ use super::join::{Resume, Stage, join, stopped_create};
 use super::retire::{Leaving, Retire, Retired, retire};
 use super::{Context, Waits};
 use crate::digitalocean::{Droplet, Networks};
-use crate::model::{Entry, Status};
+use crate::model::{Change, Entry, Kind, Status};
 
 /// One droplet, for reports.
 #[derive(Debug, Clone, Serialize)]
@@ -97,8 +97,14 @@ pub async fn create_replacements(
 /// (those that never do are destroyed), then each droplet whose replacement
 /// serves is retired, and links to droplets already gone are dropped.
 /// `command` continues it after a stop. Takes no lock when nothing is
-/// under way.
-pub async fn settle(ctx: &Context, waits: &Waits, command: &'static str) -> Result<Settled> {
+/// under way. Each finished replacement is recorded as an event of `kind`
+/// (a rollout step, a heal).
+pub async fn settle(
+    ctx: &Context,
+    waits: &Waits,
+    command: &'static str,
+    kind: Kind,
+) -> Result<Settled> {
     let mut settled = Settled::default();
     let entries = ctx.entries(None).await?;
     if !entries.iter().any(|e| e.replaces.is_some()) {
@@ -165,6 +171,14 @@ pub async fn settle(ctx: &Context, waits: &Waits, command: &'static str) -> Resu
         ctx.store.save(&entries, &lock).await?;
     }
     lock.release().await;
+    let changes = settled.replaced.iter().map(|pair| {
+        Change::done(
+            kind,
+            vec![pair.old.id, pair.new.id],
+            format!("{} replaced by {}", pair.old, pair.new),
+        )
+    });
+    ctx.record(changes).await;
     Ok(settled)
 }
 

@@ -16,7 +16,7 @@ use crate::digitalocean::{ApiError, Deleted};
 use crate::haproxy::{self, Applied, Reload};
 use crate::inventory::StoreLock;
 use crate::listing::abbreviated;
-use crate::model::{Entry, Status};
+use crate::model::{Change, Entry, Kind, Severity, Status};
 
 /// A droplet on its way out of the pool, and its inventory status before,
 /// so a retire that does not go ahead can put it back.
@@ -174,11 +174,46 @@ pub async fn retire(
     ctx.store.save(entries, lock).await?;
     super::apply::count_pool(entries);
     crate::metrics::scaled(crate::metrics::Direction::In, destroyed.len());
+    ctx.record(retired_changes(&ids, &destroyed, &failures))
+        .await;
     Ok(Retired {
         applied,
         destroyed,
         failures,
     })
+}
+
+/// What a retire did: `ids` left HAProxy, `destroyed` are gone, and the
+/// destroys that failed.
+fn retired_changes(ids: &[u64], destroyed: &[Entry], failures: &[String]) -> Vec<Change> {
+    let mut changes = vec![Change::done(
+        Kind::DropletDrained,
+        ids.to_vec(),
+        "drained and out of HAProxy",
+    )];
+    if !destroyed.is_empty() {
+        changes.push(Change::done(
+            Kind::DropletDestroyed,
+            destroyed.iter().map(|e| e.id).collect(),
+            "destroyed",
+        ));
+    }
+    if !failures.is_empty() {
+        let failed: Vec<u64> = ids
+            .iter()
+            .copied()
+            .filter(|id| !destroyed.iter().any(|e| e.id == *id))
+            .collect();
+        changes.push(
+            Change::done(
+                Kind::DropletDestroyed,
+                failed,
+                format!("could not destroy: {}", failures.join("; ")),
+            )
+            .with_severity(Severity::Error),
+        );
+    }
+    changes
 }
 
 /// Puts `leaving` back as they were before `retire` marked them; says what

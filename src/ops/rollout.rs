@@ -27,7 +27,7 @@ use super::create::current_build;
 use super::replace::{Named, Settled, create_replacements, settle, undestroyed};
 use super::retire::{Leaving, Retire, retire};
 use super::{Context, Waits};
-use crate::model::{Build, Entry};
+use crate::model::{Build, Entry, Kind};
 use crate::scaling::rollout::{Next, Rollout, StepSize, next_step, remaining, start, why_replaced};
 
 /// Where the rollout under way lives in the store.
@@ -99,7 +99,7 @@ pub async fn roll_out(ctx: &Context, request: &Request) -> Result<RolledOut> {
     }
     let total = rollout.olds.len();
     loop {
-        let settled = settle(ctx, &request.waits, RESUME).await?;
+        let settled = settle(ctx, &request.waits, RESUME, Kind::RolloutStep).await?;
         for pair in &settled.replaced {
             tracing::info!("rollout: {} replaced by {}", pair.old, pair.new);
         }

@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use super::schedule::{self, Window};
 use crate::text::Printable;
 
 /// What a metric measures, per serving droplet.
@@ -27,6 +28,10 @@ pub enum Metric {
     QueuedPerServer,
     /// Droplet CPU utilization in percent, from DigitalOcean Monitoring.
     CpuPercent,
+    /// HAProxy's average response time of the servers that serve traffic,
+    /// in milliseconds (`rtime`: over each server's last 1,024 requests).
+    /// Taken as growing with the load per droplet, like the others.
+    ResponseTimeMs,
 }
 
 /// The autoscale policy from doproxy.yml, already validated.
@@ -39,6 +44,26 @@ pub struct Policy {
     pub cooldown: Duration,
     pub scale_in_step: usize,
     pub interval: Duration,
+    /// Windows that set min and max while open (`schedule`).
+    pub schedule: Vec<Window>,
+}
+
+impl Policy {
+    /// The policy at `now`: with the min and max of the schedule window
+    /// open then, if one is, and that window.
+    pub fn scheduled(&self, now: SystemTime) -> (Policy, Option<&Window>) {
+        match schedule::active(&self.schedule, now) {
+            None => (self.clone(), None),
+            Some(window) => (
+                Policy {
+                    min: window.min,
+                    max: window.max,
+                    ..self.clone()
+                },
+                Some(window),
+            ),
+        }
+    }
 }
 
 /// One metric's current value (averaged per serving droplet), or why there
@@ -187,6 +212,7 @@ pub fn metric_name(metric: Metric) -> &'static str {
         Metric::RequestRatePerServer => "request_rate_per_server",
         Metric::QueuedPerServer => "queued_per_server",
         Metric::CpuPercent => "cpu_percent",
+        Metric::ResponseTimeMs => "response_time_ms",
     }
 }
 
@@ -205,6 +231,7 @@ mod tests {
             cooldown: Duration::from_secs(300),
             scale_in_step: 1,
             interval: Duration::from_secs(60),
+            schedule: Vec::new(),
         }
     }
 

@@ -75,6 +75,10 @@ pub struct Record {
     /// When (Unix seconds) each replacement was started, and of which
     /// droplet, for the per-hour limit.
     pub replacements: Vec<Replacement>,
+    /// The droplets the last pass held back (an outage, the hourly
+    /// limit), so a refusal is told once, not at every pass.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +105,9 @@ pub struct Decision {
     pub waiting: Vec<Verdict>,
     /// Most of the pool is DOWN: the sentence saying so.
     pub outage: Option<String>,
+    /// Faulty, but held back by heal.max_share_per_hour.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub held_back: Vec<u64>,
     /// Droplets looked at.
     pub pool: usize,
 }
@@ -210,6 +217,7 @@ pub fn decide(policy: &Policy, seen: &[Observation], record: &Record, now: Syste
         if n < room {
             decision.replace.push(verdict);
         } else {
+            decision.held_back.push(verdict.id);
             decision.waiting.push(Verdict {
                 why: format!(
                     "{}; held back: heal.max_share_per_hour ({}%) allows {allowed} replacement(s) per hour in this pool of {pool}, and {} were started in the last hour",

@@ -1,5 +1,6 @@
 //! Pure decisions: what to call new droplets, which ones a delete means, how
-//! to reach a pool size, when to scale (`autoscale`), what to heal, how a
+//! to reach a pool size, when to scale (`autoscale`, with the windows of
+//! its `schedule`), what to heal, how a
 //! rollout steps, where the inventory and DigitalOcean disagree (`drift`),
 //! and when a proxy leads the failover. No I/O here, so every rule is
 //! unit-tested; the operations that carry them out are in `ops`.
@@ -11,6 +12,7 @@ pub mod heal;
 mod naming;
 mod plan;
 pub mod rollout;
+pub mod schedule;
 mod targets;
 
 pub use drift::{Drift, drift, take_foreign};

@@ -318,6 +318,7 @@ fn the_manual_page_describes_every_command_instead_of_pointing_to_missing_pages(
         "autoscale",
         "watch",
         "failover",
+        "history",
         "inventory export",
         "inventory import",
         "generate",

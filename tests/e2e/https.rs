@@ -245,6 +245,20 @@ fn a_certificate_is_issued_served_and_renewed_under_load_without_a_reload() {
         curl(https_port, Some(&root), "site.test").unwrap().1,
         new_serial
     );
+    // The audit trail has the issuances and the failure, in order.
+    let history = project
+        .run(&["history", "--kind", "certificate", "-o", "json"])
+        .success()
+        .json();
+    let outcomes: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes.len(), 3, "{history}");
+    assert!(outcomes[1].contains(new_serial), "{history}");
+    assert!(outcomes[2].starts_with("failed: "), "{history}");
     // A restart serves it too: the file HAProxy's config names holds it.
     let file = std::fs::read_to_string(project.path("live/doproxy-certificate.pem")).unwrap();
     let stored = std::fs::read_to_string(project.path("inventory.tls-certificate")).unwrap();

@@ -25,6 +25,7 @@ use crate::config::{CertificateSource, TlsSettings};
 use crate::haproxy::{self, Reload, Runtime};
 use crate::inventory::StoreLock;
 use crate::metrics;
+use crate::model::{Change, Kind, Severity};
 use keep::MapAnswers;
 
 /// Store documents: the certificate (chain and key, PEM), the ACME
@@ -283,13 +284,31 @@ impl Context {
                     }
                     None => "HAProxy keeps the self-signed stand-in".to_string(),
                 };
-                return Err(err.context(format!(
+                let err = err.context(format!(
                     "no new certificate was issued, so {kept}; the next attempt waits {}",
                     humantime::format_duration(renewal::backoff(failures.count))
-                )));
+                ));
+                self.record([Change::done(
+                    Kind::CertificateRenewed,
+                    Vec::new(),
+                    format!("failed: {err:#}"),
+                )
+                .with_severity(Severity::Error)])
+                    .await;
+                return Err(err);
             }
         };
         metrics::certificate_issuance(true);
+        self.record([Change::done(
+            Kind::CertificateRenewed,
+            Vec::new(),
+            format!(
+                "issued ({reason}): serial {}, not after {}",
+                issued.facts().serial,
+                humantime::format_rfc3339_seconds(issued.facts().not_after)
+            ),
+        )])
+        .await;
         self.store
             .write_secret(CERTIFICATE, &issued.bundle_pem(), &lock)
             .await?;
