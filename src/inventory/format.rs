@@ -290,7 +290,8 @@ fn push_lines<'a>(text: &mut String, lines: impl IntoIterator<Item = &'a str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Status, user_data_digest};
+    use crate::model::Status;
+    use crate::model::samples::{build, entry};
 
     #[test]
     fn the_line_listing_a_droplet_is_found() {
@@ -298,26 +299,6 @@ mod tests {
         assert_eq!(line_of(text, 12), Some(4));
         assert_eq!(line_of(text, 7), Some(5));
         assert_eq!(line_of(text, 1), None);
-    }
-
-    fn entry(id: u64, name: &str, status: Status) -> Entry {
-        Entry {
-            private_ip: Some(Ipv4Addr::new(10, 0, 0, 5)),
-            status,
-            created_at: Some("2026-11-28T20:41:06Z".into()),
-            ..Entry::named(id, name)
-        }
-    }
-
-    fn build() -> Build {
-        Build {
-            image: "ubuntu-24-04-x64".into(),
-            size: "s-1vcpu-1gb".into(),
-            region: "nyc3".into(),
-            user_data: Some(user_data_digest("#cloud-config\n")),
-            tags: vec!["doproxy:web".into(), "doproxy".into()],
-            vpc: None,
-        }
     }
 
     #[test]

@@ -233,11 +233,15 @@ impl Entry {
     }
 }
 
+/// Entries and builds as tests of the model and its stores write them.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub mod samples {
+    use std::net::Ipv4Addr;
 
-    fn entry(id: u64, name: &str, status: Status) -> Entry {
+    use super::{Build, Entry, Status, user_data_digest};
+
+    /// A droplet with an address and a creation time.
+    pub fn entry(id: u64, name: &str, status: Status) -> Entry {
         Entry {
             private_ip: Some(Ipv4Addr::new(10, 0, 0, 5)),
             status,
@@ -246,7 +250,8 @@ mod tests {
         }
     }
 
-    fn build() -> Build {
+    /// What a droplet of pool `web` is built from.
+    pub fn build() -> Build {
         Build {
             image: "ubuntu-24-04-x64".into(),
             size: "s-1vcpu-1gb".into(),
@@ -256,6 +261,12 @@ mod tests {
             vpc: None,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::samples::{build, entry};
+    use super::*;
 
     #[test]
     fn a_build_differs_by_the_fields_that_changed() {

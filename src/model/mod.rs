@@ -9,6 +9,8 @@ mod field;
 mod health;
 mod pool;
 
+#[cfg(test)]
+pub use entry::samples;
 pub use entry::{Build, Entry, Observed, RefusedDroplet, Status, user_data_digest};
 pub use event::{Actor, Change, Event, EventTime, Kind, Severity};
 pub use field::{DropletName, InvalidField, Slug, Timestamp};
