@@ -71,46 +71,52 @@ pub async fn run(ctx: &Context, args: &AutoscaleArgs) -> Result<Report> {
         humantime::format_duration(policy.interval)
     );
     let (mut deciding, mut healing) = (Failing::default(), Failing::default());
-    loop {
-        let started = tokio::time::Instant::now();
-        match step(ctx, policy, &waits, false).await {
-            Ok(stepped) => {
-                tracing::info!("{}", describe(&stepped.record));
-                if let Some(failure) = stepped.failure {
-                    tracing::error!("{failure:#}");
+    // With a tls section the certificate is kept alongside, as watch and
+    // failover do: with the file inventory (no watch), this service is what
+    // renews it.
+    ctx.keeping_certificate(async {
+        loop {
+            let started = tokio::time::Instant::now();
+            match step(ctx, policy, &waits, false).await {
+                Ok(stepped) => {
+                    tracing::info!("{}", describe(&stepped.record));
+                    if let Some(failure) = stepped.failure {
+                        tracing::error!("{failure:#}");
+                    }
+                    deciding.step(ctx, Ok(())).await;
                 }
-                deciding.step(ctx, Ok(())).await;
-            }
-            // A step a signal cut short says what it left; that ends the service.
-            Err(err) if ctx.shutdown.check().is_err() => return Err(err),
-            Err(err) => {
-                tracing::error!("autoscale step failed: {err:#}");
-                deciding.step(ctx, Err(&err)).await;
-            }
-        }
-        if let Some(heal_policy) = &ctx.config.heal
-            && ctx.shutdown.check().is_ok()
-        {
-            match heal::pass(ctx, heal_policy, &waits, false).await {
-                Ok(healed) => {
-                    report::log_heal(&report::healed(&healed)?);
-                    healing.step(ctx, Ok(())).await;
-                }
+                // A step a signal cut short says what it left; that ends the service.
                 Err(err) if ctx.shutdown.check().is_err() => return Err(err),
                 Err(err) => {
-                    tracing::error!("heal pass failed: {err:#}");
-                    healing.step(ctx, Err(&err)).await;
+                    tracing::error!("autoscale step failed: {err:#}");
+                    deciding.step(ctx, Err(&err)).await;
                 }
             }
-        }
-        tokio::select! {
-            stopped = ctx.shutdown.signalled() => {
-                tracing::info!("{stopped}; no decision is under way");
-                return Report::stopped(&stopped);
+            if let Some(heal_policy) = &ctx.config.heal
+                && ctx.shutdown.check().is_ok()
+            {
+                match heal::pass(ctx, heal_policy, &waits, false).await {
+                    Ok(healed) => {
+                        report::log_heal(&report::healed(&healed)?);
+                        healing.step(ctx, Ok(())).await;
+                    }
+                    Err(err) if ctx.shutdown.check().is_err() => return Err(err),
+                    Err(err) => {
+                        tracing::error!("heal pass failed: {err:#}");
+                        healing.step(ctx, Err(&err)).await;
+                    }
+                }
             }
-            () = tokio::time::sleep(policy.interval.saturating_sub(started.elapsed())) => {}
+            tokio::select! {
+                stopped = ctx.shutdown.signalled() => {
+                    tracing::info!("{stopped}; no decision is under way");
+                    return Report::stopped(&stopped);
+                }
+                () = tokio::time::sleep(policy.interval.saturating_sub(started.elapsed())) => {}
+            }
         }
-    }
+    })
+    .await
 }
 
 /// `2026-11-28T21:00:00Z scale_out 1 -> 3 (sessions_per_server 6.0/2) the metrics ask for more`

@@ -29,26 +29,32 @@ pub async fn run(ctx: &Context, args: &HealArgs) -> Result<Report> {
         humantime::format_duration(policy.interval)
     );
     let mut failing = Failing::default();
-    loop {
-        let started = tokio::time::Instant::now();
-        match pass(ctx, &policy, &waits, false).await {
-            Ok(healed) => {
-                report::log_heal(&report::healed(&healed)?);
-                failing.step(ctx, Ok(())).await;
+    // With a tls section the certificate is kept alongside, as watch and
+    // failover do: with the file inventory (no watch), this service is what
+    // renews it.
+    ctx.keeping_certificate(async {
+        loop {
+            let started = tokio::time::Instant::now();
+            match pass(ctx, &policy, &waits, false).await {
+                Ok(healed) => {
+                    report::log_heal(&report::healed(&healed)?);
+                    failing.step(ctx, Ok(())).await;
+                }
+                // A pass a signal cut short says what it left; that ends the service.
+                Err(err) if ctx.shutdown.check().is_err() => return Err(err),
+                Err(err) => {
+                    tracing::error!("heal pass failed: {err:#}");
+                    failing.step(ctx, Err(&err)).await;
+                }
             }
-            // A pass a signal cut short says what it left; that ends the service.
-            Err(err) if ctx.shutdown.check().is_err() => return Err(err),
-            Err(err) => {
-                tracing::error!("heal pass failed: {err:#}");
-                failing.step(ctx, Err(&err)).await;
+            tokio::select! {
+                stopped = ctx.shutdown.signalled() => {
+                    tracing::info!("{stopped}; no heal pass is under way");
+                    return Report::stopped(&stopped);
+                }
+                () = tokio::time::sleep(policy.interval.saturating_sub(started.elapsed())) => {}
             }
         }
-        tokio::select! {
-            stopped = ctx.shutdown.signalled() => {
-                tracing::info!("{stopped}; no heal pass is under way");
-                return Report::stopped(&stopped);
-            }
-            () = tokio::time::sleep(policy.interval.saturating_sub(started.elapsed())) => {}
-        }
-    }
+    })
+    .await
 }

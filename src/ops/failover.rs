@@ -104,10 +104,7 @@ pub async fn take_part(ctx: &Context) -> Result<Interrupted> {
     };
     // The HTTPS certificate is kept alongside (renewed when due, installed
     // when another proxy renewed it).
-    let stopped = tokio::select! {
-        stopped = proxy.run() => stopped,
-        never = ctx.keep_certificate() => match never {},
-    };
+    let stopped = ctx.keeping_certificate(proxy.run()).await;
     match proxy.leadership.take() {
         Some(leadership) => {
             leadership.resign().await;

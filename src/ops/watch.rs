@@ -69,10 +69,9 @@ pub async fn follow(
     let _metrics = ctx.serve_metrics(metrics_listen).await?;
     // The HTTPS certificate is kept alongside: renewed when due (one proxy
     // at a time), installed when another proxy renewed it.
-    let followed = tokio::select! {
-        followed = keep_in_step(Follower::new(ctx, etcd, timing)) => followed,
-        never = ctx.keep_certificate() => match never {},
-    };
+    let followed = ctx
+        .keeping_certificate(keep_in_step(Follower::new(ctx, etcd, timing)))
+        .await;
     Ok(match followed {
         Err(stopped) => stopped,
         Ok(never) => match never {},

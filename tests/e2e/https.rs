@@ -519,3 +519,26 @@ fn the_proxy_the_ca_reaches_answers_for_the_proxy_that_renews() {
         watch_a.stderr_so_far()
     );
 }
+
+#[test]
+fn with_the_file_inventory_the_heal_service_keeps_the_certificate() {
+    let mut project = Project::new("https-heal");
+    let pebble = Pebble::start(project.frontend.port());
+    let (_haproxy, https_port) = https_project(&mut project, Some(&pebble), "");
+    project.set("heal", Some("{interval: 1s}"));
+    project.run(&["create", "--count", "1"]).success();
+    let root = pebble.issuing_root_file();
+    // No watch without etcd: the heal service has the certificate issued
+    // when it starts (none yet) and serves it.
+    let healing = project.spawn(&["heal"]);
+    wait_until(
+        "the heal service to have a certificate issued and served",
+        Duration::from_secs(30),
+        || curl(https_port, Some(&root), "site.test").is_ok(),
+    );
+    assert!(
+        healing.stderr_so_far().contains("HTTPS certificate renewed"),
+        "{}",
+        healing.stderr_so_far()
+    );
+}

@@ -1,9 +1,11 @@
-//! What `watch` and `failover` keep doing alongside their own work with a
+//! What the long-running services (`watch`, `failover`, `autoscale`,
+//! `heal`) keep doing alongside their own work with a
 //! `tls` section: install the certificate another proxy renewed, mirror the
 //! challenge answers of an issuance under way into this HAProxy, renew when
 //! due; and the challenge answers an issuance publishes.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -23,12 +25,21 @@ use crate::lockfile::LockBusy;
 use crate::ops::Context;
 
 impl Context {
-    /// For `watch` and `failover`, until they stop: every second, makes
+    /// Runs `work` (a long-running service: watch, failover, autoscale,
+    /// heal) with the HTTPS certificate kept alongside until it ends.
+    pub async fn keeping_certificate<T>(&self, work: impl Future<Output = T>) -> T {
+        tokio::select! {
+            done = work => done,
+            never = self.keep_certificate() => match never {},
+        }
+    }
+
+    /// For the long-running services, until they stop: every second, makes
     /// HAProxy serve the certificate in the store (another proxy may have
     /// renewed it); every minute, renews it when due (one proxy at a time,
     /// backing off after failures). Never returns; with no tls section it
     /// does nothing.
-    pub async fn keep_certificate(&self) -> std::convert::Infallible {
+    async fn keep_certificate(&self) -> std::convert::Infallible {
         let Some(tls) = &self.config.tls else {
             return std::future::pending().await;
         };
