@@ -6,6 +6,7 @@
 //! the droplet's unique name among the pool's tagged droplets before anything
 //! is sent again.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -207,10 +208,11 @@ impl Client {
     /// (404) is left out, so "gone" is always confirmed by ID.
     pub async fn list_pool(&self, tag: &str, known: &[u64]) -> Result<Vec<Droplet>, ApiError> {
         let mut droplets = self.list_droplets(tag).await?;
+        let listed: HashSet<u64> = droplets.iter().map(|d| d.id).collect();
         let missing: Vec<u64> = known
             .iter()
             .copied()
-            .filter(|id| !droplets.iter().any(|d| d.id == *id))
+            .filter(|id| !listed.contains(id))
             .collect();
         droplets.extend(self.get_existing(&missing).await?);
         Ok(droplets)
@@ -230,7 +232,8 @@ impl Client {
             return self.get_existing(ids).await;
         }
         let mut droplets = self.list_pool(tag, ids).await?;
-        droplets.retain(|d| ids.contains(&d.id));
+        let wanted: HashSet<u64> = ids.iter().copied().collect();
+        droplets.retain(|d| wanted.contains(&d.id));
         Ok(droplets)
     }
 
@@ -372,12 +375,13 @@ impl Client {
     /// none turned up.
     async fn find_created(&self, tag: &str, names: &[&str]) -> Result<Vec<Droplet>, ApiError> {
         let started = Instant::now();
+        let names: HashSet<&str> = names.iter().copied().collect();
         loop {
             let found: Vec<Droplet> = self
                 .list_droplets(tag)
                 .await?
                 .into_iter()
-                .filter(|d| names.contains(&d.name.as_str()))
+                .filter(|d| names.contains(d.name.as_str()))
                 .collect();
             if found.len() >= names.len() || started.elapsed() >= LOST_CREATE_LOOKUP {
                 return Ok(found);
@@ -497,10 +501,15 @@ impl Client {
     }
 }
 
+/// The requests one list of `count` droplets takes: one per page.
+pub fn list_requests(count: usize) -> usize {
+    count.div_ceil(PER_PAGE as usize).max(1)
+}
+
 /// Whether listing a pool of `pool_size` droplets (a request per page)
 /// takes fewer requests than looking up `wanted` droplets one by one.
 fn list_is_cheaper(wanted: usize, pool_size: usize) -> bool {
-    wanted > pool_size.div_ceil(PER_PAGE as usize).max(1)
+    wanted > list_requests(pool_size)
 }
 
 pub(super) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {

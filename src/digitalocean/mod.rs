@@ -10,7 +10,7 @@ pub mod reserved_ip;
 mod retry;
 mod values;
 
-pub use client::{ApiSettings, Client, Deleted, Observer};
+pub use client::{ApiSettings, Client, Deleted, Observer, list_requests};
 pub use droplet::{CreateRequest, Droplet, Networks};
 pub use error::ApiError;
 pub use retry::RetryPolicy;

@@ -14,6 +14,7 @@
 //! a person answers `--prune`'s question or droplets still boot: it lets the
 //! lock go, asks or waits, then surveys again under the lock (and changes
 //! nothing if the orphans it asked about are no longer the same).
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::time::{Duration, SystemTime};
 
@@ -146,7 +147,7 @@ async fn fix(
     let tag = ctx.config.pool_tag();
     // Before anything changes: the inventory may list any droplet of the
     // account, and only the pool's are tagged or destroyed.
-    let touched: Vec<u64> = drift
+    let touched: HashSet<u64> = drift
         .untagged
         .iter()
         .chain(&drift.unfinished_destroys)
@@ -159,10 +160,16 @@ async fn fix(
     ctx.refuse_foreign(&touched)
         .await
         .context("reconcile --apply changed nothing")?;
-    entries.retain(|e| !drift.gone.iter().any(|g| g.id == e.id));
-    for change in &drift.changed {
-        if let Some(entry) = entries.iter_mut().find(|e| e.id == change.after.id) {
-            *entry = change.after.clone();
+    let gone: HashSet<u64> = drift.gone.iter().map(|e| e.id).collect();
+    entries.retain(|e| !gone.contains(&e.id));
+    let changed: HashMap<u64, &Entry> = drift
+        .changed
+        .iter()
+        .map(|c| (c.after.id, &c.after))
+        .collect();
+    for entry in entries.iter_mut() {
+        if let Some(after) = changed.get(&entry.id) {
+            *entry = (*after).clone();
         }
     }
     let mut booted: Vec<(u64, Ipv4Addr)> = drift
@@ -191,10 +198,9 @@ async fn fix(
         }
         ready = readiness::wait_until_ready(check, &booted, check.ready_timeout.min(READY_PASS)) => ready?,
     };
-    for entry in entries
-        .iter_mut()
-        .filter(|e| booted.iter().any(|(id, _)| *id == e.id))
-    {
+    let booted_ids: HashSet<u64> = booted.iter().map(|(id, _)| *id).collect();
+    let ready: HashSet<u64> = ready.into_iter().collect();
+    for entry in entries.iter_mut().filter(|e| booted_ids.contains(&e.id)) {
         entry.status = if ready.contains(&entry.id) {
             Status::Active
         } else {

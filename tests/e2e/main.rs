@@ -17,6 +17,7 @@ mod failover;
 mod haproxy_faults;
 mod heal;
 mod https;
+mod linear;
 mod metrics;
 mod operator;
 mod operator_faults;
