@@ -84,6 +84,13 @@ struct ManyDroplets {
     droplets: Vec<Droplet>,
     #[serde(default)]
     links: Links,
+    #[serde(default)]
+    meta: Option<Meta>,
+}
+
+#[derive(Deserialize)]
+struct Meta {
+    total: Option<usize>,
 }
 
 #[derive(Default, Deserialize)]
@@ -178,27 +185,55 @@ impl Client {
         .await
     }
 
-    /// Every droplet carrying `tag`, one request per 200 droplets.
+    /// Every droplet carrying `tag`, one request per 200 droplets. The
+    /// pages after the first are asked for at once (the first tells how
+    /// many there are): a pool of 1,000 is five pages, which one after
+    /// another would cost five round trips.
     pub async fn list_droplets(&self, tag: &str) -> Result<Vec<Droplet>, ApiError> {
-        let mut all = Vec::new();
-        for page in 1.. {
-            let query = [
-                ("tag_name", tag.to_string()),
-                ("per_page", PER_PAGE.to_string()),
-                ("page", page.to_string()),
-            ];
-            let listed = self
-                .with_retries("/v2/droplets", || async {
-                    let body = self.send(Method::GET, "/v2/droplets", &query, None).await?;
-                    parse::<ManyDroplets>(&body)
-                })
-                .await?;
-            all.extend(listed.droplets);
-            if listed.links.pages.next.is_none() {
-                break;
+        let first = self.list_page(tag, 1).await?;
+        let mut all = first.droplets;
+        let mut next = first.links.pages.next.is_some();
+        let mut page = 1;
+        if next && let Some(total) = first.meta.and_then(|meta| meta.total) {
+            let mut pages = tokio::task::JoinSet::new();
+            for number in 2..=list_requests(total) {
+                let (client, tag) = (self.clone(), tag.to_string());
+                pages.spawn(async move { (number, client.list_page(&tag, number).await) });
+            }
+            let mut listed = Vec::new();
+            while let Some(joined) = pages.join_next().await {
+                let (number, outcome) = joined.expect("a list task panicked");
+                listed.push((number, outcome?));
+            }
+            listed.sort_by_key(|(number, _)| *number);
+            for (number, droplets) in listed {
+                (page, next) = (number, droplets.links.pages.next.is_some());
+                all.extend(droplets.droplets);
             }
         }
+        // Pages beyond the count the first gave (the pool grew meanwhile),
+        // or all of them when it gave none.
+        while next {
+            page += 1;
+            let listed = self.list_page(tag, page).await?;
+            next = listed.links.pages.next.is_some();
+            all.extend(listed.droplets);
+        }
         Ok(all)
+    }
+
+    /// Page `page` of the droplets carrying `tag`.
+    async fn list_page(&self, tag: &str, page: usize) -> Result<ManyDroplets, ApiError> {
+        let query = [
+            ("tag_name", tag.to_string()),
+            ("per_page", PER_PAGE.to_string()),
+            ("page", page.to_string()),
+        ];
+        self.with_retries("/v2/droplets", || async {
+            let body = self.send(Method::GET, "/v2/droplets", &query, None).await?;
+            parse::<ManyDroplets>(&body)
+        })
+        .await
     }
 
     /// Every droplet tagged `tag` (one paginated list), plus each droplet of
