@@ -26,6 +26,7 @@ use super::{Context, droplet};
 use crate::digitalocean::Droplet;
 use crate::haproxy::{self, Applied};
 use crate::inventory::StoreLock;
+use crate::listing::abbreviated;
 use crate::model::{Entry, Observed, Status};
 use crate::readiness;
 use crate::scaling::{Drift, drift, take_foreign};
@@ -373,7 +374,7 @@ async fn wait_for_boots(ctx: &Context, booting: &[Droplet], timeout: Duration) -
         "waiting up to {} for {} droplet(s) still booting: {}",
         humantime::format_duration(timeout),
         booting.len(),
-        listed(&ids_of(booting))
+        abbreviated(&ids_of(booting))
     );
     let check = &ctx.config.health_check;
     let waited = async {
@@ -381,7 +382,7 @@ async fn wait_for_boots(ctx: &Context, booting: &[Droplet], timeout: Duration) -
         if !boot.stuck.is_empty() {
             tracing::warn!(
                 "droplet(s) {} did not become active within {}; reconcile leaves them as they are",
-                listed(&boot.stuck),
+                abbreviated(&boot.stuck),
                 humantime::format_duration(timeout)
             );
         }
@@ -416,14 +417,6 @@ fn sorted_ids(entries: &[Entry]) -> Vec<u64> {
 
 fn ids_of(droplets: &[Droplet]) -> Vec<u64> {
     droplets.iter().map(|d| d.id).collect()
-}
-
-/// `1, 2, 3`, for messages.
-fn listed(ids: &[u64]) -> String {
-    ids.iter()
-        .map(u64::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 #[cfg(test)]
