@@ -18,12 +18,13 @@ use serde::de::DeserializeOwned;
 
 use super::droplet::{CreateRequest, Droplet};
 use super::error::ApiError;
+use super::pages::list_requests;
 use super::retry::RetryPolicy;
 use super::values::Token;
 use crate::http::BodyError;
 
 /// The largest page the API serves.
-const PER_PAGE: u32 = 200;
+pub(super) const PER_PAGE: u32 = 200;
 /// How long a create whose answer was lost is looked for before it is sent
 /// again: a list may miss a droplet for a while right after its create.
 const LOST_CREATE_LOOKUP: Duration = Duration::from_secs(30);
@@ -80,28 +81,28 @@ struct OneDroplet {
 }
 
 #[derive(Deserialize)]
-struct ManyDroplets {
-    droplets: Vec<Droplet>,
+pub(super) struct ManyDroplets {
+    pub(super) droplets: Vec<Droplet>,
     #[serde(default)]
-    links: Links,
+    pub(super) links: Links,
     #[serde(default)]
-    meta: Option<Meta>,
+    pub(super) meta: Option<Meta>,
 }
 
 #[derive(Deserialize)]
-struct Meta {
-    total: Option<usize>,
+pub(super) struct Meta {
+    pub(super) total: Option<usize>,
 }
 
 #[derive(Default, Deserialize)]
-struct Links {
+pub(super) struct Links {
     #[serde(default)]
-    pages: Pages,
+    pub(super) pages: Pages,
 }
 
 #[derive(Default, Deserialize)]
-struct Pages {
-    next: Option<String>,
+pub(super) struct Pages {
+    pub(super) next: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -181,57 +182,6 @@ impl Client {
         self.with_retries(&path, || async {
             let body = self.send(Method::GET, &path, &[], None).await?;
             Ok(parse::<OneDroplet>(&body)?.droplet)
-        })
-        .await
-    }
-
-    /// Every droplet carrying `tag`, one request per 200 droplets. The
-    /// pages after the first are asked for at once (the first tells how
-    /// many there are): a pool of 1,000 is five pages, which one after
-    /// another would cost five round trips.
-    pub async fn list_droplets(&self, tag: &str) -> Result<Vec<Droplet>, ApiError> {
-        let first = self.list_page(tag, 1).await?;
-        let mut all = first.droplets;
-        let mut next = first.links.pages.next.is_some();
-        let mut page = 1;
-        if next && let Some(total) = first.meta.and_then(|meta| meta.total) {
-            let mut pages = tokio::task::JoinSet::new();
-            for number in 2..=list_requests(total) {
-                let (client, tag) = (self.clone(), tag.to_string());
-                pages.spawn(async move { (number, client.list_page(&tag, number).await) });
-            }
-            let mut listed = Vec::new();
-            while let Some(joined) = pages.join_next().await {
-                let (number, outcome) = joined.expect("a list task panicked");
-                listed.push((number, outcome?));
-            }
-            listed.sort_by_key(|(number, _)| *number);
-            for (number, droplets) in listed {
-                (page, next) = (number, droplets.links.pages.next.is_some());
-                all.extend(droplets.droplets);
-            }
-        }
-        // Pages beyond the count the first gave (the pool grew meanwhile),
-        // or all of them when it gave none.
-        while next {
-            page += 1;
-            let listed = self.list_page(tag, page).await?;
-            next = listed.links.pages.next.is_some();
-            all.extend(listed.droplets);
-        }
-        Ok(all)
-    }
-
-    /// Page `page` of the droplets carrying `tag`.
-    async fn list_page(&self, tag: &str, page: usize) -> Result<ManyDroplets, ApiError> {
-        let query = [
-            ("tag_name", tag.to_string()),
-            ("per_page", PER_PAGE.to_string()),
-            ("page", page.to_string()),
-        ];
-        self.with_retries("/v2/droplets", || async {
-            let body = self.send(Method::GET, "/v2/droplets", &query, None).await?;
-            parse::<ManyDroplets>(&body)
         })
         .await
     }
@@ -534,11 +484,6 @@ impl Client {
             },
         })
     }
-}
-
-/// The requests one list of `count` droplets takes: one per page.
-pub fn list_requests(count: usize) -> usize {
-    count.div_ceil(PER_PAGE as usize).max(1)
 }
 
 /// Whether listing a pool of `pool_size` droplets (a request per page)

@@ -6,12 +6,14 @@ mod droplet;
 mod error;
 pub mod metadata;
 mod monitoring;
+mod pages;
 pub mod reserved_ip;
 mod retry;
 mod values;
 
-pub use client::{ApiSettings, Client, Deleted, Observer, list_requests};
+pub use client::{ApiSettings, Client, Deleted, Observer};
 pub use droplet::{CreateRequest, Droplet, Networks};
 pub use error::ApiError;
+pub use pages::list_requests;
 pub use retry::RetryPolicy;
 pub use values::{Image, SshKey, Token};
