@@ -127,7 +127,7 @@ impl<'a> Runtime<'a> {
     /// 1,000 servers are some 3,000 commands, which one connection each
     /// would make thousands of round trips. Every command's answer is
     /// checked; the first that is not the one HAProxy gives on success is
-    /// an error quoting it, and nothing after it is sent.
+    /// an error quoting it (see `batch`).
     pub async fn take(&self, steps: &[Step]) -> Result<()> {
         let commands: Vec<(String, &str)> = steps.iter().flat_map(step_commands).collect();
         self.batch(&commands).await
@@ -136,7 +136,12 @@ impl<'a> Runtime<'a> {
     /// Sends `commands` on one connection in interactive mode (`prompt`),
     /// BATCH at a time, each on its own line, and checks each answer
     /// against its expected one (compared trimmed). Each batch is bounded
-    /// by the timeout and the answer cap like a single command.
+    /// by the timeout and the answer cap like a single command. After a
+    /// refusal no further batch is sent; the rest of its own batch has been
+    /// taken already, which a runtime update's fallback (a reload of the
+    /// whole new config) makes good, and which HAProxy refuses itself where
+    /// it depends on the refused command (`del server` of a server not in
+    /// maintenance).
     pub(super) async fn batch(&self, commands: &[(String, &str)]) -> Result<()> {
         if commands.is_empty() {
             return Ok(());
@@ -159,7 +164,13 @@ impl<'a> Runtime<'a> {
                 .iter()
                 .map(|(command, _)| format!("{}\n", command.trim_end()))
                 .collect();
-            let label = format!("{} and {} more", chunk[0].0.trim_end(), chunk.len() - 1);
+            let label = match chunk {
+                [(only, _)] => only.trim_end().to_string(),
+                [(first, _), rest @ ..] => {
+                    format!("{} and {} more commands", first.trim_end(), rest.len())
+                }
+                [] => unreachable!("chunks are never empty"),
+            };
             let answers = self
                 .bounded(&label, async {
                     stream
