@@ -1,6 +1,7 @@
 //! Turning the inventory into haproxy.cfg text: the template context (pure)
 //! and the Tera rendering.
 
+use std::net::Ipv4Addr;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -14,7 +15,7 @@ pub const BUILTIN_TEMPLATE: &str = include_str!("../../templates/haproxy.cfg.ter
 
 /// What a template can use.
 #[derive(Debug, Serialize)]
-pub struct TemplateContext {
+pub struct TemplateContext<'a> {
     /// HAProxy bind address of the frontend, e.g. `203.0.113.7:80`.
     pub frontend_bind: String,
     pub backend_port: u16,
@@ -27,34 +28,36 @@ pub struct TemplateContext {
     /// Where HAProxy serves its stats page and its own Prometheus exporter
     /// (haproxy_stats_bind); unset: nowhere.
     pub stats_bind: Option<String>,
-    pub servers: Vec<Server>,
+    pub servers: Vec<Server<'a>>,
 }
 
 /// One `server` line of the backend.
 #[derive(Debug, Serialize, PartialEq, Eq)]
-pub struct Server {
+pub struct Server<'a> {
     /// `www-<droplet id>`: stable across deletes, so the runtime API can
     /// address a server by name.
     pub name: String,
     pub id: u64,
     /// Checked to be a hostname where the entry was read: the only text
     /// from the inventory in the config.
-    pub hostname: DropletName,
-    pub address: String,
+    pub hostname: &'a DropletName,
+    /// Written out as text, like the rest: serialized from the address
+    /// itself, which spares 10,000 servers an allocation each.
+    pub address: Ipv4Addr,
     pub port: u16,
 }
 
-impl TemplateContext {
+impl<'a> TemplateContext<'a> {
     /// The context for `entries`: only droplets that are active and have a
     /// private address become servers.
     pub fn new(
-        entries: &[Entry],
+        entries: &'a [Entry],
         frontend_bind: String,
         backend_port: u16,
         admin_socket: Option<&Path>,
         health_check: &HealthCheck,
         stats_bind: Option<&str>,
-    ) -> TemplateContext {
+    ) -> TemplateContext<'a> {
         let servers = entries
             .iter()
             .filter(|e| e.is_serving())
@@ -62,8 +65,8 @@ impl TemplateContext {
                 Some(Server {
                     name: server_name(e.id),
                     id: e.id,
-                    hostname: e.name.clone(),
-                    address: e.private_ip?.to_string(),
+                    hostname: &e.name,
+                    address: e.private_ip?,
                     port: backend_port,
                 })
             })
@@ -119,8 +122,6 @@ pub fn render(template_name: &str, template: &str, context: &TemplateContext) ->
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
-
     use super::*;
     use crate::model::Status;
 
@@ -132,7 +133,7 @@ mod tests {
         }
     }
 
-    fn context(entries: &[Entry]) -> TemplateContext {
+    fn context(entries: &[Entry]) -> TemplateContext<'_> {
         let check = HealthCheck {
             path: "/healthz".into(),
             port: 8081,
