@@ -13,6 +13,7 @@ mod etcd;
 mod haproxy;
 mod http;
 mod inventory;
+mod limits;
 mod listing;
 mod lockfile;
 mod metrics;
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
     // clap exits with 2 on usage errors, 0 for --help and --version.
     let cli = Cli::parse();
     init_logging(&cli.global);
+    limits::raise_open_files();
     match run(&cli) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {

@@ -50,6 +50,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    raise_open_files();
     if !args.listen.ip().is_loopback() {
         eprintln!(
             "doproxy-sim: --listen {} is not a loopback address; use 127.0.0.1 or [::1]",
@@ -107,6 +108,32 @@ async fn main() -> ExitCode {
     sim.serve(listener, shutdown).await;
     eprintln!("doproxy-sim: stopped");
     ExitCode::SUCCESS
+}
+
+/// Raises the soft limit on open files to the hard one (at most 2^20):
+/// each droplet's server listens on its own socket, and HAProxy and doproxy
+/// connect to all of them at once, so 1,000 droplets need more than the
+/// 1,024 many systems start processes with. A refusal leaves the limit as
+/// it was, and says so.
+fn raise_open_files() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given, setrlimit only
+    // reads it.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
+            limit.rlim_cur = limit.rlim_cur.max(limit.rlim_max.min(1 << 20));
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+        }
+    };
+    if !raised {
+        eprintln!(
+            "doproxy-sim: cannot raise the open-file limit ({}); large pools may run out of file descriptors",
+            std::io::Error::last_os_error()
+        );
+    }
 }
 
 /// Registers for SIGINT and SIGTERM now; the future resolves on either.

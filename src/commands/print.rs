@@ -73,6 +73,11 @@ pub async fn run(ctx: &Context, args: &PrintArgs, json_output: bool) -> Result<R
     if args.health {
         text.extend(failover::leader_line(ctx).await);
     }
+    // Only what is printed is built: at 10,000 entries the JSON of all of
+    // them costs as much again as the lines.
+    if !json_output {
+        return Report::new(text, serde_json::Value::Null);
+    }
     let mut json = serde_json::to_value(&entries)?;
     for (value, entry) in json
         .as_array_mut()
@@ -85,7 +90,7 @@ pub async fn run(ctx: &Context, args: &PrintArgs, json_output: bool) -> Result<R
             value["haproxy_state"] = state(entry).map(|s| s.status.as_str()).into();
         }
     }
-    Report::new(text, json)
+    Ok(Report::from_json(text, json))
 }
 
 /// The fields in which `entry`'s build differs from `current`, the build

@@ -35,6 +35,16 @@ impl Report {
         })
     }
 
+    /// A report whose JSON is built already (no second copy of a large one).
+    pub fn from_json(text: Vec<String>, json: serde_json::Value) -> Report {
+        Report {
+            text,
+            json,
+            failure: None,
+            exit_code: 0,
+        }
+    }
+
     /// This report, exiting with `code` unless it failed.
     pub fn exiting_with(mut self, code: u8) -> Report {
         self.exit_code = code;

@@ -7,12 +7,15 @@
 //! the inventory lock, from the pool as it is then, droplets still booting
 //! included. So two `scale --to 4` started together make a pool of 4, not 6.
 
+use std::collections::HashMap;
+
 use anyhow::Result;
 use serde_json::json;
 
 use super::report::{self, Report};
 use super::{Context, agreed_count};
 use crate::cli::ScaleArgs;
+use crate::model::Entry;
 use crate::ops::create::{Count, CreateOptions, create};
 use crate::ops::delete::{DeleteOptions, delete};
 use crate::scaling::{Pick, Plan, Selector, plan};
@@ -31,9 +34,10 @@ pub async fn run(ctx: &Context, args: &ScaleArgs) -> Result<Report> {
             Plan::Stay { size } => format!("The pool has {size} droplets already; nothing to do."),
             Plan::Add { count } => format!("Would create {count} droplet(s) to reach {target}."),
             Plan::Remove { ids } => {
+                let by_id: HashMap<u64, &Entry> = entries.iter().map(|e| (e.id, e)).collect();
                 let names: Vec<String> = ids
                     .iter()
-                    .filter_map(|id| entries.iter().find(|e| e.id == *id))
+                    .filter_map(|id| by_id.get(id))
                     .map(|e| format!("{} ({})", e.id, e.name))
                     .collect();
                 format!(

@@ -6,6 +6,7 @@
 //! the droplet's unique name among the pool's tagged droplets before anything
 //! is sent again.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -17,12 +18,13 @@ use serde::de::DeserializeOwned;
 
 use super::droplet::{CreateRequest, Droplet};
 use super::error::ApiError;
+use super::pages::list_requests;
 use super::retry::RetryPolicy;
 use super::values::Token;
 use crate::http::BodyError;
 
 /// The largest page the API serves.
-const PER_PAGE: u32 = 200;
+pub(super) const PER_PAGE: u32 = 200;
 /// How long a create whose answer was lost is looked for before it is sent
 /// again: a list may miss a droplet for a while right after its create.
 const LOST_CREATE_LOOKUP: Duration = Duration::from_secs(30);
@@ -79,21 +81,28 @@ struct OneDroplet {
 }
 
 #[derive(Deserialize)]
-struct ManyDroplets {
-    droplets: Vec<Droplet>,
+pub(super) struct ManyDroplets {
+    pub(super) droplets: Vec<Droplet>,
     #[serde(default)]
-    links: Links,
+    pub(super) links: Links,
+    #[serde(default)]
+    pub(super) meta: Option<Meta>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct Meta {
+    pub(super) total: Option<usize>,
 }
 
 #[derive(Default, Deserialize)]
-struct Links {
+pub(super) struct Links {
     #[serde(default)]
-    pages: Pages,
+    pub(super) pages: Pages,
 }
 
 #[derive(Default, Deserialize)]
-struct Pages {
-    next: Option<String>,
+pub(super) struct Pages {
+    pub(super) next: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -177,29 +186,6 @@ impl Client {
         .await
     }
 
-    /// Every droplet carrying `tag`, one request per 200 droplets.
-    pub async fn list_droplets(&self, tag: &str) -> Result<Vec<Droplet>, ApiError> {
-        let mut all = Vec::new();
-        for page in 1.. {
-            let query = [
-                ("tag_name", tag.to_string()),
-                ("per_page", PER_PAGE.to_string()),
-                ("page", page.to_string()),
-            ];
-            let listed = self
-                .with_retries("/v2/droplets", || async {
-                    let body = self.send(Method::GET, "/v2/droplets", &query, None).await?;
-                    parse::<ManyDroplets>(&body)
-                })
-                .await?;
-            all.extend(listed.droplets);
-            if listed.links.pages.next.is_none() {
-                break;
-            }
-        }
-        Ok(all)
-    }
-
     /// Every droplet tagged `tag` (one paginated list), plus each droplet of
     /// `known` that is missing from it but still exists, looked up by ID: a
     /// list may miss a droplet for a while after its create, and Ruby
@@ -207,10 +193,11 @@ impl Client {
     /// (404) is left out, so "gone" is always confirmed by ID.
     pub async fn list_pool(&self, tag: &str, known: &[u64]) -> Result<Vec<Droplet>, ApiError> {
         let mut droplets = self.list_droplets(tag).await?;
+        let listed: HashSet<u64> = droplets.iter().map(|d| d.id).collect();
         let missing: Vec<u64> = known
             .iter()
             .copied()
-            .filter(|id| !droplets.iter().any(|d| d.id == *id))
+            .filter(|id| !listed.contains(id))
             .collect();
         droplets.extend(self.get_existing(&missing).await?);
         Ok(droplets)
@@ -230,7 +217,8 @@ impl Client {
             return self.get_existing(ids).await;
         }
         let mut droplets = self.list_pool(tag, ids).await?;
-        droplets.retain(|d| ids.contains(&d.id));
+        let wanted: HashSet<u64> = ids.iter().copied().collect();
+        droplets.retain(|d| wanted.contains(&d.id));
         Ok(droplets)
     }
 
@@ -372,12 +360,13 @@ impl Client {
     /// none turned up.
     async fn find_created(&self, tag: &str, names: &[&str]) -> Result<Vec<Droplet>, ApiError> {
         let started = Instant::now();
+        let names: HashSet<&str> = names.iter().copied().collect();
         loop {
             let found: Vec<Droplet> = self
                 .list_droplets(tag)
                 .await?
                 .into_iter()
-                .filter(|d| names.contains(&d.name.as_str()))
+                .filter(|d| names.contains(d.name.as_str()))
                 .collect();
             if found.len() >= names.len() || started.elapsed() >= LOST_CREATE_LOOKUP {
                 return Ok(found);
@@ -500,7 +489,7 @@ impl Client {
 /// Whether listing a pool of `pool_size` droplets (a request per page)
 /// takes fewer requests than looking up `wanted` droplets one by one.
 fn list_is_cheaper(wanted: usize, pool_size: usize) -> bool {
-    wanted > pool_size.div_ceil(PER_PAGE as usize).max(1)
+    wanted > list_requests(pool_size)
 }
 
 pub(super) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {

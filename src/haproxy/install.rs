@@ -203,9 +203,7 @@ async fn runtime_plan<'a>(
 /// Takes `steps` through the admin socket, then confirms that HAProxy runs
 /// exactly the servers of `new`.
 async fn update_at_runtime(runtime: &Runtime<'_>, steps: &[Step], new: &[u8]) -> Result<()> {
-    for step in steps {
-        runtime.take(step).await?;
-    }
+    runtime.take(steps).await?;
     let running = runtime.servers().await?;
     if let Some(difference) = loaded::server_difference(new, &running) {
         bail!("after the runtime update HAProxy's servers are not the config's: {difference}");

@@ -1,6 +1,7 @@
 //! Turning the inventory into haproxy.cfg text: the template context (pure)
 //! and the Tera rendering.
 
+use std::net::Ipv4Addr;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -15,7 +16,7 @@ pub const BUILTIN_TEMPLATE: &str = include_str!("../../templates/haproxy.cfg.ter
 
 /// What a template can use.
 #[derive(Debug, Serialize)]
-pub struct TemplateContext {
+pub struct TemplateContext<'a> {
     /// HAProxy bind address of the frontend, e.g. `203.0.113.7:80`.
     pub frontend_bind: String,
     pub backend_port: u16,
@@ -30,7 +31,7 @@ pub struct TemplateContext {
     pub stats_bind: Option<String>,
     /// HTTPS, when the `tls:` section is set.
     pub https: Option<Https>,
-    pub servers: Vec<Server>,
+    pub servers: Vec<Server<'a>>,
 }
 
 /// What the template needs for HTTPS.
@@ -76,30 +77,32 @@ pub fn https_binds(frontend_bind: &str) -> String {
 
 /// One `server` line of the backend.
 #[derive(Debug, Serialize, PartialEq, Eq)]
-pub struct Server {
+pub struct Server<'a> {
     /// `www-<droplet id>`: stable across deletes, so the runtime API can
     /// address a server by name.
     pub name: String,
     pub id: u64,
     /// Checked to be a hostname where the entry was read: the only text
     /// from the inventory in the config.
-    pub hostname: DropletName,
-    pub address: String,
+    pub hostname: &'a DropletName,
+    /// Written out as text, like the rest: serialized from the address
+    /// itself, which spares 10,000 servers an allocation each.
+    pub address: Ipv4Addr,
     pub port: u16,
 }
 
-impl TemplateContext {
+impl<'a> TemplateContext<'a> {
     /// The context for `entries`: only droplets that are active and have a
     /// private address become servers.
     pub fn new(
-        entries: &[Entry],
+        entries: &'a [Entry],
         frontend_bind: String,
         backend_port: u16,
         admin_socket: Option<&Path>,
         health_check: &HealthCheck,
         stats_bind: Option<&str>,
         tls: Option<&TlsSettings>,
-    ) -> TemplateContext {
+    ) -> TemplateContext<'a> {
         let servers = entries
             .iter()
             .filter(|e| e.is_serving())
@@ -107,8 +110,8 @@ impl TemplateContext {
                 Some(Server {
                     name: server_name(e.id),
                     id: e.id,
-                    hostname: e.name.clone(),
-                    address: e.private_ip?.to_string(),
+                    hostname: &e.name,
+                    address: e.private_ip?,
                     port: backend_port,
                 })
             })
@@ -165,8 +168,6 @@ pub fn render(template_name: &str, template: &str, context: &TemplateContext) ->
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
-
     use super::*;
     use crate::model::Status;
 
@@ -178,7 +179,7 @@ mod tests {
         }
     }
 
-    fn context(entries: &[Entry]) -> TemplateContext {
+    fn context(entries: &[Entry]) -> TemplateContext<'_> {
         let check = HealthCheck {
             path: "/healthz".into(),
             port: 8081,

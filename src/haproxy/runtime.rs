@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 use super::command::{Unread, read_capped};
@@ -111,63 +111,91 @@ impl<'a> Runtime<'a> {
             .context("HAProxy's `show info` answer has no Pid line")
     }
 
-    pub async fn set_state(&self, backend: &str, server: &str, state: AdminState) -> Result<()> {
+    /// Sets servers `targets` (backend, server) to `state`, on one
+    /// connection; a refusal is an error quoting HAProxy.
+    pub async fn set_state(&self, targets: &[(String, String)], state: AdminState) -> Result<()> {
         let state = match state {
             AdminState::Ready => "ready",
             AdminState::Drain => "drain",
             AdminState::Maint => "maint",
         };
-        let answer = self
-            .command(&format!("set server {backend}/{server} state {state}"))
-            .await?;
-        if !answer.trim().is_empty() {
-            bail!(
-                "HAProxy refused to set {backend}/{server} to {state}: {}",
-                answer.trim()
-            );
-        }
-        Ok(())
+        let commands: Vec<(String, &str)> = targets
+            .iter()
+            .map(|(backend, server)| (format!("set server {backend}/{server} state {state}"), ""))
+            .collect();
+        self.batch(&commands).await
     }
 
-    /// Takes one step of a runtime update; an answer other than the one
-    /// HAProxy gives on success is an error quoting it.
-    pub async fn take(&self, step: &Step) -> Result<()> {
-        let target = step.target();
-        let commands: Vec<(String, &str)> = match step {
-            Step::Add {
-                address, options, ..
-            } => {
-                let has = |word: &str| options.iter().any(|o| o == word);
-                let mut commands = vec![(
-                    format!("add server {target} {address} {}", options.join(" ")),
-                    "New server registered.",
-                )];
-                if has("check") {
-                    commands.push((format!("enable health {target}"), ""));
+    /// Takes the steps of a runtime update, in order, on one connection:
+    /// 1,000 servers are some 3,000 commands, which one connection each
+    /// would make thousands of round trips. Every command's answer is
+    /// checked; the first that is not the one HAProxy gives on success is
+    /// an error quoting it (see `batch`).
+    pub async fn take(&self, steps: &[Step]) -> Result<()> {
+        let commands: Vec<(String, &str)> = steps.iter().flat_map(step_commands).collect();
+        self.batch(&commands).await
+    }
+
+    /// Sends `commands` on one connection in interactive mode (`prompt`),
+    /// BATCH at a time, each on its own line, and checks each answer
+    /// against its expected one (compared trimmed). Each batch is bounded
+    /// by the timeout and the answer cap like a single command. After a
+    /// refusal no further batch is sent; the rest of its own batch has been
+    /// taken already, which a runtime update's fallback (a reload of the
+    /// whole new config) makes good, and which HAProxy refuses itself where
+    /// it depends on the refused command (`del server` of a server not in
+    /// maintenance).
+    pub(super) async fn batch(&self, commands: &[(String, &str)]) -> Result<()> {
+        if commands.is_empty() {
+            return Ok(());
+        }
+        let mut stream = self
+            .bounded("prompt", async {
+                let mut stream = UnixStream::connect(self.socket)
+                    .await
+                    .map_err(Unread::Failed)?;
+                stream
+                    .write_all(b"prompt\n")
+                    .await
+                    .map_err(Unread::Failed)?;
+                read_answers(&mut stream, 1).await?;
+                Ok(stream)
+            })
+            .await?;
+        for chunk in commands.chunks(BATCH) {
+            let lines: String = chunk
+                .iter()
+                .map(|(command, _)| format!("{}\n", command.trim_end()))
+                .collect();
+            let label = match chunk {
+                [(only, _)] => only.trim_end().to_string(),
+                [(first, _), rest @ ..] => {
+                    format!("{} and {} more commands", first.trim_end(), rest.len())
                 }
-                if has("agent-check") {
-                    commands.push((format!("enable agent {target}"), ""));
+                [] => unreachable!("chunks are never empty"),
+            };
+            let answers = self
+                .bounded(&label, async {
+                    stream
+                        .write_all(lines.as_bytes())
+                        .await
+                        .map_err(Unread::Failed)?;
+                    read_answers(&mut stream, chunk.len()).await
+                })
+                .await?;
+            for ((command, success), answer) in chunk.iter().zip(&answers) {
+                if answer.trim() != *success {
+                    bail!(
+                        "HAProxy refused `{}`: {}",
+                        command.trim_end(),
+                        answer.trim()
+                    );
                 }
-                if !has("disabled") {
-                    commands.push((format!("enable server {target}"), ""));
-                }
-                commands
-            }
-            Step::Remove { .. } => vec![
-                (format!("set server {target} state maint"), ""),
-                (format!("del server {target}"), "Server deleted."),
-            ],
-        };
-        for (command, success) in commands {
-            let answer = self.command(command.trim_end()).await?;
-            if answer.trim() != success {
-                bail!(
-                    "HAProxy refused `{}`: {}",
-                    command.trim_end(),
-                    answer.trim()
-                );
             }
         }
+        // Leaving interactive mode closes the connection; an error here
+        // changes nothing that was done.
+        let _ = stream.write_all(b"quit\n").await;
         Ok(())
     }
 
@@ -181,11 +209,7 @@ impl<'a> Runtime<'a> {
     /// `command`, named `label` in errors: a command carrying a payload
     /// (a private key) is never quoted whole.
     pub(super) async fn exchange(&self, command: &str, label: &str) -> Result<String> {
-        let fix = format!(
-            "check that HAProxy runs with `stats socket {} level admin`, or unset haproxy_socket",
-            self.socket.display()
-        );
-        let exchange = async {
+        self.bounded(label, async {
             let mut stream = UnixStream::connect(self.socket)
                 .await
                 .map_err(Unread::Failed)?;
@@ -197,7 +221,21 @@ impl<'a> Runtime<'a> {
             String::from_utf8(answer).map_err(|err| {
                 Unread::Failed(std::io::Error::new(std::io::ErrorKind::InvalidData, err))
             })
-        };
+        })
+        .await
+    }
+
+    /// Runs one exchange on the socket (named `label` in errors) within the
+    /// timeout, turning its failures into sentences that say what to do.
+    async fn bounded<T>(
+        &self,
+        label: &str,
+        exchange: impl Future<Output = Result<T, Unread>>,
+    ) -> Result<T> {
+        let fix = format!(
+            "check that HAProxy runs with `stats socket {} level admin`, or unset haproxy_socket",
+            self.socket.display()
+        );
         match tokio::time::timeout(self.timeout, exchange).await {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(Unread::TooMuch)) => bail!(
@@ -217,6 +255,85 @@ impl<'a> Runtime<'a> {
             ),
         }
     }
+}
+
+/// Commands sent before their answers are read: small enough that the
+/// answers fit the socket's buffers (so neither side waits on the other),
+/// large enough that 1,000 servers take a few round trips.
+const BATCH: usize = 200;
+
+/// What ends each answer in interactive mode: the prompt on a new line.
+const PROMPT: &str = "\n> ";
+
+/// The admin socket commands of one step, each with the answer HAProxy
+/// gives on success.
+fn step_commands(step: &Step) -> Vec<(String, &'static str)> {
+    let target = step.target();
+    match step {
+        Step::Add {
+            address, options, ..
+        } => {
+            let has = |word: &str| options.iter().any(|o| o == word);
+            let mut commands = vec![(
+                format!("add server {target} {address} {}", options.join(" ")),
+                "New server registered.",
+            )];
+            if has("check") {
+                commands.push((format!("enable health {target}"), ""));
+            }
+            if has("agent-check") {
+                commands.push((format!("enable agent {target}"), ""));
+            }
+            if !has("disabled") {
+                commands.push((format!("enable server {target}"), ""));
+            }
+            commands
+        }
+        Step::Remove { .. } => vec![
+            (format!("set server {target} state maint"), ""),
+            (format!("del server {target}"), "Server deleted."),
+        ],
+    }
+}
+
+/// Reads until `count` more answers have come (each ends with the prompt),
+/// up to MAX_ANSWER; the answers.
+async fn read_answers(stream: &mut UnixStream, count: usize) -> Result<Vec<String>, Unread> {
+    let mut received = Vec::new();
+    let mut buffer = [0; 8192];
+    loop {
+        // HAProxy waits for the next line only after a prompt.
+        if received.ends_with(PROMPT.as_bytes())
+            && let Some(answers) = answers(&String::from_utf8_lossy(&received), count)
+        {
+            return Ok(answers);
+        }
+        let read = stream.read(&mut buffer).await.map_err(Unread::Failed)?;
+        if read == 0 {
+            return Err(Unread::Failed(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "HAProxy closed the connection before answering every command",
+            )));
+        }
+        received.extend_from_slice(&buffer[..read]);
+        if received.len() > MAX_ANSWER {
+            return Err(Unread::TooMuch);
+        }
+    }
+}
+
+/// The first `count` answers of interactive mode's output, once all have
+/// come: each is what precedes a prompt. HAProxy 2.6 ends most answers with
+/// an empty line before the prompt, but not every one (`del server`), so
+/// the prompt is what separates them.
+fn answers(output: &str, count: usize) -> Option<Vec<String>> {
+    let answers: Vec<String> = output
+        .split_inclusive(PROMPT)
+        .filter(|part| part.ends_with(PROMPT))
+        .take(count)
+        .map(|part| part.trim_end_matches(PROMPT).to_string())
+        .collect();
+    (answers.len() == count).then_some(answers)
 }
 
 /// Server and backend rows of `show stat` CSV output (a backend's row has
@@ -304,6 +421,64 @@ mod tests {
         let timed =
             parse_show_stat("# pxname,svname,qcur,scur,status,rate,rtime\nb,www-1,0,1,UP,2,350\n");
         assert_eq!(timed.unwrap()[0].response_ms, Some(350));
+    }
+
+    #[test]
+    fn interactive_answers_are_split_at_the_prompts() {
+        // As HAProxy 2.6 answered `prompt`, `add server`, `enable health`,
+        // a duplicate `add server`, `set server ... state maint`, `del
+        // server` (no empty line before its prompt) and an unknown command.
+        let output = "\n> New server registered.\n\n> \n> Already exists a server with the same name in backend.\n\n> \n> Server deleted.\n> Unknown command, but maybe one of the following ones is a better match:\n  quit : disconnect\n\n> ";
+        let answers = answers(output, 7).unwrap();
+        let trimmed: Vec<&str> = answers.iter().map(|a| a.trim()).collect();
+        assert_eq!(
+            trimmed[..6],
+            [
+                "",
+                "New server registered.",
+                "",
+                "Already exists a server with the same name in backend.",
+                "",
+                "Server deleted."
+            ]
+        );
+        assert!(trimmed[6].starts_with("Unknown command"));
+        // Until every answer has come there is nothing to check.
+        assert_eq!(super::answers(output, 8), None);
+        assert_eq!(super::answers("\n> New server registered.\n", 2), None);
+    }
+
+    #[test]
+    fn each_step_is_its_commands_with_their_answers_on_success() {
+        let add = Step::Add {
+            backend: "b".into(),
+            server: "www-1".into(),
+            address: "10.0.0.1:80".into(),
+            options: vec!["check".into(), "agent-check".into()],
+        };
+        assert_eq!(
+            step_commands(&add),
+            [
+                (
+                    "add server b/www-1 10.0.0.1:80 check agent-check".to_string(),
+                    "New server registered."
+                ),
+                ("enable health b/www-1".to_string(), ""),
+                ("enable agent b/www-1".to_string(), ""),
+                ("enable server b/www-1".to_string(), ""),
+            ]
+        );
+        let remove = Step::Remove {
+            backend: "b".into(),
+            server: "www-1".into(),
+        };
+        assert_eq!(
+            step_commands(&remove),
+            [
+                ("set server b/www-1 state maint".to_string(), ""),
+                ("del server b/www-1".to_string(), "Server deleted."),
+            ]
+        );
     }
 
     #[test]

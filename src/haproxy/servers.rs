@@ -2,7 +2,7 @@
 //! each droplet's server (state, sessions, queue, rate), and taking
 //! servers out of rotation before their droplets go (drain) or back.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -49,11 +49,12 @@ pub async fn pool_load(settings: &Settings, ids: &[u64]) -> Result<PoolLoad> {
     let runtime = Runtime::of(settings)
         .context("HAProxy metrics need its admin socket; set haproxy_socket")?;
     let rows = runtime.servers().await?;
+    let ids: HashSet<u64> = ids.iter().copied().collect();
     let mut load = PoolLoad::default();
-    let mut backends = Vec::new();
+    let mut backends = HashSet::new();
     let busy: Vec<u64> = rows
         .iter()
-        .filter(|r| serves_one_of(r, ids) && (r.rate > 0 || r.sessions > 0))
+        .filter(|r| serves_one_of(r, &ids) && (r.rate > 0 || r.sessions > 0))
         .filter_map(|r| r.response_ms)
         .collect();
     let shown = rows.iter().any(|r| r.response_ms.is_some());
@@ -61,17 +62,15 @@ pub async fn pool_load(settings: &Settings, ids: &[u64]) -> Result<PoolLoad> {
         0 => 0.0,
         n => busy.iter().sum::<u64>() as f64 / n as f64,
     });
-    for row in rows.iter().filter(|r| serves_one_of(r, ids)) {
+    for row in rows.iter().filter(|r| serves_one_of(r, &ids)) {
         load.sessions += row.sessions;
         load.rate += row.rate;
         load.queued += row.queued;
-        if !backends.contains(&row.backend) {
-            backends.push(row.backend.clone());
-        }
+        backends.insert(row.backend.as_str());
     }
     load.queued += rows
         .iter()
-        .filter(|r| r.server == "BACKEND" && backends.contains(&r.backend))
+        .filter(|r| r.server == "BACKEND" && backends.contains(r.backend.as_str()))
         .map(|r| r.queued)
         .sum::<u64>();
     Ok(load)
@@ -86,7 +85,10 @@ pub async fn drain(settings: &Settings, ids: &[u64], timeout: Duration) -> Resul
     let Some(runtime) = Runtime::of(settings).filter(|_| !ids.is_empty()) else {
         return Ok(());
     };
-    let targets = set_state(&runtime, ids, AdminState::Drain).await?;
+    let targets: HashSet<(String, String)> = set_state(&runtime, ids, AdminState::Drain)
+        .await?
+        .into_iter()
+        .collect();
     if !targets.is_empty() {
         tracing::info!("draining {} server(s) in HAProxy", targets.len());
     }
@@ -97,11 +99,7 @@ pub async fn drain(settings: &Settings, ids: &[u64], timeout: Duration) -> Resul
             .servers()
             .await?
             .iter()
-            .filter(|s| {
-                targets
-                    .iter()
-                    .any(|(b, n)| *b == s.backend && *n == s.server)
-            })
+            .filter(|s| targets.contains(&(s.backend.clone(), s.server.clone())))
             .map(|s| s.sessions)
             .sum();
         if open == 0 {
@@ -138,20 +136,19 @@ async fn set_state(
     ids: &[u64],
     state: AdminState,
 ) -> Result<Vec<(String, String)>> {
+    let ids: HashSet<u64> = ids.iter().copied().collect();
     let targets: Vec<(String, String)> = runtime
         .servers()
         .await?
         .into_iter()
-        .filter(|s| serves_one_of(s, ids))
+        .filter(|s| serves_one_of(s, &ids))
         .map(|s| (s.backend, s.server))
         .collect();
-    for (backend, server) in &targets {
-        runtime.set_state(backend, server, state).await?;
-    }
+    runtime.set_state(&targets, state).await?;
     Ok(targets)
 }
 
 /// Whether `row` is the server of one of droplets `ids`.
-fn serves_one_of(row: &ServerStat, ids: &[u64]) -> bool {
+fn serves_one_of(row: &ServerStat, ids: &HashSet<u64>) -> bool {
     droplet_id(&row.server).is_some_and(|id| ids.contains(&id))
 }

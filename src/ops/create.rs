@@ -30,6 +30,7 @@
 //! `create_replacements` makes and records them, `join` brings them into
 //! HAProxy.
 
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -138,15 +139,16 @@ pub async fn create(ctx: &Context, options: &CreateOptions) -> Result<Created> {
         return Ok(Created::default());
     }
     let joined = join(ctx, &made.droplets, options, Resume::Reconcile).await?;
+    let joined_ready: HashSet<u64> = joined.ready.iter().copied().collect();
     let ready = created
         .iter()
         .copied()
-        .filter(|id| joined.ready.contains(id))
+        .filter(|id| joined_ready.contains(id))
         .collect();
     let added = joined
         .entries
         .into_iter()
-        .filter(|e| joined.ready.contains(&e.id))
+        .filter(|e| joined_ready.contains(&e.id))
         .collect();
     Ok(Created {
         ready,
@@ -275,6 +277,12 @@ async fn make_and_record(ctx: &Context, options: &CreateOptions) -> Result<Made>
     }
     let mut failures = Vec::new();
     let mut created: Vec<Droplet> = Vec::new();
+    // What each name's droplet replaces, by name.
+    let replacing: HashMap<&str, Option<u64>> = all_names
+        .iter()
+        .map(String::as_str)
+        .zip(wanted.iter().copied())
+        .collect();
     for batch in all_names.chunks(MAX_PER_REQUEST) {
         if ctx.shutdown.check().is_err() {
             break;
@@ -337,10 +345,7 @@ async fn make_and_record(ctx: &Context, options: &CreateOptions) -> Result<Made>
                 droplet.id,
                 droplet.name
             );
-            let replaces = all_names
-                .iter()
-                .position(|name| *name == droplet.name)
-                .and_then(|i| wanted[i]);
+            let replaces = replacing.get(droplet.name.as_str()).copied().flatten();
             match droplet::entry_of(droplet) {
                 Ok(entry) => entries.push(Entry {
                     build: Some(build.clone()),

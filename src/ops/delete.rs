@@ -4,6 +4,7 @@
 //! earlier run left unfinished are completed along the way, and each
 //! leaves through `retire`.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
@@ -74,8 +75,9 @@ pub async fn delete(ctx: &Context, options: &DeleteOptions) -> Result<Deletion> 
             .join(" ")
     );
     // Deletes an earlier run could not finish are completed along the way.
+    let targeted: HashSet<usize> = targets.iter().copied().collect();
     for (i, entry) in entries.iter().enumerate() {
-        if entry.status == Status::Destroying && !targets.contains(&i) {
+        if entry.status == Status::Destroying && !targeted.contains(&i) {
             tracing::info!(
                 "completing the unfinished delete of droplet {} ({})",
                 entry.id,

@@ -4,11 +4,13 @@
 //! and a pool's droplets moved out of the etcd prefix pools shared before
 //! each had its own (`migrate`).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
 
 use super::{Context, LOCK_TIMEOUT, droplet};
+use crate::digitalocean::Droplet;
 use crate::inventory::{Comments, Store, parse, render};
 use crate::model::Entry;
 
@@ -19,9 +21,10 @@ pub async fn refresh(ctx: &Context) -> Result<Vec<Entry>> {
     let lock = ctx.lock(LOCK_TIMEOUT).await?;
     let mut entries = ctx.entries(Some(&lock)).await?;
     let listed = api.list_droplets(ctx.config.pool_tag()).await?;
+    let listed: HashMap<u64, &Droplet> = listed.iter().map(|d| (d.id, d)).collect();
     let mut missing = 0;
     for entry in entries.iter_mut() {
-        match listed.iter().find(|d| d.id == entry.id) {
+        match listed.get(&entry.id) {
             Some(listed) => {
                 droplet::update(entry, listed)?;
             }

@@ -14,6 +14,7 @@
 //! a person answers `--prune`'s question or droplets still boot: it lets the
 //! lock go, asks or waits, then surveys again under the lock (and changes
 //! nothing if the orphans it asked about are no longer the same).
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::time::{Duration, SystemTime};
 
@@ -25,6 +26,7 @@ use super::{Context, droplet};
 use crate::digitalocean::Droplet;
 use crate::haproxy::{self, Applied};
 use crate::inventory::StoreLock;
+use crate::listing::abbreviated;
 use crate::model::{self, Entry, Kind, Observed, Severity, Status};
 use crate::readiness;
 use crate::scaling::{Drift, drift, take_foreign};
@@ -181,7 +183,7 @@ async fn fix(
     let tag = ctx.config.pool_tag();
     // Before anything changes: the inventory may list any droplet of the
     // account, and only the pool's are tagged or destroyed.
-    let touched: Vec<u64> = drift
+    let touched: HashSet<u64> = drift
         .untagged
         .iter()
         .chain(&drift.unfinished_destroys)
@@ -194,10 +196,16 @@ async fn fix(
     ctx.refuse_foreign(&touched)
         .await
         .context("reconcile --apply changed nothing")?;
-    entries.retain(|e| !drift.gone.iter().any(|g| g.id == e.id));
-    for change in &drift.changed {
-        if let Some(entry) = entries.iter_mut().find(|e| e.id == change.after.id) {
-            *entry = change.after.clone();
+    let gone: HashSet<u64> = drift.gone.iter().map(|e| e.id).collect();
+    entries.retain(|e| !gone.contains(&e.id));
+    let changed: HashMap<u64, &Entry> = drift
+        .changed
+        .iter()
+        .map(|c| (c.after.id, &c.after))
+        .collect();
+    for entry in entries.iter_mut() {
+        if let Some(after) = changed.get(&entry.id) {
+            *entry = (*after).clone();
         }
     }
     let mut booted: Vec<(u64, Ipv4Addr)> = drift
@@ -226,10 +234,9 @@ async fn fix(
         }
         ready = readiness::wait_until_ready(check, &booted, check.ready_timeout.min(READY_PASS)) => ready?,
     };
-    for entry in entries
-        .iter_mut()
-        .filter(|e| booted.iter().any(|(id, _)| *id == e.id))
-    {
+    let booted_ids: HashSet<u64> = booted.iter().map(|(id, _)| *id).collect();
+    let ready: HashSet<u64> = ready.into_iter().collect();
+    for entry in entries.iter_mut().filter(|e| booted_ids.contains(&e.id)) {
         entry.status = if ready.contains(&entry.id) {
             Status::Active
         } else {
@@ -402,7 +409,7 @@ async fn wait_for_boots(ctx: &Context, booting: &[Droplet], timeout: Duration) -
         "waiting up to {} for {} droplet(s) still booting: {}",
         humantime::format_duration(timeout),
         booting.len(),
-        listed(&ids_of(booting))
+        abbreviated(&ids_of(booting))
     );
     let check = &ctx.config.health_check;
     let waited = async {
@@ -410,7 +417,7 @@ async fn wait_for_boots(ctx: &Context, booting: &[Droplet], timeout: Duration) -
         if !boot.stuck.is_empty() {
             tracing::warn!(
                 "droplet(s) {} did not become active within {}; reconcile leaves them as they are",
-                listed(&boot.stuck),
+                abbreviated(&boot.stuck),
                 humantime::format_duration(timeout)
             );
         }
@@ -445,14 +452,6 @@ fn sorted_ids(entries: &[Entry]) -> Vec<u64> {
 
 fn ids_of(droplets: &[Droplet]) -> Vec<u64> {
     droplets.iter().map(|d| d.id).collect()
-}
-
-/// `1, 2, 3`, for messages.
-fn listed(ids: &[u64]) -> String {
-    ids.iter()
-        .map(u64::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! before the reload; only a confirmed destroy removes them, so a failure
 //! leaves a record the next `delete` or `reconcile` completes.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
@@ -158,19 +159,29 @@ pub async fn retire(
     let mut failures = Vec::new();
     let mut destroyed = Vec::new();
     lock.check().await?;
+    let mut deleted = Vec::new();
     for (id, outcome) in api.delete_droplets(&ids).await {
         match outcome {
             Ok(outcome) => {
                 if outcome == Deleted::AlreadyGone {
                     tracing::info!("droplet {id} was already gone");
                 }
-                if let Some(position) = entries.iter().position(|e| e.id == id) {
-                    destroyed.push(entries.remove(position));
-                }
+                deleted.push(id);
             }
             Err(err) => failures.push(format!("{id}: {err}")),
         }
     }
+    // One pass over the inventory, whatever the number deleted.
+    let gone: HashSet<u64> = deleted.iter().copied().collect();
+    let mut removed: HashMap<u64, Entry> = HashMap::new();
+    entries.retain(|e| {
+        let leaves = gone.contains(&e.id);
+        if leaves {
+            removed.insert(e.id, e.clone());
+        }
+        !leaves
+    });
+    destroyed.extend(deleted.iter().filter_map(|id| removed.remove(id)));
     ctx.store.save(entries, lock).await?;
     super::apply::count_pool(entries);
     crate::metrics::scaled(crate::metrics::Direction::In, destroyed.len());

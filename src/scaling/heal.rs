@@ -9,7 +9,7 @@
 //! replaced per hour, so a fault that keeps coming back cannot churn
 //! through the whole pool.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -119,14 +119,16 @@ pub struct Decision {
 /// was noted, so a reload does not restart the grace period.
 pub fn observe(record: &mut Record, seen: &[Observation], now: SystemTime) {
     let now = secs(now);
-    record.down_since.retain(|id, _| {
-        seen.iter().any(|o| {
-            o.id == *id
-                && o.haproxy
-                    .as_deref()
-                    .is_some_and(|s| is_down(s) || is_transition(s))
+    let still_down: HashSet<u64> = seen
+        .iter()
+        .filter(|o| {
+            o.haproxy
+                .as_deref()
+                .is_some_and(|s| is_down(s) || is_transition(s))
         })
-    });
+        .map(|o| o.id)
+        .collect();
+    record.down_since.retain(|id, _| still_down.contains(id));
     for o in seen {
         if o.haproxy.as_deref().is_some_and(is_down) {
             record.down_since.entry(o.id).or_insert(now);

@@ -537,7 +537,9 @@ fn with_the_file_inventory_the_heal_service_keeps_the_certificate() {
         || curl(https_port, Some(&root), "site.test").is_ok(),
     );
     assert!(
-        healing.stderr_so_far().contains("HTTPS certificate renewed"),
+        healing
+            .stderr_so_far()
+            .contains("HTTPS certificate renewed"),
         "{}",
         healing.stderr_so_far()
     );

@@ -19,6 +19,7 @@ mod haproxy_faults;
 mod heal;
 mod https;
 mod latency;
+mod linear;
 mod metrics;
 mod operator;
 mod operator_faults;
