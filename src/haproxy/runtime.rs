@@ -18,6 +18,7 @@ use super::command::{Unread, read_capped};
 use super::dynamic::Step;
 use super::settings::Settings;
 use crate::http::{MAX_ANSWER, TOO_LARGE};
+use crate::text::Printable;
 
 /// One server (or backend) row of `show stat`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -369,12 +370,14 @@ fn parse_show_stat(csv: &str) -> Result<Vec<ServerStat>> {
         servers.push(ServerStat {
             backend: field(pxname).to_string(),
             server: field(svname).to_string(),
-            status: field(status).to_string(),
+            // Shown to people as it is (print --health): nothing in it may
+            // act on their terminal.
+            status: Printable::new(field(status)).to_string(),
             sessions: number(scur),
             queued: number(qcur),
             rate: number(rate),
             response_ms: rtime.map(|i| field(i).parse().unwrap_or(0)),
-            check_status: optional(check_status).to_string(),
+            check_status: Printable::new(optional(check_status)).to_string(),
             last_change: optional(lastchg).parse().ok(),
         });
     }
@@ -421,6 +424,15 @@ mod tests {
         let timed =
             parse_show_stat("# pxname,svname,qcur,scur,status,rate,rtime\nb,www-1,0,1,UP,2,350\n");
         assert_eq!(timed.unwrap()[0].response_ms, Some(350));
+        let odd = parse_show_stat(
+            "# pxname,svname,qcur,scur,status,rate,check_status\nb,www-1,0,0,UP\u{1b}[2J,0,L7OK\u{202e}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (odd[0].status.as_str(), odd[0].check_status.as_str()),
+            ("UP\\u{1b}[2J", "L7OK\\u{202e}"),
+            "what would act on a terminal is shown escaped"
+        );
     }
 
     #[test]
