@@ -39,14 +39,25 @@ pub async fn run(ctx: &Context, args: &ReconcileArgs) -> Result<Report> {
     if let Some(reason) = &found.haproxy {
         text.push(format!("haproxy: {reason}"));
     }
+    text.extend(found.not_the_pools.iter().map(|(_, why)| {
+        format!(
+            "not the pool's: {why}; doproxy never tags nor destroys it: remove it from the inventory, or tag it with {}",
+            ctx.config.pool_tag()
+        )
+    }));
     let agree = found.agrees();
-    if agree {
+    if agree && found.not_the_pools.is_empty() {
         text.push("No drift: the inventory matches DigitalOcean.".to_string());
     }
     let mut drift_json = serde_json::to_value(drift)?;
     drift_json["foreign"] = serde_json::to_value(&found.foreign)?;
     drift_json["haproxy"] = found.haproxy.clone().into();
-    let exit_code = if args.exit_code && !agree {
+    drift_json["not_the_pools"] = found
+        .not_the_pools
+        .iter()
+        .map(|(id, why)| json!({ "id": id, "why": why }))
+        .collect();
+    let exit_code = if args.exit_code && !(agree && found.not_the_pools.is_empty()) {
         DRIFT_FOUND
     } else {
         0

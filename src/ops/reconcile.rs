@@ -60,6 +60,10 @@ pub struct Reconciled {
     pub foreign: Vec<Entry>,
     /// How HAProxy differs from what the inventory gives, if it does.
     pub haproxy: Option<String>,
+    /// Entries DigitalOcean does not show as the pool's droplets, each
+    /// with its sentence: never tagged nor destroyed, even by `apply`; a
+    /// person removes them from the inventory or tags them.
+    pub not_the_pools: Vec<(u64, String)>,
     /// What `apply` fixed; None when nothing was applied.
     pub fixed: Option<Fixed>,
     /// `prune` was not agreed to, so nothing changed.
@@ -104,6 +108,13 @@ pub async fn reconcile(
         drift,
         foreign,
     } = found;
+    let listed: HashSet<u64> = entries.iter().map(|e| e.id).collect();
+    let listed: Vec<Droplet> = existing
+        .iter()
+        .filter(|d| listed.contains(&d.id))
+        .cloned()
+        .collect();
+    let not_the_pools = ctx.not_the_pools(&listed).await;
     let bind = ctx.frontend_bind().await;
     let haproxy = haproxy::divergence(&ctx.config.haproxy, bind, &entries)
         .await
@@ -115,6 +126,7 @@ pub async fn reconcile(
         drift,
         foreign,
         haproxy,
+        not_the_pools,
         fixed: None,
         prune_declined: false,
     };

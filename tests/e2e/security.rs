@@ -311,6 +311,17 @@ fn a_file_inventory_line_naming_another_droplet_never_gets_it_destroyed_or_tagge
         assert_eq!(project.inventory(), inventory, "{args:?}");
         assert_eq!(tags_at_digitalocean(&project, shop.id).unwrap(), ["shop"]);
     }
+    // Without --apply, reconcile names it for a person to settle.
+    let reported = project.run(&["reconcile", "--exit-code"]);
+    assert_eq!(reported.code, 3, "{}", reported.stderr);
+    assert!(
+        reported.stdout.contains(&format!(
+            "not the pool's: {refused}; doproxy never tags nor destroys it"
+        )),
+        "{}",
+        reported.stdout
+    );
+    assert!(!reported.stdout.contains("No drift"), "{}", reported.stdout);
     // Off, it is one heal would replace: nothing is paid for it either.
     project.sim.set_power(shop.id, false);
     project.set("heal", Some("{grace: 0s}"));
