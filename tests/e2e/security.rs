@@ -322,6 +322,15 @@ fn a_file_inventory_line_naming_another_droplet_never_gets_it_destroyed_or_tagge
         reported.stdout
     );
     assert!(!reported.stdout.contains("No drift"), "{}", reported.stdout);
+    // doctor too.
+    let doctor = project.run(&["doctor"]);
+    assert!(
+        doctor
+            .stdout
+            .contains(&format!("✗ pool's droplets: {refused}; doproxy never tags")),
+        "{}",
+        doctor.stdout
+    );
     // Off, it is one heal would replace: nothing is paid for it either.
     project.sim.set_power(shop.id, false);
     project.set("heal", Some("{grace: 0s}"));

@@ -1,9 +1,15 @@
 //! The checks that need the API: the token, SSH keys, region, size,
-//! image, and the reserved IP, as this account sees them.
+//! image, the reserved IP and the inventory's droplets, as this account
+//! sees them.
+
+use std::collections::HashSet;
 
 use super::{Check, failed, ok, skipped};
 use crate::config::Config;
 use crate::digitalocean::{ApiError, Client, Image, SshKey, reserved_ip};
+use crate::listing::abbreviated;
+use crate::model::Entry;
+use crate::ops::Context;
 
 /// The reserved IP `failover` moves: that it exists, and who holds it.
 pub(super) async fn reserved_ip_check(ip: std::net::Ipv4Addr, api: &Client) -> Check {
@@ -127,6 +133,47 @@ async fn ssh_keys_check(config: &Config, api: &Client) -> Check {
             format!(
                 "{} not found in this account; check ssh_key_ids against `doctl compute ssh-key list`",
                 missing.join(", ")
+            ),
+        ),
+    }
+}
+
+/// Whether DigitalOcean shows every droplet the inventory lists as the
+/// pool's: one that is not is never tagged nor destroyed, and blocks the
+/// delete, scale-in, heal or rollout that would touch it until a person
+/// removes it from the inventory or tags it.
+pub(super) async fn ownership_check(ctx: &Context, api: &Client, entries: &[Entry]) -> Check {
+    const CHECK: &str = "pool's droplets";
+    let known: Vec<u64> = entries.iter().map(|e| e.id).collect();
+    let listed = match api.list_pool(ctx.config.pool_tag(), &known).await {
+        Ok(droplets) => droplets,
+        Err(err) => return failed(CHECK, err.to_string()),
+    };
+    let known: HashSet<u64> = known.into_iter().collect();
+    let listed: Vec<_> = listed
+        .into_iter()
+        .filter(|d| known.contains(&d.id))
+        .collect();
+    let refused: Vec<String> = ctx
+        .not_the_pools(&listed)
+        .await
+        .into_iter()
+        .map(|(_, why)| why)
+        .collect();
+    match refused.is_empty() {
+        true => ok(
+            CHECK,
+            format!(
+                "DigitalOcean shows the {} droplet(s) the inventory lists as the pool's",
+                listed.len()
+            ),
+        ),
+        false => failed(
+            CHECK,
+            format!(
+                "{}; doproxy never tags nor destroys such a droplet, so remove it from the inventory, or tag it with {}",
+                abbreviated(&refused),
+                ctx.config.pool_tag()
             ),
         ),
     }

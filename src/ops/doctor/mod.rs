@@ -134,6 +134,9 @@ pub async fn checks(ctx: &Context) -> Vec<Check> {
             }
         }
     }
+    if let (Some(api), Ok(entries)) = (api, &inventory) {
+        checks.push(account_checks::ownership_check(ctx, api, entries).await);
+    }
     if let Some(ip) = config.failover.reserved_ip {
         checks.push(match api {
             Some(api) => reserved_ip_check(ip, api).await,
