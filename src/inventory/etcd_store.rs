@@ -336,6 +336,17 @@ impl EtcdInventory {
         let source_plan = source_layout.plan(&encode(&theirs)?, true);
         self.commit(&[(&source_lock, source_plan), (&lock, plan)])
             .await?;
+        // The trail goes along; the droplets have moved whatever happens to it.
+        if let Err(err) =
+            super::event_log::etcd_copy(&self.client, &source.prefix, &self.prefix, &self.pool.tag)
+                .await
+        {
+            tracing::warn!(
+                "{err:#}; the pool's events stay under {} (doproxy history shows those under {})",
+                source.prefix,
+                self.prefix
+            );
+        }
         lock.release().await;
         source_lock.release().await;
         Ok((ours.len(), theirs.len()))

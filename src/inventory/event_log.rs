@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use super::layout::MAX_OPS;
 use crate::etcd::{Client, Op, Put};
 use crate::model::Event;
 
@@ -132,16 +133,54 @@ pub async fn etcd_append(client: &Client, prefix: &str, events: &[Event]) -> Res
         }));
     }
     client.txn(&[], &puts).await?;
-    let keys = client.keys_prefix(&events_prefix).await?;
+    trim(client, &events_prefix).await
+}
+
+/// Deletes the oldest events under `events_prefix` beyond ETCD_KEPT.
+async fn trim(client: &Client, events_prefix: &str) -> Result<()> {
+    let keys = client.keys_prefix(events_prefix).await?;
     if let Some(first_kept) = first_kept(&keys, ETCD_KEPT) {
         client
             .txn(
                 &[],
-                &[Op::DeleteRange(events_prefix.clone(), first_kept.clone())],
+                &[Op::DeleteRange(
+                    events_prefix.to_string(),
+                    first_kept.clone(),
+                )],
             )
             .await?;
     }
     Ok(())
+}
+
+/// Copies the events of pool `pool` kept under prefix `from` to prefix
+/// `to`, under the same keys, so an inventory moved to its own prefix
+/// keeps its trail; the events of other pools stay where they are.
+/// Returns how many were copied.
+pub async fn etcd_copy(client: &Client, from: &str, to: &str, pool: &str) -> Result<usize> {
+    let (source, target) = (etcd_prefix(from), etcd_prefix(to));
+    let puts: Vec<Op> = client
+        .range_prefix(&source)
+        .await?
+        .kvs
+        .into_iter()
+        .filter(|kv| {
+            serde_json::from_slice::<Event>(&kv.value).is_ok_and(|event| *event.actor.pool == *pool)
+        })
+        .filter_map(|kv| {
+            let name = kv.key.strip_prefix(&source)?.to_string();
+            Some(Op::Put(Put {
+                key: format!("{target}{name}"),
+                value: kv.value,
+                lease: None,
+            }))
+        })
+        .collect();
+    for slice in puts.chunks(MAX_OPS) {
+        client.txn(&[], slice).await?;
+    }
+    trim(client, &target).await?;
+    Ok(puts.len())
 }
 
 /// Of `keys` (in order), the oldest of the newest `kept`, when older ones

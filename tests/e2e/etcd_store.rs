@@ -169,6 +169,21 @@ fn a_pool_left_under_the_shared_prefix_is_told_to_move_and_moves_whole() {
         "Moved 2 droplet(s) of pool doproxy:web from /doproxy/doproxy/ to /doproxy/doproxy:web/.\n"
     );
     assert_eq!(names(&web), ["web-0", "web-1"]);
+    // The pool's trail moved with it, without the other pool's events.
+    let created = web
+        .run(&["history", "--kind", "droplet.created", "-o", "json"])
+        .success()
+        .json();
+    let created = created.as_array().unwrap();
+    assert!(
+        created.iter().all(|event| event["pool"] == "doproxy:web"),
+        "{created:?}"
+    );
+    let droplets: usize = created
+        .iter()
+        .map(|event| event["droplets"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(droplets, 2, "{created:?}");
     api.run(&["print"])
         .fails(1, "holds 1 droplet(s) of pool doproxy:api");
     api.run(&["inventory", "migrate"]).success();
