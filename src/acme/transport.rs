@@ -38,7 +38,9 @@ pub struct TransportError {
 impl Transport {
     /// Trusting the system's CAs, or only those in `roots` (PEM) when given.
     pub fn new(roots: Option<&[u8]>) -> Result<Transport, String> {
-        let mut builder = crate::http::builder()
+        // The CA is a public service: through the operator's HTTP proxy
+        // when the environment names one, as the DigitalOcean API is.
+        let mut builder = crate::http::api_builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT);
         if let Some(pem) = roots {

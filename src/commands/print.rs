@@ -14,17 +14,18 @@ use crate::ops::{failover, inventory};
 const EMPTY: &str = "The inventory file is empty. Use the create command.";
 
 pub async fn run(ctx: &Context, args: &PrintArgs, json_output: bool) -> Result<Report> {
-    let entries = if args.refresh {
-        inventory::refresh(ctx).await?
-    } else {
-        ctx.entries(None).await?
-    };
+    // Before a refresh takes the lock and asks the API.
     if args.health && ctx.config.haproxy.socket.is_none() {
         bail!(
             "print --health reads HAProxy's admin socket; set haproxy_socket in {}",
             ctx.config.path.display()
         );
     }
+    let entries = if args.refresh {
+        inventory::refresh(ctx).await?
+    } else {
+        ctx.entries(None).await?
+    };
     // What HAProxy thinks of each server, when its admin socket is set:
     // always in JSON, in the text lines only with --health. A socket that
     // does not answer costs only the states: the inventory is still printed.

@@ -8,6 +8,11 @@ use super::client::{Client, ManyDroplets, PER_PAGE, parse};
 use super::droplet::Droplet;
 use super::error::ApiError;
 
+/// The most pages asked for at once after the first: the count comes from
+/// the API's answer, so it never decides alone how many requests are in
+/// flight; pages beyond these follow one after another.
+const PAGES_AT_ONCE: usize = 8;
+
 /// The requests one list of `count` droplets takes: one per page.
 pub fn list_requests(count: usize) -> usize {
     count.div_ceil(PER_PAGE as usize).max(1)
@@ -25,7 +30,7 @@ impl Client {
         let mut page = 1;
         if next && let Some(total) = first.meta.and_then(|meta| meta.total) {
             let mut pages = tokio::task::JoinSet::new();
-            for number in 2..=list_requests(total) {
+            for number in 2..=list_requests(total).min(1 + PAGES_AT_ONCE) {
                 let (client, tag) = (self.clone(), tag.to_string());
                 pages.spawn(async move { (number, client.list_page(&tag, number).await) });
             }
@@ -40,8 +45,9 @@ impl Client {
                 all.extend(droplets.droplets);
             }
         }
-        // Pages beyond the count the first gave (the pool grew meanwhile),
-        // or all of them when it gave none.
+        // Pages beyond those asked for at once, or beyond the count the
+        // first gave (the pool grew meanwhile), or all of them when it gave
+        // none.
         while next {
             page += 1;
             let listed = self.list_page(tag, page).await?;

@@ -120,7 +120,7 @@ pub async fn step(ctx: &Context, policy: &Policy, waits: &Waits, dry_run: bool) 
         outcome: None,
     };
     if dry_run || decision.action == Action::Hold {
-        save_record(ctx, &record, false).await?;
+        save_record(ctx, &record, false, waits.lock_timeout).await?;
         return Ok(Stepped {
             record,
             acted: None,
@@ -138,7 +138,7 @@ pub async fn step(ctx: &Context, policy: &Policy, waits: &Waits, dry_run: bool) 
     ctx.record([decided(&record, clean)]).await;
     // Recorded however acting went, failures and interruptions included;
     // a record that cannot be saved never hides what acting did.
-    let Err(unsaved) = save_record(ctx, &record, true).await else {
+    let Err(unsaved) = save_record(ctx, &record, true, waits.lock_timeout).await else {
         let acted = acted?;
         let failure = acted.failure();
         return Ok(Stepped {
@@ -285,8 +285,13 @@ async fn cpu_percent(ctx: &Context, ids: &[u64]) -> Result<f64> {
 
 /// Appends `record` to the history (and restarts the cooldown if the pool
 /// was scaled), under the store's lock.
-async fn save_record(ctx: &Context, record: &Record, scaled: bool) -> Result<()> {
-    let lock = ctx.lock(Duration::from_secs(300)).await?;
+async fn save_record(
+    ctx: &Context,
+    record: &Record,
+    scaled: bool,
+    lock_timeout: Duration,
+) -> Result<()> {
+    let lock = ctx.lock(lock_timeout).await?;
     let mut state = ctx.load_meta::<State>(STATE).await?;
     if scaled {
         let now = SystemTime::now()
