@@ -39,14 +39,15 @@ pub async fn run(ctx: &Context, args: &ReconcileArgs) -> Result<Report> {
     if let Some(reason) = &found.haproxy {
         text.push(format!("haproxy: {reason}"));
     }
-    text.extend(found.not_the_pools.iter().map(|(_, why)| {
-        format!(
-            "not the pool's: {why}; doproxy never tags nor destroys it: remove it from the inventory, or tag it with {}",
-            ctx.config.pool_tag()
-        )
-    }));
+    let settle = ctx.settle_not_the_pools();
+    text.extend(
+        found
+            .not_the_pools
+            .iter()
+            .map(|(_, why)| format!("not the pool's: {why}; {settle}")),
+    );
     let agree = found.agrees();
-    if agree && found.not_the_pools.is_empty() {
+    if found.settled() {
         text.push("No drift: the inventory matches DigitalOcean.".to_string());
     }
     let mut drift_json = serde_json::to_value(drift)?;
@@ -57,7 +58,7 @@ pub async fn run(ctx: &Context, args: &ReconcileArgs) -> Result<Report> {
         .iter()
         .map(|(id, why)| json!({ "id": id, "why": why }))
         .collect();
-    let exit_code = if args.exit_code && !(agree && found.not_the_pools.is_empty()) {
+    let exit_code = if args.exit_code && !found.settled() {
         DRIFT_FOUND
     } else {
         0

@@ -49,10 +49,7 @@ pub(super) fn autoscale_policy(section: AutoscaleFile, values: &Values) -> Resul
     if scale_in_step == 0 {
         bail!("scale_in_step must be at least 1");
     }
-    let interval = values.duration("autoscale.interval", section.interval, 60)?;
-    if interval.is_zero() {
-        bail!("interval must be longer than 0s");
-    }
+    let interval = values.positive("autoscale.interval", section.interval, 60)?;
     Ok(Policy {
         min,
         max,
@@ -115,14 +112,11 @@ pub(super) fn heal_policy(section: HealFile, values: &Values) -> Result<HealPoli
     if outage_share > 100 {
         bail!("outage_share is a percentage of the pool from 0 to 100");
     }
-    let interval = values.duration(
+    let interval = values.positive(
         "heal.interval",
         section.interval,
         defaults.interval.as_secs(),
     )?;
-    if interval.is_zero() {
-        bail!("interval must be longer than 0s");
-    }
     Ok(HealPolicy {
         grace: values.duration("heal.grace", section.grace, defaults.grace.as_secs())?,
         max_share_per_hour,

@@ -188,8 +188,6 @@ impl Client {
 
     /// Makes the writes `ops` in one transaction if every compare holds;
     /// returns whether they did (and so whether it wrote).
-    /// Makes the writes `ops` in one transaction if every compare holds;
-    /// returns whether they did (and so whether it wrote).
     pub async fn txn(&self, compares: &[Compare], ops: &[Op]) -> Result<bool, EtcdError> {
         let compare: Vec<Value> = compares.iter().map(Compare::to_json).collect();
         let success: Vec<Value> = ops.iter().map(Op::to_json).collect();

@@ -52,22 +52,21 @@ pub async fn pool_load(settings: &Settings, ids: &[u64]) -> Result<PoolLoad> {
     let ids: HashSet<u64> = ids.iter().copied().collect();
     let mut load = PoolLoad::default();
     let mut backends = HashSet::new();
-    let busy: Vec<u64> = rows
-        .iter()
-        .filter(|r| serves_one_of(r, &ids) && (r.rate > 0 || r.sessions > 0))
-        .filter_map(|r| r.response_ms)
-        .collect();
-    let shown = rows.iter().any(|r| r.response_ms.is_some());
-    load.response_ms = shown.then(|| match busy.len() {
-        0 => 0.0,
-        n => busy.iter().sum::<u64>() as f64 / n as f64,
-    });
+    let (mut busy, mut busy_ms) = (0u64, 0u64);
     for row in rows.iter().filter(|r| serves_one_of(r, &ids)) {
         load.sessions += row.sessions;
         load.rate += row.rate;
         load.queued += row.queued;
         backends.insert(row.backend.as_str());
+        if let Some(ms) = row.response_ms.filter(|_| row.rate > 0 || row.sessions > 0) {
+            (busy, busy_ms) = (busy + 1, busy_ms + ms);
+        }
     }
+    let shown = rows.iter().any(|r| r.response_ms.is_some());
+    load.response_ms = shown.then(|| match busy {
+        0 => 0.0,
+        n => busy_ms as f64 / n as f64,
+    });
     load.queued += rows
         .iter()
         .filter(|r| r.server == "BACKEND" && backends.contains(r.backend.as_str()))
@@ -85,10 +84,8 @@ pub async fn drain(settings: &Settings, ids: &[u64], timeout: Duration) -> Resul
     let Some(runtime) = Runtime::of(settings).filter(|_| !ids.is_empty()) else {
         return Ok(());
     };
-    let targets: HashSet<(String, String)> = set_state(&runtime, ids, AdminState::Drain)
-        .await?
-        .into_iter()
-        .collect();
+    let targets = set_state(&runtime, ids, AdminState::Drain).await?;
+    let ids: HashSet<u64> = ids.iter().copied().collect();
     if !targets.is_empty() {
         tracing::info!("draining {} server(s) in HAProxy", targets.len());
     }
@@ -99,7 +96,7 @@ pub async fn drain(settings: &Settings, ids: &[u64], timeout: Duration) -> Resul
             .servers()
             .await?
             .iter()
-            .filter(|s| targets.contains(&(s.backend.clone(), s.server.clone())))
+            .filter(|s| serves_one_of(s, &ids))
             .map(|s| s.sessions)
             .sum();
         if open == 0 {
@@ -115,8 +112,8 @@ pub async fn drain(settings: &Settings, ids: &[u64], timeout: Duration) -> Resul
         status.show(&format!("draining: {open} session(s) still open"));
         tokio::time::sleep(DRAIN_POLL).await;
     }
-    set_state(&runtime, ids, AdminState::Maint).await?;
-    Ok(())
+    // The servers drained, without asking HAProxy for them again.
+    runtime.set_state(&targets, AdminState::Maint).await
 }
 
 /// Puts drained servers back into rotation, after a delete that did not go

@@ -2,12 +2,25 @@
 //! Whoever can write the inventory can list any droplet of the account in
 //! it, so this, not the inventory, decides what may be destroyed or tagged.
 
+use std::collections::HashSet;
+
 use anyhow::Result;
 
 use crate::digitalocean::Droplet;
+use crate::model::Entry;
 use crate::text::Printable;
 
 use super::Context;
+
+/// Of `droplets` (as DigitalOcean shows them), those the inventory
+/// `entries` lists.
+pub fn listed_in(entries: &[Entry], droplets: impl IntoIterator<Item = Droplet>) -> Vec<Droplet> {
+    let listed: HashSet<u64> = entries.iter().map(|e| e.id).collect();
+    droplets
+        .into_iter()
+        .filter(|d| listed.contains(&d.id))
+        .collect()
+}
 
 impl Context {
     /// The droplets of `droplets` (as DigitalOcean shows them now) that are
@@ -39,6 +52,14 @@ impl Context {
             ));
         }
         refused
+    }
+
+    /// What a person does about an entry `not_the_pools` names.
+    pub fn settle_not_the_pools(&self) -> String {
+        format!(
+            "doproxy never tags nor destroys it: remove it from the inventory, or tag it with {}",
+            self.config.pool_tag()
+        )
     }
 
     /// Fails, naming each, when any of `droplets` (as DigitalOcean shows

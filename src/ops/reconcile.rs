@@ -21,6 +21,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context as _, Result, bail};
 
 use super::join::wait_until_active;
+use super::ownership::listed_in;
 use super::retire::{Leaving, Retire, retire};
 use super::{Context, droplet};
 use crate::digitalocean::Droplet;
@@ -75,6 +76,11 @@ impl Reconciled {
     pub fn agrees(&self) -> bool {
         self.drift.is_empty() && self.haproxy.is_none()
     }
+
+    /// They agree, and nothing is left for a person to settle.
+    pub fn settled(&self) -> bool {
+        self.agrees() && self.not_the_pools.is_empty()
+    }
 }
 
 /// What `apply` fixed beyond the drift itself.
@@ -108,12 +114,7 @@ pub async fn reconcile(
         drift,
         foreign,
     } = found;
-    let listed: HashSet<u64> = entries.iter().map(|e| e.id).collect();
-    let listed: Vec<Droplet> = existing
-        .iter()
-        .filter(|d| listed.contains(&d.id))
-        .cloned()
-        .collect();
+    let listed = listed_in(&entries, existing.iter().cloned());
     let not_the_pools = ctx.not_the_pools(&listed).await;
     let bind = ctx.frontend_bind().await;
     let haproxy = haproxy::divergence(&ctx.config.haproxy, bind, &entries)
@@ -130,7 +131,7 @@ pub async fn reconcile(
         fixed: None,
         prune_declined: false,
     };
-    if reconciled.agrees() {
+    if reconciled.settled() {
         crate::metrics::reconciled();
     }
     if !options.apply || reconciled.agrees() {

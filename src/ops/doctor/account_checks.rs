@@ -2,14 +2,13 @@
 //! image, the reserved IP and the inventory's droplets, as this account
 //! sees them.
 
-use std::collections::HashSet;
-
 use super::{Check, failed, ok, skipped};
 use crate::config::Config;
 use crate::digitalocean::{ApiError, Client, Image, SshKey, reserved_ip};
 use crate::listing::abbreviated;
 use crate::model::Entry;
 use crate::ops::Context;
+use crate::ops::ownership::listed_in;
 
 /// The reserved IP `failover` moves: that it exists, and who holds it.
 pub(super) async fn reserved_ip_check(ip: std::net::Ipv4Addr, api: &Client) -> Check {
@@ -149,11 +148,7 @@ pub(super) async fn ownership_check(ctx: &Context, api: &Client, entries: &[Entr
         Ok(droplets) => droplets,
         Err(err) => return failed(CHECK, err.to_string()),
     };
-    let known: HashSet<u64> = known.into_iter().collect();
-    let listed: Vec<_> = listed
-        .into_iter()
-        .filter(|d| known.contains(&d.id))
-        .collect();
+    let listed = listed_in(entries, listed);
     let refused: Vec<String> = ctx
         .not_the_pools(&listed)
         .await
@@ -170,11 +165,7 @@ pub(super) async fn ownership_check(ctx: &Context, api: &Client, entries: &[Entr
         ),
         false => failed(
             CHECK,
-            format!(
-                "{}; doproxy never tags nor destroys such a droplet, so remove it from the inventory, or tag it with {}",
-                abbreviated(&refused),
-                ctx.config.pool_tag()
-            ),
+            format!("{}; {}", abbreviated(&refused), ctx.settle_not_the_pools()),
         ),
     }
 }
